@@ -1,0 +1,11 @@
+#include <stdio.h>
+
+#include "cli/cmds.h"
+
+int cmd_export(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "d2fab export: not built yet in this version\n");
+    return 3;
+}

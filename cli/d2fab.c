@@ -1,0 +1,99 @@
+/* d2fab: from trained diffractive layers to printed parts. Command dispatch. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cmds.h"
+#include "core/err.h"
+
+const char *cli_exit_help =
+    "Exit status: 0 success, 1 usage error, 2 bad input (file, config, value),\n"
+    "3 I/O or system error. Every message names the file and what was wrong.\n";
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *what;
+} cmds[] = {
+    {"train", cmd_train, "train the phase layers on MNIST or Fashion-MNIST"},
+    {"eval", cmd_eval, "accuracy, confusion matrix and efficiency of a model"},
+    {"propagate", cmd_propagate, "propagate a complex64 .npy field through free space"},
+    {"export", cmd_export, "phase maps to printable height maps for a printer and material"},
+    {"mesh", cmd_mesh, "height maps to watertight plates with frame and pegs (STL, 3MF...)"},
+    {"mask", cmd_mask, "digit input-aperture masks with island bridges"},
+    {"tolerance", cmd_tolerance, "accuracy under fabrication and assembly errors"},
+    {"check", cmd_check, "validate a mesh file (closed, manifold, volume)"},
+    {"run", cmd_run, "everything in order: model to print package and report"},
+};
+
+static void usage(FILE *fp)
+{
+    fprintf(fp,
+            "d2fab %s - from trained diffractive layers to printed parts\n\n"
+            "Usage: d2fab COMMAND [OPTIONS]   (d2fab COMMAND --help for its options)\n\n"
+            "Commands:\n",
+            D2FAB_VERSION);
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        fprintf(fp, "  %-10s %s\n", cmds[i].name, cmds[i].what);
+    fprintf(fp,
+            "\nUnits: lengths in mm, frequencies in THz, phases in radians.\n"
+            "Environment: D2FAB_DATA (data folder, default ./data), D2FAB_PROFILES\n"
+            "(extra printer/material profile folder), D2FAB_WISDOM (FFTW wisdom file).\n\n%s",
+            cli_exit_help);
+}
+
+int cli_error(const char *cmd, int code, const char *msg)
+{
+    fprintf(stderr, "d2fab %s: %s\n", cmd, msg);
+    return d2_exit_code(code);
+}
+
+int cli_num(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno || !isfinite(v) || v < lo || v > hi) {
+        fprintf(stderr, "d2fab %s: --%s '%s': expected a number in [%g, %g]\n", cmd, opt, s, lo,
+                hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "d2fab %s: --%s '%s': expected an integer in [%ld, %ld]\n", cmd, opt, s,
+                lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 1;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("d2fab %s\n", D2FAB_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "d2fab: unknown command '%s' (d2fab --help lists them)\n", argv[1]);
+    return 1;
+}

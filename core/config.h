@@ -1,0 +1,59 @@
+/* d2fab core: validated JSON configuration through cJSON.
+ *
+ * Every key is checked on load: a missing required key, a value of the wrong
+ * type or out of range, and any unknown key are errors whose message names
+ * the file, the key path (e.g. "geometry.pitch_mm"), the value and the allowed
+ * range. Lengths are millimetres and frequencies THz, with the unit in the key
+ * name. */
+#ifndef D2_CONFIG_H
+#define D2_CONFIG_H
+
+#include <cjson/cJSON.h>
+#include "err.h"
+
+/* Parses path (at most 16 MiB) into *root (free with cJSON_Delete). Syntax
+ * errors report the line and column. */
+int cfg_load(const char *path, cJSON **root, d2_err *e);
+
+/* Parses text in memory; name is used in messages. */
+int cfg_parse(const char *name, const char *text, cJSON **root, d2_err *e);
+
+/* Context for messages: file name and the path of the object being read. */
+typedef struct cfg_ctx {
+    const char *file; /* file name for messages */
+    const char *path; /* key path of obj, "" at the top level */
+} cfg_ctx;
+
+/* Fails with D2_EINPUT if obj (an object) holds a key not in allowed
+ * (NULL-terminated list); the message lists the allowed keys. A NULL obj is
+ * accepted. Also fails if obj is not an object. */
+int cfg_check_keys(const cfg_ctx *c, const cJSON *obj, const char *const *allowed, d2_err *e);
+
+/* Reads number key of obj into *out. If the key is absent: with required != 0
+ * fails, otherwise stores def. Range check lo <= v <= hi (use -INFINITY /
+ * INFINITY for open ends; non-finite values always fail). */
+int cfg_num(const cfg_ctx *c, const cJSON *obj, const char *key, int required, double def,
+            double lo, double hi, double *out, d2_err *e);
+/* Same for an integer (a JSON number with no fractional part). */
+int cfg_int(const cfg_ctx *c, const cJSON *obj, const char *key, int required, long def,
+            long lo, long hi, long *out, d2_err *e);
+int cfg_bool(const cfg_ctx *c, const cJSON *obj, const char *key, int required, int def,
+             int *out, d2_err *e);
+/* *out points into obj (not copied); def may be NULL. */
+int cfg_str(const cfg_ctx *c, const cJSON *obj, const char *key, int required, const char *def,
+            const char **out, d2_err *e);
+/* String that must be one of choices (NULL-terminated); *out is its index. */
+int cfg_enum(const cfg_ctx *c, const cJSON *obj, const char *key, int required, int def,
+             const char *const *choices, int *out, d2_err *e);
+/* Array of numbers of length n_min..n_max, each in lo..hi; stores *n. */
+int cfg_num_array(const cfg_ctx *c, const cJSON *obj, const char *key, int n_min, int n_max,
+                  double lo, double hi, double *out, int *n, d2_err *e);
+
+/* Returns the child object key of obj or NULL; fails if present and not an
+ * object. */
+int cfg_object(const cfg_ctx *c, const cJSON *obj, const char *key, const cJSON **out, d2_err *e);
+
+/* Prints root and writes it atomically to path. */
+int cfg_write(const char *path, const cJSON *root, d2_err *e);
+
+#endif

@@ -1,0 +1,46 @@
+/* d2fab core: atomic output files and path safety.
+ *
+ * Every file d2fab writes goes to a temporary name in the destination folder
+ * and is renamed into place only once complete (fsync'ed), so a failure or a
+ * SIGKILL leaves either the previous file or the new one, never a truncated
+ * one. */
+#ifndef D2_FILEIO_H
+#define D2_FILEIO_H
+
+#include <stdio.h>
+#include "err.h"
+
+typedef struct d2_out d2_out;
+
+/* Opens a temporary file beside path for writing. Returns NULL and fills e on
+ * failure. Finish with d2_out_commit (rename into place) or d2_out_abort
+ * (remove the temporary); either frees the handle. */
+d2_out *d2_out_open(const char *path, d2_err *e);
+/* The stdio stream to write to. Owned by the handle. */
+FILE *d2_out_fp(d2_out *o);
+/* Flushes, checks every write, fsyncs, closes and renames into place.
+ * On any failure removes the temporary, fills e and returns D2_EIO. Frees o. */
+int d2_out_commit(d2_out *o, d2_err *e);
+/* Discards the temporary file. d2_out_abort(NULL) is a no-op. Frees o. */
+void d2_out_abort(d2_out *o);
+
+/* Writes n bytes to path atomically (d2_out_open .. commit). */
+int d2_write_file(const char *path, const void *buf, size_t n, d2_err *e);
+
+/* Reads a whole file into a malloc'ed buffer (NUL-terminated, *n excludes the
+ * NUL). Refuses files larger than max_bytes. Caller frees *buf. */
+int d2_read_file(const char *path, size_t max_bytes, char **buf, size_t *n, d2_err *e);
+
+/* Creates directory path (and missing parents), mode 0777 & ~umask. */
+int d2_mkdir_p(const char *path, d2_err *e);
+
+/* Joins dir and name into out (size cap). Returns D2_EINPUT if it does not fit. */
+int d2_path_join(char *out, size_t cap, const char *dir, const char *name, d2_err *e);
+
+/* Checks that name, a file named inside a config or model file living in
+ * folder dir, stays inside dir: no absolute path, no ".." component, and if it
+ * exists, no symlink resolving outside dir. `what` names the config key for
+ * the message. Returns 0 or D2_EINPUT. */
+int d2_path_inside(const char *dir, const char *name, const char *what, d2_err *e);
+
+#endif

@@ -1,0 +1,38 @@
+/* d2fab core: IDX files (MNIST and Fashion-MNIST in their original format)
+ * and the data-set folders built by scripts/fetch-data:
+ *   DIR/mnist/{train,t10k}-images-idx3-ubyte, {train,t10k}-labels-idx1-ubyte
+ *   DIR/fashion/ (same names)
+ * The reader checks the magic number, the dimensions and the file length and
+ * names the file, what was expected and what was found. */
+#ifndef D2_IDX_H
+#define D2_IDX_H
+
+#include <stdint.h>
+#include "err.h"
+
+typedef struct d2_dataset {
+    int count;        /* number of images */
+    int rows, cols;   /* 28 x 28 for MNIST */
+    uint8_t *images;  /* count * rows * cols, row-major, 0..255 */
+    uint8_t *labels;  /* count, 0..9 */
+} d2_dataset;
+
+/* Reads an idx3-ubyte image file (magic 0x00000803). *px malloc'ed. */
+int idx_read_images(const char *path, uint8_t **px, int *count, int *rows, int *cols, d2_err *e);
+/* Reads an idx1-ubyte label file (magic 0x00000801); every label must be 0..9. */
+int idx_read_labels(const char *path, uint8_t **labels, int *count, d2_err *e);
+
+/* Loads DIR/NAME/{train|t10k}-*: name is "mnist" or "fashion"; test != 0
+ * selects the test split. Image and label counts must agree. */
+int dataset_load(const char *dir, const char *name, int test, d2_dataset *ds, d2_err *e);
+void dataset_free(d2_dataset *ds);
+
+/* Writes images/labels as IDX files atomically (used by the Fashion-MNIST
+ * converter and by tests). */
+int idx_write_images(const char *path, const uint8_t *px, int count, int rows, int cols, d2_err *e);
+int idx_write_labels(const char *path, const uint8_t *labels, int count, d2_err *e);
+
+/* Default data folder: $D2FAB_DATA if set, else "data". */
+const char *dataset_default_dir(void);
+
+#endif

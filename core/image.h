@@ -1,0 +1,30 @@
+/* d2fab core: PNG read and write through libpng's simplified png_image API.
+ * Writes are atomic (temporary file + rename). Row 0 is the top of the image;
+ * for maps, row = y index of the .npy array. */
+#ifndef D2_IMAGE_H
+#define D2_IMAGE_H
+
+#include <stdint.h>
+#include "err.h"
+
+int img_write_gray8(const char *path, int w, int h, const uint8_t *px, d2_err *e);
+int img_write_gray16(const char *path, int w, int h, const uint16_t *px, d2_err *e);
+/* px holds w*h*3 bytes, R G B. */
+int img_write_rgb8(const char *path, int w, int h, const uint8_t *px, d2_err *e);
+
+typedef enum { CMAP_GRAY, CMAP_VIRIDIS, CMAP_TWILIGHT /* cyclic, for phase */, CMAP_INFERNO } img_cmap;
+
+/* Colour-maps v (w*h floats, row-major) linearly from lo..hi (clamped) and
+ * writes an RGB PNG, each value drawn as a scale x scale block. */
+int img_write_colormap(const char *path, int w, int h, const float *v, float lo, float hi,
+                       img_cmap cmap, int scale, d2_err *e);
+
+/* Maps t in [0,1] to RGB with the given colour map. */
+void img_cmap_rgb(img_cmap cmap, float t, uint8_t rgb[3]);
+
+/* Reads any PNG that is grey or RGB(A) (8 or 16 bit) as linear grey values in
+ * [0,1] (RGB converted to luminance; a palette or alpha-only image is an
+ * error naming the file and its format). *px is malloc'ed, w*h floats. */
+int img_read_gray(const char *path, int *w, int *h, float **px, d2_err *e);
+
+#endif

@@ -1,0 +1,60 @@
+#include "testlib.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/err.h"
+
+int t_pass, t_fail, t_cur_failed;
+const char *t_cur = "";
+static char tmp[512];
+
+void t_check_err(int rc, const void *err, int want, const char *needle, const char *file,
+                 int line, const char *what)
+{
+    const d2_err *e = err;
+    if (rc != want || (needle && !strstr(e->msg, needle))) {
+        printf("  %s:%d: %s: %s returned %d (want %d), message \"%s\" (want \"%s\")\n", file,
+               line, t_cur, what, rc, want, e->msg, needle ? needle : "");
+        t_cur_failed = 1;
+    }
+}
+
+static void cleanup(void)
+{
+    if (tmp[0] && !getenv("D2FAB_KEEP_TMP")) {
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    }
+}
+
+const char *t_tmpdir(void)
+{
+    if (!tmp[0]) {
+        const char *base = getenv("TMPDIR");
+        snprintf(tmp, sizeof tmp, "%s/d2fab-test-XXXXXX", base ? base : "/tmp");
+        if (!mkdtemp(tmp)) {
+            perror("mkdtemp");
+            exit(3);
+        }
+        atexit(cleanup);
+    }
+    return tmp;
+}
+
+void t_write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+        perror(path);
+        exit(3);
+    }
+}
+
+int t_finish(void)
+{
+    printf("%d passed, %d failed\n", t_pass, t_fail);
+    return t_fail ? 1 : 0;
+}
