@@ -360,11 +360,10 @@ double net_loss(const float *det, int ndet, int label, d2_loss loss, double temp
 }
 
 double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double temperature,
-                float **grad, float *det, int tid)
+                float complex **gt, float *det, int tid)
 {
     ws *s = &net->ws[tid];
     int n = net->n, p = net->p, L = net->L;
-    size_t nn = (size_t)n * n;
     double ein = forward(net, in, s);
     detect(net, s->o, ein, det);
     double dl_de[D2_MAX_DET];
@@ -382,27 +381,41 @@ double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double te
     }
     prop_core(net, w, net->H[L], 1);
 
-    const d2_geom *g = &net->g;
-    float beta = g->coupled ? (float)(g->kappa / (g->index - 1.0)) : 0.0f;
     for (int l = L - 1; l >= 0; l--) {
-        /* w holds G = dL/du_l* (u_l = t_l v_l). dL/dphi = 2 Re(conj(G) u (i - beta)).
-         * Then dL/dv_l* = conj(t_l) G feeds the adjoint of the previous gap. */
+        /* w holds G = dL/du_l* with u_l = t_l v_l: dL/dt_l* = G conj(v_l), and
+         * dL/dv_l* = conj(t_l) G feeds the adjoint of the previous gap. */
         const float complex *t = net->t[l], *v = s->v[l];
-        float *gr = grad[l];
+        float complex *gl = gt[l];
         for (int i = 0; i < n; i++) {
             float complex *row = w + (size_t)i * p;
             const float complex *tr = t + (size_t)i * n, *vr = v + (size_t)i * n;
-            float *grow = gr + (size_t)i * n;
+            float complex *grow = gl + (size_t)i * n;
             for (int j = 0; j < n; j++) {
-                float complex G = row[j], u = tr[j] * vr[j];
-                float complex cu = conjf(G) * u;
-                grow[j] += 2.0f * (-cimagf(cu) - beta * crealf(cu));
+                float complex G = row[j];
+                grow[j] += G * conjf(vr[j]);
                 row[j] = conjf(tr[j]) * G;
             }
             if (l > 0) memset(row + n, 0, (size_t)(p - n) * sizeof *row);
         }
         if (l > 0) prop_core(net, w, net->H[l], 1);
     }
-    (void)nn;
     return lossv;
 }
+
+float net_phase_beta(const d2_geom *g)
+{
+    return g->coupled ? (float)(g->kappa / (g->index - 1.0)) : 0.0f;
+}
+
+void net_phase_grad(const float complex *gt, const float complex *t, float beta, size_t count,
+                    float *grad)
+{
+    /* t = a(phi) exp(i phi) with da/dphi = -beta a: dt/dphi = t (i - beta), so
+     * dL/dphi = 2 Re(conj(dL/dt*) t (i - beta)). */
+    for (size_t i = 0; i < count; i++) {
+        float complex c = conjf(gt[i]) * t[i];
+        grad[i] = 2.0f * (-cimagf(c) - beta * crealf(c));
+    }
+}
+
+const float complex *net_transmission(const d2_net *net, int l) { return net->t[l]; }

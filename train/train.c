@@ -2,6 +2,7 @@
  * evaluation. */
 #include "train/train.h"
 
+#include <complex.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,7 +212,7 @@ typedef struct train_job {
     const int *idx;     /* sample indices of this batch */
     int bsz;
     int threads;
-    float ***grad;      /* [thread][layer] n*n */
+    float complex ***grad; /* [thread][layer] n*n: dL/dt* summed over samples */
     float **in;         /* [thread] input plane */
     double *loss;       /* [thread] */
     int *correct;       /* [thread] */
@@ -383,6 +384,7 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
     adam a = {0};
     train_job j = {0};
     int *order = NULL;
+    float *pgrad = NULL;
     d2_rng rng;
     int first_epoch = 0;
 
@@ -402,14 +404,16 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
     j.correct = d2_calloc((size_t)T, sizeof *j.correct, "counts", e);
     if (!j.grad || !j.in || !j.loss || !j.correct) goto fail;
     for (int k = 0; k < T; k++) {
-        j.grad[k] = d2_calloc((size_t)L, sizeof(float *), "gradients", e);
+        j.grad[k] = d2_calloc((size_t)L, sizeof(float complex *), "gradients", e);
         j.in[k] = d2_malloc(sizeof(float) * nn, "input plane", e);
         if (!j.grad[k] || !j.in[k]) goto fail;
         for (int l = 0; l < L; l++)
-            if (!(j.grad[k][l] = d2_calloc(nn, sizeof(float), "gradients", e))) goto fail;
+            if (!(j.grad[k][l] = d2_calloc(nn, sizeof(float complex), "gradients", e))) goto fail;
     }
     int ntrain = t->train_limit > 0 && t->train_limit < tr.count ? t->train_limit : tr.count;
     if (!(order = d2_malloc(sizeof(int) * ntrain, "sample order", e))) goto fail;
+    if (!(pgrad = d2_malloc(sizeof(float) * nn, "phase gradient", e))) goto fail;
+    float beta = net_phase_beta(g);
     d2_rng_seed(&rng, t->seed);
     if (!m->history) m->history = cJSON_CreateArray();
     if (ro->resume) {
@@ -443,21 +447,23 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
             double bc1 = 1 - pow(b1, (double)a.step), bc2 = 1 - pow(b2, (double)a.step);
             float scale = 1.0f / j.bsz;
             for (int l = 0; l < L; l++) {
-                float *g0 = j.grad[0][l], *ph = m->phase[l], *am = a.m[l], *av = a.v[l];
+                float complex *g0 = j.grad[0][l];
+                float *ph = m->phase[l], *am = a.m[l], *av = a.v[l];
                 for (int k = 1; k < T; k++) {
-                    float *gk = j.grad[k][l];
+                    float complex *gk = j.grad[k][l];
                     for (size_t i = 0; i < nn; i++) g0[i] += gk[i];
-                    memset(gk, 0, sizeof(float) * nn);
+                    memset(gk, 0, sizeof(float complex) * nn);
                 }
+                net_phase_grad(g0, net_transmission(net, l), beta, nn, pgrad);
+                memset(g0, 0, sizeof(float complex) * nn);
                 float fb1 = (float)b1, fb2 = (float)b2;
                 float step = (float)(lr / bc1), ibc2 = (float)(1.0 / bc2), feps = (float)eps;
                 for (size_t i = 0; i < nn; i++) {
-                    float gr = g0[i] * scale;
+                    float gr = pgrad[i] * scale;
                     am[i] = fb1 * am[i] + (1 - fb1) * gr;
                     av[i] = fb2 * av[i] + (1 - fb2) * gr * gr;
                     ph[i] -= step * am[i] / (sqrtf(av[i] * ibc2) + feps);
                 }
-                memset(g0, 0, sizeof(float) * nn);
             }
             for (int k = 0; k < T; k++) {
                 sum_loss += j.loss[k];
@@ -519,6 +525,7 @@ done:
         free(a.v[l]);
     }
     free(order);
+    free(pgrad);
     net_free(net);
     d2_pool_free(pool);
     dataset_free(&tr);
