@@ -9,6 +9,7 @@
  * column passes run on blocks of COLB adjacent columns with the product by H
  * fused in between, so each block stays in cache. */
 #include "train/net.h"
+#include "train/perturb.h"
 
 #include <fftw3.h>
 #include <math.h>
@@ -199,15 +200,14 @@ void net_set_transmission(d2_net *net, int l, const float complex *t)
     memcpy(net->t[l], t, (size_t)net->n * net->n * sizeof *t);
 }
 
-void net_set_phase(d2_net *net, int l, const float *phase, const float *amp)
+void net_phase_to_t(const d2_geom *g, const float *phase, const float *amp, float step_rad,
+                    size_t count, float complex *t)
 {
-    size_t nn = (size_t)net->n * net->n;
-    const d2_geom *g = &net->g;
     /* Coupled material: a = exp(-2 pi kappa h / lambda), h = base + wrap(phi) c. */
     double alpha = 2.0 * M_PI * g->kappa / g->wavelength_mm;
     double c = g->wavelength_mm / (2.0 * M_PI * (g->index - 1.0));
-    for (size_t i = 0; i < nn; i++) {
-        float ph = phase[i];
+    for (size_t i = 0; i < count; i++) {
+        float ph = perturb_quantize_phase(phase[i], step_rad);
         float a = 1.0f;
         if (amp)
             a = amp[i];
@@ -216,8 +216,13 @@ void net_set_phase(d2_net *net, int l, const float *phase, const float *amp)
             if (w < 0) w += 2.0 * M_PI;
             a = (float)exp(-alpha * (g->base_mm + w * c));
         }
-        net->t[l][i] = a * (cosf(ph) + I * sinf(ph));
+        t[i] = a * (cosf(ph) + I * sinf(ph));
     }
+}
+
+void net_set_phase(d2_net *net, int l, const float *phase, const float *amp)
+{
+    net_phase_to_t(&net->g, phase, amp, 0, (size_t)net->n * net->n, net->t[l]);
 }
 
 void net_set_model(d2_net *net, const d2_model *m)
