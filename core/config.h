@@ -34,6 +34,11 @@ int cfg_check_keys(const cfg_ctx *c, const cJSON *obj, const char *const *allowe
  * INFINITY for open ends; non-finite values always fail). */
 int cfg_num(const cfg_ctx *c, const cJSON *obj, const char *key, int required, double def,
             double lo, double hi, double *out, d2_err *e);
+/* Same with open interval ends: flags CFG_LO_OPEN requires v > lo, CFG_HI_OPEN
+ * v < hi; the message shows the interval as "(0, 100]". */
+enum { CFG_LO_OPEN = 1, CFG_HI_OPEN = 2 };
+int cfg_num_range(const cfg_ctx *c, const cJSON *obj, const char *key, int required, double def,
+                  double lo, double hi, int flags, double *out, d2_err *e);
 /* Same for an integer (a JSON number with no fractional part). */
 int cfg_int(const cfg_ctx *c, const cJSON *obj, const char *key, int required, long def,
             long lo, long hi, long *out, d2_err *e);

@@ -22,9 +22,13 @@ int img_write_colormap(const char *path, int w, int h, const float *v, float lo,
 /* Maps t in [0,1] to RGB with the given colour map. */
 void img_cmap_rgb(img_cmap cmap, float t, uint8_t rgb[3]);
 
-/* Reads any PNG that is grey or RGB(A) (8 or 16 bit) as linear grey values in
- * [0,1] (RGB converted to luminance; a palette or alpha-only image is an
- * error naming the file and its format). *px is malloc'ed, w*h floats. */
+/* Reads a PNG (grey, grey+alpha, RGB, RGBA or palette, any bit depth) as grey
+ * values in [0,1] that scale linearly with the stored samples: v/255 for
+ * 8-bit, v/65535 for 16-bit (no gamma conversion, so img_write_gray8/16
+ * round-trip exactly). Colour becomes luminance 0.2126 R + 0.7152 G +
+ * 0.0722 B; alpha is coverage over black. Images over 2^27 pixels, non-PNG
+ * and corrupt files fail with D2_EINPUT naming the file. *px is malloc'ed,
+ * w*h floats, row 0 at the top; caller frees. */
 int img_read_gray(const char *path, int *w, int *h, float **px, d2_err *e);
 
 #endif

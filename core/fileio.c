@@ -1,0 +1,331 @@
+#include "fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct d2_out {
+    FILE *fp;
+    char *tmp; /* temporary file beside dst */
+    char *dst;
+};
+
+/* Mode for a new output file: the existing file's permissions when replacing
+ * one (so a rewrite does not change them), otherwise 0666 & ~umask like
+ * fopen(). mkstemp creates 0600, which would surprise users. */
+static mode_t out_mode(const char *dst)
+{
+    struct stat st;
+    if (stat(dst, &st) == 0 && S_ISREG(st.st_mode)) return st.st_mode & 07777;
+    mode_t m = umask(022);
+    umask(m);
+    return 0666 & ~m;
+}
+
+d2_out *d2_out_open(const char *path, d2_err *e)
+{
+    d2_out *o = NULL;
+    if (!path || !*path) {
+        d2_fail(e, D2_EUSAGE, "empty output file name");
+        return NULL;
+    }
+    size_t n = strlen(path);
+    if (path[n - 1] == '/') {
+        d2_fail(e, D2_EUSAGE, "%s: output name is a folder; expected a file name", path);
+        return NULL;
+    }
+    o = d2_calloc(1, sizeof *o, "output handle", e);
+    if (!o) return NULL;
+    o->dst = strdup(path);
+    /* ".NAME.tmp-XXXXXX" in the same folder, so rename() stays on one file
+     * system and is atomic; the dot hides leftovers after a SIGKILL. */
+    o->tmp = malloc(n + 16);
+    if (!o->dst || !o->tmp) {
+        d2_fail(e, D2_EIO, "out of memory (output file name %s)", path);
+        goto fail;
+    }
+    const char *slash = strrchr(path, '/');
+    size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
+    memcpy(o->tmp, path, dirlen);
+    snprintf(o->tmp + dirlen, n + 16 - dirlen, ".%s.tmp-XXXXXX", path + dirlen);
+    int fd = mkstemp(o->tmp);
+    if (fd < 0) {
+        d2_fail(e, D2_EIO, "%s: cannot create a temporary file in its folder: %s", path,
+                strerror(errno));
+        goto fail;
+    }
+    (void)fchmod(fd, out_mode(path)); /* best effort: the data matters more */
+    o->fp = fdopen(fd, "wb");
+    if (!o->fp) {
+        d2_fail(e, D2_EIO, "%s: %s", path, strerror(errno));
+        close(fd);
+        unlink(o->tmp);
+        goto fail;
+    }
+    return o;
+fail:
+    free(o->dst);
+    free(o->tmp);
+    free(o);
+    return NULL;
+}
+
+FILE *d2_out_fp(d2_out *o) { return o->fp; }
+
+static void out_free(d2_out *o)
+{
+    free(o->tmp);
+    free(o->dst);
+    free(o);
+}
+
+/* fsync the folder so the rename itself survives a crash (best effort: some
+ * file systems refuse to fsync a directory). */
+static void sync_dir(const char *path)
+{
+    char *d = strdup(path);
+    if (!d) return;
+    char *slash = strrchr(d, '/');
+    const char *dir = ".";
+    if (slash) {
+        if (slash == d) slash[1] = 0;
+        else *slash = 0;
+        dir = d;
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(d);
+}
+
+int d2_out_commit(d2_out *o, d2_err *e)
+{
+    int rc = D2_EIO;
+    if (!o) return d2_fail(e, D2_EIO, "no output file to commit");
+    int bad = ferror(o->fp);
+    int err = errno;
+    if (fflush(o->fp) != 0) {
+        bad = 1;
+        err = errno;
+    }
+    if (!bad && fsync(fileno(o->fp)) != 0) {
+        bad = 1;
+        err = errno;
+    }
+    if (fclose(o->fp) != 0 && !bad) {
+        bad = 1;
+        err = errno;
+    }
+    o->fp = NULL;
+    if (bad) {
+        d2_fail(e, D2_EIO, "%s: write failed: %s", o->dst, err ? strerror(err) : "stream error");
+        unlink(o->tmp);
+        goto done;
+    }
+    if (rename(o->tmp, o->dst) != 0) {
+        d2_fail(e, D2_EIO, "%s: cannot move the finished file into place: %s", o->dst,
+                strerror(errno));
+        unlink(o->tmp);
+        goto done;
+    }
+    sync_dir(o->dst);
+    rc = 0;
+done:
+    out_free(o);
+    return rc;
+}
+
+void d2_out_abort(d2_out *o)
+{
+    if (!o) return;
+    if (o->fp) fclose(o->fp);
+    unlink(o->tmp);
+    out_free(o);
+}
+
+int d2_write_file(const char *path, const void *buf, size_t n, d2_err *e)
+{
+    d2_out *o = d2_out_open(path, e);
+    if (!o) return e ? e->code : D2_EIO;
+    if (n && fwrite(buf, 1, n, d2_out_fp(o)) != n) {
+        int err = errno;
+        d2_out_abort(o);
+        return d2_fail(e, D2_EIO, "%s: write failed: %s", path, strerror(err));
+    }
+    return d2_out_commit(o, e);
+}
+
+int d2_read_file(const char *path, size_t max_bytes, char **buf, size_t *n, d2_err *e)
+{
+    int rc = D2_EIO;
+    char *b = NULL;
+    *buf = NULL;
+    if (n) *n = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        int code = errno == ENOENT || errno == ENOTDIR ? D2_EINPUT : D2_EIO;
+        return d2_fail(e, code, "%s: cannot open: %s", path, strerror(errno));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        d2_fail(e, D2_EIO, "%s: %s", path, strerror(errno));
+        goto done;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        rc = d2_fail(e, D2_EINPUT, "%s: is a folder; expected a file", path);
+        goto done;
+    }
+    if (S_ISREG(st.st_mode) && (unsigned long long)st.st_size > max_bytes) {
+        rc = d2_fail(e, D2_EINPUT, "%s: file is %lld bytes; the limit is %zu bytes", path,
+                     (long long)st.st_size, max_bytes);
+        goto done;
+    }
+    /* Read in chunks up to max_bytes + 1 so pipes and files that grow while
+     * being read are bounded too. */
+    size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 65536, len = 0;
+    if (cap > max_bytes + 1) cap = max_bytes + 1;
+    b = d2_malloc(cap + 1, path, e);
+    if (!b) goto done;
+    for (;;) {
+        if (len == cap) {
+            if (cap > max_bytes) {
+                rc = d2_fail(e, D2_EINPUT, "%s: file is larger than the limit of %zu bytes",
+                             path, max_bytes);
+                goto done;
+            }
+            size_t ncap = cap * 2 > max_bytes + 1 ? max_bytes + 1 : cap * 2;
+            char *nb = realloc(b, ncap + 1);
+            if (!nb) {
+                rc = d2_fail(e, D2_EIO, "out of memory (%zu bytes for %s)", ncap, path);
+                goto done;
+            }
+            b = nb;
+            cap = ncap;
+        }
+        ssize_t r = read(fd, b + len, cap - len);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            rc = d2_fail(e, D2_EIO, "%s: read failed: %s", path, strerror(errno));
+            goto done;
+        }
+        if (r == 0) break;
+        len += (size_t)r;
+    }
+    if (len > max_bytes) {
+        rc = d2_fail(e, D2_EINPUT, "%s: file is larger than the limit of %zu bytes", path,
+                     max_bytes);
+        goto done;
+    }
+    b[len] = 0;
+    *buf = b;
+    b = NULL;
+    if (n) *n = len;
+    rc = 0;
+done:
+    free(b);
+    close(fd);
+    return rc;
+}
+
+int d2_mkdir_p(const char *path, d2_err *e)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0) return d2_fail(e, D2_EUSAGE, "empty folder name");
+    if (n >= sizeof buf) return d2_fail(e, D2_EINPUT, "%s: path too long", path);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != 0) continue;
+        if (buf[i - 1] == '/') continue; /* "a//b" */
+        char c = buf[i];
+        buf[i] = 0;
+        if (mkdir(buf, 0777) != 0) {
+            int err = errno;
+            struct stat st;
+            if (err != EEXIST) {
+                buf[i] = c;
+                return d2_fail(e, D2_EIO, "%s: cannot create folder: %s", path, strerror(err));
+            }
+            if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
+                return d2_fail(e, D2_EIO, "%s: cannot create folder: %s exists and is not a folder",
+                               path, buf);
+        }
+        buf[i] = c;
+    }
+    return 0;
+}
+
+int d2_path_join(char *out, size_t cap, const char *dir, const char *name, d2_err *e)
+{
+    int n;
+    size_t dl = dir ? strlen(dir) : 0;
+    if (dl == 0 || name[0] == '/')
+        n = snprintf(out, cap, "%s", name);
+    else if (dir[dl - 1] == '/')
+        n = snprintf(out, cap, "%s%s", dir, name);
+    else
+        n = snprintf(out, cap, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= cap)
+        return d2_fail(e, D2_EINPUT, "path too long: %s/%s (limit %zu bytes)", dir ? dir : "",
+                       name, cap - 1);
+    return 0;
+}
+
+/* Is resolved path p equal to or below resolved folder root? */
+static int below(const char *root, const char *p)
+{
+    size_t n = strlen(root);
+    if (strncmp(root, p, n) != 0) return 0;
+    if (n == 1 && root[0] == '/') return 1;
+    return p[n] == 0 || p[n] == '/';
+}
+
+int d2_path_inside(const char *dir, const char *name, const char *what, d2_err *e)
+{
+    char joined[PATH_MAX], root[PATH_MAX], real[PATH_MAX];
+    if (!what) what = "file name";
+    if (!name || !*name) return d2_fail(e, D2_EINPUT, "%s: %s is empty", dir, what);
+    if (name[0] == '/')
+        return d2_fail(e, D2_EINPUT,
+                       "%s: %s \"%s\" is an absolute path; it must name a file inside %s", dir,
+                       what, name, dir);
+    for (const char *p = name; *p;) {
+        const char *q = strchr(p, '/');
+        size_t len = q ? (size_t)(q - p) : strlen(p);
+        if (len == 2 && p[0] == '.' && p[1] == '.')
+            return d2_fail(e, D2_EINPUT,
+                           "%s: %s \"%s\" contains \"..\"; it must name a file inside %s", dir,
+                           what, name, dir);
+        p += len;
+        while (*p == '/') p++;
+    }
+    if (d2_path_join(joined, sizeof joined, dir, name, e)) return e ? e->code : D2_EINPUT;
+    if (!realpath(*dir ? dir : ".", root)) return 0; /* no folder, so no links inside it */
+    /* Resolve the longest existing prefix of the name: a link anywhere on
+     * the way (or a dangling one, which a writer would follow) must stay in. */
+    size_t n = strlen(joined), stop = *dir ? strlen(dir) : 0;
+    for (;;) {
+        if (realpath(joined, real)) {
+            if (!below(root, real))
+                return d2_fail(e, D2_EINPUT,
+                               "%s: %s \"%s\" resolves to %s, outside the folder (symbolic link)",
+                               dir, what, name, real);
+            return 0;
+        }
+        struct stat st;
+        if (lstat(joined, &st) == 0 && S_ISLNK(st.st_mode))
+            return d2_fail(e, D2_EINPUT,
+                           "%s: %s \"%s\": %s is a symbolic link to a missing target", dir, what,
+                           name, joined);
+        while (n > stop && joined[n - 1] != '/') n--;
+        while (n > stop && joined[n - 1] == '/') n--;
+        if (n <= stop) return 0;
+        joined[n] = 0;
+    }
+}
