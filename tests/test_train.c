@@ -38,9 +38,9 @@ static double beam_radius(const float complex *f, int n, double pitch)
     double s = 0, sx = 0;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++) {
-            double x = (j - 0.5 * (n - 1)) * pitch, I = crealf(f[i * n + j] * conjf(f[i * n + j]));
-            s += I;
-            sx += I * x * x;
+            double x = (j - 0.5 * (n - 1)) * pitch, in = crealf(f[i * n + j] * conjf(f[i * n + j]));
+            s += in;
+            sx += in * x * x;
         }
     return 2.0 * sqrt(sx / s);
 }
@@ -128,9 +128,9 @@ static void small_geom(d2_geom *g, int coupled)
     g->n = 24;
     g->layers = 2;
     g->pitch_mm = 0.4;
-    for (int k = 0; k <= g->layers; k++) g->gap_mm[k] = 8.0;
+    for (int k = 0; k <= g->layers; k++) g->gap_mm[k] = 4.0;
     g->aperture_mm = 6.0;
-    geom_layout_343(g, 1.2, 2.4, 2.4);
+    geom_layout_343(g, 1.6, 2.4, 2.4);
     g->coupled = coupled;
 }
 
@@ -167,32 +167,60 @@ static void gradient_check(int coupled, d2_loss loss)
     net_grad(net, in, 3, loss, 0.1, gt, det, 0);
     for (int l = 0; l < 2; l++)
         net_phase_grad(gt[l], net_transmission(net, l), net_phase_beta(&g), nn, gr[l]);
+    /* Directional derivatives along random directions over all pixels (a
+     * single pixel moves the loss too little for float fields), then the
+     * pixels with the largest gradients one by one. */
     int worst = 0, checked = 0;
     double maxg = 0;
-    for (int l = 0; l < 2; l++)
-        for (int i = 0; i < nn; i++) maxg = fmax(maxg, fabs(gr[l][i]));
-    for (int l = 0; l < 2; l++)
-        for (int k = 0; k < 12; k++) {
-            int i = (int)d2_rng_below(&r, nn);
-            float keep = ph[l][i];
-            double h = 1e-2;
-            ph[l][i] = keep + (float)h;
-            double lp = loss_at(net, ph, in, 3, loss);
-            ph[l][i] = keep - (float)h;
-            double lm = loss_at(net, ph, in, 3, loss);
-            ph[l][i] = keep;
-            double fd = (lp - lm) / (2 * h);
-            /* Relative to the largest gradient: float fields limit the accuracy. */
-            if (fabs(fd - gr[l][i]) > 2e-3 * maxg + 1e-3 * fabs(fd)) {
-                printf("  layer %d pixel %d: adjoint %.6g, finite difference %.6g\n", l, i,
-                       gr[l][i], fd);
-                worst++;
+    float *dir[2];
+    for (int l = 0; l < 2; l++) dir[l] = malloc(sizeof(float) * nn);
+    for (int trial = 0; trial < 4; trial++) {
+        double dot = 0;
+        for (int l = 0; l < 2; l++)
+            for (int i = 0; i < nn; i++) {
+                dir[l][i] = (float)(2 * d2_rng_uniform(&r) - 1);
+                dot += (double)dir[l][i] * gr[l][i];
             }
-            checked++;
+        double h = 1e-3, lp, lm;
+        for (int l = 0; l < 2; l++)
+            for (int i = 0; i < nn; i++) ph[l][i] += (float)h * dir[l][i];
+        lp = loss_at(net, ph, in, 3, loss);
+        for (int l = 0; l < 2; l++)
+            for (int i = 0; i < nn; i++) ph[l][i] -= 2 * (float)h * dir[l][i];
+        lm = loss_at(net, ph, in, 3, loss);
+        for (int l = 0; l < 2; l++)
+            for (int i = 0; i < nn; i++) ph[l][i] += (float)h * dir[l][i];
+        double fd = (lp - lm) / (2 * h);
+        if (fabs(fd - dot) > 1e-2 * fabs(dot) + 1e-6) {
+            printf("  direction %d: adjoint %.6g, finite difference %.6g\n", trial, dot, fd);
+            worst++;
         }
+        checked++;
+    }
+    for (int l = 0; l < 2; l++) {
+        int best = 0;
+        for (int i = 0; i < nn; i++)
+            if (fabs(gr[l][i]) > fabs(gr[l][best])) best = i;
+        maxg = fmax(maxg, fabs(gr[l][best]));
+        float keep = ph[l][best];
+        double h = 1e-2;
+        ph[l][best] = keep + (float)h;
+        double lp = loss_at(net, ph, in, 3, loss);
+        ph[l][best] = keep - (float)h;
+        double lm = loss_at(net, ph, in, 3, loss);
+        ph[l][best] = keep;
+        double fd = (lp - lm) / (2 * h);
+        if (fabs(fd - gr[l][best]) > 2e-2 * fabs(fd) + 1e-6) {
+            printf("  layer %d pixel %d: adjoint %.6g, finite difference %.6g\n", l, best,
+                   gr[l][best], fd);
+            worst++;
+        }
+        checked++;
+    }
     CHECK(worst == 0);
-    CHECK(checked == 24);
-    CHECK(maxg > 0);
+    CHECK(checked == 6);
+    CHECK(maxg > 1e-4);
+    for (int l = 0; l < 2; l++) free(dir[l]);
     for (int l = 0; l < 2; l++) {
         free(ph[l]);
         free(gr[l]);
@@ -278,7 +306,7 @@ TEST(bad_configs_fail_naming_the_key)
     CHECK(config_error("{\"geometry\": {\"pitch_mm\": 0}}", "geometry.pitch_mm"));
     CHECK(config_error("{\"geometry\": {\"wavelength_mm\": -0.7}}", "geometry.wavelength_mm"));
     CHECK(config_error("{\"geometry\": {\"neurons\": 100000}}", "geometry.neurons"));
-    CHECK(config_error("{\"geometry\": {\"pitch_mm\": 20}}", "no light reaches"));
+    CHECK(config_error("{\"geometry\": {\"pitch_mm\": 20}, \"detector\": {\"size_mm\": 200, \"row_pitch_mm\": 400, \"column_pitch_mm\": 400}}", "no light reaches"));
     CHECK(config_error("{\"detector\": {\"size_mm\": 6.4, \"row_pitch_mm\": 60}}",
                        "detector.centers_mm"));
     CHECK(config_error("{\"detector\": {\"size_mm\": 20}}", "overlap"));

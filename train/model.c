@@ -11,7 +11,7 @@
 #include "core/image.h"
 #include "core/npy.h"
 
-#define C_MM_THZ 299.792458 /* speed of light in mm * THz */
+#define C_MM_THZ 0.299792458 /* speed of light in mm * THz (lambda_mm = C_MM_THZ / f_THz) */
 
 void geom_layout_343(d2_geom *g, double size_mm, double row_mm, double col_mm)
 {
