@@ -18,16 +18,6 @@
 
 #define TWO_PI (2.0 * M_PI)
 
-/* Frees every layer buffer whatever g.layers says, for half-built models. */
-static void free_layers(d2_model *m)
-{
-    for (int k = 0; k < D2_MAX_LAYERS; k++) {
-        free(m->phase[k]);
-        free(m->amp[k]);
-        m->phase[k] = m->amp[k] = NULL;
-    }
-}
-
 static const char *const objective_note =
     "Heights h = base + w P / (2 pi), P = wavelength / (index - 1), w = (phase + offset) mod "
     "2 pi, rounded to multiples of z_step_mm (or phase first rounded to 'levels' per 2 pi). "
@@ -119,7 +109,8 @@ static int resolve_params(const d2_model *m, const export_opts *o, export_report
     if (!(isfinite(p->base_mm) && p->base_mm >= 0 && p->base_mm <= 1000))
         return d2_fail(e, D2_EINPUT, "base %g mm (--base-mm): must be in [0, 1000]", p->base_mm);
     p->z_step_mm = r->printer.z_step_mm;
-    double bq = nearbyint(p->base_mm / p->z_step_mm) * p->z_step_mm;
+    /* Up to the next whole step: the plate is never thinner than asked. */
+    double bq = ceil(p->base_mm / p->z_step_mm - 1e-9) * p->z_step_mm;
     if (fabs(bq - p->base_mm) > 1e-9) {
         warn(r, "base %.6g mm rounded to %.6g mm, a whole number of %.4g mm Z steps",
              p->base_mm, bq, p->z_step_mm);
@@ -157,10 +148,10 @@ static int resolve_params(const d2_model *m, const export_opts *o, export_report
 static int check_printer(const export_opts *o, double max_h, export_report *r, d2_err *e)
 {
     const printer_profile *pr = &r->printer;
-    char msg[512];
+    char msg[768];
     if (r->pitch_mm < 2 * pr->xy_resolution_mm || r->pitch_mm < pr->min_feature_mm) {
         snprintf(msg, sizeof msg, "pitch %.4g mm is below what %s can hold (2 x XY resolution = "
-                 "%.4g mm, minimum feature %.4g mm, from %s)", r->pitch_mm, pr->display_name,
+                 "%.4g mm, minimum feature %.4g mm, from %.300s)", r->pitch_mm, pr->display_name,
                  2 * pr->xy_resolution_mm, pr->min_feature_mm, pr->path);
         if (!o->force)
             return d2_fail(e, D2_EINPUT, "%s; choose another printer, or --force to export "
@@ -392,6 +383,12 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
     if (!(isfinite(r->pitch_mm) && r->pitch_mm > 0))
         return d2_fail(e, D2_EINPUT, "pitch %g mm: must be > 0", r->pitch_mm);
     if ((rc = resolve_params(m, o, r, e))) return rc;
+    if (src->kind && !strcmp(src->kind, "phase")) {
+        d2_err ge = {0};
+        if (geom_validate(&m->g, "phase maps", &ge))
+            warn(r, "the stack cannot be loaded back as a model for eval or tolerance: %.200s",
+                 ge.msg);
+    }
     r->period_mm = exp_period_mm(r->p.wavelength_mm, r->p.index);
     /* Heights never exceed base + one period (+ half a Z step of rounding). */
     if ((rc = check_printer(o, r->p.base_mm + r->period_mm + 0.5 * r->p.z_step_mm, r, e)))
@@ -562,7 +559,6 @@ int export_load_as_model(const char *dir, d2_model *m, d2_err *e)
     return 0;
 fail:
     cJSON_Delete(root);
-    free_layers(m);
     model_free(m);
     memset(m, 0, sizeof *m);
     return rc;

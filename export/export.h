@@ -273,7 +273,7 @@ typedef struct export_report {
     double volume_mm3;            /* all layers */
     double print_time_h;          /* tallest plate / z speed; < 0 when unknown */
     int nwarn;
-    char warn[EXP_MAX_WARN][320]; /* warnings for the user, also in export.json */
+    char warn[EXP_MAX_WARN][512]; /* warnings for the user, also in export.json */
 } export_report;
 
 /* Checks everything (profiles, wavelength, index, pitch against the printer,

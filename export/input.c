@@ -3,21 +3,13 @@
 #include "export/export.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/image.h"
 #include "core/npy.h"
-
-/* Frees every layer buffer whatever g.layers says, for half-built models. */
-static void free_layers(d2_model *m)
-{
-    for (int k = 0; k < D2_MAX_LAYERS; k++) {
-        free(m->phase[k]);
-        free(m->amp[k]);
-        m->phase[k] = m->amp[k] = NULL;
-    }
-}
 
 static int ends_with(const char *s, const char *suf)
 {
@@ -155,7 +147,6 @@ int exp_model_from_phases(const exp_phase_input *in, d2_model *m, d2_err *e)
     g->coupled = 0;
     return 0;
 fail:
-    free_layers(m);
     model_free(m);
     memset(m, 0, sizeof *m);
     return rc;
