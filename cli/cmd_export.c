@@ -231,7 +231,8 @@ int cmd_export(int argc, char **argv)
         case 'w':
             if (cli_num(CMD, "wavelength-mm", optarg, 1e-6, 1e5, &o.wavelength_mm)) return 1;
             break;
-        case O_INDEX: if (cli_num(CMD, "index", optarg, 1.000001, 10, &o.index)) return 1; break;
+        /* range checked by the library, whose message says why n <= 1 fails */
+        case O_INDEX: if (cli_num(CMD, "index", optarg, -1e6, 1e6, &o.index)) return 1; break;
         case O_KAPPA: if (cli_num(CMD, "kappa", optarg, 0, 10, &o.kappa)) return 1; break;
         case O_BASE: if (cli_num(CMD, "base-mm", optarg, 0, 1000, &o.base_mm)) return 1; break;
         case O_LEVELS:

@@ -85,12 +85,20 @@ static int resolve_params(const d2_model *m, const export_opts *o, export_report
              r->frequency_thz, g->wavelength_mm);
 
     double n_idx, kap;
-    if (material_at(&r->material, r->frequency_thz, &n_idx, &kap))
-        warn(r, "material '%s' is characterised at %.4g-%.4g THz only; using its %s value at "
-             "%.4g THz", r->material.name, r->material.pt[0].frequency_thz,
-             r->material.pt[r->material.npoints - 1].frequency_thz,
-             r->frequency_thz < r->material.pt[0].frequency_thz ? "lowest" : "highest",
+    if (material_at(&r->material, r->frequency_thz, &n_idx, &kap)) {
+        const material_point *lo = &r->material.pt[0];
+        const material_point *hi = &r->material.pt[r->material.npoints - 1];
+        char range[64];
+        if (r->material.npoints == 1)
+            snprintf(range, sizeof range, "%.4g THz", lo->frequency_thz);
+        else
+            snprintf(range, sizeof range, "%.4g-%.4g THz", lo->frequency_thz, hi->frequency_thz);
+        warn(r, "material '%s' is characterised at %s only; using n = %.5g, kappa = %.4g from "
+             "%.4g THz at %.4g THz (add points or pass --index and --kappa)", r->material.name,
+             range, n_idx, kap, r->frequency_thz < lo->frequency_thz ? lo->frequency_thz
+                                                                      : hi->frequency_thz,
              r->frequency_thz);
+    }
     if (!isnan(o->index)) n_idx = o->index;
     if (!isnan(o->kappa)) kap = o->kappa;
     if (!(isfinite(n_idx) && n_idx > 1 && n_idx <= 10))
@@ -112,8 +120,10 @@ static int resolve_params(const d2_model *m, const export_opts *o, export_report
     /* Up to the next whole step: the plate is never thinner than asked. */
     double bq = ceil(p->base_mm / p->z_step_mm - 1e-9) * p->z_step_mm;
     if (fabs(bq - p->base_mm) > 1e-9) {
-        warn(r, "base %.6g mm rounded to %.6g mm, a whole number of %.4g mm Z steps",
-             p->base_mm, bq, p->z_step_mm);
+        /* Only news when the user or the trained model chose the base. */
+        if (!isnan(o->base_mm) || g->coupled)
+            warn(r, "base %.6g mm rounded up to %.6g mm, a whole number of %.4g mm Z steps",
+                 p->base_mm, bq, p->z_step_mm);
         p->base_mm = bq;
     }
 
@@ -366,6 +376,13 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
     int nw = 0, rc;
 
     if (!out_dir || !out_dir[0]) return d2_fail(e, D2_EUSAGE, "no output folder (--out DIR)");
+    /* eval and tolerance read a folder with export.json as an export: keep
+     * exports out of model folders. */
+    char probe[PROFILE_PATH_MAX];
+    if (d2_path_join(probe, sizeof probe, out_dir, "model.json", NULL) == 0 &&
+        access(probe, F_OK) == 0)
+        return d2_fail(e, D2_EUSAGE, "%s holds a model (model.json): write the export to a "
+                       "folder of its own", out_dir);
     if (m->g.layers < 1 || m->g.layers > D2_MAX_LAYERS || m->g.n < 1 || m->g.n > D2_MAX_N)
         return d2_fail(e, D2_EINPUT, "model with %d layers of %d x %d: need 1..%d layers of "
                        "1..%d", m->g.layers, m->g.n, m->g.n, D2_MAX_LAYERS, D2_MAX_N);

@@ -48,6 +48,16 @@ int exp_read_phase(const char *path, int have_range, double lo_rad, double hi_ra
         if (!(isfinite(lo_rad) && isfinite(hi_rad) && hi_rad > lo_rad))
             return d2_fail(e, D2_EUSAGE, "%s: PNG phase range %g:%g rad: need LO < HI", path,
                            lo_rad, hi_rad);
+        /* A colour PNG (e.g. a twilight phase preview) read as luminance would
+         * give a meaningless phase: refuse it. IHDR colour type is byte 25. */
+        unsigned char hdr[26];
+        FILE *f = fopen(path, "rb");
+        size_t got = f ? fread(hdr, 1, sizeof hdr, f) : 0;
+        if (f) fclose(f);
+        if (got == sizeof hdr && !memcmp(hdr, "\x89PNG", 4) && (hdr[25] & 2))
+            return d2_fail(e, D2_EINPUT, "%s: colour PNG: a phase map must be grey (8 or 16 bit, "
+                           "black = LO, white = HI); a colour-mapped preview cannot be read back",
+                           path);
         float *px = NULL;
         int w = 0, h = 0;
         if ((rc = img_read_gray(path, &w, &h, &px, e))) return rc;

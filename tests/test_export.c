@@ -656,6 +656,10 @@ TEST(png_phase_maps_need_and_use_their_stated_range)
     float *v = NULL;
     int n;
     CHECK_ERR(exp_read_phase(tp("ph.png"), 0, 0, 0, &v, &n, &e), e, D2_EUSAGE, "--png-range-rad");
+    uint8_t rgb[64 * 3] = {0};
+    CHECK(img_write_rgb8(tp("rgb.png"), 8, 8, rgb, &e) == 0);
+    CHECK_ERR(exp_read_phase(tp("rgb.png"), 1, 0, TWO_PI, &v, &n, &e), e, D2_EINPUT,
+              "colour PNG: a phase map must be grey");
     CHECK(exp_read_phase(tp("ph.png"), 1, 0, TWO_PI, &v, &n, &e) == 0);
     CHECK(n == 8);
     if (v) {
@@ -878,6 +882,10 @@ TEST(a_model_trained_coupled_keeps_the_plain_wrap_and_its_base)
     opts_for(&o, "objet-connex500", "verobp");
     export_report r;
     export_source src = {&m, NULL, "model", mdir};
+    /* never into a model folder: it would then read as an export */
+    CHECK_ERR(export_stack(&src, &o, mdir, &r, &e), e, D2_EUSAGE, "holds a model");
+    export_report_free(&r);
+    CHECK(!exists(tp("coupled/export.json")));
     CHECK(export_stack(&src, &o, tp("coupled-exp"), &r, &e) == 0);
     CHECK(r.layer[0].offset_rad == 0 && r.p.offset_auto == 0);
     CHECK_NEAR(r.p.base_mm, 0.512, 1e-12); /* geom_default's 0.5 mm up to the 16 um grid */
