@@ -388,23 +388,32 @@ TEST(offset_sweep_finds_the_exact_minimum_of_the_objective)
 
 TEST(level_offset_is_the_best_whole_number_of_levels)
 {
-    int n = 24, K = 5; /* odd: no pair differs by exactly pi */
+    int n = 24;
     float *ph = malloc(sizeof(float) * n * n);
     d2_err e = {0};
-    make_phase(ph, n, -0.4, 0.8, 9);
-    /* put the map on the K-level grid so the objective is exact there */
-    for (int k = 0; k < n * n; k++) ph[k] = (float)(TWO_PI / K * nearbyint(ph[k] * K / TWO_PI));
-    double c;
-    CHECK(exp_offset_choose(ph, n, n, K, 1, &c, &e) == 0);
-    double steps = c * K / TWO_PI;
-    CHECK_NEAR(steps, nearbyint(steps), 1e-9);
-    double best = INFINITY;
-    for (int m = 0; m < K; m++) {
-        /* evaluate the grid points half a level above the breakpoints */
-        double v = exp_offset_objective(ph, n, n, TWO_PI * m / K + 1e-4, 1);
-        if (v < best) best = v;
-    }
-    CHECK(exp_offset_objective(ph, n, n, c + 1e-4, 1) <= best + 1e-9);
+    int checked = 0, nonzero = 0;
+    for (int K = 3; K <= 9; K += 2) /* odd: no pair differs by exactly pi */
+        for (int s = 0; s < 6; s++) {
+            make_phase(ph, n, 0.9 * s - 2.0, 0.4 + 0.3 * s, 30 + (uint64_t)s);
+            /* on the K-level grid, so the continuous objective is exact there */
+            for (int k = 0; k < n * n; k++)
+                ph[k] = (float)(TWO_PI / K * nearbyint(ph[k] * K / TWO_PI));
+            for (int wi = 0; wi < 2; wi++) {
+                double jw = wi ? 1 : 0, c;
+                CHECK(exp_offset_choose(ph, n, n, K, jw, &c, &e) == 0);
+                double steps = c * K / TWO_PI;
+                CHECK_NEAR(steps, nearbyint(steps), 1e-9);
+                double best = INFINITY;
+                for (int m = 0; m < K; m++) {
+                    double v = exp_offset_objective(ph, n, n, TWO_PI * m / K + 1e-4, jw);
+                    if (v < best) best = v;
+                }
+                CHECK(exp_offset_objective(ph, n, n, c + 1e-4, jw) <= best + 1e-9);
+                checked++;
+                nonzero += nearbyint(steps) != 0;
+            }
+        }
+    CHECK(checked == 48 && nonzero > 10); /* the choice is not trivially 0 */
     free(ph);
 }
 
