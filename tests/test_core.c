@@ -136,11 +136,15 @@ TEST(output_into_a_missing_folder_fails_with_the_file_name)
     CHECK(strstr(e.msg, "No such file") != NULL);
 }
 
-TEST(rewriting_a_file_keeps_its_permissions)
+TEST(new_files_follow_the_umask_and_rewrites_keep_permissions)
 {
     d2_err e = {0};
     const char *p = tpath("perm.txt");
     CHECK(d2_write_file(p, "a", 1, &e) == 0);
+    mode_t um = umask(027);
+    umask(um);
+    struct stat st0;
+    CHECK(stat(p, &st0) == 0 && (st0.st_mode & 0777) == (0666 & ~um)); /* like fopen */
     CHECK(chmod(p, 0640) == 0);
     CHECK(d2_write_file(p, "b", 1, &e) == 0);
     struct stat st;
@@ -827,7 +831,7 @@ int main(void)
     RUN(aborted_output_leaves_the_previous_file_and_no_temporary);
     RUN(failed_commit_removes_the_temporary_and_reports_the_file);
     RUN(output_into_a_missing_folder_fails_with_the_file_name);
-    RUN(rewriting_a_file_keeps_its_permissions);
+    RUN(new_files_follow_the_umask_and_rewrites_keep_permissions);
     RUN(mkdir_p_creates_nested_folders_and_accepts_existing_ones);
     RUN(path_join_inserts_one_slash_and_checks_the_size);
     RUN(path_inside_accepts_plain_names_and_links_that_stay_inside);
