@@ -1,0 +1,507 @@
+/* The run pipeline: the stage libraries called in order, each reading what
+ * the previous one wrote into the package folder. */
+#include "run/run_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/fileio.h"
+#include "core/image.h"
+
+/* Stages whose library is not in this build are reported as skipped. */
+#if defined(__has_include)
+#if __has_include("mesh/mesh.h")
+#include "mesh/mesh.h"
+#define RUN_HAVE_MESH 1
+#endif
+#endif
+#ifndef RUN_HAVE_MESH
+#define RUN_HAVE_MESH 0
+#endif
+
+#define TWO_PI (2.0 * M_PI)
+
+const char *const run_stage_names[RUN_STAGES] = {"model", "export", "mesh",
+                                                 "masks", "tolerance", "report"};
+enum { ST_MODEL, ST_EXPORT, ST_MESH, ST_MASKS, ST_TOL, ST_REPORT };
+
+int run_have_mesh(void) { return RUN_HAVE_MESH; }
+int run_have_mask(void) { return 0; }
+int run_have_tolerance(void) { return 0; }
+
+void run_warn(run_state *s, const char *fmt, ...)
+{
+    if (s->nwarn >= (int)(sizeof s->warn / sizeof s->warn[0])) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->warn[s->nwarn++], sizeof s->warn[0], fmt, ap);
+    va_end(ap);
+}
+
+void run_add_preview(run_state *s, const char *group, const char *file, const char *caption)
+{
+    if (s->npreviews >= RUN_MAX_PREVIEWS) return;
+    run_preview *p = &s->preview[s->npreviews++];
+    snprintf(p->group, sizeof p->group, "%s", group);
+    snprintf(p->file, sizeof p->file, "%s", file);
+    snprintf(p->caption, sizeof p->caption, "%s", caption);
+}
+
+/* OUT/rel into buf. */
+static int out_path(const run_state *s, const char *rel, char *buf, size_t cap, d2_err *e)
+{
+    return d2_path_join(buf, cap, s->o->out_dir, rel, e);
+}
+
+static void stage_done(run_state *s, int k, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void stage_done(run_state *s, int k, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->res->note[k], sizeof s->res->note[k], fmt, ap);
+    va_end(ap);
+    s->res->status[k] = RUN_DONE;
+    if (s->o->log) {
+        fprintf(s->o->log, "[%d/%d] %s: %s\n", k + 1, RUN_STAGES, run_stage_names[k],
+                s->res->note[k]);
+        fflush(s->o->log);
+    }
+}
+
+static void stage_skip(run_state *s, int k, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void stage_skip(run_state *s, int k, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->res->note[k], sizeof s->res->note[k], fmt, ap);
+    va_end(ap);
+    s->res->status[k] = RUN_SKIPPED;
+    if (s->o->log) {
+        fprintf(s->o->log, "[%d/%d] %s: skipped: %s\n", k + 1, RUN_STAGES, run_stage_names[k],
+                s->res->note[k]);
+        fflush(s->o->log);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * The package folder
+ * ---------------------------------------------------------------------- */
+
+static const char *const package_dirs[] = {"export", "parts", "previews", "tolerance", "masks"};
+static const char *const report_files[] = {"report.json", "report.html", "PRINTING.txt"};
+
+/* Whether a top-level name belongs to a print package. */
+static int package_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof package_dirs / sizeof package_dirs[0]; i++)
+        if (!strcmp(name, package_dirs[i])) return 1;
+    for (size_t i = 0; i < sizeof report_files / sizeof report_files[0]; i++)
+        if (!strcmp(name, report_files[i])) return 1;
+    if (!strncmp(name, "assembly.", 9)) return 1;
+    return name[0] == '.'; /* ., .. and temporaries of an interrupted write */
+}
+
+/* Removes the regular files directly inside dir whose name starts with prefix
+ * (NULL: all; a package sub-folder from a
+ * previous run), so the new package holds only what this run makes. */
+static int clear_files(const char *dir, const char *prefix, d2_err *e)
+{
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : d2_fail(e, D2_EIO, "%s: %s", dir, strerror(errno));
+    struct dirent *de;
+    int rc = 0;
+    while (!rc && (de = readdir(d))) {
+        char p[RUN_PATH_MAX + 300];
+        struct stat st;
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        if (prefix && strncmp(de->d_name, prefix, strlen(prefix))) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (lstat(p, &st) == 0 && (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) && unlink(p) != 0)
+            rc = d2_fail(e, D2_EIO, "%s: cannot remove the previous run's file: %s", p,
+                         strerror(errno));
+    }
+    closedir(d);
+    return rc;
+}
+
+/* The output folder must be new, empty or an earlier package: a run never
+ * mixes its files with someone else's. Then the earlier package's report and
+ * files are removed. */
+static int prepare_out(run_state *s, d2_err *e)
+{
+    const char *out = s->o->out_dir;
+    char p[RUN_PATH_MAX + 64];
+    int rc;
+    DIR *d = opendir(out);
+    if (d) {
+        struct dirent *de;
+        char bad[256] = "";
+        while ((de = readdir(d)))
+            if (!package_name(de->d_name) && !bad[0]) snprintf(bad, sizeof bad, "%s", de->d_name);
+        closedir(d);
+        if (bad[0])
+            return d2_fail(e, D2_EUSAGE, "--out %s holds \"%s\", which is not part of a print "
+                           "package: give a new or empty folder (or an earlier run's package)",
+                           out, bad);
+    } else if (errno != ENOENT) {
+        return d2_fail(e, D2_EIO, "--out %s: %s", out, strerror(errno));
+    }
+    if ((rc = d2_mkdir_p(out, e))) return rc;
+    for (size_t i = 0; i < sizeof report_files / sizeof report_files[0]; i++) {
+        if ((rc = out_path(s, report_files[i], p, sizeof p, e))) return rc;
+        if (unlink(p) != 0 && errno != ENOENT)
+            return d2_fail(e, D2_EIO, "%s: cannot remove the previous report: %s", p,
+                           strerror(errno));
+    }
+    for (size_t i = 0; i < sizeof package_dirs / sizeof package_dirs[0]; i++) {
+        if ((rc = out_path(s, package_dirs[i], p, sizeof p, e)) || (rc = clear_files(p, NULL, e)))
+            return rc;
+    }
+    /* Earlier assembly files (any format). */
+    if ((rc = clear_files(out, "assembly.", e))) return rc;
+    if ((rc = out_path(s, "previews", p, sizeof p, e)) || (rc = d2_mkdir_p(p, e))) return rc;
+    return 0;
+}
+
+/* Copies a file (a PNG another stage wrote) into the package, atomically. */
+static int copy_file(const char *from, const char *to, d2_err *e)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = d2_read_file(from, (size_t)1 << 30, &buf, &n, e);
+    if (!rc) rc = d2_write_file(to, buf, n, e);
+    free(buf);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Stage 1: the design and its accuracy
+ * ---------------------------------------------------------------------- */
+
+static int preview_scale(int n)
+{
+    int s = n > 0 ? 256 / n : 1;
+    return s < 1 ? 1 : s > 64 ? 64 : s;
+}
+
+static int stage_model(run_state *s, d2_err *e)
+{
+    const run_config *c = s->c;
+    d2_model *m = &s->model;
+    int rc;
+    if (c->model_dir[0]) {
+        rc = model_load(c->model_dir, m, e);
+    } else {
+        const char *files[D2_MAX_LAYERS];
+        for (int k = 0; k < c->nphase; k++) files[k] = c->phase_files[k];
+        exp_phase_input in = {files,
+                              c->nphase,
+                              c->phase_pitch_mm,
+                              EXP_LIGHT_MM_THZ / c->phase_frequency_thz,
+                              c->phase_gaps_mm,
+                              c->phase_ngaps,
+                              c->phase_png_range,
+                              c->phase_png_lo_rad,
+                              c->phase_png_hi_rad};
+        rc = exp_model_from_phases(&in, m, e);
+        if (!rc) {
+            snprintf(m->t.dataset, sizeof m->t.dataset, "%s", c->phase_dataset);
+            rc = geom_validate(&m->g, c->path, e);
+        }
+    }
+    if (rc) return rc;
+    s->have_model = 1;
+
+    /* Phase previews: the design as trained, wrapped to [0, 2 pi). */
+    const d2_geom *g = &m->g;
+    size_t cnt = (size_t)g->n * (size_t)g->n;
+    float *w = d2_malloc(cnt * sizeof *w, "phase preview", e);
+    if (!w) return D2_EIO;
+    char rel[96], path[RUN_PATH_MAX + 128], cap[160];
+    for (int k = 0; k < g->layers && !rc; k++) {
+        for (size_t i = 0; i < cnt; i++) {
+            double v = fmod((double)m->phase[k][i], TWO_PI);
+            w[i] = (float)(v < 0 ? v + TWO_PI : v);
+        }
+        snprintf(rel, sizeof rel, "previews/layer%d_phase.png", k + 1);
+        if (!(rc = out_path(s, rel, path, sizeof path, e)) &&
+            !(rc = img_write_colormap(path, g->n, g->n, w, 0.0f, (float)TWO_PI, CMAP_TWILIGHT,
+                                      preview_scale(g->n), e))) {
+            snprintf(cap, sizeof cap, "Layer %d phase, 0 to 2 pi (cyclic colours), as trained",
+                     k + 1);
+            run_add_preview(s, "phase", rel, cap);
+        }
+    }
+    free(w);
+    if (rc) return rc;
+
+    if ((rc = eval_model(m, s->o->data_dir, c->test_limit, s->o->threads, NULL, s->o->progress,
+                         &s->ev_model, e)))
+        return rc;
+    s->have_ev_model = 1;
+    stage_done(s, ST_MODEL, "%d layer%s of %d x %d at %.4g mm pitch, %.4g THz, gaps %.4g mm; "
+               "accuracy %.2f %% on %d %s test images", g->layers, g->layers > 1 ? "s" : "",
+               g->n, g->n, g->pitch_mm, EXP_LIGHT_MM_THZ / g->wavelength_mm, g->gap_mm[0],
+               100 * s->ev_model.accuracy, s->ev_model.count, m->t.dataset);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Stage 2: export, and the accuracy of what will be printed
+ * ---------------------------------------------------------------------- */
+
+static int stage_export(run_state *s, d2_err *e)
+{
+    const run_config *c = s->c;
+    export_opts xo;
+    export_opts_default(&xo);
+    xo.printer = c->printer;
+    xo.material = c->material;
+    xo.profiles_dir = s->o->profiles_dir;
+    xo.frequency_thz = c->frequency_thz;
+    xo.index = c->index;
+    xo.kappa = c->kappa;
+    xo.base_mm = c->base_mm;
+    xo.levels = c->levels;
+    xo.offset_mode = c->offset_mode;
+    xo.offset_rad = c->offset_rad;
+    xo.jump_weight = c->jump_weight;
+    xo.force = c->force;
+
+    cJSON *sections = NULL;
+    char dir[RUN_PATH_MAX + 64], path[RUN_PATH_MAX + 128], rel[96], cap[160];
+    int rc;
+    export_source src = {&s->model, NULL, "model", c->model_dir};
+    if (c->model_dir[0]) {
+        /* The model's own sections go into export.json verbatim. */
+        if ((rc = d2_path_join(path, sizeof path, c->model_dir, "model.json", e)) ||
+            (rc = cfg_load(path, &sections, e)))
+            return rc;
+        src.model_sections = sections;
+    } else {
+        src.kind = "phase";
+        src.path = c->phase_files[0];
+    }
+    if ((rc = out_path(s, "export", dir, sizeof dir, e))) goto done;
+    rc = export_stack(&src, &xo, dir, &s->ex, e);
+    s->have_export = !rc;
+    for (int i = 0; i < s->ex.nwarn; i++) {
+        run_warn(s, "export: %s", s->ex.warn[i]);
+        if (s->o->log) fprintf(s->o->log, "      warning: %s\n", s->ex.warn[i]);
+    }
+    if (rc) goto done;
+
+    for (int k = 0; k < s->ex.layers; k++) {
+        char from[RUN_PATH_MAX + 128];
+        snprintf(rel, sizeof rel, "layer%d_preview.png", k + 1);
+        if ((rc = d2_path_join(from, sizeof from, dir, rel, e))) goto done;
+        snprintf(rel, sizeof rel, "previews/layer%d_height.png", k + 1);
+        if ((rc = out_path(s, rel, path, sizeof path, e)) || (rc = copy_file(from, path, e)))
+            goto done;
+        snprintf(cap, sizeof cap, "Layer %d height, %.3f (dark) to %.3f mm (bright)", k + 1,
+                 s->ex.p.base_mm, s->ex.p.base_mm + s->ex.period_mm);
+        run_add_preview(s, "height", rel, cap);
+    }
+
+    /* The accuracy of exactly what will be printed: heights back to phase
+     * and absorption at the source frequency. */
+    d2_model pm;
+    if ((rc = export_load_as_model(dir, &pm, e))) goto done;
+    snprintf(rel, sizeof rel, "previews/detector_plane.png");
+    if (!(rc = out_path(s, rel, path, sizeof path, e)))
+        rc = eval_model(&pm, s->o->data_dir, c->test_limit, s->o->threads, path, s->o->progress,
+                        &s->ev_export, e);
+    model_free(&pm);
+    if (rc) goto done;
+    s->have_ev_export = 1;
+    run_add_preview(s, "detector", rel,
+                    "Intensity on the detector plane for the first test images, as printed "
+                    "(detector squares outlined)");
+    double lo = INFINITY, hi = 0;
+    for (int k = 0; k < s->ex.layers; k++) {
+        lo = fmin(lo, s->ex.layer[k].min_mm);
+        hi = fmax(hi, s->ex.layer[k].max_mm);
+    }
+    stage_done(s, ST_EXPORT, "%s in %s at %.4g THz: heights %.3f to %.3f mm in %.4g mm steps; "
+               "accuracy as printed %.2f %% (design %.2f %%)", s->ex.printer.name,
+               s->ex.material.name, s->ex.frequency_thz, lo, hi, s->ex.p.z_step_mm,
+               100 * s->ev_export.accuracy, 100 * s->ev_model.accuracy);
+done:
+    cJSON_Delete(sections);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Stage 3: meshes of every plate and the assembly
+ * ---------------------------------------------------------------------- */
+
+#if RUN_HAVE_MESH
+static int stage_mesh(run_state *s, int with_masks, d2_err *e)
+{
+    const run_config *c = s->c;
+    char exp[RUN_PATH_MAX + 64], parts[RUN_PATH_MAX + 64], from[RUN_PATH_MAX + 128],
+        to[RUN_PATH_MAX + 128];
+    mesh_stack_opts mo;
+    mesh_stack_report rep;
+    int rc;
+    mesh_stack_opts_default(&mo);
+    mo.no_input = with_masks; /* the masks take the input plate's place */
+    if ((rc = mesh_format_parse(c->mesh_format, &mo.format, e)) ||
+        (rc = out_path(s, "export", exp, sizeof exp, e)) ||
+        (rc = out_path(s, "parts", parts, sizeof parts, e)) ||
+        (rc = mesh_stack(exp, parts, &mo, &rep, e)))
+        return rc;
+    /* The assembly sits at the top of the package, beside the report. */
+    const char *moved[2] = {rep.assembly_file, "assembly.json"};
+    for (int i = 0; i < 2; i++) {
+        if ((rc = d2_path_join(from, sizeof from, parts, moved[i], e)) ||
+            (rc = out_path(s, moved[i], to, sizeof to, e)))
+            return rc;
+        if (rename(from, to) != 0)
+            return d2_fail(e, D2_EIO, "cannot move %s to %s: %s", from, to, strerror(errno));
+    }
+    snprintf(s->assembly_file, sizeof s->assembly_file, "%s", rep.assembly_file);
+    snprintf(s->assembly_json, sizeof s->assembly_json, "assembly.json");
+
+    size_t facets = 0;
+    for (int i = 0; i < rep.nparts && s->nparts < RUN_MAX_PARTS; i++) {
+        const mesh_stack_part *mp = &rep.part[i];
+        run_part *p = &s->part[s->nparts++];
+        snprintf(p->name, sizeof p->name, "%s", mp->name);
+        snprintf(p->file, sizeof p->file, "parts/%s", mp->file);
+        p->volume_mm3 = mp->volume_mm3;
+        memcpy(p->size_mm, mp->size_mm, sizeof p->size_mm);
+        p->z_mm = mp->z_mm;
+        p->facets = mp->facets;
+        p->bytes = mp->bytes;
+        if (!strncmp(mp->name, "layer", 5)) {
+            snprintf(p->kind, sizeof p->kind, "layer");
+            snprintf(p->what, sizeof p->what, "diffractive layer %s", mp->name + 5);
+        } else if (!strcmp(mp->name, "detector")) {
+            snprintf(p->kind, sizeof p->kind, "detector");
+            snprintf(p->what, sizeof p->what, "detector plane: 10 windows, one per class");
+        } else {
+            snprintf(p->kind, sizeof p->kind, "input");
+            snprintf(p->what, sizeof p->what, "input aperture (open square)");
+        }
+        /* Every part is read back and checked as a slicer would see it. */
+        mesh_report mr;
+        if ((rc = d2_path_join(from, sizeof from, parts, mp->file, e)) ||
+            (rc = mesh_check_file(from, &mr, e)))
+            return rc;
+        if (!mr.closed || mr.parts != 1)
+            return d2_fail(e, D2_EIO, "%s: written mesh is not one closed solid (%zu open, %zu "
+                           "non-manifold, %zu inconsistent edges, %zu parts)", from,
+                           mr.open_edges, mr.nonmanifold_edges, mr.inconsistent_edges, mr.parts);
+        facets += mp->facets;
+    }
+    stage_done(s, ST_MESH, "%d parts, %zu facets, each read back closed and in one piece; "
+               "assembly %s", rep.nparts, facets, s->assembly_file);
+    return 0;
+}
+#endif
+
+/* ------------------------------------------------------------------------
+ * The pipeline
+ * ---------------------------------------------------------------------- */
+
+static int fail_stage(run_state *s, int k, int rc, d2_err *e)
+{
+    s->res->status[k] = RUN_FAILED;
+    snprintf(s->res->note[k], sizeof s->res->note[k], "%s", e->msg);
+    d2_err_prefix(e, "%s stage", run_stage_names[k]);
+    return rc;
+}
+
+int run_pipeline(const run_config *c, const run_opts *o, run_result *r, d2_err *e)
+{
+    memset(r, 0, sizeof *r);
+    if (!o->out_dir || !o->out_dir[0]) return d2_fail(e, D2_EUSAGE, "no output folder (--out)");
+    run_state *s = d2_calloc(1, sizeof *s, "run state", e);
+    if (!s) return D2_EIO;
+    double t0 = d2_now();
+    int rc;
+    s->c = c;
+    s->o = o;
+    s->res = r;
+    if ((rc = prepare_out(s, e))) goto done;
+
+    /* A misspelt printer or material fails now, not after the first stage. */
+    {
+        profile_path pp;
+        printer_profile pr;
+        material_profile mt;
+        profile_path_init(&pp, o->profiles_dir);
+        if ((rc = printer_find(&pp, c->printer, &pr, e))) {
+            rc = fail_stage(s, ST_EXPORT, rc, e);
+            goto done;
+        }
+        printer_free(&pr);
+        if ((rc = material_find(&pp, c->material, &mt, e))) {
+            rc = fail_stage(s, ST_EXPORT, rc, e);
+            goto done;
+        }
+        material_free(&mt);
+    }
+
+    if ((rc = stage_model(s, e))) {
+        rc = fail_stage(s, ST_MODEL, rc, e);
+        goto done;
+    }
+    if ((rc = stage_export(s, e))) {
+        rc = fail_stage(s, ST_EXPORT, rc, e);
+        goto done;
+    }
+    int want_masks = c->mask_ndigits || c->mask_nindices;
+#if RUN_HAVE_MESH
+    if ((rc = stage_mesh(s, want_masks && run_have_mask(), e))) {
+        rc = fail_stage(s, ST_MESH, rc, e);
+        goto done;
+    }
+#else
+    stage_skip(s, ST_MESH, "the mesh stage is not part of this build of d2fab: no printable "
+               "parts and no assembly were made");
+#endif
+    if (!want_masks)
+        stage_skip(s, ST_MASKS, "no \"masks\" section in the config");
+    else
+        stage_skip(s, ST_MASKS, "the mask stage is not part of this build of d2fab: no input "
+                   "masks were made");
+    if (!c->tol_trials)
+        stage_skip(s, ST_TOL, "no \"tolerance\" section in the config");
+    else
+        stage_skip(s, ST_TOL, "the tolerance stage is not part of this build of d2fab: no "
+                   "tolerance study was run");
+
+    /* The report records its own stage as done: it is, once the files exist. */
+    r->seconds = d2_now() - t0;
+    r->status[ST_REPORT] = RUN_DONE;
+    snprintf(r->note[ST_REPORT], sizeof r->note[ST_REPORT],
+             "report.json, report.html and PRINTING.txt");
+    if ((rc = run_write_reports(s, e))) {
+        rc = fail_stage(s, ST_REPORT, rc, e);
+        goto done;
+    }
+    if ((rc = out_path(s, "report.html", r->report_html, sizeof r->report_html, e))) goto done;
+    if (o->log) {
+        fprintf(o->log, "[%d/%d] report: %s in %.0f s\n", RUN_STAGES, RUN_STAGES,
+                r->note[ST_REPORT], d2_now() - t0);
+        fflush(o->log);
+    }
+done:
+    model_free(&s->model);
+    export_report_free(&s->ex);
+    cJSON_Delete(s->masks_json);
+    cJSON_Delete(s->tolerance_json);
+    free(s);
+    return rc;
+}

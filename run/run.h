@@ -1,0 +1,141 @@
+/* d2fab run: one command from a trained network to a print package.
+ *
+ * A run config (JSON, every key checked) names the model (a model folder, or
+ * bare phase maps with their geometry), the printer, the material, the source
+ * frequency, the input masks to make and the tolerance study. run_pipeline
+ * then calls the stage libraries in order - model and accuracy, export, mesh,
+ * masks, tolerance, report - and writes the print package:
+ *
+ *   OUT/export/      the export stage's folder (export.json, heights .npy/PNG)
+ *   OUT/parts/       one file per part to print (layer plates, input masks,
+ *                    the detector plane)
+ *   OUT/assembly.*   every part at its place in the stack, with assembly.json
+ *   OUT/previews/    phase, height, mask and detector-plane PNGs
+ *   OUT/tolerance/   the tolerance stage's report, CSVs and plots
+ *   OUT/report.json, OUT/report.html (one self-contained page), OUT/PRINTING.txt
+ *
+ * Every file is written atomically. The three report files are removed before
+ * the first stage runs and written last, so a folder never holds a report
+ * that does not match its files; a failing stage stops the run with its name
+ * in the message. A stage whose library is not part of this build is
+ * reported as skipped (stage status "skipped" with the reason), never faked.
+ *
+ * Units: mm, THz, rad, hours. Library code: never prints to stdout (stage
+ * lines go to the stream the caller passes), never exits. */
+#ifndef D2_RUN_H
+#define D2_RUN_H
+
+#include <stdio.h>
+#include <cjson/cJSON.h>
+
+#include "core/err.h"
+#include "train/model.h"
+
+#define RUN_PATH_MAX 1024
+#define RUN_MAX_MASKS 64
+
+/* Which stages this build has: a stage library missing from the build makes
+ * run_pipeline report that stage as skipped. */
+int run_have_mesh(void);
+int run_have_mask(void);
+int run_have_tolerance(void);
+
+/* A parsed, validated run config. Paths are resolved against the config
+ * file's folder. Plain data: nothing to free. */
+typedef struct run_config {
+    char path[RUN_PATH_MAX];      /* the config file, for messages */
+
+    /* The model: a folder (model.json), or bare phase maps. */
+    char model_dir[RUN_PATH_MAX]; /* "" when phase maps are given */
+    int nphase;                   /* 0, or 1..D2_MAX_LAYERS phase maps */
+    char phase_files[D2_MAX_LAYERS][RUN_PATH_MAX];
+    double phase_pitch_mm;        /* "phases.pitch_mm" */
+    double phase_frequency_thz;   /* "phases.frequency_thz": the design frequency */
+    double phase_gaps_mm[D2_MAX_LAYERS + 1];
+    int phase_ngaps;              /* 0: 30 mm each, 1: every gap, layers + 1 */
+    int phase_png_range;          /* PNG phase maps: "phases.png_range_rad" given */
+    double phase_png_lo_rad, phase_png_hi_rad;
+    char phase_dataset[16];       /* "mnist" or "fashion" */
+
+    /* Fabrication. */
+    char printer[RUN_PATH_MAX];   /* profile name or .json path */
+    char material[RUN_PATH_MAX];
+    double frequency_thz;         /* source frequency; 0: the model's */
+    double base_mm;               /* NAN: the export stage's default */
+    int levels;                   /* -1: the model's training levels */
+    int offset_mode;              /* EXP_OFFSET_DEFAULT, _AUTO or _FIXED (offset_rad) */
+    double offset_rad;
+    double jump_weight;
+    double index, kappa;          /* NAN: from the material profile */
+    int force;                    /* printer limits: warn instead of failing */
+    char mesh_format[8];          /* "stl", "3mf", "obj", "ply", "glb" */
+
+    /* Accuracy: the first test_limit test images (0 = all 10000). */
+    int test_limit;
+
+    /* Input masks: the first mask_count test images of each listed digit,
+     * or the listed test-set indices; none when both lists are empty. */
+    int mask_ndigits;
+    int mask_digits[10];
+    int mask_count;
+    int mask_nindices;
+    int mask_indices[RUN_MAX_MASKS];
+
+    /* Tolerance study; tol_trials == 0: not run. */
+    int tol_trials;               /* Monte-Carlo trials */
+    int tol_limit;                /* test images per trial (0 = all) */
+    unsigned long tol_seed;
+    double tol_lateral_mm;        /* per-layer lateral shift, uniform +- (mm) */
+    double tol_axial_mm;          /* per-layer axial shift, uniform +- (mm) */
+    double tol_rotation_deg;      /* per-layer in-plane rotation, uniform +- (deg) */
+    double tol_height_mm;         /* random height error, normal sigma (mm) */
+    double tol_spec;              /* accuracy spec for the yield, 0..1 */
+} run_config;
+
+/* Fills c with the defaults (no model, objet-connex500, verobp, the model's
+ * frequency, STL, 1000 test images, no masks, no tolerance study). */
+void run_config_default(run_config *c);
+
+/* Reads and validates a run config file (at most 1 MiB). Unknown keys, a
+ * value of the wrong type or out of range, both or neither of "model" and
+ * "phases", and paths that do not exist fail with D2_EINPUT; the message
+ * names the file, the key path, the value and what is allowed. */
+int run_config_load(const char *path, run_config *c, d2_err *e);
+/* The same from JSON already parsed; base_dir resolves relative paths and
+ * name is used in messages. */
+int run_config_from_json(const char *name, const char *base_dir, const cJSON *root,
+                         run_config *c, d2_err *e);
+
+/* Run-time settings that are not part of the design. */
+typedef struct run_opts {
+    const char *out_dir;      /* the package folder, created; required */
+    const char *data_dir;     /* mnist/ and fashion/ (dataset_default_dir()) */
+    const char *profiles_dir; /* extra printer/material profiles, or NULL */
+    int threads;              /* <= 0: all cores */
+    FILE *log;                /* one line per stage ("[2/6] export: ..."), or NULL */
+    FILE *progress;           /* progress bars of long stages, or NULL */
+} run_opts;
+
+#define RUN_STAGES 6
+
+/* What happened to each stage. */
+typedef enum { RUN_PENDING = 0, RUN_DONE, RUN_SKIPPED, RUN_FAILED } run_status;
+
+typedef struct run_result {
+    run_status status[RUN_STAGES];
+    char note[RUN_STAGES][1024];   /* one line per stage: what it made, or why skipped */
+    char report_html[RUN_PATH_MAX]; /* OUT/report.html once written */
+    double seconds;               /* the whole run */
+} run_result;
+
+/* Names of the stages, in order: "model", "export", "mesh", "masks",
+ * "tolerance", "report". */
+extern const char *const run_stage_names[RUN_STAGES];
+
+/* Runs every stage of c in order into o->out_dir. On failure returns the
+ * failing stage's code with its message prefixed by "STAGE stage" and *r
+ * records which stages ran; files of the failed stage are not left half
+ * written, and no report is left in the folder. *r is filled either way. */
+int run_pipeline(const run_config *c, const run_opts *o, run_result *r, d2_err *e);
+
+#endif
