@@ -106,6 +106,6 @@ int cmd_run(int argc, char **argv)
     int skipped = 0;
     for (int k = 0; k < RUN_STAGES; k++) skipped += res.status[k] == RUN_SKIPPED;
     printf("print package: %s (open %s; for the print shop: %s/PRINTING.txt)%s\n", ro.out_dir,
-           res.report_html, ro.out_dir, skipped ? "; some stages were skipped, see above" : "");
+           res.report_html, ro.out_dir, skipped ? "; some stages were skipped (see the report)" : "");
     return 0;
 }

@@ -258,56 +258,60 @@ static void stack_svg(FILE *f, const run_state *s)
     const d2_geom *g = &s->model.g;
     int L = g->layers, np = L + 2;
     double total = plane_z(g, L + 1);
-    const double W = 1040, H = 330, x0 = 150, x1 = W - 70, ytop = 60, yh = 170;
+    const double W = 1040, H = 350, x0 = 150, x1 = W - 70, ytop = 60, yh = 180;
     double sx = (x1 - x0) / total;
     double active = g->n * g->pitch_mm;
-    double side = s->nparts ? s->part[0].size_mm[0] : active;
-    if (!(side >= active)) side = active;
-    double sy = yh / side;
+    double side = active + 2 * s->frame_width_mm;
+    double sy = yh / side, ymid = ytop + yh / 2;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
             "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n",
             W, H, W, H);
     fprintf(f, "<defs><marker id=\"ar\" markerWidth=\"8\" markerHeight=\"8\" refX=\"7\" "
             "refY=\"4\" orient=\"auto-start-reverse\"><path d=\"M0,0 L8,4 L0,8 z\" "
             "fill=\"#333\"/></marker></defs>\n");
-    double ymid = ytop + yh / 2;
     /* The source: a plane wave arriving from the left. */
-    fprintf(f, "<text x=\"10\" y=\"%.0f\">source</text>\n", ymid - 40);
-    fprintf(f, "<text x=\"10\" y=\"%.0f\">%.4g THz</text>\n", ymid - 25,
+    fprintf(f, "<text x=\"10\" y=\"%.0f\">source, %.4g THz</text>\n", ymid - 50,
             s->have_export ? s->ex.frequency_thz : EXP_LIGHT_MM_THZ / g->wavelength_mm);
-    fprintf(f, "<text x=\"10\" y=\"%.0f\">(plane wave)</text>\n", ymid - 10);
+    fprintf(f, "<text x=\"10\" y=\"%.0f\">(plane wave)</text>\n", ymid - 35);
     for (int i = -1; i <= 1; i++)
         fprintf(f, "<line x1=\"20\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#c33\" "
-                "stroke-width=\"2\" marker-end=\"url(#ar)\"/>\n", ymid + 15 + 18 * i + 18,
-                x0 - 14, ymid + 15 + 18 * i + 18);
-    /* The optical axis. */
+                "stroke-width=\"2\" marker-end=\"url(#ar)\"/>\n", ymid + 22 * i, x0 - 14,
+                ymid + 22 * i);
     fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#999\" "
             "stroke-dasharray=\"6 4\"/>\n", x0 - 20, ymid, x1 + 40, ymid);
     for (int k = 0; k < np; k++) {
         double z = plane_z(g, k), x = x0 + z * sx;
-        double th = k >= 1 && k <= L && s->have_export ? s->ex.layer[k - 1].max_mm : 2.0;
-        double wpx = fmax(4, th * sx);
-        const char *label;
+        double th = s->plate_thick_mm[k];
+        if (!(th > 0)) th = k >= 1 && k <= L && s->have_export ? s->ex.layer[k - 1].max_mm : 2;
+        double wpx = fmax(3, th * sx);
         char lb[32];
-        if (k == 0) label = s->nparts && !strcmp(s->part[0].kind, "mask") ? "input mask" : "input";
-        else if (k == L + 1) label = "detector";
-        else {
-            snprintf(lb, sizeof lb, "layer %d", k);
-            label = lb;
+        if (k == 0) snprintf(lb, sizeof lb, "%s", s->nmasks ? "input mask" : "input");
+        else if (k == L + 1) snprintf(lb, sizeof lb, "detector");
+        else snprintf(lb, sizeof lb, "layer %d", k);
+        /* Posts from this plate's frame to the next plate's datum face. */
+        if (k < np - 1 && s->post_mm > 0) {
+            double xn = x0 + plane_z(g, k + 1) * sx;
+            double off = (s->frame_width_mm - s->post_mm) / 2;
+            for (int side_i = 0; side_i < 2; side_i++) {
+                double y = side_i ? ymid + side * sy / 2 - (off + s->post_mm) * sy
+                                  : ymid - side * sy / 2 + off * sy;
+                fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
+                        "fill=\"#ddd\" stroke=\"#aaa\"/>\n", x + wpx, y, xn - x - wpx,
+                        s->post_mm * sy);
+            }
         }
-        /* Frame (light) and the active area (dark), pillars toward +z. */
-        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#bbb\"/>\n",
+        /* Frame (grey) and the active area (dark); the relief faces +z. */
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#999\"/>\n",
                 x, ymid - side * sy / 2, wpx, side * sy);
-        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
-                "fill=\"%s\"/>\n", x, ymid - active * sy / 2, wpx, active * sy,
-                k == 0 || k == L + 1 ? "#555" : "#2a6f97");
-        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\" font-weight=\"bold\">",
-                x + wpx / 2, ytop - 12);
-        esc(f, label);
-        fprintf(f, "</text>\n<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">z = %.4g mm"
-                "</text>\n", x + wpx / 2, ytop + yh + 20, z);
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n",
+                x, ymid - active * sy / 2, wpx, active * sy,
+                k == 0 || k == L + 1 ? "#444" : "#2a6f97");
+        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\" font-weight=\"bold\">"
+                "%s</text>\n", x + wpx / 2, ytop - 12, lb);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">z = %.4g mm</text>\n",
+                x + wpx / 2, ytop + yh + 20, z);
         if (k > 0) {
-            double xp = x0 + plane_z(g, k - 1) * sx, yd = ytop + yh + 45;
+            double xp = x0 + plane_z(g, k - 1) * sx, yd = ytop + yh + 48;
             fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#333\" "
                     "marker-start=\"url(#ar)\" marker-end=\"url(#ar)\"/>\n", xp + 1, yd, x - 1,
                     yd);
@@ -315,9 +319,10 @@ static void stack_svg(FILE *f, const run_state *s)
                     (xp + x) / 2, yd - 6, g->gap_mm[k - 1]);
         }
     }
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">Distances between the datum (source-side) faces, "
-            "to scale along the axis; plate side %.4g mm (active area %.4g mm, dark) drawn "
-            "to its own scale.</text>\n", x0 - 20, H - 12, side, active);
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">Gaps between the datum (source-side) faces, to "
+            "scale along the axis. Plates %.4g mm square (active area %.4g mm, dark; frame "
+            "grey, posts light grey), drawn to their own scale.</text>\n", x0 - 140, H - 14,
+            side, active);
     fprintf(f, "</svg>\n");
 }
 
@@ -416,7 +421,7 @@ static void parts_table(FILE *f, const run_state *s)
         fputs("</a></td><td>", f);
         esc(f, s->ex.material.display_name);
         fprintf(f, "</td><td>%.4g mm</td><td>", s->ex.printer.z_step_mm);
-        esc(f, orientation_text(s));
+        fputs("flat, datum face (SRC) down", f);
         fprintf(f, "</td><td>%.1f x %.1f x %.2f</td><td>%.0f&nbsp;mm&sup3;</td>", p->size_mm[0],
                 p->size_mm[1], p->size_mm[2], p->volume_mm3);
         double m = mass_g(s, p->volume_mm3), t = print_time_h(s, p->size_mm[2]);
@@ -425,7 +430,9 @@ static void parts_table(FILE *f, const run_state *s)
         if (t >= 0) fprintf(f, "<td>%.1f&nbsp;h</td></tr>\n", t);
         else fputs("<td>not estimated</td></tr>\n", f);
     }
-    fputs("</table>\n", f);
+    fputs("</table>\n<p>Orientation: ", f);
+    esc(f, orientation_text(s));
+    fputs(". Details for the print shop: <a href=\"PRINTING.txt\">PRINTING.txt</a>.</p>\n", f);
     if (print_time_h(s, 1) < 0)
         fputs("<p>No print time is estimated: the printer profile gives no vertical build rate "
               "(z_speed_mm_per_h).</p>\n", f);
@@ -466,7 +473,9 @@ static int figures(FILE *f, const run_state *s, const char *group, d2_err *e)
         if (strcmp(p->group, group)) continue;
         if (!any) fputs("<div class=\"figs\">\n", f);
         any = 1;
-        fputs("<figure>", f);
+        fputs(!strcmp(group, "detector") || !strcmp(group, "tolerance") ? "<figure class=\"wide\">"
+                                                                         : "<figure>",
+              f);
         if ((rc = embed_png(f, s, p->file, p->caption, e))) return rc;
         fputs("<figcaption>", f);
         esc(f, p->caption);
@@ -481,9 +490,9 @@ static const char *css =
     "h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}"
     "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .5em;"
     "text-align:left;vertical-align:top;font-size:.92em}th{background:#f3f3f3}"
-    ".figs{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;max-width:330px}"
-    "figure img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}"
-    "figure.wide{max-width:100%}figcaption{font-size:.85em;color:#555}"
+    ".figs{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;width:300px}"
+    "figure img{width:100%;image-rendering:pixelated;border:1px solid #ddd}"
+    "figure.wide{width:100%}figure.svg{width:auto}figcaption{font-size:.85em;color:#555}"
     ".done{color:#1a7f37}.skipped,.failed{color:#b35900}.warn{color:#b35900}"
     "code{background:#f3f3f3;padding:0 .2em}";
 
@@ -555,7 +564,7 @@ static int write_html(const run_state *s, const char *path, d2_err *e)
               "<a href=\"export/export.json\">export/export.json</a>.</p>\n", f);
     }
 
-    fputs("<h2>Detector plane</h2>\n<div class=\"figs\"><figure>", f);
+    fputs("<h2>Detector plane</h2>\n<div class=\"figs\"><figure class=\"svg\">", f);
     detector_svg(f, g);
     fputs("<figcaption>Detector layout, seen from the source (class numbers in the squares)"
           "</figcaption></figure></div>\n", f);
@@ -603,40 +612,42 @@ static int write_printing(const run_state *s, const char *path, d2_err *e)
                    "The height maps are in export/ (layerK_height.npy, float32 mm); the parts "
                    "must be meshed before printing.\n\n", s->res->note[2]);
     }
-    fprintf(f, "Printer:   %s (%s)\n", x->printer.display_name, x->printer.name);
-    fprintf(f, "Material:  %s (%s), one material for every part. The optics were computed\n"
-               "           for n = %.5g, kappa = %.4g at %.4g THz: another material or a\n"
-               "           material mix changes the phase and the part will not work.\n",
-            x->material.display_name, x->material.name, x->p.index, x->p.kappa,
-            x->frequency_thz);
-    fprintf(f, "Layer height: %.4g mm (the printer's Z step). Every relief height is a whole\n"
-               "           number of these steps: print at exactly this layer height, do not\n"
-               "           scale, hollow, smooth, repair or decimate the files.\n",
-            x->printer.z_step_mm);
-    fprintf(f, "Units:     millimetres.\n\n");
+    fprintf(f, "Printer       %s (profile %s)\n", x->printer.display_name, x->printer.name);
+    fprintf(f, "Material      %s (profile %s) for every part\n", x->material.display_name,
+            x->material.name);
+    fprintf(f, "Layer height  %.4g mm (the printer's Z step)\n", x->printer.z_step_mm);
+    fprintf(f, "Units         millimetres\n");
+    fprintf(f, "Count         one of each part below\n\n");
+    fprintf(f, "The optics were computed for n = %.5g, kappa = %.4g at %.4g THz: another\n"
+               "material or a material mix changes the phase and the parts will not work.\n"
+               "Every relief height is a whole number of %.4g mm layers: print at exactly\n"
+               "this layer height; do not scale, hollow, smooth, repair or decimate the files.\n\n",
+            x->p.index, x->p.kappa, x->frequency_thz, x->printer.z_step_mm);
 
     if (s->nparts) {
-        fprintf(f, "PARTS (one of each)\n");
-        fprintf(f, "  %-26s %-40s %22s %10s %9s\n", "file", "part", "size x*y*z (mm)",
-                "volume mm3", "time (h)");
-        double tsum = 0;
+        fprintf(f, "PARTS\n");
+        fprintf(f, "  %-22s %-30s %-21s %10s %8s %7s\n", "file", "part", "size x, y, z (mm)",
+                "volume", "mass", "time");
+        double tmax = 0;
         for (int i = 0; i < s->nparts; i++) {
             const run_part *p = &s->part[i];
-            char size[48], t[16];
-            double th = print_time_h(s, p->size_mm[2]);
+            char size[48], t[16], m[16];
+            double th = print_time_h(s, p->size_mm[2]), mg = mass_g(s, p->volume_mm3);
             snprintf(size, sizeof size, "%.1f x %.1f x %.2f", p->size_mm[0], p->size_mm[1],
                      p->size_mm[2]);
-            if (th >= 0) snprintf(t, sizeof t, "%.1f", th), tsum = fmax(tsum, th);
+            if (th >= 0) snprintf(t, sizeof t, "%.1f h", th), tmax = fmax(tmax, th);
             else snprintf(t, sizeof t, "-");
-            fprintf(f, "  %-26s %-40.40s %22s %10.0f %9s\n", p->file, p->what, size,
-                    p->volume_mm3, t);
+            if (mg >= 0) snprintf(m, sizeof m, "%.1f g", mg);
+            else snprintf(m, sizeof m, "-");
+            fprintf(f, "  %-22s %-30.30s %-21s %6.0f mm3 %8s %7s\n", p->file, p->what, size,
+                    p->volume_mm3, m, t);
         }
         if (print_time_h(s, 1) >= 0)
-            fprintf(f, "  Printed side by side in one job: about %.1f h (the tallest part).\n",
-                    tsum);
+            fprintf(f, "  Time = part height / the printer's vertical build rate; side by side "
+                       "in one\n  job about %.1f h (the tallest part).\n", tmax);
         else
-            fprintf(f, "  Print time: not estimated (the printer profile gives no vertical "
-                       "build rate).\n");
+            fprintf(f, "  Print time not estimated: the printer profile gives no vertical build "
+                       "rate.\n");
         fprintf(f, "\n");
     }
 
@@ -686,7 +697,7 @@ static int write_printing(const run_state *s, const char *path, d2_err *e)
 
     fprintf(f, "ASSEMBLY ORDER (source to detector, light travels toward the detector)\n");
     for (int k = 0; k <= g->layers + 1; k++) {
-        const char *what = k == 0 ? (s->nparts && !strcmp(s->part[0].kind, "mask")
+        const char *what = k == 0 ? (s->nmasks
                                          ? "an input mask (one digit at a time)"
                                          : "the input aperture plate")
                            : k == g->layers + 1 ? "the detector plane" : NULL;

@@ -345,11 +345,60 @@ done:
  * ---------------------------------------------------------------------- */
 
 #if RUN_HAVE_MESH
+/* Moves the assembly to the top of the package, beside the report, with
+ * assembly.json's file names made relative to its new folder, and reads the
+ * plate thicknesses for the stack drawing. */
+static int move_assembly(run_state *s, const char *parts, const char *assembly_file, d2_err *e)
+{
+    char from[RUN_PATH_MAX + 128], to[RUN_PATH_MAX + 128];
+    cJSON *j = NULL;
+    int rc;
+    if ((rc = d2_path_join(from, sizeof from, parts, assembly_file, e)) ||
+        (rc = out_path(s, assembly_file, to, sizeof to, e)))
+        return rc;
+    if (rename(from, to) != 0)
+        return d2_fail(e, D2_EIO, "cannot move %s to %s: %s", from, to, strerror(errno));
+    if ((rc = d2_path_join(from, sizeof from, parts, "assembly.json", e)) ||
+        (rc = out_path(s, "assembly.json", to, sizeof to, e)) || (rc = cfg_load(from, &j, e)))
+        return rc;
+    double thick = 0;
+    const cJSON *fr = cJSON_GetObjectItemCaseSensitive(j, "frame");
+    cJSON *p;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(fr, "thick_mm");
+    if (cJSON_IsNumber(t)) thick = t->valuedouble;
+    t = cJSON_GetObjectItemCaseSensitive(fr, "width_mm");
+    if (cJSON_IsNumber(t)) s->frame_width_mm = t->valuedouble;
+    t = cJSON_GetObjectItemCaseSensitive(fr, "post_mm");
+    if (cJSON_IsNumber(t)) s->post_mm = t->valuedouble;
+    cJSON_ReplaceItemInObjectCaseSensitive(j, "export", cJSON_CreateString("export"));
+    cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(j, "parts"))
+    {
+        const char *f = cJSON_GetStringValue(cJSON_GetObjectItem(p, "file"));
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(p, "name"));
+        const cJSON *top = cJSON_GetObjectItemCaseSensitive(p, "max_active_mm");
+        char rel[160];
+        if (f) {
+            snprintf(rel, sizeof rel, "parts/%s", f);
+            cJSON_ReplaceItemInObjectCaseSensitive(p, "file", cJSON_CreateString(rel));
+        }
+        int k = !name ? -1
+                : !strcmp(name, "input") ? 0
+                : !strcmp(name, "detector") ? s->model.g.layers + 1
+                : !strncmp(name, "layer", 5) ? atoi(name + 5) : -1;
+        if (k >= 0 && k <= s->model.g.layers + 1)
+            s->plate_thick_mm[k] = fmax(thick, cJSON_IsNumber(top) ? top->valuedouble : 0);
+    }
+    rc = cfg_write(to, j, e);
+    cJSON_Delete(j);
+    if (!rc && unlink(from) != 0)
+        rc = d2_fail(e, D2_EIO, "%s: cannot remove after moving: %s", from, strerror(errno));
+    return rc;
+}
+
 static int stage_mesh(run_state *s, int with_masks, d2_err *e)
 {
     const run_config *c = s->c;
-    char exp[RUN_PATH_MAX + 64], parts[RUN_PATH_MAX + 64], from[RUN_PATH_MAX + 128],
-        to[RUN_PATH_MAX + 128];
+    char exp[RUN_PATH_MAX + 64], parts[RUN_PATH_MAX + 64], from[RUN_PATH_MAX + 128];
     mesh_stack_opts mo;
     mesh_stack_report rep;
     int rc;
@@ -360,14 +409,10 @@ static int stage_mesh(run_state *s, int with_masks, d2_err *e)
         (rc = out_path(s, "parts", parts, sizeof parts, e)) ||
         (rc = mesh_stack(exp, parts, &mo, &rep, e)))
         return rc;
-    /* The assembly sits at the top of the package, beside the report. */
-    const char *moved[2] = {rep.assembly_file, "assembly.json"};
-    for (int i = 0; i < 2; i++) {
-        if ((rc = d2_path_join(from, sizeof from, parts, moved[i], e)) ||
-            (rc = out_path(s, moved[i], to, sizeof to, e)))
-            return rc;
-        if (rename(from, to) != 0)
-            return d2_fail(e, D2_EIO, "cannot move %s to %s: %s", from, to, strerror(errno));
+    if ((rc = move_assembly(s, parts, rep.assembly_file, e))) return rc;
+    for (int i = 0; i < rep.nwarn; i++) {
+        run_warn(s, "mesh: %s", rep.warn[i]);
+        if (s->o->log) fprintf(s->o->log, "      warning: %s\n", rep.warn[i]);
     }
     snprintf(s->assembly_file, sizeof s->assembly_file, "%s", rep.assembly_file);
     snprintf(s->assembly_json, sizeof s->assembly_json, "assembly.json");
@@ -388,7 +433,7 @@ static int stage_mesh(run_state *s, int with_masks, d2_err *e)
             snprintf(p->what, sizeof p->what, "diffractive layer %s", mp->name + 5);
         } else if (!strcmp(mp->name, "detector")) {
             snprintf(p->kind, sizeof p->kind, "detector");
-            snprintf(p->what, sizeof p->what, "detector plane: 10 windows, one per class");
+            snprintf(p->what, sizeof p->what, "detector plane (10 windows)");
         } else {
             snprintf(p->kind, sizeof p->kind, "input");
             snprintf(p->what, sizeof p->what, "input aperture (open square)");

@@ -47,6 +47,8 @@ typedef struct run_state {
     char assembly_file[96];     /* "assembly.stl", "" when not written */
     char assembly_json[96];
     double plate_thick_mm[D2_MAX_LAYERS + 2]; /* per stack plane, 0 unknown */
+    double frame_width_mm, post_mm;  /* from assembly.json, 0 unknown */
+    int nmasks;                 /* input mask parts made (stage 4) */
     int npreviews;
     run_preview preview[RUN_MAX_PREVIEWS];
     cJSON *masks_json;          /* the mask stage's summary, owned; NULL when none */

@@ -376,7 +376,7 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     int refs = check_html_refs(pkg);
     CHECK(refs >= 3); /* PRINTING.txt, report.json, export/export.json at least */
     snprintf(path, sizeof path, "%s/PRINTING.txt", pkg);
-    CHECK(file_has(path, "Layer height: 0.016 mm"));
+    CHECK(file_has(path, "Layer height  0.016 mm"));
     for (int k = 1; k <= 3; k++) {
         snprintf(path, sizeof path, "%s/previews/layer%d_phase.png", pkg, k);
         CHECK(exists(path));
@@ -398,6 +398,22 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
         }
         snprintf(path, sizeof path, "%s/assembly.json", pkg);
         CHECK(exists(path));
+        /* assembly.json sits beside the report; its file names resolve there. */
+        cJSON *as = NULL;
+        CHECK(cfg_load(path, &as, &e) == 0);
+        int nf = 0;
+        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(as, "parts")) {
+            const char *f = cJSON_GetStringValue(cJSON_GetObjectItem(p, "file"));
+            snprintf(path, sizeof path, "%s/%s", pkg, f ? f : "?");
+            CHECK(exists(path));
+            nf++;
+        }
+        CHECK(nf == cJSON_GetArraySize(parts));
+        const char *af = cJSON_GetStringValue(
+            cJSON_GetObjectItem(cJSON_GetObjectItem(as, "assembly"), "file"));
+        snprintf(path, sizeof path, "%s/%s", pkg, af ? af : "?");
+        CHECK(af && exists(path));
+        cJSON_Delete(as);
     } else {
         CHECK(!strcmp(stage_status(rep, "mesh"), "skipped"));
         CHECK(cJSON_GetArraySize(parts) == 0);
