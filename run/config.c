@@ -179,7 +179,9 @@ static int read_export(const char *file, const cJSON *ex, run_config *c, d2_err 
 
 static int read_masks(const char *file, const cJSON *mk, run_config *c, d2_err *e)
 {
-    static const char *const keys[] = {"digits", "count", "test_indices", NULL};
+    static const char *const keys[] = {"digits", "count", "test_indices", "mode", "threshold",
+                                       "thick_mm", NULL};
+    static const char *const modes[] = {"stencil", "carrier-recess", "carrier-relief", NULL};
     cfg_ctx mc = {file, "masks"};
     long count;
     int rc;
@@ -187,7 +189,11 @@ static int read_masks(const char *file, const cJSON *mk, run_config *c, d2_err *
         (rc = int_array(&mc, mk, "digits", 10, 0, 9, c->mask_digits, &c->mask_ndigits, e)) ||
         (rc = cfg_int(&mc, mk, "count", 0, 1, 1, 16, &count, e)) ||
         (rc = int_array(&mc, mk, "test_indices", RUN_MAX_MASKS, 0, 9999, c->mask_indices,
-                        &c->mask_nindices, e)))
+                        &c->mask_nindices, e)) ||
+        (rc = cfg_enum(&mc, mk, "mode", 0, 0, modes, &c->mask_mode, e)) ||
+        (rc = cfg_num_range(&mc, mk, "threshold", 0, 0, 0, 1, CFG_LO_OPEN | CFG_HI_OPEN,
+                            &c->mask_threshold, e)) ||
+        (rc = cfg_num(&mc, mk, "thick_mm", 0, 0, 0.1, 50, &c->mask_thick_mm, e)))
         return rc;
     c->mask_count = (int)count;
     if (c->mask_ndigits * c->mask_count + c->mask_nindices > RUN_MAX_MASKS)

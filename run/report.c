@@ -381,7 +381,10 @@ static void accuracy_table(FILE *f, const run_state *s)
                 s->ev_export.efficiency);
     }
     fprintf(f, "<tr><td>with the printed input masks</td><td colspan=\"3\">");
-    if (s->masks_json) fputs("see the masks section", f);
+    if (s->masks_json)
+        fprintf(f, "%d of %d test digits read correctly through the printed masks (as "
+                "images %d, binarised %d)", s->mask_correct[2], s->mask_labelled,
+                s->mask_correct[0], s->mask_correct[1]);
     else esc(f, s->res->note[3]);
     fputs("</td></tr>\n<tr><td>under printing and assembly errors (Monte Carlo)</td>"
           "<td colspan=\"3\">", f);
@@ -465,6 +468,33 @@ static void export_table(FILE *f, const run_state *s)
     fputs("</table>\n", f);
 }
 
+/* The masks: what each blocks and how the printed stack reads it. */
+static void masks_table(FILE *f, const run_state *s)
+{
+    fprintf(f, "<p>Stencils cut through an opaque plate with the layer plates' frame and "
+            "pins; each goes in front of layer 1, at %.4g&nbsp;mm. Islands (the counters of "
+            "0, 4, 6, 8, 9) are tied to the plate with bridges at least the printer's minimum "
+            "feature wide. Predictions are those of the stack as printed.</p>\n",
+            s->model.g.gap_mm[0]);
+    fputs("<table><tr><th>part</th><th>digit</th><th>islands</th><th>bridges</th>"
+          "<th>aperture blocked</th><th>read as: image</th><th>binarised</th>"
+          "<th>printed mask</th></tr>\n", f);
+    for (int i = 0; i < s->nmasks; i++) {
+        const run_mask *m = &s->mask_info[i];
+        fputs("<tr><td><a href=\"", f);
+        esc(f, s->part[i].file);
+        fputs("\">", f);
+        esc(f, s->part[i].file);
+        fprintf(f, "</a></td><td>%d</td><td>%d</td><td>%d</td><td>%.1f&nbsp;%%</td>", m->label,
+                m->islands, m->bridges, 100 * m->blocked_fraction);
+        for (int k = 0; k < 3; k++)
+            fprintf(f, "<td class=\"%s\">%d</td>", m->pred[k] == m->label ? "done" : "failed",
+                    m->pred[k]);
+        fputs("</tr>\n", f);
+    }
+    fputs("</table>\n", f);
+}
+
 static int figures(FILE *f, const run_state *s, const char *group, d2_err *e)
 {
     int any = 0, rc;
@@ -473,9 +503,10 @@ static int figures(FILE *f, const run_state *s, const char *group, d2_err *e)
         if (strcmp(p->group, group)) continue;
         if (!any) fputs("<div class=\"figs\">\n", f);
         any = 1;
-        fputs(!strcmp(group, "detector") || !strcmp(group, "tolerance") ? "<figure class=\"wide\">"
-                                                                         : "<figure>",
-              f);
+        fprintf(f, "<figure class=\"%s\">",
+                !strcmp(group, "detector") || !strcmp(group, "tolerance") ? "wide"
+                : !strcmp(group, "mask")                                   ? "mask"
+                                                                           : "map");
         if ((rc = embed_png(f, s, p->file, p->caption, e))) return rc;
         fputs("<figcaption>", f);
         esc(f, p->caption);
@@ -492,7 +523,8 @@ static const char *css =
     "text-align:left;vertical-align:top;font-size:.92em}th{background:#f3f3f3}"
     ".figs{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;width:300px}"
     "figure img{width:100%;image-rendering:pixelated;border:1px solid #ddd}"
-    "figure.wide{width:100%}figure.svg{width:auto}figcaption{font-size:.85em;color:#555}"
+    "figure.wide{width:100%}figure.svg{width:auto}figure.mask{width:420px}"
+    "figcaption{font-size:.85em;color:#555}"
     ".done{color:#1a7f37}.skipped,.failed{color:#b35900}.warn{color:#b35900}"
     "code{background:#f3f3f3;padding:0 .2em}";
 
@@ -575,6 +607,8 @@ static int write_html(const run_state *s, const char *path, d2_err *e)
         fputs("<p class=\"skipped\">", f);
         esc(f, s->res->note[3]);
         fputs("</p>\n", f);
+    } else {
+        masks_table(f, s);
     }
     if ((rc = figures(f, s, "mask", e))) goto fail;
 
@@ -626,7 +660,7 @@ static int write_printing(const run_state *s, const char *path, d2_err *e)
 
     if (s->nparts) {
         fprintf(f, "PARTS\n");
-        fprintf(f, "  %-22s %-30s %-21s %10s %8s %7s\n", "file", "part", "size x, y, z (mm)",
+        fprintf(f, "  %-26s %-30s %-21s %10s %8s %7s\n", "file", "part", "size x, y, z (mm)",
                 "volume", "mass", "time");
         double tmax = 0;
         for (int i = 0; i < s->nparts; i++) {
@@ -639,7 +673,7 @@ static int write_printing(const run_state *s, const char *path, d2_err *e)
             else snprintf(t, sizeof t, "-");
             if (mg >= 0) snprintf(m, sizeof m, "%.1f g", mg);
             else snprintf(m, sizeof m, "-");
-            fprintf(f, "  %-22s %-30.30s %-21s %6.0f mm3 %8s %7s\n", p->file, p->what, size,
+            fprintf(f, "  %-26s %-30.30s %-21s %6.0f mm3 %8s %7s\n", p->file, p->what, size,
                     p->volume_mm3, m, t);
         }
         if (print_time_h(s, 1) >= 0)
@@ -712,8 +746,8 @@ static int write_printing(const run_state *s, const char *path, d2_err *e)
     for (int k = 0; k <= g->layers; k++) fprintf(f, " %.4g", g->gap_mm[k]);
     fprintf(f, " mm.\n");
     if (s->assembly_file[0])
-        fprintf(f, "  %s shows every part in place; assembly.json lists the order and z.\n",
-                s->assembly_file);
+        fprintf(f, "  %s shows the stack in place%s; assembly.json lists the order and z.\n",
+                s->assembly_file, s->nmasks ? " (without a mask)" : "");
     fprintf(f, "\nThe simulated accuracy of these parts and the tolerance study are in "
                "report.html.\n");
     return d2_out_commit(o, e);

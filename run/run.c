@@ -22,8 +22,17 @@
 #define RUN_HAVE_MESH 1
 #endif
 #endif
+#if defined(__has_include)
+#if __has_include("mesh/mask.h")
+#include "mesh/mask.h"
+#define RUN_HAVE_MASK 1
+#endif
+#endif
 #ifndef RUN_HAVE_MESH
 #define RUN_HAVE_MESH 0
+#endif
+#ifndef RUN_HAVE_MASK
+#define RUN_HAVE_MASK 0
 #endif
 
 #define TWO_PI (2.0 * M_PI)
@@ -33,7 +42,7 @@ const char *const run_stage_names[RUN_STAGES] = {"model", "export", "mesh",
 enum { ST_MODEL, ST_EXPORT, ST_MESH, ST_MASKS, ST_TOL, ST_REPORT };
 
 int run_have_mesh(void) { return RUN_HAVE_MESH; }
-int run_have_mask(void) { return 0; }
+int run_have_mask(void) { return RUN_HAVE_MASK; }
 int run_have_tolerance(void) { return 0; }
 
 void run_warn(run_state *s, const char *fmt, ...)
@@ -50,8 +59,8 @@ void run_add_preview(run_state *s, const char *group, const char *file, const ch
     if (s->npreviews >= RUN_MAX_PREVIEWS) return;
     run_preview *p = &s->preview[s->npreviews++];
     snprintf(p->group, sizeof p->group, "%s", group);
-    snprintf(p->file, sizeof p->file, "%s", file);
-    snprintf(p->caption, sizeof p->caption, "%s", caption);
+    snprintf(p->file, sizeof p->file, "%.95s", file);
+    snprintf(p->caption, sizeof p->caption, "%.159s", caption);
 }
 
 /* OUT/rel into buf. */
@@ -72,6 +81,8 @@ static void stage_done(run_state *s, int k, const char *fmt, ...)
     if (s->o->log) {
         fprintf(s->o->log, "[%d/%d] %s: %s\n", k + 1, RUN_STAGES, run_stage_names[k],
                 s->res->note[k]);
+        for (; s->warn_logged < s->nwarn; s->warn_logged++)
+            fprintf(s->o->log, "      warning: %s\n", s->warn[s->warn_logged]);
         fflush(s->o->log);
     }
 }
@@ -294,10 +305,7 @@ static int stage_export(run_state *s, d2_err *e)
     if ((rc = out_path(s, "export", dir, sizeof dir, e))) goto done;
     rc = export_stack(&src, &xo, dir, &s->ex, e);
     s->have_export = !rc;
-    for (int i = 0; i < s->ex.nwarn; i++) {
-        run_warn(s, "export: %s", s->ex.warn[i]);
-        if (s->o->log) fprintf(s->o->log, "      warning: %s\n", s->ex.warn[i]);
-    }
+    for (int i = 0; i < s->ex.nwarn; i++) run_warn(s, "export: %s", s->ex.warn[i]);
     if (rc) goto done;
 
     for (int k = 0; k < s->ex.layers; k++) {
@@ -314,13 +322,12 @@ static int stage_export(run_state *s, d2_err *e)
 
     /* The accuracy of exactly what will be printed: heights back to phase
      * and absorption at the source frequency. */
-    d2_model pm;
-    if ((rc = export_load_as_model(dir, &pm, e))) goto done;
+    if ((rc = export_load_as_model(dir, &s->printed, e))) goto done;
+    s->have_printed = 1;
     snprintf(rel, sizeof rel, "previews/detector_plane.png");
     if (!(rc = out_path(s, rel, path, sizeof path, e)))
-        rc = eval_model(&pm, s->o->data_dir, c->test_limit, s->o->threads, path, s->o->progress,
-                        &s->ev_export, e);
-    model_free(&pm);
+        rc = eval_model(&s->printed, s->o->data_dir, c->test_limit, s->o->threads, path,
+                        s->o->progress, &s->ev_export, e);
     if (rc) goto done;
     s->have_ev_export = 1;
     run_add_preview(s, "detector", rel,
@@ -410,10 +417,7 @@ static int stage_mesh(run_state *s, int with_masks, d2_err *e)
         (rc = mesh_stack(exp, parts, &mo, &rep, e)))
         return rc;
     if ((rc = move_assembly(s, parts, rep.assembly_file, e))) return rc;
-    for (int i = 0; i < rep.nwarn; i++) {
-        run_warn(s, "mesh: %s", rep.warn[i]);
-        if (s->o->log) fprintf(s->o->log, "      warning: %s\n", rep.warn[i]);
-    }
+    for (int i = 0; i < rep.nwarn; i++) run_warn(s, "mesh: %s", rep.warn[i]);
     snprintf(s->assembly_file, sizeof s->assembly_file, "%s", rep.assembly_file);
     snprintf(s->assembly_json, sizeof s->assembly_json, "assembly.json");
 
@@ -455,6 +459,172 @@ static int stage_mesh(run_state *s, int with_masks, d2_err *e)
 }
 #endif
 
+
+/* ------------------------------------------------------------------------
+ * Stage 4: input masks (digit stencils) and what the printed stack reads
+ * through them
+ * ---------------------------------------------------------------------- */
+
+#if RUN_HAVE_MASK
+/* A file of the mask stage's folder also listed in parts/ or previews/: a
+ * hard link (a copy where links are refused), so the stage's own report keeps
+ * its names. */
+static int link_into(run_state *s, const char *dir, const char *name, const char *sub,
+                     d2_err *e)
+{
+    char from[RUN_PATH_MAX + 128], rel[160], to[RUN_PATH_MAX + 256];
+    int rc;
+    snprintf(rel, sizeof rel, "%s/%s", sub, name);
+    if ((rc = d2_path_join(from, sizeof from, dir, name, e)) ||
+        (rc = out_path(s, rel, to, sizeof to, e)))
+        return rc;
+    if (link(from, to) == 0) return 0;
+    return copy_file(from, to, e);
+}
+
+/* Lists the masks in assembly.json: they take the input plane, one at a time. */
+static int assembly_add_masks(run_state *s, d2_err *e)
+{
+    char path[RUN_PATH_MAX + 64];
+    cJSON *j = NULL;
+    int rc;
+    if (!s->assembly_json[0] || !s->nmasks) return 0;
+    if ((rc = out_path(s, s->assembly_json, path, sizeof path, e)) ||
+        (rc = cfg_load(path, &j, e)))
+        return rc;
+    cJSON *o = cJSON_CreateObject(), *files = cJSON_CreateArray();
+    if (!o || !files) {
+        cJSON_Delete(o);
+        cJSON_Delete(files);
+        cJSON_Delete(j);
+        return d2_fail(e, D2_EIO, "out of memory");
+    }
+    for (int i = 0; i < s->nmasks; i++)
+        cJSON_AddItemToArray(files, cJSON_CreateString(s->part[i].file));
+    cJSON_AddItemToObject(o, "files", files);
+    cJSON_AddNumberToObject(o, "z_mm", 0);
+    cJSON_AddNumberToObject(o, "gap_to_next_mm", s->model.g.gap_mm[0]);
+    cJSON_AddStringToObject(o, "note", "one mask at a time on the input plane, in front of "
+                            "the first part listed in \"parts\"; datum face toward the source, "
+                            "its posts carry the next part");
+    cJSON_AddItemToObject(j, "input_masks", o);
+    rc = cfg_write(path, j, e);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static int stage_masks(run_state *s, d2_err *e)
+{
+    const run_config *c = s->c;
+    d2_dataset ds = {0};
+    mask_source *src = NULL, *one = NULL;
+    mask_result *res = NULL;
+    mask_run_report rep;
+    mask_opts mo;
+    char dir[RUN_PATH_MAX + 64], path[RUN_PATH_MAX + 128];
+    int n = 0, cap = c->mask_ndigits * c->mask_count + c->mask_nindices, got, rc;
+    memset(&rep, 0, sizeof rep);
+    if ((rc = dataset_load(s->o->data_dir, s->printed.t.dataset, 1, &ds, e))) return rc;
+    if (!(src = d2_calloc((size_t)cap, sizeof *src, "mask sources", e)) ||
+        !(res = d2_calloc((size_t)cap, sizeof *res, "mask results", e))) {
+        rc = D2_EIO;
+        goto done;
+    }
+    /* The first `count` test images of each digit, then the listed indices. */
+    for (int i = 0; i < c->mask_ndigits + c->mask_nindices; i++) {
+        int digit = i < c->mask_ndigits ? c->mask_digits[i] : -1;
+        int first = digit < 0 ? c->mask_indices[i - c->mask_ndigits] : 0;
+        if ((rc = mask_sources_dataset(&ds, s->printed.t.dataset, first,
+                                       digit < 0 ? 1 : c->mask_count, digit, &one, &got, e)))
+            goto done;
+        for (int k = 0; k < got; k++) {
+            if (n < cap) src[n++] = one[k];
+            else mask_source_free(&one[k]);
+        }
+        free(one);
+        one = NULL;
+    }
+    mask_opts_default(&mo);
+    mo.wavelength_mm = s->ex.p.wavelength_mm;
+    mo.index = s->ex.p.index;
+    mo.kappa = s->ex.p.kappa;
+    mo.material_name = s->ex.material.name;
+    mo.printer_name = s->ex.printer.name;
+    mo.model_path = "export";
+    mo.mode = c->mask_mode; /* MASK_STENCIL, MASK_CARRIER_RECESS, MASK_CARRIER_RELIEF */
+    if (c->mask_threshold > 0) mo.threshold = c->mask_threshold;
+    mo.thick_mm = c->mask_thick_mm;
+    if ((rc = mesh_printer_from_json(s->ex.printer.json, s->ex.printer.path, "", &mo.printer,
+                                     e)) ||
+        (rc = mesh_format_parse(c->mesh_format, &mo.format, e)) ||
+        (rc = out_path(s, "masks", dir, sizeof dir, e)))
+        goto done;
+    /* Read by the stack as printed: exported heights, absorption. */
+    if ((rc = mask_run(&s->printed, src, n, &mo, dir, res, &rep, e))) goto done;
+    s->plate_thick_mm[0] = fmax(rep.thick_mm, rep.frame_thick_mm);
+    for (int i = 0; i < rep.nwarn; i++) run_warn(s, "masks: %s", rep.warn[i]);
+
+    for (int i = 0; i < n && s->nparts < RUN_MAX_PARTS; i++) {
+        const mask_result *r = &res[i];
+        char cap_[160];
+        if ((rc = link_into(s, dir, r->png_file, "previews", e))) goto done;
+        snprintf(path, sizeof path, "previews/%s", r->png_file);
+        snprintf(cap_, sizeof cap_, "%s: original, binarised aperture, printable mask "
+                 "(islands blue, bridges red, too narrow orange)", src[i].origin);
+        run_add_preview(s, "mask", path, cap_);
+        if (!r->mesh_file[0]) continue;
+        if ((rc = link_into(s, dir, r->mesh_file, "parts", e))) goto done;
+        /* Masks go in front of the stack, in place of the open input plate. */
+        memmove(&s->part[s->nmasks + 1], &s->part[s->nmasks],
+                (size_t)(s->nparts - s->nmasks) * sizeof s->part[0]);
+        s->nparts++;
+        run_part *p = &s->part[s->nmasks++];
+        memset(p, 0, sizeof *p);
+        snprintf(p->name, sizeof p->name, "%.47s", src[i].name);
+        snprintf(p->kind, sizeof p->kind, "mask");
+        snprintf(p->file, sizeof p->file, "parts/%.80s", r->mesh_file);
+        snprintf(p->what, sizeof p->what, "digit %d mask (test image %d)", src[i].label,
+                 src[i].index);
+        p->volume_mm3 = r->volume_mm3;
+        p->facets = r->facets;
+        p->bytes = r->bytes;
+        mesh_report mr;
+        if ((rc = d2_path_join(path, sizeof path, dir, r->mesh_file, e)) ||
+            (rc = mesh_check_file(path, &mr, e)))
+            goto done;
+        if (!mr.closed || mr.parts != 1) {
+            rc = d2_fail(e, D2_EIO, "%s: written mesh is not one closed solid", path);
+            goto done;
+        }
+        for (int k = 0; k < 3; k++) p->size_mm[k] = mr.hi[k] - mr.lo[k];
+        s->mask_info[s->nmasks - 1] = (run_mask){src[i].label, src[i].index, r->st.islands,
+                                                 r->st.bridges,
+                                                 r->st.open0_px ? (double)r->st.blocked_px /
+                                                                      r->st.open0_px
+                                                                : 0,
+                                                 {r->pred[0], r->pred[1], r->pred[2]}};
+    }
+    if ((rc = d2_path_join(path, sizeof path, dir, "summary.json", e)) ||
+        (rc = cfg_load(path, &s->masks_json, e)) ||
+        (rc = assembly_add_masks(s, e)))
+        goto done;
+    s->mask_correct[0] = rep.correct[0];
+    s->mask_correct[1] = rep.correct[1];
+    s->mask_correct[2] = rep.correct[2];
+    s->mask_labelled = rep.labelled;
+    stage_done(s, ST_MASKS, "%d stencil%s, %d island%s bridged; read correctly through the "
+               "printed stack: %d of %d as images, %d binarised, %d through the masks",
+               n, n == 1 ? "" : "s", rep.islands, rep.islands == 1 ? "" : "s", rep.correct[0],
+               rep.labelled, rep.correct[1], rep.correct[2]);
+done:
+    if (src)
+        for (int i = 0; i < n; i++) mask_source_free(&src[i]);
+    free(src);
+    free(res);
+    dataset_free(&ds);
+    return rc;
+}
+#endif
 /* ------------------------------------------------------------------------
  * The pipeline
  * ---------------------------------------------------------------------- */
@@ -516,11 +686,19 @@ int run_pipeline(const run_config *c, const run_opts *o, run_result *r, d2_err *
     stage_skip(s, ST_MESH, "the mesh stage is not part of this build of d2fab: no printable "
                "parts and no assembly were made");
 #endif
-    if (!want_masks)
+    if (!want_masks) {
         stage_skip(s, ST_MASKS, "no \"masks\" section in the config");
-    else
+    } else {
+#if RUN_HAVE_MASK
+        if ((rc = stage_masks(s, e))) {
+            rc = fail_stage(s, ST_MASKS, rc, e);
+            goto done;
+        }
+#else
         stage_skip(s, ST_MASKS, "the mask stage is not part of this build of d2fab: no input "
                    "masks were made");
+#endif
+    }
     if (!c->tol_trials)
         stage_skip(s, ST_TOL, "no \"tolerance\" section in the config");
     else
@@ -544,6 +722,7 @@ int run_pipeline(const run_config *c, const run_opts *o, run_result *r, d2_err *
     }
 done:
     model_free(&s->model);
+    model_free(&s->printed);
     export_report_free(&s->ex);
     cJSON_Delete(s->masks_json);
     cJSON_Delete(s->tolerance_json);

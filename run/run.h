@@ -80,6 +80,9 @@ typedef struct run_config {
     int mask_count;
     int mask_nindices;
     int mask_indices[RUN_MAX_MASKS];
+    int mask_mode;                /* 0 stencil, 1 carrier-recess, 2 carrier-relief */
+    double mask_threshold;        /* open where amplitude >= this x max; 0: default */
+    double mask_thick_mm;         /* opaque plate thickness; 0: the mask default */
 
     /* Tolerance study; tol_trials == 0: not run. */
     int tol_trials;               /* Monte-Carlo trials */

@@ -29,6 +29,14 @@ typedef struct run_preview {
     char group[16];         /* "phase", "height", "mask", "detector", "tolerance" */
 } run_preview;
 
+/* One input mask, for the report. */
+typedef struct run_mask {
+    int label, index;           /* true class and test-set index */
+    int islands, bridges;
+    double blocked_fraction;    /* of the binarised aperture's open area */
+    int pred[3];                /* read as: original image, binarised, printable mask */
+} run_mask;
+
 /* Everything the stages produced, for the report. */
 typedef struct run_state {
     const run_config *c;
@@ -40,6 +48,8 @@ typedef struct run_state {
     int have_ev_model;
     export_report ex;           /* stage 2 */
     int have_export;
+    d2_model printed;           /* the export loaded back: what will be printed */
+    int have_printed;
     eval_result ev_export;      /* accuracy of the exported heights (as printed) */
     int have_ev_export;
     int nparts;
@@ -48,12 +58,14 @@ typedef struct run_state {
     char assembly_json[96];
     double plate_thick_mm[D2_MAX_LAYERS + 2]; /* per stack plane, 0 unknown */
     double frame_width_mm, post_mm;  /* from assembly.json, 0 unknown */
-    int nmasks;                 /* input mask parts made (stage 4) */
+    int nmasks;                 /* input mask parts made (stage 4), first in part[] */
+    run_mask mask_info[RUN_MAX_MASKS];
+    int mask_correct[3], mask_labelled; /* read correctly: original, binarised, mask */
     int npreviews;
     run_preview preview[RUN_MAX_PREVIEWS];
     cJSON *masks_json;          /* the mask stage's summary, owned; NULL when none */
     cJSON *tolerance_json;      /* the tolerance stage's report, owned; NULL when none */
-    int nwarn;
+    int nwarn, warn_logged;     /* warnings, and how many the log has shown */
     char warn[32][512];
 } run_state;
 

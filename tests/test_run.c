@@ -389,7 +389,7 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     const cJSON *parts = cJSON_GetObjectItemCaseSensitive(rep, "parts");
     if (run_have_mesh()) {
         CHECK(!strcmp(stage_status(rep, "mesh"), "done"));
-        CHECK(cJSON_GetArraySize(parts) >= 5); /* 3 layers, detector, input or masks */
+        CHECK(cJSON_GetArraySize(parts) >= 5); /* 3 layers, detector, input or 2 masks */
         const cJSON *p;
         cJSON_ArrayForEach(p, parts) {
             const char *f = cJSON_GetStringValue(cJSON_GetObjectItem(p, "file"));
@@ -408,6 +408,13 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
             CHECK(exists(path));
             nf++;
         }
+        const cJSON *imf = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(as, "input_masks"), "files");
+        cJSON_ArrayForEach(p, imf) {
+            snprintf(path, sizeof path, "%s/%s", pkg, cJSON_GetStringValue(p));
+            CHECK(exists(path));
+            nf++;
+        }
         CHECK(nf == cJSON_GetArraySize(parts));
         const char *af = cJSON_GetStringValue(
             cJSON_GetObjectItem(cJSON_GetObjectItem(as, "assembly"), "file"));
@@ -420,7 +427,24 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
         snprintf(path, sizeof path, "%s/PRINTING.txt", pkg);
         CHECK(file_has(path, "NOTHING TO PRINT YET"));
     }
-    if (!run_have_mask()) CHECK(!strcmp(stage_status(rep, "masks"), "skipped"));
+    if (run_have_mask()) {
+        /* Two masks (digits 0 and 8): parts, previews, accuracy through them. */
+        CHECK(!strcmp(stage_status(rep, "masks"), "done"));
+        int nm = 0;
+        const cJSON *p;
+        cJSON_ArrayForEach(p, parts) {
+            const char *k = cJSON_GetStringValue(cJSON_GetObjectItem(p, "kind"));
+            nm += k && !strcmp(k, "mask");
+        }
+        CHECK(nm == 2);
+        const cJSON *ma = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(rep, "accuracy"), "masks");
+        CHECK(cJSON_IsObject(ma));
+        snprintf(path, sizeof path, "%s/assembly.json", pkg);
+        CHECK(file_has(path, "\"input_masks\""));
+    } else {
+        CHECK(!strcmp(stage_status(rep, "masks"), "skipped"));
+    }
     if (!run_have_tolerance()) CHECK(!strcmp(stage_status(rep, "tolerance"), "skipped"));
     cJSON_Delete(rep);
 }
