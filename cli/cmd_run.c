@@ -98,6 +98,7 @@ int cmd_run(int argc, char **argv)
     if (ro.log) fprintf(ro.log, "d2fab run %s -> %s\n", cfg, ro.out_dir);
     run_result res;
     rc = run_pipeline(&rc_, &ro, &res, &e);
+    run_config_free(&rc_);
     if (rc) {
         fprintf(stderr, "d2fab %s: %s\n", CMD, e.msg);
         fprintf(stderr, "d2fab %s: stopped; no report written in %s\n", CMD, ro.out_dir);

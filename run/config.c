@@ -1,6 +1,6 @@
 /* The run config: one JSON file naming the design, the fabrication and the
  * studies; every key checked with the core/config.h readers. */
-#include "run/run.h"
+#include "run/run_int.h"
 
 #include <libgen.h>
 #include <math.h>
@@ -26,9 +26,6 @@ void run_config_default(run_config *c)
     c->jump_weight = 1.0;
     c->test_limit = 1000;
     c->mask_count = 1;
-    c->tol_seed = 1;
-    c->tol_limit = 500;
-    c->tol_spec = 0.8;
 }
 
 /* base_dir/value into out, or value itself when absolute. */
@@ -206,31 +203,26 @@ static int read_masks(const char *file, const cJSON *mk, run_config *c, d2_err *
     return 0;
 }
 
+/* The "tolerance" section is the tolerance stage's own config: its reader
+ * checks it (when this build has the stage), and the run keeps a copy. */
 static int read_tolerance(const char *file, const cJSON *tl, run_config *c, d2_err *e)
 {
-    static const char *const keys[] = {"trials", "limit", "seed", "lateral_mm", "axial_mm",
-                                       "rotation_deg", "height_sigma_mm", "spec_accuracy", NULL};
-    cfg_ctx tc = {file, "tolerance"};
-    long trials, limit, seed;
-    int rc;
-    if ((rc = cfg_check_keys(&tc, tl, keys, e)) ||
-        (rc = cfg_int(&tc, tl, "trials", 0, 20, 1, 100000, &trials, e)) ||
-        (rc = cfg_int(&tc, tl, "limit", 0, 500, 0, 10000, &limit, e)) ||
-        (rc = cfg_int(&tc, tl, "seed", 0, 1, 0, 2147483647L, &seed, e)) ||
-        (rc = cfg_num(&tc, tl, "lateral_mm", 0, 0, 0, 100, &c->tol_lateral_mm, e)) ||
-        (rc = cfg_num(&tc, tl, "axial_mm", 0, 0, 0, 1000, &c->tol_axial_mm, e)) ||
-        (rc = cfg_num(&tc, tl, "rotation_deg", 0, 0, 0, 180, &c->tol_rotation_deg, e)) ||
-        (rc = cfg_num(&tc, tl, "height_sigma_mm", 0, 0, 0, 10, &c->tol_height_mm, e)) ||
-        (rc = cfg_num(&tc, tl, "spec_accuracy", 0, 0.8, 0, 1, &c->tol_spec, e)))
-        return rc;
-    c->tol_trials = (int)trials;
-    c->tol_limit = (int)limit;
-    c->tol_seed = (unsigned long)seed;
+    int rc = run_tolerance_check(file, tl, e);
+    if (rc) return rc;
+    if (!(c->tolerance = cJSON_Duplicate(tl, 1)))
+        return d2_fail(e, D2_EIO, "%s: out of memory copying \"tolerance\"", file);
     return 0;
 }
 
-int run_config_from_json(const char *name, const char *base_dir, const cJSON *root,
-                         run_config *c, d2_err *e)
+void run_config_free(run_config *c)
+{
+    if (!c) return;
+    cJSON_Delete(c->tolerance);
+    c->tolerance = NULL;
+}
+
+static int read_config(const char *name, const char *base_dir, const cJSON *root, run_config *c,
+                       d2_err *e)
 {
     static const char *const keys[] = {"notes", "model", "phases", "printer", "material",
                                        "frequency_thz", "test_limit", "export", "mesh", "masks",
@@ -303,6 +295,14 @@ int run_config_from_json(const char *name, const char *base_dir, const cJSON *ro
         snprintf(kv[i], RUN_PATH_MAX, "%s", tmp);
     }
     return 0;
+}
+
+int run_config_from_json(const char *name, const char *base_dir, const cJSON *root,
+                         run_config *c, d2_err *e)
+{
+    int rc = read_config(name, base_dir, root, c, e);
+    if (rc) run_config_free(c);
+    return rc;
 }
 
 int run_config_load(const char *path, run_config *c, d2_err *e)

@@ -11,6 +11,7 @@
 
 #include "core/config.h"
 #include "core/fileio.h"
+#include "core/util.h"
 
 /* ------------------------------------------------------------------------
  * Shared facts
@@ -122,6 +123,7 @@ static cJSON *report_json(const run_state *s)
         cJSON_AddStringToObject(o, "name", run_stage_names[k]);
         cJSON_AddStringToObject(o, "status", status_name(s->res->status[k]));
         cJSON_AddStringToObject(o, "note", s->res->note[k]);
+        if (k < RUN_STAGES - 1) cJSON_AddNumberToObject(o, "seconds", s->res->stage_seconds[k]);
     }
 
     cJSON *mo = cJSON_AddObjectToObject(root, "model");
@@ -353,14 +355,18 @@ static void detector_svg(FILE *f, const d2_geom *g)
 
 static void stage_table(FILE *f, const run_state *s)
 {
-    fputs("<table><tr><th>stage</th><th>status</th><th>result</th></tr>\n", f);
+    fputs("<table><tr><th>stage</th><th>status</th><th>time</th><th>result</th></tr>\n", f);
     for (int k = 0; k < RUN_STAGES; k++) {
-        fprintf(f, "<tr><td>%d. %s</td><td class=\"%s\">%s</td><td>", k + 1, run_stage_names[k],
+        fprintf(f, "<tr><td>%d. %s</td><td class=\"%s\">%s</td>", k + 1, run_stage_names[k],
                 status_name(s->res->status[k]), status_name(s->res->status[k]));
+        if (k < RUN_STAGES - 1) fprintf(f, "<td>%.0f&nbsp;s</td><td>", s->res->stage_seconds[k]);
+        else fputs("<td></td><td>", f);
         esc(f, s->res->note[k]);
         fputs("</td></tr>\n", f);
     }
     fputs("</table>\n", f);
+    fprintf(f, "<p>%d CPU threads; %.0f s before the report.</p>\n",
+            s->o->threads > 0 ? s->o->threads : d2_cpu_count(), s->res->seconds);
 }
 
 static void accuracy_table(FILE *f, const run_state *s)
@@ -388,7 +394,19 @@ static void accuracy_table(FILE *f, const run_state *s)
     else esc(f, s->res->note[3]);
     fputs("</td></tr>\n<tr><td>under printing and assembly errors (Monte Carlo)</td>"
           "<td colspan=\"3\">", f);
-    if (s->tolerance_json) fputs("see the tolerance section", f);
+    if (s->tolerance_json && s->tol.trials) {
+        fputs("mean ", f);
+        pct(f, s->tol.mean);
+        fputs(", worst ", f);
+        pct(f, s->tol.min);
+        fprintf(f, " over %d trials on %d test images (yield ", s->tol.trials, s->tol.images);
+        pct(f, s->tol.yield);
+        fputs(" at &ge; ", f);
+        pct(f, s->tol.spec);
+        fputs(")", f);
+    } else if (s->tolerance_json) {
+        fputs("no Monte-Carlo trials; see the tolerance section", f);
+    }
     else esc(f, s->res->note[4]);
     fputs("</td></tr>\n</table>\n", f);
     if (s->have_ev_export) {
@@ -495,6 +513,66 @@ static void masks_table(FILE *f, const run_state *s)
     fputs("</table>\n", f);
 }
 
+/* The tolerance study: Monte Carlo, the worst single perturbations and the
+ * inverse tolerances. */
+static void tolerance_tables(FILE *f, const run_state *s)
+{
+    const run_tol *t = &s->tol;
+    fprintf(f, "<p>The stack as printed, on %d test images: nominal accuracy ", t->images);
+    pct(f, t->nominal);
+    fputs(". Every number and each trial's perturbations: <a href=\"tolerance/report.json\">"
+          "tolerance/report.json</a> and the CSV files beside it.</p>\n", f);
+    if (t->trials) {
+        fprintf(f, "<table><tr><th>Monte Carlo, %d trials</th><th>accuracy</th></tr>\n",
+                t->trials);
+        const char *name[] = {"mean", "standard deviation", "worst (min)", "best (max)",
+                              "90 % of trials reach", "50 % of trials reach",
+                              "10 % of trials reach"};
+        double v[] = {t->mean, t->std, t->min, t->max, t->p90, t->p50, t->p10};
+        for (int i = 0; i < 7; i++) {
+            fprintf(f, "<tr><td>%s</td><td>", name[i]);
+            pct(f, v[i]);
+            fputs("</td></tr>\n", f);
+        }
+        fputs("<tr><td>yield: trials at or above ", f);
+        pct(f, t->spec);
+        fputs("</td><td>", f);
+        pct(f, t->yield);
+        fputs(" (95&nbsp;% interval ", f);
+        pct(f, t->yield_lo);
+        fputs(" to ", f);
+        pct(f, t->yield_hi);
+        fputs(")</td></tr>\n</table>\n", f);
+    }
+    if (t->nsens) {
+        fputs("<table><tr><th>one perturbation alone (worst first)</th><th>magnitude</th>"
+              "<th>accuracy change (points)</th></tr>\n", f);
+        for (int i = 0; i < t->nsens; i++) {
+            fputs("<tr><td>", f);
+            esc(f, t->sens[i].what);
+            fprintf(f, "</td><td>&plusmn;%.4g</td><td>%+.2f</td></tr>\n", t->sens[i].magnitude,
+                    100 * t->sens[i].change);
+        }
+        fputs("</table>\n", f);
+    }
+    if (t->ninv) {
+        fputs("<table><tr><th>inverse tolerance (every layer)</th><th>configured</th>"
+              "<th>costs 1 point at</th><th>costs 5 points at</th></tr>\n", f);
+        for (int i = 0; i < t->ninv; i++) {
+            fputs("<tr><td>", f);
+            esc(f, t->inv[i].what);
+            fprintf(f, "</td><td>%.4g</td>", t->inv[i].ref);
+            double a[2] = {t->inv[i].at1, t->inv[i].at5};
+            for (int k = 0; k < 2; k++) {
+                if (isfinite(a[k])) fprintf(f, "<td>%.4g</td>", a[k]);
+                else fprintf(f, "<td>&gt; %.4g</td>", t->inv[i].max_tested);
+            }
+            fputs("</tr>\n", f);
+        }
+        fputs("</table>\n", f);
+    }
+}
+
 static int figures(FILE *f, const run_state *s, const char *group, d2_err *e)
 {
     int any = 0, rc;
@@ -504,9 +582,10 @@ static int figures(FILE *f, const run_state *s, const char *group, d2_err *e)
         if (!any) fputs("<div class=\"figs\">\n", f);
         any = 1;
         fprintf(f, "<figure class=\"%s\">",
-                !strcmp(group, "detector") || !strcmp(group, "tolerance") ? "wide"
-                : !strcmp(group, "mask")                                   ? "mask"
-                                                                           : "map");
+                !strcmp(group, "detector")    ? "wide"
+                : !strcmp(group, "tolerance") ? "plot"
+                : !strcmp(group, "mask")      ? "mask"
+                                              : "map");
         if ((rc = embed_png(f, s, p->file, p->caption, e))) return rc;
         fputs("<figcaption>", f);
         esc(f, p->caption);
@@ -523,7 +602,8 @@ static const char *css =
     "text-align:left;vertical-align:top;font-size:.92em}th{background:#f3f3f3}"
     ".figs{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;width:300px}"
     "figure img{width:100%;image-rendering:pixelated;border:1px solid #ddd}"
-    "figure.wide{width:100%}figure.svg{width:auto}figure.mask{width:420px}"
+    "figure.wide{width:100%}figure.plot{width:760px}figure.svg{width:auto}"
+    "figure.mask{width:420px}"
     "figcaption{font-size:.85em;color:#555}"
     ".done{color:#1a7f37}.skipped,.failed{color:#b35900}.warn{color:#b35900}"
     "code{background:#f3f3f3;padding:0 .2em}";
@@ -617,6 +697,8 @@ static int write_html(const run_state *s, const char *path, d2_err *e)
         fputs("<p class=\"skipped\">", f);
         esc(f, s->res->note[4]);
         fputs("</p>\n", f);
+    } else {
+        tolerance_tables(f, s);
     }
     if ((rc = figures(f, s, "tolerance", e))) goto fail;
 

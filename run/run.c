@@ -15,17 +15,20 @@
 #include "core/fileio.h"
 #include "core/image.h"
 
-/* Stages whose library is not in this build are reported as skipped. */
+/* Stages whose library is not in this build are reported as skipped, never
+ * faked: the mesh, mask and tolerance libraries are found by their headers. */
 #if defined(__has_include)
 #if __has_include("mesh/mesh.h")
 #include "mesh/mesh.h"
 #define RUN_HAVE_MESH 1
 #endif
-#endif
-#if defined(__has_include)
 #if __has_include("mesh/mask.h")
 #include "mesh/mask.h"
 #define RUN_HAVE_MASK 1
+#endif
+#if __has_include("train/tolerance.h")
+#include "train/tolerance.h"
+#define RUN_HAVE_TOL 1
 #endif
 #endif
 #ifndef RUN_HAVE_MESH
@@ -33,6 +36,9 @@
 #endif
 #ifndef RUN_HAVE_MASK
 #define RUN_HAVE_MASK 0
+#endif
+#ifndef RUN_HAVE_TOL
+#define RUN_HAVE_TOL 0
 #endif
 
 #define TWO_PI (2.0 * M_PI)
@@ -43,7 +49,7 @@ enum { ST_MODEL, ST_EXPORT, ST_MESH, ST_MASKS, ST_TOL, ST_REPORT };
 
 int run_have_mesh(void) { return RUN_HAVE_MESH; }
 int run_have_mask(void) { return RUN_HAVE_MASK; }
-int run_have_tolerance(void) { return 0; }
+int run_have_tolerance(void) { return RUN_HAVE_TOL; }
 
 void run_warn(run_state *s, const char *fmt, ...)
 {
@@ -69,6 +75,14 @@ static int out_path(const run_state *s, const char *rel, char *buf, size_t cap, 
     return d2_path_join(buf, cap, s->o->out_dir, rel, e);
 }
 
+/* Records the time since the previous stage ended as stage k's. */
+static void stage_time(run_state *s, int k)
+{
+    double now = d2_now();
+    s->res->stage_seconds[k] = now - s->t_stage;
+    s->t_stage = now;
+}
+
 static void stage_done(run_state *s, int k, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void stage_done(run_state *s, int k, const char *fmt, ...)
@@ -78,9 +92,10 @@ static void stage_done(run_state *s, int k, const char *fmt, ...)
     vsnprintf(s->res->note[k], sizeof s->res->note[k], fmt, ap);
     va_end(ap);
     s->res->status[k] = RUN_DONE;
+    stage_time(s, k);
     if (s->o->log) {
-        fprintf(s->o->log, "[%d/%d] %s: %s\n", k + 1, RUN_STAGES, run_stage_names[k],
-                s->res->note[k]);
+        fprintf(s->o->log, "[%d/%d] %s: %s (%.0f s)\n", k + 1, RUN_STAGES, run_stage_names[k],
+                s->res->note[k], s->res->stage_seconds[k]);
         for (; s->warn_logged < s->nwarn; s->warn_logged++)
             fprintf(s->o->log, "      warning: %s\n", s->warn[s->warn_logged]);
         fflush(s->o->log);
@@ -96,6 +111,7 @@ static void stage_skip(run_state *s, int k, const char *fmt, ...)
     vsnprintf(s->res->note[k], sizeof s->res->note[k], fmt, ap);
     va_end(ap);
     s->res->status[k] = RUN_SKIPPED;
+    stage_time(s, k);
     if (s->o->log) {
         fprintf(s->o->log, "[%d/%d] %s: skipped: %s\n", k + 1, RUN_STAGES, run_stage_names[k],
                 s->res->note[k]);
@@ -625,6 +641,194 @@ done:
     return rc;
 }
 #endif
+
+/* ------------------------------------------------------------------------
+ * Stage 5: tolerance study of the stack as printed
+ * ---------------------------------------------------------------------- */
+
+#if RUN_HAVE_TOL
+int run_tolerance_check(const char *file, const cJSON *section, d2_err *e)
+{
+    tol_config tc;
+    tol_config_default(&tc);
+    int rc = tol_config_read(file, section, &tc, e);
+    if (rc) d2_err_prefix(e, "section \"tolerance\"");
+    return rc;
+}
+
+static const char *plot_caption(const char *name, char *buf, size_t cap)
+{
+    if (!strcmp(name, "yield.png"))
+        return "Monte Carlo: distribution of the test accuracy over the trials, with the yield "
+               "at the spec";
+    if (!strcmp(name, "compare.png"))
+        return "Monte Carlo: mean accuracy against the perturbation magnitude";
+    if (!strncmp(name, "scan_", 5)) {
+        snprintf(buf, cap, "Accuracy against the %.*s magnitude, every layer perturbed",
+                 (int)(strlen(name) - 9), name + 5);
+        return buf;
+    }
+    return name;
+}
+
+/* The summary of the report's first (only) stack for the HTML and report.json. */
+static void tol_summary(run_state *s, const tol_report *rep)
+{
+    const tol_result *r = &rep->res[0];
+    run_tol *t = &s->tol;
+    const tol_mc *mc = NULL;
+    for (int i = 0; i < r->nmc; i++)
+        if (!mc || fabs(r->mc[i].scale - 1) < fabs(mc->scale - 1)) mc = &r->mc[i];
+    t->images = r->images;
+    t->nominal = r->nominal;
+    t->spec = r->spec;
+    t->seconds = rep->seconds;
+    t->inferences = rep->inferences;
+    if (mc) {
+        t->trials = mc->trials;
+        t->mean = mc->mean;
+        t->std = mc->std;
+        t->min = mc->min;
+        t->max = mc->max;
+        t->p90 = mc->p90;
+        t->p50 = mc->p50;
+        t->p10 = mc->p10;
+        t->yield = mc->yield;
+        t->yield_lo = mc->yield_lo;
+        t->yield_hi = mc->yield_hi;
+    }
+    for (int i = 0; i < r->nsens && t->nsens < RUN_TOL_ROWS; i++) {
+        const tol_sens_row *w = &r->sens[i];
+        if (!w->applicable) continue;
+        char where[24] = "";
+        if (w->layer >= 0) snprintf(where, sizeof where, ", layer %d", w->layer + 1);
+        snprintf(t->sens[t->nsens].what, sizeof t->sens[0].what, "%s%s%s, %s",
+                 tol_kind_name(w->kind), where,
+                 w->comp == 0 ? " x" : w->comp == 1 ? " y" : "",
+                 tol_unit_name(r->mag.unit[w->kind]));
+        t->sens[t->nsens].magnitude = w->magnitude;
+        t->sens[t->nsens].change = w->change;
+        t->nsens++;
+    }
+    for (int i = 0; i < r->ninv && t->ninv < RUN_TOL_ROWS; i++) {
+        const tol_inverse *v = &r->inv[i];
+        snprintf(t->inv[t->ninv].what, sizeof t->inv[0].what, "%s, %s", tol_kind_name(v->kind),
+                 tol_unit_name(r->mag.unit[v->kind]));
+        t->inv[t->ninv].ref = v->ref;
+        t->inv[t->ninv].at1 = v->at1;
+        t->inv[t->ninv].at5 = v->at5;
+        t->inv[t->ninv].max_tested = v->max_tested;
+        t->ninv++;
+    }
+}
+
+static cJSON *tol_summary_json(const run_tol *t)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "report", "tolerance/report.json");
+    cJSON_AddStringToObject(o, "stack", "export (as printed)");
+    cJSON_AddNumberToObject(o, "test_images", t->images);
+    cJSON_AddNumberToObject(o, "nominal_accuracy", t->nominal);
+    cJSON_AddNumberToObject(o, "trials", t->trials);
+    if (t->trials) {
+        cJSON_AddNumberToObject(o, "mean_accuracy", t->mean);
+        cJSON_AddNumberToObject(o, "std_accuracy", t->std);
+        cJSON_AddNumberToObject(o, "min_accuracy", t->min);
+        cJSON_AddNumberToObject(o, "max_accuracy", t->max);
+        cJSON_AddNumberToObject(o, "p90_accuracy", t->p90);
+        cJSON_AddNumberToObject(o, "p50_accuracy", t->p50);
+        cJSON_AddNumberToObject(o, "p10_accuracy", t->p10);
+        cJSON_AddNumberToObject(o, "spec_accuracy", t->spec);
+        cJSON_AddNumberToObject(o, "yield", t->yield);
+        double ci[2] = {t->yield_lo, t->yield_hi};
+        cJSON_AddItemToObject(o, "yield_interval", cJSON_CreateDoubleArray(ci, 2));
+    }
+    cJSON_AddNumberToObject(o, "seconds", t->seconds);
+    cJSON_AddNumberToObject(o, "inferences", (double)t->inferences);
+    return o;
+}
+
+static int stage_tolerance(run_state *s, d2_err *e)
+{
+    const run_config *c = s->c;
+    tol_config tc;
+    tol_stack st;
+    tol_report rep;
+    d2_dataset ds = {0};
+    d2_pool *pool = NULL;
+    d2_model m;
+    cJSON *tj = NULL;
+    char exp[RUN_PATH_MAX + 64], dir[RUN_PATH_MAX + 64], path[RUN_PATH_MAX + 128];
+    int rc;
+    memset(&st, 0, sizeof st);
+    memset(&rep, 0, sizeof rep);
+    tol_config_default(&tc);
+    if ((rc = tol_config_read(c->path, c->tolerance, &tc, e))) return rc;
+    /* The stack as printed: the export's heights, material and Z step. */
+    if ((rc = out_path(s, "export", exp, sizeof exp, e)) ||
+        (rc = out_path(s, "tolerance", dir, sizeof dir, e)) ||
+        (rc = export_load_as_model(exp, &m, e)))
+        return rc;
+    if ((rc = tol_stack_init(&st, &m, exp, "as printed", "export", e))) {
+        model_free(&m);
+        return rc;
+    }
+    if ((rc = dataset_load(s->o->data_dir, st.m.t.dataset, 1, &ds, e))) goto done;
+    if (!(pool = d2_pool_new(s->o->threads, e))) {
+        rc = e->code ? e->code : D2_EIO;
+        goto done;
+    }
+    int images = tc.limit > 0 && tc.limit < ds.count ? tc.limit : ds.count;
+    if ((rc = tol_check_limits(&tc, 1, images, &st.m.g, d2_pool_threads(pool), e)) ||
+        (rc = tol_run(&tc, &st, 1, &ds, pool, s->o->progress, &rep, e)) ||
+        (rc = tol_write(&rep, dir, e)))
+        goto done;
+    tol_summary(s, &rep);
+    if (!(s->tolerance_json = tol_summary_json(&s->tol))) {
+        rc = d2_fail(e, D2_EIO, "out of memory");
+        goto done;
+    }
+    /* The plots the stage lists in its report, embedded in report.html. */
+    if ((rc = d2_path_join(path, sizeof path, dir, "report.json", e)) ||
+        (rc = cfg_load(path, &tj, e)))
+        goto done;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, cJSON_GetObjectItemCaseSensitive(tj, "files"))
+    {
+        const char *name = cJSON_GetStringValue(f);
+        size_t len = name ? strlen(name) : 0;
+        char rel[160], cap[160];
+        if (len < 5 || strcmp(name + len - 4, ".png") || strchr(name, '/')) continue;
+        snprintf(rel, sizeof rel, "tolerance/%.140s", name);
+        run_add_preview(s, "tolerance", rel, plot_caption(name, cap, sizeof cap));
+    }
+    const run_tol *t = &s->tol;
+    if (t->trials)
+        stage_done(s, ST_TOL, "nominal %.2f %% on %d test images; Monte Carlo over %d trials: "
+                   "mean %.2f %%, worst %.2f %%, yield %.0f %% at >= %.2f %%", 100 * t->nominal,
+                   t->images, t->trials, 100 * t->mean, 100 * t->min, 100 * t->yield,
+                   100 * t->spec);
+    else
+        stage_done(s, ST_TOL, "nominal %.2f %% on %d test images; no Monte-Carlo trials",
+                   100 * t->nominal, t->images);
+done:
+    cJSON_Delete(tj);
+    tol_report_free(&rep);
+    tol_stack_free(&st);
+    d2_pool_free(pool);
+    dataset_free(&ds);
+    return rc;
+}
+#else
+int run_tolerance_check(const char *file, const cJSON *section, d2_err *e)
+{
+    if (!cJSON_IsObject(section))
+        return d2_fail(e, D2_EINPUT, "%s: key \"tolerance\": expected an object (a tolerance "
+                       "config)", file);
+    return 0;
+}
+#endif
 /* ------------------------------------------------------------------------
  * The pipeline
  * ---------------------------------------------------------------------- */
@@ -632,7 +836,11 @@ done:
 static int fail_stage(run_state *s, int k, int rc, d2_err *e)
 {
     s->res->status[k] = RUN_FAILED;
+    stage_time(s, k);
     snprintf(s->res->note[k], sizeof s->res->note[k], "%s", e->msg);
+    if (s->o->log)
+        for (; s->warn_logged < s->nwarn; s->warn_logged++)
+            fprintf(s->o->log, "      warning: %s\n", s->warn[s->warn_logged]);
     d2_err_prefix(e, "%s stage", run_stage_names[k]);
     return rc;
 }
@@ -649,6 +857,7 @@ int run_pipeline(const run_config *c, const run_opts *o, run_result *r, d2_err *
     s->o = o;
     s->res = r;
     if ((rc = prepare_out(s, e))) goto done;
+    s->t_stage = d2_now();
 
     /* A misspelt printer or material fails now, not after the first stage. */
     {
@@ -699,11 +908,19 @@ int run_pipeline(const run_config *c, const run_opts *o, run_result *r, d2_err *
                    "masks were made");
 #endif
     }
-    if (!c->tol_trials)
+    if (!c->tolerance) {
         stage_skip(s, ST_TOL, "no \"tolerance\" section in the config");
-    else
+    } else {
+#if RUN_HAVE_TOL
+        if ((rc = stage_tolerance(s, e))) {
+            rc = fail_stage(s, ST_TOL, rc, e);
+            goto done;
+        }
+#else
         stage_skip(s, ST_TOL, "the tolerance stage is not part of this build of d2fab: no "
                    "tolerance study was run");
+#endif
+    }
 
     /* The report records its own stage as done: it is, once the files exist. */
     r->seconds = d2_now() - t0;
@@ -715,9 +932,11 @@ int run_pipeline(const run_config *c, const run_opts *o, run_result *r, d2_err *
         goto done;
     }
     if ((rc = out_path(s, "report.html", r->report_html, sizeof r->report_html, e))) goto done;
+    stage_time(s, ST_REPORT);
+    r->seconds = d2_now() - t0;
     if (o->log) {
-        fprintf(o->log, "[%d/%d] report: %s in %.0f s\n", RUN_STAGES, RUN_STAGES,
-                r->note[ST_REPORT], d2_now() - t0);
+        fprintf(o->log, "[%d/%d] report: %s (%.0f s); the whole run took %.0f s\n", RUN_STAGES,
+                RUN_STAGES, r->note[ST_REPORT], r->stage_seconds[ST_REPORT], r->seconds);
         fflush(o->log);
     }
 done:

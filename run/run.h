@@ -41,7 +41,7 @@ int run_have_mask(void);
 int run_have_tolerance(void);
 
 /* A parsed, validated run config. Paths are resolved against the config
- * file's folder. Plain data: nothing to free. */
+ * file's folder. Release with run_config_free. */
 typedef struct run_config {
     char path[RUN_PATH_MAX];      /* the config file, for messages */
 
@@ -84,30 +84,54 @@ typedef struct run_config {
     double mask_threshold;        /* open where amplitude >= this x max; 0: default */
     double mask_thick_mm;         /* opaque plate thickness; 0: the mask default */
 
-    /* Tolerance study; tol_trials == 0: not run. */
-    int tol_trials;               /* Monte-Carlo trials */
-    int tol_limit;                /* test images per trial (0 = all) */
-    unsigned long tol_seed;
-    double tol_lateral_mm;        /* per-layer lateral shift, uniform +- (mm) */
-    double tol_axial_mm;          /* per-layer axial shift, uniform +- (mm) */
-    double tol_rotation_deg;      /* per-layer in-plane rotation, uniform +- (deg) */
-    double tol_height_mm;         /* random height error, normal sigma (mm) */
-    double tol_spec;              /* accuracy spec for the yield, 0..1 */
+    /* Tolerance study: the "tolerance" section, a tolerance config as
+     * d2fab tolerance --config reads it (train/tolerance.h), owned; NULL: no
+     * study. */
+    cJSON *tolerance;
 } run_config;
 
 /* Fills c with the defaults (no model, objet-connex500, verobp, the model's
  * frequency, STL, 1000 test images, no masks, no tolerance study). */
 void run_config_default(run_config *c);
 
-/* Reads and validates a run config file (at most 1 MiB). Unknown keys, a
- * value of the wrong type or out of range, both or neither of "model" and
- * "phases", and paths that do not exist fail with D2_EINPUT; the message
- * names the file, the key path, the value and what is allowed. */
+/* Reads and validates a run config file (JSON). Keys (paths relative to the
+ * config file's folder; only one of "model" and "phases"):
+ *   "notes"          free text
+ *   "model"          a model folder (model.json + layerK.npy)
+ *   "phases"         {"files": [one phase map per layer: float32 .npy radians,
+ *                    or grey PNG], "pitch_mm", "frequency_thz" (the design
+ *                    frequency), "gaps_mm" [1 or layers + 1 numbers; default
+ *                    30 each], "png_range_rad" [lo, hi] (PNG maps),
+ *                    "dataset" "mnist" | "fashion"}
+ *   "printer", "material"  profile names or .json paths
+ *                    [objet-connex500, verobp]
+ *   "frequency_thz"  source frequency [the model's]
+ *   "test_limit"     test images for the accuracy before and after
+ *                    fabrication, 0 = all [1000]
+ *   "export"         {"base_mm", "levels" (-1 the model's, 0 Z step, 2..4096),
+ *                    "phase_offset" "auto" | rad, "jump_weight", "index",
+ *                    "kappa", "force"} as d2fab export's options
+ *   "mesh"           {"format": "stl" | "3mf" | "obj" | "ply" | "glb"} [stl]
+ *   "masks"          {"digits": [0..9, ...] with "count" (first count test
+ *                    images of each, 1..16) and/or "test_indices": [...];
+ *                    "mode" "stencil" | "carrier-recess" | "carrier-relief",
+ *                    "threshold" (0, 1), "thick_mm"} [no masks]
+ *   "tolerance"      a tolerance config (keys of d2fab tolerance --config:
+ *                    "trials", "limit", "seed", "lateral_mm", "axial_mm",
+ *                    "rotation_deg", "quantize", "sensitivity", "inverse",
+ *                    "spec_accuracy_percent", ...) [no study]
+ * Unknown keys, a value of the wrong type or out of range, both or neither of
+ * "model" and "phases", and paths that do not exist fail with D2_EINPUT; the
+ * message names the file, the key path, the value and what is allowed. The
+ * "tolerance" section is checked by the tolerance stage's reader when this
+ * build has that stage. On failure c holds nothing to free. */
 int run_config_load(const char *path, run_config *c, d2_err *e);
 /* The same from JSON already parsed; base_dir resolves relative paths and
  * name is used in messages. */
 int run_config_from_json(const char *name, const char *base_dir, const cJSON *root,
                          run_config *c, d2_err *e);
+/* Releases c->tolerance; run_config_free(NULL) is a no-op. */
+void run_config_free(run_config *c);
 
 /* Run-time settings that are not part of the design. */
 typedef struct run_opts {
@@ -127,6 +151,7 @@ typedef enum { RUN_PENDING = 0, RUN_DONE, RUN_SKIPPED, RUN_FAILED } run_status;
 typedef struct run_result {
     run_status status[RUN_STAGES];
     char note[RUN_STAGES][1024];   /* one line per stage: what it made, or why skipped */
+    double stage_seconds[RUN_STAGES]; /* wall-clock time of each stage */
     char report_html[RUN_PATH_MAX]; /* OUT/report.html once written */
     double seconds;               /* the whole run */
 } run_result;

@@ -37,6 +37,22 @@ typedef struct run_mask {
     int pred[3];                /* read as: original image, binarised, printable mask */
 } run_mask;
 
+/* The tolerance study in brief, for the report. */
+#define RUN_TOL_ROWS 10
+typedef struct run_tol {
+    int images, trials;
+    double nominal;                  /* accuracy without perturbation */
+    double mean, std, min, max;      /* Monte Carlo at the configured magnitudes */
+    double p90, p50, p10;            /* 90 / 50 / 10 % of trials reach at least this */
+    double spec, yield, yield_lo, yield_hi;
+    int nsens;                       /* worst sensitivity rows */
+    struct { char what[96]; double magnitude, change; } sens[RUN_TOL_ROWS];
+    int ninv;                        /* inverse tolerances */
+    struct { char what[48]; double ref, at1, at5, max_tested; } inv[RUN_TOL_ROWS];
+    double seconds;
+    long inferences;
+} run_tol;
+
 /* Everything the stages produced, for the report. */
 typedef struct run_state {
     const run_config *c;
@@ -64,7 +80,9 @@ typedef struct run_state {
     int npreviews;
     run_preview preview[RUN_MAX_PREVIEWS];
     cJSON *masks_json;          /* the mask stage's summary, owned; NULL when none */
-    cJSON *tolerance_json;      /* the tolerance stage's report, owned; NULL when none */
+    cJSON *tolerance_json;      /* the tolerance summary for report.json, owned; NULL: none */
+    run_tol tol;
+    double t_stage;             /* when the current stage began (d2_now) */
     int nwarn, warn_logged;     /* warnings, and how many the log has shown */
     char warn[32][512];
 } run_state;
@@ -73,6 +91,10 @@ typedef struct run_state {
 void run_warn(run_state *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Records a preview file (relative path) with its caption. */
 void run_add_preview(run_state *s, const char *group, const char *file, const char *caption);
+
+/* Checks a run config's "tolerance" section with the tolerance stage's
+ * reader; without that stage in the build, only that it is an object. */
+int run_tolerance_check(const char *file, const cJSON *section, d2_err *e);
 
 /* Writes OUT/report.json, OUT/report.html and OUT/PRINTING.txt (atomically,
  * report.html last). Returns 0 or D2_EIO. */

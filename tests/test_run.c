@@ -152,16 +152,20 @@ TEST(config_paths_are_relative_to_the_config_folder_and_defaults_fill_the_rest)
     snprintf(dir, sizeof dir, "%s/m1", t_tmpdir());
     CHECK(!strcmp(c.model_dir, dir));
     CHECK(!strcmp(c.printer, "objet-connex500") && !strcmp(c.material, "verobp"));
-    CHECK(!strcmp(c.mesh_format, "stl") && c.test_limit == 1000 && c.tol_trials == 0);
+    CHECK(!strcmp(c.mesh_format, "stl") && c.test_limit == 1000 && !c.tolerance);
     CHECK(c.mask_ndigits == 0 && c.mask_nindices == 0 && isnan(c.base_mm));
     CHECK(parse_cfg("{\"model\": \"m1\", \"masks\": {\"digits\": [0, 6], \"count\": 2}, "
                     "\"tolerance\": {\"trials\": 5, \"lateral_mm\": 0.05}, \"export\": "
                     "{\"phase_offset\": 0.5, \"levels\": 8}, \"mesh\": {\"format\": \"3mf\"}}",
                     &c, &e) == 0);
     CHECK(c.mask_ndigits == 2 && c.mask_digits[1] == 6 && c.mask_count == 2);
-    CHECK(c.tol_trials == 5 && c.tol_limit == 500 && c.tol_lateral_mm == 0.05);
+    CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(c.tolerance, "trials")) == 5);
+    CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(c.tolerance, "lateral_mm")) == 0.05);
     CHECK(c.offset_mode == EXP_OFFSET_FIXED && c.offset_rad == 0.5 && c.levels == 8);
     CHECK(!strcmp(c.mesh_format, "3mf"));
+    run_config_free(&c);
+    CHECK(!c.tolerance);
+    run_config_free(NULL);
 }
 
 TEST(config_errors_name_the_key_the_value_and_what_is_allowed)
@@ -186,8 +190,11 @@ TEST(config_errors_name_the_key_the_value_and_what_is_allowed)
               "test_indices");
     CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"masks\": {\"digits\": [1.5]}}", &c, &e), e,
               D2_EINPUT, "whole number");
-    CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"tolerance\": {\"trials\": 0}}", &c, &e), e,
-              D2_EINPUT, "tolerance.trials");
+    CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"tolerance\": 5}", &c, &e), e, D2_EINPUT,
+              "tolerance");
+    if (run_have_tolerance())
+        CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"tolerance\": {\"trialz\": 3}}", &c, &e), e,
+                  D2_EINPUT, "trialz");
     CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"mesh\": {\"format\": \"iges\"}}", &c, &e), e,
               D2_EINPUT, "mesh.format");
     CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"export\": {\"levels\": 1}}", &c, &e), e,
@@ -230,9 +237,12 @@ TEST(shipped_sample_config_is_valid)
     if (rc) printf("  %s\n", e.msg);
     CHECK(rc == 0);
     /* make demo runs in a few minutes on 2 cores: a small study. */
-    CHECK(c.tol_trials > 0 && c.tol_trials <= 50 && c.tol_limit > 0 && c.tol_limit <= 1000);
+    double trials = cJSON_GetNumberValue(cJSON_GetObjectItem(c.tolerance, "trials"));
+    double limit = cJSON_GetNumberValue(cJSON_GetObjectItem(c.tolerance, "limit"));
+    CHECK(trials > 0 && trials <= 50 && limit > 0 && limit <= 1000);
     CHECK(c.test_limit > 0 && c.test_limit <= 2000);
     CHECK(c.mask_ndigits > 0);
+    run_config_free(&c);
     cJSON_Delete(j);
 }
 
@@ -328,7 +338,8 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
              "{\"model\": \"model\", \"printer\": \"objet-connex500\", \"material\": \"verobp\","
              " \"frequency_thz\": 0.4, \"test_limit\": 300,"
              " \"masks\": {\"digits\": [0, 8], \"count\": 1},"
-             " \"tolerance\": {\"trials\": 3, \"limit\": 100, \"lateral_mm\": 0.1}}");
+             " \"tolerance\": {\"trials\": 3, \"limit\": 100, \"lateral_mm\": 0.1,"
+             " \"inverse\": false}}");
     write_config(cfgp, cfg);
     snprintf(args, sizeof args, "run '%s' --out '%s' --data '%s'", cfgp, pkg,
              dataset_default_dir());
@@ -445,7 +456,22 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     } else {
         CHECK(!strcmp(stage_status(rep, "masks"), "skipped"));
     }
-    if (!run_have_tolerance()) CHECK(!strcmp(stage_status(rep, "tolerance"), "skipped"));
+    if (run_have_tolerance()) {
+        /* The study's nominal accuracy is eval's on its first 100 images of
+         * the stack as printed; the yield plot is in the page. */
+        CHECK(!strcmp(stage_status(rep, "tolerance"), "done"));
+        eval_result e100;
+        snprintf(path, sizeof path, "%s/export", pkg);
+        CHECK(export_load_as_model(path, &m, &e) == 0);
+        CHECK(eval_model(&m, dataset_default_dir(), 100, 0, NULL, NULL, &e100, &e) == 0);
+        model_free(&m);
+        CHECK(json_num(rep, "accuracy", "tolerance", "nominal_accuracy") == e100.accuracy);
+        CHECK(json_num(rep, "accuracy", "tolerance", "trials") == 3);
+        snprintf(path, sizeof path, "%s/tolerance/yield.png", pkg);
+        CHECK(exists(path));
+    } else {
+        CHECK(!strcmp(stage_status(rep, "tolerance"), "skipped"));
+    }
     cJSON_Delete(rep);
 }
 
