@@ -940,9 +940,9 @@ static void gap_one(void *arg, int i, int tid)
     net_set_gap(j->sim->net, k, j->gaps[k], j->lambda);
 }
 
-/* Detector energies of a shifted detector plane: each square of side
- * det_size, moved by (dx, dy), collects the output intensity of every pixel
- * in proportion to the area it covers (pixels as uniform squares). */
+/* Detector energies of a shifted detector plane: each detector's footprint,
+ * moved by (dx, dy), collects the output intensity of every pixel in
+ * proportion to the area it covers (pixels as uniform squares). */
 typedef struct det_weights {
     int c0[D2_MAX_DET], c1[D2_MAX_DET], r0[D2_MAX_DET], r1[D2_MAX_DET];
     double *wx[D2_MAX_DET], *wy[D2_MAX_DET];
@@ -1045,14 +1045,16 @@ int tol_sim_eval(tol_sim *sim, const tol_mag *mag, double scale, const tol_draw 
     if (shifted) {
         if (!(wbuf = d2_malloc(sizeof(double) * 2 * nd * (g->n + 2), "detector weights", e)))
             return D2_EIO;
-        double half = 0.5 * g->det_size_mm / g->pitch_mm, mid = 0.5 * (g->n - 1);
+        /* The footprint eval uses (the pixels whose centres lie in the
+         * square), moved by the shift: continuous with the nominal. */
+        double sx = r.ddx / g->pitch_mm, sy = r.ddy / g->pitch_mm;
         for (int k = 0; k < nd; k++) {
+            int r0, r1, c0, c1;
+            geom_det_rect(g, k, &r0, &r1, &c0, &c1);
             dw.wx[k] = wbuf + (size_t)(2 * k) * (g->n + 2);
             dw.wy[k] = wbuf + (size_t)(2 * k + 1) * (g->n + 2);
-            double cx = (g->det_x_mm[k] + r.ddx) / g->pitch_mm + mid;
-            double cy = (g->det_y_mm[k] + r.ddy) / g->pitch_mm + mid;
-            overlap(cx - half, cx + half, g->n, &dw.c0[k], &dw.c1[k], dw.wx[k]);
-            overlap(cy - half, cy + half, g->n, &dw.r0[k], &dw.r1[k], dw.wy[k]);
+            overlap(c0 - 0.5 + sx, c1 - 0.5 + sx, g->n, &dw.c0[k], &dw.c1[k], dw.wx[k]);
+            overlap(r0 - 0.5 + sy, r1 - 0.5 + sy, g->n, &dw.r0[k], &dw.r1[k], dw.wy[k]);
         }
     }
     eval_job j = {sim, mag, ds, r.mask, shifted ? &dw : NULL, sim->det};

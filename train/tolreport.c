@@ -181,8 +181,9 @@ cJSON *tol_report_json(const tol_report *rep)
     cJSON_AddStringToObject(cv, "wavelength_drift", "gaps propagated at the drifted wavelength "
                             "and the layer phase scaled by lambda0 / lambda (material taken as "
                             "dispersion-free)");
-    cJSON_AddStringToObject(cv, "detector_shift", "detector squares moved on the output plane, "
-                            "each pixel counted by the area it shares with the square");
+    cJSON_AddStringToObject(cv, "detector_shift", "each detector's footprint (the pixels eval "
+                            "counts) moved on the output plane, each pixel counted by the area it "
+                            "shares with the moved footprint");
     cJSON_AddStringToObject(cv, "detector_noise", "Gaussian added to every detector energy, "
                             "sigma relative to the nominal mean detector energy");
     cJSON_AddStringToObject(cv, "not_modelled", "layer tilt (needs the rotated-plane angular "
