@@ -214,6 +214,14 @@ int cmd_tolerance(int argc, char **argv)
     if (nosens) cfg.sensitivity = 0;
     if (noinv) cfg.inverse = 0;
 
+    int any = cfg.mask_png[0] != 0;
+    for (int k = 0; k < TOL_NKINDS; k++) any |= cfg.item[k].nval > 0;
+    if (!any) {
+        fprintf(stderr, "d2fab tolerance: no perturbation to apply: give --config with "
+                "magnitudes (samples/tolerance.json) or flags such as --lateral-mm\n");
+        return 1;
+    }
+
     tol_stack stacks[TOL_MAX_MODELS];
     memset(stacks, 0, sizeof stacks);
     d2_dataset ds = {0};
@@ -244,16 +252,27 @@ int cmd_tolerance(int argc, char **argv)
             goto fail;
         }
     }
+    /* Everything that can be refused is refused before the data set loads
+     * and any inference runs: the settings each stack must take, and the run
+     * size (with the 10000 MNIST test images unless --limit says fewer). */
+    for (int i = 0; i < nst; i++) {
+        tol_mag probe_mag;
+        if ((rc = tol_bind(&cfg, &stacks[i], &probe_mag, &e))) goto fail;
+        tol_mag_free(&probe_mag);
+    }
+    const d2_geom *big = &stacks[0].m.g;
+    for (int i = 1; i < nst; i++)
+        if ((double)stacks[i].m.g.n * stacks[i].m.g.layers > (double)big->n * big->layers)
+            big = &stacks[i].m.g;
+    int nthreads = threads > 0 ? (int)threads : d2_cpu_count();
+    if ((rc = tol_check_limits(&cfg, nst, cfg.limit > 0 ? cfg.limit : 10000, big, nthreads, &e)))
+        goto fail;
     if ((rc = dataset_load(data, stacks[0].m.t.dataset, 1, &ds, &e))) goto fail;
     if (!(pool = d2_pool_new((int)threads, &e))) {
         rc = e.code ? e.code : D2_EIO;
         goto fail;
     }
     int images = cfg.limit > 0 && cfg.limit < ds.count ? cfg.limit : ds.count;
-    const d2_geom *big = &stacks[0].m.g;
-    for (int i = 1; i < nst; i++)
-        if ((double)stacks[i].m.g.n * stacks[i].m.g.layers > (double)big->n * big->layers)
-            big = &stacks[i].m.g;
     if ((rc = tol_check_limits(&cfg, nst, images, big, d2_pool_threads(pool), &e))) goto fail;
     if (!quiet)
         fprintf(stderr,
@@ -276,9 +295,11 @@ int cmd_tolerance(int argc, char **argv)
                 const tol_sens_row *w = &r->sens[j];
                 char where[32] = "";
                 if (w->layer >= 0) snprintf(where, sizeof where, " layer %d", w->layer + 1);
-                printf("    %-26s%-9s %-2s D = %-9.4g %+7.2f%s\n", tol_kind_name(w->kind), where,
-                       w->comp == 0 ? "x" : w->comp == 1 ? "y" : "", w->magnitude,
-                       100 * w->change, w->applicable ? "" : "  (not applicable)");
+                char dv[48];
+                snprintf(dv, sizeof dv, "%.4g %s", w->magnitude, tol_result_unit(r, w->kind));
+                printf("    %-24s%-9s %-2s D = %-14s %+7.2f%s\n", tol_kind_name(w->kind), where,
+                       w->comp == 0 ? "x" : w->comp == 1 ? "y" : "", dv, 100 * w->change,
+                       w->applicable ? "" : "  (not applicable)");
             }
             if (r->nsens > 8) printf("    ... %d more in sensitivity.csv\n", r->nsens - 8);
         }
@@ -291,13 +312,13 @@ int cmd_tolerance(int argc, char **argv)
                 else snprintf(a1, sizeof a1, "> %.4g", iv->max_tested);
                 if (isfinite(iv->at5)) snprintf(a5, sizeof a5, "%.4g", iv->at5);
                 else snprintf(a5, sizeof a5, "> %.4g", iv->max_tested);
-                printf("    %-26s %10s / %-10s (configured %.4g)\n", tol_kind_name(iv->kind), a1,
-                       a5, iv->ref);
+                printf("    %-24s %10s / %-10s %-8s (configured %.4g)\n", tol_kind_name(iv->kind),
+                       a1, a5, tol_result_unit(r, iv->kind), iv->ref);
             }
         }
         for (int q = 0; q < r->nmc; q++) {
             const tol_mc *m = &r->mc[q];
-            if (!m->trials) continue;
+            if (!m->trials || m->scale == 0) continue;
             printf("  Monte Carlo x%g, %d trials: mean %.2f%%, std %.2f, min %.2f%%, max %.2f%%; "
                    "90%% of trials >= %.2f%%, 50%% >= %.2f%%, 10%% >= %.2f%%; yield P(acc >= "
                    "%.2f%%) = %.1f%% (%.0f%% CI %.1f-%.1f%%)\n",

@@ -1414,10 +1414,14 @@ static int run_mc(runner *ru, tol_mc *mc, double scale, d2_err *e)
         sum += mc->acc[t];
         pass += mc->acc[t] >= res->spec - 1e-12;
     }
-    mc->mean = sum / T;
-    double ss = 0;
+    /* Sums relative to the first trial, so identical trials give exactly
+     * their value and a zero spread. */
+    double a0 = mc->acc[0], sd = 0, ss = 0;
+    for (int t = 0; t < T; t++) sd += mc->acc[t] - a0;
+    mc->mean = a0 + sd / T;
     for (int t = 0; t < T; t++) ss += (mc->acc[t] - mc->mean) * (mc->acc[t] - mc->mean);
     mc->std = T > 1 ? sqrt(ss / (T - 1)) : 0;
+    if (mc->std < 1e-12) mc->std = 0;
     double *srt = d2_malloc(sizeof(double) * T, "sorted accuracies", e);
     if (!srt) return D2_EIO;
     memcpy(srt, mc->acc, sizeof(double) * T);

@@ -285,6 +285,9 @@ int tol_run(const tol_config *c, const tol_stack *stacks, int n, const d2_datase
             d2_pool *pool, FILE *progress, tol_report *rep, d2_err *e);
 void tol_report_free(tol_report *rep);
 
+/* Unit of kind's magnitudes in a result ("mm", "deg", "THz", "relative", ...). */
+const char *tol_result_unit(const tol_result *r, int kind);
+
 /* Writes into out_dir (created): report.json, sensitivity.csv, inverse.csv,
  * scan.csv, montecarlo.csv (every trial's accuracy and perturbation vector),
  * montecarlo_summary.csv, compare.csv, and the plots scan_KIND.png (accuracy

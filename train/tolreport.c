@@ -17,7 +17,7 @@
 static const char *comp_name(int c) { return c == 0 ? "x" : c == 1 ? "y" : ""; }
 
 /* Unit of a kind's magnitude in a result. */
-static const char *kunit(const tol_result *r, int k)
+const char *tol_result_unit(const tol_result *r, int k)
 {
     if (k == TOL_DET_NOISE) return "relative";
     if (k == TOL_MASK) return "";
@@ -27,7 +27,7 @@ static const char *kunit(const tol_result *r, int k)
 /* Axis label of a kind's magnitude. */
 static void kind_axis(const tol_result *r, int k, char *buf, size_t cap)
 {
-    const char *u = kunit(r, k);
+    const char *u = tol_result_unit(r, k);
     switch (k) {
     case TOL_LATERAL: snprintf(buf, cap, "lateral shift limit D of every layer, x and y (%s)", u); break;
     case TOL_AXIAL: snprintf(buf, cap, "axial shift limit D of every layer (%s)", u); break;
@@ -99,7 +99,7 @@ static cJSON *mags_json(const tol_result *r)
         if (!any) continue;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "perturbation", tol_kind_name(k));
-        cJSON_AddStringToObject(o, "unit", kunit(r, k));
+        cJSON_AddStringToObject(o, "unit", tol_result_unit(r, k));
         if (tol_kind_signed(k) || k == TOL_HEIGHT || k == TOL_HEIGHT_CORR)
             cJSON_AddStringToObject(o, "distribution", dist_name(r->mag.dist[k]));
         cJSON_AddBoolToObject(o, "per_layer", tol_kind_per_layer(k));
@@ -229,7 +229,7 @@ cJSON *tol_report_json(const tol_report *rep)
             else
                 cJSON_AddNullToObject(x, "component");
             add_num(x, "magnitude", w->magnitude);
-            cJSON_AddStringToObject(x, "unit", kunit(r, w->kind));
+            cJSON_AddStringToObject(x, "unit", tol_result_unit(r, w->kind));
             cJSON_AddBoolToObject(x, "applicable", w->applicable);
             add_num(x, "accuracy_plus_percent", 100 * w->acc_plus);
             add_num(x, "accuracy_minus_percent", 100 * w->acc_minus);
@@ -242,7 +242,7 @@ cJSON *tol_report_json(const tol_report *rep)
             const tol_inverse *v = &r->inv[j];
             cJSON *x = cJSON_CreateObject();
             cJSON_AddStringToObject(x, "perturbation", tol_kind_name(v->kind));
-            cJSON_AddStringToObject(x, "unit", kunit(r, v->kind));
+            cJSON_AddStringToObject(x, "unit", tol_result_unit(r, v->kind));
             add_num(x, "configured", v->ref);
             add_num(x, "accuracy_at_configured_percent", 100 * v->acc_at_ref);
             add_num(x, "loss_1_point", v->at1);
@@ -351,7 +351,7 @@ static int write_sensitivity(const tol_report *rep, const char *dir, d2_err *e)
             if (w->layer >= 0) fprintf(c.fp, "%d", w->layer + 1);
             fprintf(c.fp, ",%s,", comp_name(w->comp));
             csv_num(c.fp, w->magnitude);
-            fprintf(c.fp, ",%s,", kunit(r, w->kind));
+            fprintf(c.fp, ",%s,", tol_result_unit(r, w->kind));
             csv_num(c.fp, 100 * w->acc_plus);
             fputc(',', c.fp);
             csv_num(c.fp, 100 * w->acc_minus);
@@ -385,7 +385,7 @@ static int write_inverse(const tol_report *rep, const char *dir, d2_err *e)
                             ? rep->cfg.inverse_draws
                             : 1;
             csv_str(c.fp, r->s->name);
-            fprintf(c.fp, ",%s,%s,%s,", tol_kind_name(k), kunit(r, k),
+            fprintf(c.fp, ",%s,%s,%s,", tol_kind_name(k), tol_result_unit(r, k),
                     tol_kind_signed(k) || k == TOL_HEIGHT || k == TOL_HEIGHT_CORR
                         ? dist_name(r->mag.dist[k])
                         : "");
@@ -401,7 +401,7 @@ static int write_inverse(const tol_report *rep, const char *dir, d2_err *e)
             fprintf(c.fp, ",%d\n", draws);
             for (int p = 0; p < v->npts; p++) {
                 csv_str(s.fp, r->s->name);
-                fprintf(s.fp, ",%s,%s,", tol_kind_name(k), kunit(r, k));
+                fprintf(s.fp, ",%s,%s,", tol_kind_name(k), tol_result_unit(r, k));
                 csv_num(s.fp, v->pts[p].factor);
                 fputc(',', s.fp);
                 csv_num(s.fp, v->pts[p].factor * v->ref);
@@ -539,6 +539,10 @@ static int write_montecarlo(const tol_report *rep, const char *dir, d2_err *e)
 
 /* ---- plots -------------------------------------------------------------- */
 
+/* Character height in mm, fixed so text keeps its size whatever the page
+ * height (pngcairo draws at 90 dots per inch). */
+#define CH_MM 5.0
+
 enum { COL_BG, COL_FG, COL_GRID, COL_GREY, COL_MODEL0 };
 #define NPAL 12
 static const int pal[NPAL][3] = {
@@ -595,15 +599,15 @@ static int plot_write(const plot *p, const char *path, d2_err *e)
     /* The legend goes below the plot, one row per entry, so it never hides
      * data. */
     int nleg = 0;
-    for (int i = 0; i < p->ns; i++) nleg += p->s[i].n > 0 && p->s[i].label[0];
-    int H = 660 + 40 * nleg, bottom = 120 + 40 * nleg, top = 100;
+    for (int i = 0; i < p->ns; i++) nleg += p->s[i].label[0] != 0;
+    int H = 630 + 34 * nleg, bottom = 112 + 34 * nleg, top = 100;
     plsdev("pngcairo");
     plsfnam(tmp);
     plspage(0, 0, 1200, H, 0, 0);
     plscmap0(r, g, b, NPAL);
     plinit();
     pladv(0);
-    plschr(0, 1.05);
+    plschr(CH_MM, 1.0);
     plvpor(0.085, 0.975, (double)bottom / H, 1 - (double)top / H);
     double x0 = p->x0, x1 = p->x1, y0 = p->y0, y1 = p->y1;
     if (!(x1 > x0)) x1 = x0 + 1;
@@ -617,11 +621,11 @@ static int plot_write(const plot *p, const char *path, d2_err *e)
     plbox("bcnst", 0, 0, "bcnstv", 0, 0);
     plmtex("b", 3.0, 0.5, 0.5, p->xlabel);
     plmtex("l", 4.2, 0.5, 0.5, p->ylabel);
-    plschr(0, 1.3);
+    plschr(CH_MM, 1.25);
     plmtex("t", p->subtitle[0] ? 2.6 : 1.2, 0.5, 0.5, p->title);
-    plschr(0, 0.95);
+    plschr(CH_MM, 0.9);
     if (p->subtitle[0]) plmtex("t", 1.0, 0.5, 0.5, p->subtitle);
-    plschr(0, 1.05);
+    plschr(CH_MM, 1.0);
 
     PLINT opt[40], lcol[40], lsty[40], scol[40], snum[40], tcol[40];
     PLFLT lwid[40], sscale[40];
@@ -629,7 +633,7 @@ static int plot_write(const plot *p, const char *path, d2_err *e)
     int nl = 0;
     for (int i = 0; i < p->ns; i++) {
         const series *s = &p->s[i];
-        if (s->n <= 0) continue;
+        if (s->n <= 0 && !s->label[0]) continue;
         plcol0(s->color);
         plwidth(s->width > 0 ? s->width : 2);
         if (s->style > 0 && s->n > 1) {
@@ -637,11 +641,11 @@ static int plot_write(const plot *p, const char *path, d2_err *e)
             plline(s->n, s->x, s->y);
             pllsty(1);
         }
-        if (s->ylo && s->yhi) {
+        if (s->ylo && s->yhi && s->n > 0) {
             plwidth(1);
             plerry(s->n, s->x, s->ylo, s->yhi);
         }
-        if (s->dots) plstring(s->n, s->x, s->y, "•");
+        if (s->dots && s->n > 0) plstring(s->n, s->x, s->y, "•");
         if (s->label[0] && nl < 40) {
             opt[nl] = (s->style > 0 ? PL_LEGEND_LINE : 0) | (s->dots ? PL_LEGEND_SYMBOL : 0);
             if (!opt[nl]) opt[nl] = PL_LEGEND_NONE;
@@ -662,7 +666,7 @@ static int plot_write(const plot *p, const char *path, d2_err *e)
         PLFLT lw, lh;
         pllegend(&lw, &lh, PL_LEGEND_BACKGROUND | PL_LEGEND_BOUNDING_BOX,
                  PL_POSITION_BOTTOM | PL_POSITION_OUTSIDE | PL_POSITION_VIEWPORT, 0,
-                 96.0 / (H - bottom - top), 0.06, COL_BG, COL_FG, 1, 0, 0, nl, opt, 0.8, 0.85, 2.0, 0.0, tcol,
+                 88.0 / (H - bottom - top), 0.06, COL_BG, COL_FG, 1, 0, 0, nl, opt, 0.8, 0.85, 2.0, 0.0, tcol,
                  text, NULL, NULL, NULL, NULL, lcol, lsty, lwid, scol, sscale, snum, sym);
     }
     plend();
@@ -748,7 +752,7 @@ static int plot_scan(const tol_report *rep, int kind, const char *path, d2_err *
         if (isfinite(v->at5)) snprintf(a5, sizeof a5, "%.3g", v->at5);
         else snprintf(a5, sizeof a5, "> %.3g", v->max_tested);
         snprintf(s->label, sizeof s->label, "%s: -1 point at %s, -5 points at %s %s", r->s->name, a1,
-                 a5, kunit(r, kind));
+                 a5, tol_result_unit(r, kind));
     }
     if (!first) {
         free(buf);
@@ -778,7 +782,7 @@ static int plot_scan(const tol_report *rep, int kind, const char *path, d2_err *
     }
     s = add_series(&p);
     s->n = 2, s->x = vx, s->y = vy, s->color = COL_FG, s->style = 4, s->width = 1;
-    snprintf(s->label, sizeof s->label, "configured limit D = %.3g %s", ref, kunit(first, kind));
+    snprintf(s->label, sizeof s->label, "configured limit D = %.3g %s", ref, tol_result_unit(first, kind));
 
     char ax[200];
     kind_axis(first, kind, ax, sizeof ax);
@@ -853,8 +857,9 @@ static int plot_yield(const tol_report *rep, const char *path, d2_err *e)
         s->style = 1;
         s->color = model_color(i);
         snprintf(s->label, sizeof s->label,
-                 "%s: mean %.2f %%, yield %.1f %% (%.0f %% CI %.1f-%.1f %%)",
-                 r->s->name, 100 * m->mean, 100 * m->yield,
+                 "%s: nominal %.2f %%, mean %.2f %%; yield at %.2f %%: %.1f %% (%.0f %% CI "
+                 "%.1f-%.1f %%)",
+                 r->s->name, 100 * r->nominal, 100 * m->mean, 100 * r->spec, 100 * m->yield,
                  100 * rep->cfg.confidence, 100 * m->yield_lo, 100 * m->yield_hi);
         at += 5 * T + 2;
     }
@@ -872,9 +877,11 @@ static int plot_yield(const tol_report *rep, const char *path, d2_err *e)
         series *s = add_series(&p);
         s->n = 2, s->x = ln, s->y = ln + 2, s->style = 2, s->width = 1.2;
         s->color = model_color(i);
-        snprintf(s->label, sizeof s->label, "%s: nominal %.2f %%", r->s->name, 100 * r->nominal);
         ln += 4;
     }
+    series *key = add_series(&p);
+    key->style = 2, key->width = 1.2, key->color = COL_GREY;
+    snprintf(key->label, sizeof key->label, "nominal accuracy (dashed, in the model's colour)");
     for (int i = 0; i < rep->nmodels; i++) {
         /* Spec line(s): one for an absolute spec, one per model otherwise. */
         const tol_result *r = &rep->res[i];
@@ -882,11 +889,17 @@ static int plot_yield(const tol_report *rep, const char *path, d2_err *e)
         ln[0] = ln[1] = 100 * r->spec;
         ln[2] = 0, ln[3] = 100;
         series *s = add_series(&p);
-        s->n = 2, s->x = ln, s->y = ln + 2, s->style = 1, s->width = 1.5;
-        s->color = COL_GREY;
-        snprintf(s->label, sizeof s->label, "spec %.2f %%%s", 100 * r->spec,
-                 rep->cfg.spec >= 0 ? "" : " (nominal - 1 point)");
+        s->n = 2, s->x = ln, s->y = ln + 2, s->style = 1, s->width = 1.0;
+        s->color = rep->cfg.spec >= 0 ? COL_GREY : model_color(i);
+        if (rep->cfg.spec >= 0)
+            snprintf(s->label, sizeof s->label, "spec %.2f %%", 100 * r->spec);
         ln += 4;
+    }
+    if (rep->cfg.spec < 0) {
+        key = add_series(&p);
+        key->style = 1, key->width = 1.0, key->color = COL_GREY;
+        snprintf(key->label, sizeof key->label,
+                 "spec: nominal - 1 point (thin, in the model's colour)");
     }
     snprintf(p.title, sizeof p.title, "Monte-Carlo yield: %d trials, all perturbations together",
              m0->trials);
@@ -906,14 +919,22 @@ static int plot_compare(const tol_report *rep, const char *path, d2_err *e)
     const tol_config *c = &rep->cfg;
     plot p;
     memset(&p, 0, sizeof p);
-    double *buf = calloc((size_t)rep->nmodels * 4 * TOL_MAX_SCALES, sizeof(double));
+    double *buf = calloc((size_t)rep->nmodels * 4 * (TOL_MAX_SCALES + 1), sizeof(double));
     if (!buf) return d2_fail(e, D2_EIO, "out of memory for %s", path);
     double ymin = 100, ymax = 0, xmax = 0;
     for (int i = 0; i < rep->nmodels; i++) {
         const tol_result *r = &rep->res[i];
-        double *x = buf + (size_t)i * 4 * TOL_MAX_SCALES, *y = x + TOL_MAX_SCALES,
-               *lo = y + TOL_MAX_SCALES, *hi = lo + TOL_MAX_SCALES;
+        double *x = buf + (size_t)i * 4 * (TOL_MAX_SCALES + 1), *y = x + TOL_MAX_SCALES + 1,
+               *lo = y + TOL_MAX_SCALES + 1, *hi = lo + TOL_MAX_SCALES + 1;
         int n = 0;
+        int has0 = 0;
+        for (int q = 0; q < r->nmc; q++) has0 |= r->mc[q].scale == 0 && r->mc[q].trials;
+        if (!has0) {
+            /* Scale 0 is the nominal stack. */
+            x[n] = 0;
+            y[n] = lo[n] = hi[n] = 100 * r->nominal;
+            n++;
+        }
         for (int q = 0; q < r->nmc; q++) {
             if (!r->mc[q].trials) continue;
             x[n] = r->mc[q].scale;
@@ -956,10 +977,16 @@ static int plot_compare(const tol_report *rep, const char *path, d2_err *e)
         int nl = tol_kind_per_layer(k) ? r->s->m.g.layers : 1;
         for (int l = 0; l < nl; l++) mx = fmax(mx, r->mag.v[k][l]);
         len += (size_t)snprintf(what + len, sizeof what - len, "%s%s %.3g %s", len ? ", " : "",
-                                tol_kind_name(k), mx, kunit(r, k));
+                                tol_kind_name(k), mx, tol_result_unit(r, k));
     }
-    snprintf(p.subtitle, sizeof p.subtitle, "x1 = %s; bars: +-1 std over %d trials", what,
-             c->trials);
+    if (strlen(what) <= 90)
+        snprintf(p.subtitle, sizeof p.subtitle, "x1 = %s; bars: ±1 std over %d trials",
+                 what, c->trials);
+    else
+        snprintf(p.subtitle, sizeof p.subtitle,
+                 "x1 = the configured limits (listed in report.json); bars: ±1 std over %d "
+                 "trials",
+                 c->trials);
     snprintf(p.xlabel, sizeof p.xlabel, "Monte-Carlo limits, multiple of the configured ones");
     snprintf(p.ylabel, sizeof p.ylabel, "mean test accuracy (%%, %d images)", r->images);
     int rc = plot_write(&p, path, e);
