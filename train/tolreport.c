@@ -564,7 +564,7 @@ typedef struct series {
 } series;
 
 typedef struct plot {
-    char title[200], subtitle[240], xlabel[200], ylabel[200];
+    char title[200], subtitle[320], xlabel[200], ylabel[200];
     double x0, x1, y0, y1;
     int ns;
     series s[40];
