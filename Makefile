@@ -3,7 +3,8 @@
 
 PKGS     := fftw3f libpng assimp libcjson
 CC       ?= cc
-OPT      ?= -O3 -march=x86-64-v2 -mtune=native
+OPT      ?= -O3 -march=x86-64-v2 -mtune=generic
+CFLAGS_MATH := -fcx-limited-range -fno-math-errno
 CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
 CPPFLAGS += -D_GNU_SOURCE -I. -MMD -MP
@@ -37,7 +38,7 @@ check-pkgs:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(WARN) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(PKG_CFLAGS) $(CFLAGS) $(CFLAGS_MATH) $(WARN) -c $< -o $@
 
 $(BUILD)/libd2fab.a: $(LIB_OBJ)
 	@rm -f $@

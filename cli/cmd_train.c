@@ -1,11 +1,188 @@
+/* d2fab train / d2fab eval */
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cli/cmds.h"
+#include "core/config.h"
+#include "core/fileio.h"
+#include "core/util.h"
+#include "train/train.h"
+
+static void train_help(FILE *fp)
+{
+    fprintf(fp,
+            "Usage: d2fab train --config CFG.json --out DIR [options]\n\n"
+            "Trains the phase layers of a diffractive network on MNIST or Fashion-MNIST\n"
+            "(angular-spectrum optics on FFTW, Adam, softmax cross-entropy or MSE).\n\n"
+            "  -c, --config FILE    training config (JSON; see samples/*.json)         [required]\n"
+            "  -o, --out DIR        model directory: model.json, layerK.npy, layerK.png,\n"
+            "                       checkpoints/ after every epoch                     [required]\n"
+            "  -d, --data DIR       data folder with mnist/ and fashion/   [$D2FAB_DATA or data]\n"
+            "  -e, --epochs N       override training.epochs                 [from config: 10]\n"
+            "  -l, --limit N        train on the first N training images      [all: 60000]\n"
+            "      --test-limit N   evaluate on the first N test images       [all: 10000]\n"
+            "  -t, --threads N      worker threads                               [all cores]\n"
+            "  -r, --resume         continue from DIR/checkpoints/latest\n"
+            "  -q, --quiet          no progress output\n"
+            "  -h, --help           this help\n\n"
+            "The same config, seed and thread count give the same model.\n\n%s",
+            cli_exit_help);
+}
 
 int cmd_train(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "d2fab train: not built yet in this version\n");
-    return 3;
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'}, {"out", required_argument, 0, 'o'},
+        {"data", required_argument, 0, 'd'},   {"epochs", required_argument, 0, 'e'},
+        {"limit", required_argument, 0, 'l'},  {"test-limit", required_argument, 0, 'T'},
+        {"threads", required_argument, 0, 't'}, {"resume", no_argument, 0, 'r'},
+        {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *cfg = NULL, *out = NULL, *data = dataset_default_dir();
+    long epochs = -1, limit = -1, tlimit = -1, threads = 0;
+    int resume = 0, quiet = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:o:d:e:l:t:rqh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': cfg = optarg; break;
+        case 'o': out = optarg; break;
+        case 'd': data = optarg; break;
+        case 'e': if (cli_int("train", "epochs", optarg, 0, 10000, &epochs)) return 1; break;
+        case 'l': if (cli_int("train", "limit", optarg, 1, 10000000, &limit)) return 1; break;
+        case 'T': if (cli_int("train", "test-limit", optarg, 1, 10000000, &tlimit)) return 1; break;
+        case 't': if (cli_int("train", "threads", optarg, 1, 1024, &threads)) return 1; break;
+        case 'r': resume = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': train_help(stdout); return 0;
+        default: train_help(stderr); return 1;
+        }
+    }
+    if (!cfg || !out || optind < argc) {
+        if (optind < argc) fprintf(stderr, "d2fab train: unexpected argument '%s'\n", argv[optind]);
+        else fprintf(stderr, "d2fab train: --config and --out are required\n");
+        train_help(stderr);
+        return 1;
+    }
+    d2_err e = {0};
+    cJSON *root = NULL;
+    d2_model m = {0};
+    int rc = cfg_load(cfg, &root, &e);
+    if (!rc) rc = config_read(cfg, root, &m.g, &m.t, &e);
+    cJSON_Delete(root);
+    if (rc) return cli_error("train", rc, e.msg);
+    if (epochs >= 0) m.t.epochs = (int)epochs;
+    if (limit > 0) m.t.train_limit = (int)limit;
+    if (tlimit > 0) m.t.test_limit = (int)tlimit;
+    if ((rc = model_alloc(&m, &e))) {
+        model_free(&m);
+        return cli_error("train", rc, e.msg);
+    }
+    train_run_opts ro = {data, (int)threads, resume, quiet ? NULL : stderr};
+    if (!quiet)
+        fprintf(stderr,
+                "training %d layers of %d x %d at %.4g mm pitch, wavelength %.4g mm, on %s "
+                "(%d epochs, batch %d)\n",
+                m.g.layers, m.g.n, m.g.n, m.g.pitch_mm, m.g.wavelength_mm, m.t.dataset,
+                m.t.epochs, m.t.batch);
+    rc = train_model(&m, out, &ro, &e);
+    if (rc) {
+        model_free(&m);
+        return cli_error("train", rc, e.msg);
+    }
+    if (m.test_accuracy >= 0)
+        printf("%s: test accuracy %.2f%% after %d epochs, %.0f s\n", out, 100 * m.test_accuracy,
+               m.t.epochs, m.train_seconds);
+    model_free(&m);
+    return 0;
+}
+
+static void eval_help(FILE *fp)
+{
+    fprintf(fp,
+            "Usage: d2fab eval --model DIR [options]\n\n"
+            "Accuracy, per-class accuracy, confusion matrix and optical efficiency of a\n"
+            "trained model (or an export directory: what will be printed) on the test set.\n\n"
+            "  -m, --model DIR      model directory (model.json) or export directory   [required]\n"
+            "  -d, --data DIR       data folder                    [$D2FAB_DATA or data]\n"
+            "  -l, --limit N        first N test images                      [all: 10000]\n"
+            "  -t, --threads N      worker threads                              [all cores]\n"
+            "  -p, --png FILE       output-intensity montage of 10 test images [DIR/eval.png]\n"
+            "  -j, --json           print the result as JSON on stdout\n"
+            "  -h, --help           this help\n\n%s",
+            cli_exit_help);
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"data", required_argument, 0, 'd'},
+        {"limit", required_argument, 0, 'l'}, {"threads", required_argument, 0, 't'},
+        {"png", required_argument, 0, 'p'},   {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    const char *dir = NULL, *data = dataset_default_dir(), *png = NULL;
+    long limit = 0, threads = 0;
+    int json = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:d:l:t:p:jh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': dir = optarg; break;
+        case 'd': data = optarg; break;
+        case 'l': if (cli_int("eval", "limit", optarg, 1, 10000000, &limit)) return 1; break;
+        case 't': if (cli_int("eval", "threads", optarg, 1, 1024, &threads)) return 1; break;
+        case 'p': png = optarg; break;
+        case 'j': json = 1; break;
+        case 'h': eval_help(stdout); return 0;
+        default: eval_help(stderr); return 1;
+        }
+    }
+    if (!dir || optind < argc) {
+        fprintf(stderr, "d2fab eval: --model is required\n");
+        eval_help(stderr);
+        return 1;
+    }
+    d2_err e = {0};
+    d2_model m;
+    int rc = cli_load_model(dir, &m, &e);
+    if (rc) return cli_error("eval", rc, e.msg);
+    char pngpath[4096];
+    if (!png) {
+        snprintf(pngpath, sizeof pngpath, "%s/eval.png", dir);
+        png = pngpath;
+    }
+    eval_result r;
+    rc = eval_model(&m, data, (int)limit, (int)threads, png, json ? NULL : stderr, &r, &e);
+    if (rc) {
+        model_free(&m);
+        return cli_error("eval", rc, e.msg);
+    }
+    cJSON *o = eval_to_json(&r, m.g.ndet);
+    if (json) {
+        char *s = cJSON_Print(o);
+        printf("%s\n", s);
+        free(s);
+    } else {
+        printf("%s: accuracy %.2f%% (%d/%d test images of %s)\n", dir, 100 * r.accuracy,
+               r.correct, r.count, m.t.dataset);
+        printf("detector efficiency %.4f (detector energy / input energy), output plane %.4f\n",
+               r.efficiency, r.output_efficiency);
+        printf("per class:");
+        for (int k = 0; k < m.g.ndet; k++)
+            printf(" %d:%.1f%%", k,
+                   r.class_count[k] ? 100.0 * r.class_correct[k] / r.class_count[k] : 0.0);
+        printf("\nconfusion (rows: true class, columns: predicted)\n     ");
+        for (int k = 0; k < m.g.ndet; k++) printf("%6d", k);
+        printf("\n");
+        for (int a = 0; a < m.g.ndet; a++) {
+            printf("%4d ", a);
+            for (int b = 0; b < m.g.ndet; b++) printf("%6d", r.confusion[a][b]);
+            printf("\n");
+        }
+        printf("output intensity of the first test images: %s\n", png);
+    }
+    cJSON_Delete(o);
+    model_free(&m);
+    return 0;
 }

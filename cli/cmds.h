@@ -21,6 +21,10 @@ int cli_error(const char *cmd, int code, const char *msg);
  * prints which option, the value and the range and returns -1. */
 int cli_num(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
+/* Loads a model directory (model.json) or an export directory (export.json:
+ * the heights that will be printed, as phases and amplitudes). */
+#include "train/model.h"
+int cli_load_model(const char *dir, d2_model *m, d2_err *e);
 /* The exit-status paragraph shared by every --help. */
 extern const char *cli_exit_help;
 

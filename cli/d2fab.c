@@ -7,6 +7,7 @@
 
 #include "cli/cmds.h"
 #include "core/err.h"
+#include "train/model.h"
 
 const char *cli_exit_help =
     "Exit status: 0 success, 1 usage error, 2 bad input (file, config, value),\n"
@@ -76,6 +77,11 @@ int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, l
     }
     *out = v;
     return 0;
+}
+
+int cli_load_model(const char *dir, d2_model *m, d2_err *e)
+{
+    return model_load(dir, m, e);
 }
 
 int main(int argc, char **argv)

@@ -38,12 +38,22 @@ void net_set_gap(d2_net *net, int k, double z_mm, double wavelength_mm);
  * intensity. Returns the total energy reaching the output plane. */
 double net_infer(d2_net *net, const float *in, float *det, float *intensity, int tid);
 
-/* Forward + adjoint pass for one sample: adds dLoss/dphase of every layer
- * into grad[l] (n*n floats each) and returns the loss; det receives the
- * detector energies. Loss per t (loss kind and temperature). The phase
- * derivative includes the material coupling when g->coupled. */
+/* Forward + adjoint pass for one sample: adds dLoss/dt* (the Wirtinger
+ * derivative with respect to the conjugate of each layer's transmission, n*n
+ * complex per layer) into gt[l] and returns the loss; det receives the
+ * detector energies. Being linear in the per-sample terms, gt can be summed
+ * over a batch and turned into phase gradients once with net_phase_grad. */
 double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double temperature,
-                float **grad, float *det, int tid);
+                float complex **gt, float *det, int tid);
+
+/* Phase gradient from dL/dt*: grad = 2 Re(conj(gt) t (i - beta)), where t is
+ * the transmission the phases produced and beta = kappa / (index - 1) for a
+ * material-coupled amplitude (0 for phase-only, see net_phase_beta). */
+void net_phase_grad(const float complex *gt, const float complex *t, float beta, size_t count,
+                    float *grad);
+float net_phase_beta(const d2_geom *g);
+/* The current transmission of layer l (n*n, owned by the network). */
+const float complex *net_transmission(const d2_net *net, int l);
 
 /* Loss and dLoss/dE for detector energies E (for tests). */
 double net_loss(const float *det, int ndet, int label, d2_loss loss, double temperature,

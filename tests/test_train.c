@@ -1,0 +1,396 @@
+/* Optics laws, the adjoint gradient against finite differences, configs and
+ * a short real training run on MNIST. */
+#include <complex.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/fileio.h"
+#include "core/npy.h"
+#include "core/util.h"
+#include "tests/testlib.h"
+#include "train/net.h"
+#include "train/train.h"
+
+static double energy(const float complex *f, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)crealf(f[i] * conjf(f[i]));
+    return s;
+}
+
+/* Gaussian of waist w0 (1/e^2 intensity radius) centred on an n x n grid. */
+static float complex *gaussian(int n, double pitch, double w0)
+{
+    float complex *f = malloc(sizeof *f * n * n);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double x = (j - 0.5 * (n - 1)) * pitch, y = (i - 0.5 * (n - 1)) * pitch;
+            f[i * n + j] = (float)exp(-(x * x + y * y) / (w0 * w0));
+        }
+    return f;
+}
+
+/* Beam radius from the intensity second moment: w = 2 sqrt(<x^2>). */
+static double beam_radius(const float complex *f, int n, double pitch)
+{
+    double s = 0, sx = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double x = (j - 0.5 * (n - 1)) * pitch, in = crealf(f[i * n + j] * conjf(f[i * n + j]));
+            s += in;
+            sx += in * x * x;
+        }
+    return 2.0 * sqrt(sx / s);
+}
+
+TEST(propagation_conserves_energy_of_a_band_limited_beam)
+{
+    int n = 128;
+    float complex *f = gaussian(n, 0.4, 4.0);
+    double e0 = energy(f, (size_t)n * n);
+    d2_err e = {0};
+    CHECK(asm_propagate(f, n, 0.4, 0.7495, 30.0, 2, &e) == 0);
+    CHECK_NEAR(energy(f, (size_t)n * n) / e0, 1.0, 1e-3);
+    free(f);
+}
+
+TEST(gaussian_beam_widens_as_w0_sqrt_1_plus_z_over_zr_squared)
+{
+    int n = 256;
+    double lam = 0.7495, w0 = 2.0, pitch = 0.2, zr = M_PI * w0 * w0 / lam;
+    for (int k = 1; k <= 3; k++) {
+        double z = k * zr;
+        float complex *f = gaussian(n, pitch, w0);
+        d2_err e = {0};
+        CHECK(asm_propagate(f, n, pitch, lam, z, 2, &e) == 0);
+        double want = w0 * sqrt(1 + (z / zr) * (z / zr));
+        CHECK_NEAR(beam_radius(f, n, pitch) / want, 1.0, 0.02);
+        free(f);
+    }
+}
+
+TEST(propagating_forward_then_back_returns_the_input)
+{
+    int n = 96;
+    float complex *f = gaussian(n, 0.4, 5.0), *g = malloc(sizeof *g * n * n);
+    /* A phase ramp and a second lobe so the field is not trivially symmetric. */
+    for (int i = 0; i < n * n; i++) f[i] *= cexpf(I * 0.3f * (i % n)) + 0.2f * (i / n > n / 2);
+    memcpy(g, f, sizeof *g * n * n);
+    d2_err e = {0};
+    CHECK(asm_propagate(g, n, 0.4, 0.7495, 25.0, 2, &e) == 0);
+    CHECK(asm_propagate(g, n, 0.4, 0.7495, -25.0, 2, &e) == 0);
+    /* The field leaving the window is lost: compare in the central region. */
+    double num = 0, den = 0;
+    for (int i = n / 4; i < 3 * n / 4; i++)
+        for (int j = n / 4; j < 3 * n / 4; j++) {
+            float complex d = g[i * n + j] - f[i * n + j];
+            num += crealf(d * conjf(d));
+            den += crealf(f[i * n + j] * conjf(f[i * n + j]));
+        }
+    CHECK(sqrt(num / den) < 0.05);
+    free(f);
+    free(g);
+}
+
+TEST(thin_lens_focuses_at_its_focal_length)
+{
+    int n = 200;
+    double lam = 0.7495, pitch = 0.4, fl = 60.0;
+    double peak[3];
+    const double zs[3] = {0.8 * fl, fl, 1.2 * fl};
+    for (int k = 0; k < 3; k++) {
+        float complex *f = malloc(sizeof *f * n * n);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                double x = (j - 0.5 * (n - 1)) * pitch, y = (i - 0.5 * (n - 1)) * pitch;
+                double r2 = x * x + y * y;
+                f[i * n + j] = r2 < 15.0 * 15.0 ? cexpf(I * (float)(-M_PI * r2 / (lam * fl))) : 0;
+            }
+        d2_err e = {0};
+        CHECK(asm_propagate(f, n, pitch, lam, zs[k], 2, &e) == 0);
+        /* Peak on axis: the four centre pixels. */
+        int c = n / 2;
+        peak[k] = crealf(f[c * n + c] * conjf(f[c * n + c]));
+        double mx = 0;
+        for (int i = 0; i < n * n; i++) mx = fmax(mx, crealf(f[i] * conjf(f[i])));
+        if (k == 1) CHECK(peak[k] > 0.9 * mx);
+        free(f);
+    }
+    CHECK(peak[1] > 2 * peak[0]);
+    CHECK(peak[1] > 2 * peak[2]);
+}
+
+static void small_geom(d2_geom *g, int coupled)
+{
+    geom_default(g);
+    g->n = 24;
+    g->layers = 2;
+    g->pitch_mm = 0.4;
+    for (int k = 0; k <= g->layers; k++) g->gap_mm[k] = 4.0;
+    g->aperture_mm = 6.0;
+    geom_layout_343(g, 1.6, 2.4, 2.4);
+    g->coupled = coupled;
+}
+
+static double loss_at(d2_net *net, float **ph, const float *in, int label, d2_loss loss)
+{
+    float det[D2_MAX_DET];
+    for (int l = 0; l < net_geom(net)->layers; l++) net_set_phase(net, l, ph[l], NULL);
+    net_infer(net, in, det, NULL, 0);
+    return net_loss(det, net_geom(net)->ndet, label, loss, 0.1, NULL);
+}
+
+static void gradient_check(int coupled, d2_loss loss)
+{
+    d2_geom g;
+    small_geom(&g, coupled);
+    d2_err e = {0};
+    d2_net *net = net_new(&g, 1, &e);
+    CHECK(net != NULL);
+    if (!net) return;
+    int nn = g.n * g.n;
+    d2_rng r;
+    d2_rng_seed(&r, 7);
+    float *ph[2], *gr[2], *in = malloc(sizeof(float) * nn);
+    float complex *gt[2];
+    for (int l = 0; l < 2; l++) {
+        ph[l] = malloc(sizeof(float) * nn);
+        gr[l] = calloc(nn, sizeof(float));
+        gt[l] = calloc(nn, sizeof(float complex));
+        for (int i = 0; i < nn; i++) ph[l][i] = (float)(2 * M_PI * d2_rng_uniform(&r));
+    }
+    for (int i = 0; i < nn; i++) in[i] = (float)d2_rng_uniform(&r);
+    for (int l = 0; l < 2; l++) net_set_phase(net, l, ph[l], NULL);
+    float det[D2_MAX_DET];
+    net_grad(net, in, 3, loss, 0.1, gt, det, 0);
+    for (int l = 0; l < 2; l++)
+        net_phase_grad(gt[l], net_transmission(net, l), net_phase_beta(&g), nn, gr[l]);
+    /* Directional derivatives along random directions over all pixels (a
+     * single pixel moves the loss too little for float fields), then the
+     * pixels with the largest gradients one by one. */
+    int worst = 0, checked = 0;
+    double maxg = 0;
+    float *dir[2];
+    for (int l = 0; l < 2; l++) dir[l] = malloc(sizeof(float) * nn);
+    for (int trial = 0; trial < 4; trial++) {
+        double dot = 0;
+        for (int l = 0; l < 2; l++)
+            for (int i = 0; i < nn; i++) {
+                dir[l][i] = (float)(2 * d2_rng_uniform(&r) - 1);
+                dot += (double)dir[l][i] * gr[l][i];
+            }
+        double h = 1e-3, lp, lm;
+        for (int l = 0; l < 2; l++)
+            for (int i = 0; i < nn; i++) ph[l][i] += (float)h * dir[l][i];
+        lp = loss_at(net, ph, in, 3, loss);
+        for (int l = 0; l < 2; l++)
+            for (int i = 0; i < nn; i++) ph[l][i] -= 2 * (float)h * dir[l][i];
+        lm = loss_at(net, ph, in, 3, loss);
+        for (int l = 0; l < 2; l++)
+            for (int i = 0; i < nn; i++) ph[l][i] += (float)h * dir[l][i];
+        double fd = (lp - lm) / (2 * h);
+        if (fabs(fd - dot) > 1e-2 * fabs(dot) + 1e-6) {
+            printf("  direction %d: adjoint %.6g, finite difference %.6g\n", trial, dot, fd);
+            worst++;
+        }
+        checked++;
+    }
+    for (int l = 0; l < 2; l++) {
+        int best = 0;
+        for (int i = 0; i < nn; i++)
+            if (fabs(gr[l][i]) > fabs(gr[l][best])) best = i;
+        maxg = fmax(maxg, fabs(gr[l][best]));
+        float keep = ph[l][best];
+        double h = 1e-2;
+        ph[l][best] = keep + (float)h;
+        double lp = loss_at(net, ph, in, 3, loss);
+        ph[l][best] = keep - (float)h;
+        double lm = loss_at(net, ph, in, 3, loss);
+        ph[l][best] = keep;
+        double fd = (lp - lm) / (2 * h);
+        if (fabs(fd - gr[l][best]) > 2e-2 * fabs(fd) + 1e-6) {
+            printf("  layer %d pixel %d: adjoint %.6g, finite difference %.6g\n", l, best,
+                   gr[l][best], fd);
+            worst++;
+        }
+        checked++;
+    }
+    CHECK(worst == 0);
+    CHECK(checked == 6);
+    CHECK(maxg > 1e-4);
+    for (int l = 0; l < 2; l++) free(dir[l]);
+    for (int l = 0; l < 2; l++) {
+        free(ph[l]);
+        free(gr[l]);
+        free(gt[l]);
+    }
+    free(in);
+    net_free(net);
+}
+
+TEST(adjoint_gradient_matches_finite_differences_phase_only_softmax)
+{
+    gradient_check(0, LOSS_SOFTMAX);
+}
+
+TEST(adjoint_gradient_matches_finite_differences_material_coupled)
+{
+    gradient_check(1, LOSS_SOFTMAX);
+}
+
+TEST(adjoint_gradient_matches_finite_differences_mse)
+{
+    gradient_check(0, LOSS_MSE);
+}
+
+TEST(loss_gradient_matches_finite_differences)
+{
+    float det[10] = {0.1f, 0.3f, 0.05f, 0.2f, 0.4f, 0.1f, 0.02f, 0.3f, 0.25f, 0.15f};
+    for (int kind = 0; kind < 2; kind++) {
+        double g[10];
+        net_loss(det, 10, 4, (d2_loss)kind, 0.1, g);
+        for (int k = 0; k < 10; k++) {
+            float keep = det[k];
+            det[k] = keep + 1e-3f;
+            double lp = net_loss(det, 10, 4, (d2_loss)kind, 0.1, NULL);
+            det[k] = keep - 1e-3f;
+            double lm = net_loss(det, 10, 4, (d2_loss)kind, 0.1, NULL);
+            det[k] = keep;
+            CHECK_NEAR(g[k], (lp - lm) / 2e-3, 1e-2 * fabs(g[k]) + 1e-3);
+        }
+    }
+}
+
+TEST(energy_reaching_the_detector_plane_never_exceeds_the_input)
+{
+    d2_geom g;
+    small_geom(&g, 1);
+    d2_err e = {0};
+    d2_net *net = net_new(&g, 1, &e);
+    float *in = malloc(sizeof(float) * g.n * g.n), det[D2_MAX_DET];
+    for (int i = 0; i < g.n * g.n; i++) in[i] = (i % 5) / 4.0f;
+    double tot = net_infer(net, in, det, NULL, 0);
+    double s = 0;
+    for (int k = 0; k < g.ndet; k++) s += det[k];
+    CHECK(tot <= 1.0 + 1e-4);
+    CHECK(s <= tot + 1e-6);
+    CHECK(s > 0);
+    free(in);
+    net_free(net);
+}
+
+static int config_error(const char *json, const char *needle)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/bad.json", t_tmpdir());
+    t_write_text(path, json);
+    cJSON *root = NULL;
+    d2_err e = {0};
+    d2_geom g;
+    d2_train_opts t;
+    int rc = cfg_load(path, &root, &e);
+    if (!rc) rc = config_read(path, root, &g, &t, &e);
+    cJSON_Delete(root);
+    if (rc != D2_EINPUT || !strstr(e.msg, needle)) {
+        printf("  config %s: rc %d, message \"%s\", want \"%s\"\n", json, rc, e.msg, needle);
+        return 0;
+    }
+    return 1;
+}
+
+TEST(bad_configs_fail_naming_the_key)
+{
+    CHECK(config_error("{\"geometry\": {\"pitch_mm\": -1}}", "geometry.pitch_mm"));
+    CHECK(config_error("{\"geometry\": {\"pitch_mm\": 0}}", "geometry.pitch_mm"));
+    CHECK(config_error("{\"geometry\": {\"wavelength_mm\": -0.7}}", "geometry.wavelength_mm"));
+    CHECK(config_error("{\"geometry\": {\"neurons\": 100000}}", "geometry.neurons"));
+    CHECK(config_error("{\"geometry\": {\"pitch_mm\": 20}, \"detector\": {\"size_mm\": 200, \"row_pitch_mm\": 400, \"column_pitch_mm\": 400}}", "no light reaches"));
+    CHECK(config_error("{\"detector\": {\"size_mm\": 6.4, \"row_pitch_mm\": 60}}",
+                       "detector.centers_mm"));
+    CHECK(config_error("{\"detector\": {\"size_mm\": 20}}", "overlap"));
+    CHECK(config_error("{\"geometry\": {\"layers\": 2, \"gaps_mm\": [1, 2]}}", "gaps_mm"));
+    CHECK(config_error("{\"geometry\": {\"pitchmm\": 0.4}}", "pitchmm"));
+    CHECK(config_error("{\"training\": {\"loss\": \"hinge\"}}", "training.loss"));
+    CHECK(config_error("{\"input\": {\"aperture_mm\": 500}}", "input.aperture_mm"));
+}
+
+TEST(model_saves_and_loads_back_bit_exact)
+{
+    d2_model m = {0}, b;
+    small_geom(&m.g, 0);
+    train_opts_default(&m.t);
+    d2_err e = {0};
+    CHECK(model_alloc(&m, &e) == 0);
+    for (int l = 0; l < m.g.layers; l++)
+        for (int i = 0; i < m.g.n * m.g.n; i++) m.phase[l][i] = (float)fmod(0.01 * i * (l + 1), 6.28);
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/model", t_tmpdir());
+    CHECK(model_save(dir, &m, &e) == 0);
+    CHECK(model_load(dir, &b, &e) == 0);
+    CHECK(b.g.n == m.g.n && b.g.layers == m.g.layers);
+    CHECK_NEAR(b.g.wavelength_mm, m.g.wavelength_mm, 1e-12);
+    CHECK_NEAR(b.g.det_x_mm[9], m.g.det_x_mm[9], 1e-12);
+    int same = 1;
+    for (int l = 0; l < m.g.layers; l++)
+        if (memcmp(b.phase[l], m.phase[l], sizeof(float) * m.g.n * m.g.n)) same = 0;
+    CHECK(same);
+    model_free(&b);
+    /* A NaN in a layer file is refused. */
+    char lp[700];
+    snprintf(lp, sizeof lp, "%s/layer2.npy", dir);
+    m.phase[1][5] = NAN;
+    size_t shape[2] = {(size_t)m.g.n, (size_t)m.g.n};
+    CHECK(npy_write(lp, NPY_F32, 2, shape, m.phase[1], &e) == 0);
+    CHECK_ERR(model_load(dir, &b, &e), e, D2_EINPUT, "layer2.npy");
+    model_free(&m);
+}
+
+TEST(short_mnist_training_clearly_beats_chance)
+{
+    const char *data = dataset_default_dir();
+    d2_model m = {0};
+    cJSON *root = NULL;
+    d2_err e = {0};
+    CHECK(cfg_load("samples/quick.json", &root, &e) == 0);
+    CHECK(config_read("samples/quick.json", root, &m.g, &m.t, &e) == 0);
+    cJSON_Delete(root);
+    m.t.epochs = 1;
+    m.t.train_limit = 3000;
+    m.t.test_limit = 1000;
+    CHECK(model_alloc(&m, &e) == 0);
+    char out[600];
+    snprintf(out, sizeof out, "%s/quick", t_tmpdir());
+    train_run_opts ro = {data, 0, 0, NULL};
+    int rc = train_model(&m, out, &ro, &e);
+    if (rc) printf("  %s\n", e.msg);
+    CHECK(rc == 0);
+    printf("  test accuracy after 3000 images: %.1f%%\n", 100 * m.test_accuracy);
+    CHECK(m.test_accuracy > 0.5);
+    /* eval on the saved model agrees with the trainer's own evaluation. */
+    d2_model b;
+    CHECK(model_load(out, &b, &e) == 0);
+    eval_result r;
+    CHECK(eval_model(&b, data, 1000, 0, NULL, NULL, &r, &e) == 0);
+    CHECK_NEAR(r.accuracy, m.test_accuracy, 0.0015);
+    model_free(&b);
+    model_free(&m);
+}
+
+int main(void)
+{
+    RUN(propagation_conserves_energy_of_a_band_limited_beam);
+    RUN(gaussian_beam_widens_as_w0_sqrt_1_plus_z_over_zr_squared);
+    RUN(propagating_forward_then_back_returns_the_input);
+    RUN(thin_lens_focuses_at_its_focal_length);
+    RUN(adjoint_gradient_matches_finite_differences_phase_only_softmax);
+    RUN(adjoint_gradient_matches_finite_differences_material_coupled);
+    RUN(adjoint_gradient_matches_finite_differences_mse);
+    RUN(loss_gradient_matches_finite_differences);
+    RUN(energy_reaching_the_detector_plane_never_exceeds_the_input);
+    RUN(bad_configs_fail_naming_the_key);
+    RUN(model_saves_and_loads_back_bit_exact);
+    RUN(short_mnist_training_clearly_beats_chance);
+    return t_finish();
+}

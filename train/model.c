@@ -1,0 +1,495 @@
+/* Geometry, configs and model directories. */
+#include "train/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/fileio.h"
+#include "core/image.h"
+#include "core/npy.h"
+
+#define C_MM_THZ 0.299792458 /* speed of light in mm * THz (lambda_mm = C_MM_THZ / f_THz) */
+
+void geom_layout_343(d2_geom *g, double size_mm, double row_mm, double col_mm)
+{
+    static const int per_row[3] = {3, 4, 3};
+    int k = 0;
+    g->ndet = 10;
+    g->det_size_mm = size_mm;
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < per_row[r]; c++, k++) {
+            g->det_x_mm[k] = (c - 0.5 * (per_row[r] - 1)) * col_mm;
+            g->det_y_mm[k] = (r - 1) * row_mm;
+        }
+}
+
+void geom_default(d2_geom *g)
+{
+    memset(g, 0, sizeof *g);
+    g->wavelength_mm = C_MM_THZ / 0.4;
+    g->pitch_mm = 0.4;
+    g->n = 200;
+    g->layers = 5;
+    for (int k = 0; k <= g->layers; k++) g->gap_mm[k] = 30.0;
+    g->pad = 2;
+    g->aperture_mm = 44.8;
+    geom_layout_343(g, 6.4, 16.0, 16.0);
+    g->coupled = 0;
+    g->index = 1.7227;
+    g->kappa = 0.031;
+    g->base_mm = 0.5;
+}
+
+void train_opts_default(d2_train_opts *t)
+{
+    memset(t, 0, sizeof *t);
+    snprintf(t->dataset, sizeof t->dataset, "mnist");
+    t->loss = LOSS_SOFTMAX;
+    t->temperature = 0.1;
+    t->lr = 0.01;
+    t->lr_decay = 0.7;
+    t->batch = 32;
+    t->epochs = 10;
+    t->seed = 1;
+}
+
+int geom_validate(const d2_geom *g, const char *file, d2_err *e)
+{
+    if (!(g->wavelength_mm > 0) || !isfinite(g->wavelength_mm))
+        return d2_fail(e, D2_EINPUT, "%s: key \"geometry.wavelength_mm\" = %g: must be > 0", file,
+                       g->wavelength_mm);
+    if (!(g->pitch_mm > 0) || !isfinite(g->pitch_mm))
+        return d2_fail(e, D2_EINPUT, "%s: key \"geometry.pitch_mm\" = %g: must be > 0", file,
+                       g->pitch_mm);
+    if (g->n < 4 || g->n > D2_MAX_N)
+        return d2_fail(e, D2_EINPUT, "%s: key \"geometry.neurons\" = %d: must be in [4, %d]", file,
+                       g->n, D2_MAX_N);
+    if (g->layers < 1 || g->layers > D2_MAX_LAYERS)
+        return d2_fail(e, D2_EINPUT, "%s: key \"geometry.layers\" = %d: must be in [1, %d]", file,
+                       g->layers, D2_MAX_LAYERS);
+    if (g->pad < 2 || g->pad > 4)
+        return d2_fail(e, D2_EINPUT, "%s: key \"geometry.pad_factor\" = %d: must be in [2, 4]",
+                       file, g->pad);
+    /* Memory: per worker a p x p buffer and L + 2 stored n x n fields, plus
+     * the L + 1 transfer functions and the training state. */
+    double p = (double)g->pad * g->n, nn = (double)g->n * g->n;
+    double bytes = 8.0 * (g->layers + 1) * p * p + 4 * 8.0 * (p * p + (g->layers + 2) * nn) +
+                   4.0 * 8 * g->layers * nn;
+    if (bytes > 16e9)
+        return d2_fail(e, D2_EINPUT,
+                       "%s: key \"geometry.neurons\" = %d: the network would need about %.1f GB "
+                       "of memory (limit 16 GB)",
+                       file, g->n, bytes / 1e9);
+    double extent = g->n * g->pitch_mm;
+    for (int k = 0; k <= g->layers; k++) {
+        if (!(g->gap_mm[k] > 0) || !isfinite(g->gap_mm[k]))
+            return d2_fail(e, D2_EINPUT, "%s: key \"geometry.gaps_mm\"[%d] = %g: must be > 0", file,
+                           k, g->gap_mm[k]);
+        /* A pixel of side dx diffracts into a cone of half-angle asin(lambda / 2dx);
+         * if that cone does not reach the neighbouring pixel over the gap, the
+         * layers are not connected and the network cannot learn. */
+        double s = g->wavelength_mm / (2.0 * g->pitch_mm);
+        double spread = s >= 1 ? INFINITY : g->gap_mm[k] * s / sqrt(1 - s * s);
+        if (spread < g->pitch_mm)
+            return d2_fail(e, D2_EINPUT,
+                           "%s: key \"geometry.pitch_mm\" = %g: a pixel's diffraction cone "
+                           "(half-angle %.2f deg at wavelength %g mm) spreads only %.3g mm over "
+                           "gap %d (%g mm), less than one pixel: no light reaches the neighbouring "
+                           "neurons of the next layer (use a finer pitch or longer gaps)",
+                           file, g->pitch_mm, asin(s) * 180 / M_PI, g->wavelength_mm, spread, k,
+                           g->gap_mm[k]);
+    }
+    if (!(g->aperture_mm > 0) || g->aperture_mm > extent + 1e-9)
+        return d2_fail(e, D2_EINPUT,
+                       "%s: key \"input.aperture_mm\" = %g: must be > 0 and fit the %g mm plane "
+                       "(%d x %g mm)",
+                       file, g->aperture_mm, extent, g->n, g->pitch_mm);
+    if (g->ndet < 2 || g->ndet > D2_MAX_DET)
+        return d2_fail(e, D2_EINPUT, "%s: key \"detector.centers_mm\": %d detectors, need 2..%d",
+                       file, g->ndet, D2_MAX_DET);
+    if (!(g->det_size_mm >= g->pitch_mm))
+        return d2_fail(e, D2_EINPUT,
+                       "%s: key \"detector.size_mm\" = %g: must be at least one pixel (%g mm)",
+                       file, g->det_size_mm, g->pitch_mm);
+    double half = 0.5 * extent;
+    for (int k = 0; k < g->ndet; k++) {
+        double x = g->det_x_mm[k], y = g->det_y_mm[k], h = 0.5 * g->det_size_mm;
+        if (fabs(x) + h > half + 1e-9 || fabs(y) + h > half + 1e-9)
+            return d2_fail(e, D2_EINPUT,
+                           "%s: key \"detector.centers_mm\"[%d] = [%g, %g] with size %g mm does "
+                           "not fit the %g x %g mm detector plane (|x|, |y| + size/2 <= %g)",
+                           file, k, x, y, g->det_size_mm, extent, extent, half);
+        for (int j = 0; j < k; j++)
+            if (fabs(x - g->det_x_mm[j]) < g->det_size_mm &&
+                fabs(y - g->det_y_mm[j]) < g->det_size_mm)
+                return d2_fail(e, D2_EINPUT,
+                               "%s: key \"detector.centers_mm\": detectors %d and %d overlap "
+                               "(centres [%g, %g] and [%g, %g], size %g mm)",
+                               file, j, k, g->det_x_mm[j], g->det_y_mm[j], x, y, g->det_size_mm);
+    }
+    if (g->coupled) {
+        if (!(g->index > 1))
+            return d2_fail(e, D2_EINPUT, "%s: key \"material.index\" = %g: must be > 1", file,
+                           g->index);
+        if (!(g->kappa >= 0))
+            return d2_fail(e, D2_EINPUT, "%s: key \"material.kappa\" = %g: must be >= 0", file,
+                           g->kappa);
+    }
+    return 0;
+}
+
+static const char *const k_top[] = {"format", "version", "software", "geometry", "input",
+                                    "detector", "material", "training", "layers", "history",
+                                    "test_accuracy", "train_seconds", "notes", NULL};
+static const char *const k_geom[] = {"frequency_thz", "wavelength_mm", "pitch_mm", "neurons",
+                                     "layers", "gaps_mm", "pad_factor", NULL};
+static const char *const k_input[] = {"aperture_mm", "dataset", NULL};
+static const char *const k_det[] = {"layout", "size_mm", "row_pitch_mm", "column_pitch_mm",
+                                    "centers_mm", NULL};
+static const char *const k_mat[] = {"coupled", "index", "kappa", "base_mm", NULL};
+static const char *const k_train[] = {"loss", "temperature", "learning_rate", "lr_decay",
+                                      "batch", "epochs", "seed", "train_limit", "test_limit",
+                                      "jitter_xy_mm", "jitter_z_mm", "jitter_rotation_deg",
+                                      "quantize_levels", NULL};
+static const char *const datasets[] = {"mnist", "fashion", NULL};
+static const char *const losses[] = {"softmax", "mse", NULL};
+static const char *const layouts[] = {"3-4-3", "custom", NULL};
+
+int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *t, d2_err *e)
+{
+    geom_default(g);
+    train_opts_default(t);
+    cfg_ctx top = {path, ""};
+    int rc;
+    if ((rc = cfg_check_keys(&top, root, k_top, e))) return rc;
+    const cJSON *geo, *inp, *det, *mat, *tr;
+    if ((rc = cfg_object(&top, root, "geometry", &geo, e))) return rc;
+    if ((rc = cfg_object(&top, root, "input", &inp, e))) return rc;
+    if ((rc = cfg_object(&top, root, "detector", &det, e))) return rc;
+    if ((rc = cfg_object(&top, root, "material", &mat, e))) return rc;
+    if ((rc = cfg_object(&top, root, "training", &tr, e))) return rc;
+
+    cfg_ctx cg = {path, "geometry"};
+    if ((rc = cfg_check_keys(&cg, geo, k_geom, e))) return rc;
+    double f = 0, lam = 0, v;
+    long iv;
+    if ((rc = cfg_num(&cg, geo, "frequency_thz", 0, 0, 1e-3, 1e3, &f, e))) return rc;
+    if ((rc = cfg_num(&cg, geo, "wavelength_mm", 0, 0, 1e-3, 1e3, &lam, e))) return rc;
+    if (f > 0 && lam > 0 && fabs(C_MM_THZ / f - lam) > 1e-3 * lam)
+        return d2_fail(e, D2_EINPUT,
+                       "%s: keys \"geometry.frequency_thz\" = %g and \"geometry.wavelength_mm\" = "
+                       "%g disagree (c / f = %g mm): give one of them",
+                       path, f, lam, C_MM_THZ / f);
+    if (f > 0) g->wavelength_mm = C_MM_THZ / f;
+    if (lam > 0) g->wavelength_mm = lam;
+    if ((rc = cfg_num(&cg, geo, "pitch_mm", 0, g->pitch_mm, 1e-4, 100, &g->pitch_mm, e))) return rc;
+    if ((rc = cfg_int(&cg, geo, "neurons", 0, g->n, 4, D2_MAX_N, &iv, e))) return rc;
+    g->n = (int)iv;
+    if ((rc = cfg_int(&cg, geo, "layers", 0, g->layers, 1, D2_MAX_LAYERS, &iv, e))) return rc;
+    g->layers = (int)iv;
+    if ((rc = cfg_int(&cg, geo, "pad_factor", 0, 2, 2, 4, &iv, e))) return rc;
+    g->pad = (int)iv;
+    if (geo && cJSON_GetObjectItemCaseSensitive(geo, "gaps_mm")) {
+        const cJSON *ga = cJSON_GetObjectItemCaseSensitive(geo, "gaps_mm");
+        if (cJSON_IsNumber(ga)) {
+            if ((rc = cfg_num(&cg, geo, "gaps_mm", 1, 0, 1e-3, 1e5, &v, e))) return rc;
+            for (int k = 0; k <= g->layers; k++) g->gap_mm[k] = v;
+        } else {
+            int cnt = 0;
+            if ((rc = cfg_num_array(&cg, geo, "gaps_mm", g->layers + 1, g->layers + 1, 1e-3, 1e5,
+                                    g->gap_mm, &cnt, e)))
+                return rc;
+        }
+    }
+
+    cfg_ctx ci = {path, "input"};
+    if ((rc = cfg_check_keys(&ci, inp, k_input, e))) return rc;
+    if ((rc = cfg_num(&ci, inp, "aperture_mm", 0, g->aperture_mm, 1e-3, 1e5, &g->aperture_mm, e)))
+        return rc;
+    int ds = 0;
+    if ((rc = cfg_enum(&ci, inp, "dataset", 0, 0, datasets, &ds, e))) return rc;
+    snprintf(t->dataset, sizeof t->dataset, "%s", datasets[ds]);
+
+    cfg_ctx cd = {path, "detector"};
+    if ((rc = cfg_check_keys(&cd, det, k_det, e))) return rc;
+    int layout = 0;
+    double size = 6.4, rowp = 16, colp = 16;
+    if ((rc = cfg_enum(&cd, det, "layout", 0, 0, layouts, &layout, e))) return rc;
+    if ((rc = cfg_num(&cd, det, "size_mm", 0, size, 1e-4, 1e5, &size, e))) return rc;
+    if ((rc = cfg_num(&cd, det, "row_pitch_mm", 0, rowp, 1e-4, 1e5, &rowp, e))) return rc;
+    if ((rc = cfg_num(&cd, det, "column_pitch_mm", 0, colp, 1e-4, 1e5, &colp, e))) return rc;
+    geom_layout_343(g, size, rowp, colp);
+    const cJSON *cen = det ? cJSON_GetObjectItemCaseSensitive(det, "centers_mm") : NULL;
+    if (layout == 1 || cen) {
+        if (!cJSON_IsArray(cen) || cJSON_GetArraySize(cen) < 2 ||
+            cJSON_GetArraySize(cen) > D2_MAX_DET)
+            return d2_fail(e, D2_EINPUT,
+                           "%s: key \"detector.centers_mm\": must be an array of 2..%d [x, y] "
+                           "pairs in mm",
+                           path, D2_MAX_DET);
+        int k = 0;
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cen)
+        {
+            const cJSON *x = cJSON_GetArrayItem(it, 0), *y = cJSON_GetArrayItem(it, 1);
+            if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != 2 || !cJSON_IsNumber(x) ||
+                !cJSON_IsNumber(y) || !isfinite(x->valuedouble) || !isfinite(y->valuedouble))
+                return d2_fail(e, D2_EINPUT,
+                               "%s: key \"detector.centers_mm\"[%d]: must be [x, y] in mm", path,
+                               k);
+            g->det_x_mm[k] = x->valuedouble;
+            g->det_y_mm[k] = y->valuedouble;
+            k++;
+        }
+        g->ndet = k;
+    }
+
+    cfg_ctx cm = {path, "material"};
+    if ((rc = cfg_check_keys(&cm, mat, k_mat, e))) return rc;
+    if ((rc = cfg_bool(&cm, mat, "coupled", 0, 0, &g->coupled, e))) return rc;
+    if ((rc = cfg_num(&cm, mat, "index", 0, g->index, 1.0 + 1e-6, 10, &g->index, e))) return rc;
+    if ((rc = cfg_num(&cm, mat, "kappa", 0, g->kappa, 0, 10, &g->kappa, e))) return rc;
+    if ((rc = cfg_num(&cm, mat, "base_mm", 0, g->base_mm, 0, 100, &g->base_mm, e))) return rc;
+
+    cfg_ctx ct = {path, "training"};
+    if ((rc = cfg_check_keys(&ct, tr, k_train, e))) return rc;
+    int loss = 0;
+    if ((rc = cfg_enum(&ct, tr, "loss", 0, 0, losses, &loss, e))) return rc;
+    t->loss = (d2_loss)loss;
+    if ((rc = cfg_num(&ct, tr, "temperature", 0, t->temperature, 1e-4, 100, &t->temperature, e)))
+        return rc;
+    if ((rc = cfg_num(&ct, tr, "learning_rate", 0, t->lr, 1e-7, 10, &t->lr, e))) return rc;
+    if ((rc = cfg_num(&ct, tr, "lr_decay", 0, t->lr_decay, 0.01, 1, &t->lr_decay, e))) return rc;
+    if ((rc = cfg_int(&ct, tr, "batch", 0, t->batch, 1, 4096, &iv, e))) return rc;
+    t->batch = (int)iv;
+    if ((rc = cfg_int(&ct, tr, "epochs", 0, t->epochs, 0, 10000, &iv, e))) return rc;
+    t->epochs = (int)iv;
+    if ((rc = cfg_int(&ct, tr, "seed", 0, (long)t->seed, 0, 0x7fffffffL, &iv, e))) return rc;
+    t->seed = (unsigned long)iv;
+    if ((rc = cfg_int(&ct, tr, "train_limit", 0, 0, 0, 10000000, &iv, e))) return rc;
+    t->train_limit = (int)iv;
+    if ((rc = cfg_int(&ct, tr, "test_limit", 0, 0, 0, 10000000, &iv, e))) return rc;
+    t->test_limit = (int)iv;
+    if ((rc = cfg_num(&ct, tr, "jitter_xy_mm", 0, 0, 0, 100, &t->jitter_xy_mm, e))) return rc;
+    if ((rc = cfg_num(&ct, tr, "jitter_z_mm", 0, 0, 0, 1000, &t->jitter_z_mm, e))) return rc;
+    if ((rc = cfg_num(&ct, tr, "jitter_rotation_deg", 0, 0, 0, 180, &t->jitter_rot_deg, e)))
+        return rc;
+    if ((rc = cfg_int(&ct, tr, "quantize_levels", 0, 0, 0, 65536, &iv, e))) return rc;
+    if (iv == 1)
+        return d2_fail(e, D2_EINPUT,
+                       "%s: key \"training.quantize_levels\" = 1: must be 0 (off) or >= 2", path);
+    t->quant_levels = (int)iv;
+    return geom_validate(g, path, e);
+}
+
+static cJSON *num_array(const double *v, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *geo = cJSON_AddObjectToObject(root, "geometry");
+    cJSON_AddNumberToObject(geo, "frequency_thz", C_MM_THZ / g->wavelength_mm);
+    cJSON_AddNumberToObject(geo, "wavelength_mm", g->wavelength_mm);
+    cJSON_AddNumberToObject(geo, "pitch_mm", g->pitch_mm);
+    cJSON_AddNumberToObject(geo, "neurons", g->n);
+    cJSON_AddNumberToObject(geo, "layers", g->layers);
+    cJSON_AddItemToObject(geo, "gaps_mm", num_array(g->gap_mm, g->layers + 1));
+    cJSON_AddNumberToObject(geo, "pad_factor", g->pad);
+    cJSON *inp = cJSON_AddObjectToObject(root, "input");
+    cJSON_AddNumberToObject(inp, "aperture_mm", g->aperture_mm);
+    cJSON_AddStringToObject(inp, "dataset", t->dataset);
+    cJSON *det = cJSON_AddObjectToObject(root, "detector");
+    cJSON_AddStringToObject(det, "layout", "custom");
+    cJSON_AddNumberToObject(det, "size_mm", g->det_size_mm);
+    cJSON *cen = cJSON_AddArrayToObject(det, "centers_mm");
+    for (int k = 0; k < g->ndet; k++) {
+        double xy[2] = {g->det_x_mm[k], g->det_y_mm[k]};
+        cJSON_AddItemToArray(cen, num_array(xy, 2));
+    }
+    cJSON *mat = cJSON_AddObjectToObject(root, "material");
+    cJSON_AddBoolToObject(mat, "coupled", g->coupled);
+    cJSON_AddNumberToObject(mat, "index", g->index);
+    cJSON_AddNumberToObject(mat, "kappa", g->kappa);
+    cJSON_AddNumberToObject(mat, "base_mm", g->base_mm);
+    cJSON *tr = cJSON_AddObjectToObject(root, "training");
+    cJSON_AddStringToObject(tr, "loss", t->loss == LOSS_MSE ? "mse" : "softmax");
+    cJSON_AddNumberToObject(tr, "temperature", t->temperature);
+    cJSON_AddNumberToObject(tr, "learning_rate", t->lr);
+    cJSON_AddNumberToObject(tr, "lr_decay", t->lr_decay);
+    cJSON_AddNumberToObject(tr, "batch", t->batch);
+    cJSON_AddNumberToObject(tr, "epochs", t->epochs);
+    cJSON_AddNumberToObject(tr, "seed", (double)t->seed);
+    cJSON_AddNumberToObject(tr, "train_limit", t->train_limit);
+    cJSON_AddNumberToObject(tr, "test_limit", t->test_limit);
+    cJSON_AddNumberToObject(tr, "jitter_xy_mm", t->jitter_xy_mm);
+    cJSON_AddNumberToObject(tr, "jitter_z_mm", t->jitter_z_mm);
+    cJSON_AddNumberToObject(tr, "jitter_rotation_deg", t->jitter_rot_deg);
+    cJSON_AddNumberToObject(tr, "quantize_levels", t->quant_levels);
+    return root;
+}
+
+int model_alloc(d2_model *m, d2_err *e)
+{
+    size_t nn = (size_t)m->g.n * m->g.n;
+    for (int l = 0; l < m->g.layers; l++) {
+        m->phase[l] = d2_calloc(nn, sizeof(float), "phase map", e);
+        if (!m->phase[l]) return D2_EIO;
+    }
+    m->test_accuracy = -1;
+    return 0;
+}
+
+void model_free(d2_model *m)
+{
+    if (!m) return;
+    for (int l = 0; l < D2_MAX_LAYERS; l++) {
+        free(m->phase[l]);
+        free(m->amp[l]);
+    }
+    cJSON_Delete(m->history);
+    memset(m, 0, sizeof *m);
+}
+
+int model_load(const char *dir, d2_model *m, d2_err *e)
+{
+    char path[4096], lp[4096];
+    cJSON *root = NULL;
+    int rc;
+    memset(m, 0, sizeof *m);
+    if ((rc = d2_path_join(path, sizeof path, dir, "model.json", e))) return rc;
+    if ((rc = cfg_load(path, &root, e))) return rc;
+    if ((rc = config_read(path, root, &m->g, &m->t, e))) goto fail;
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers");
+    if (!cJSON_IsArray(layers) || cJSON_GetArraySize(layers) != m->g.layers) {
+        rc = d2_fail(e, D2_EINPUT, "%s: key \"layers\": must list %d .npy files (geometry.layers)",
+                     path, m->g.layers);
+        goto fail;
+    }
+    for (int l = 0; l < m->g.layers; l++) {
+        const cJSON *it = cJSON_GetArrayItem(layers, l);
+        if (!cJSON_IsString(it)) {
+            rc = d2_fail(e, D2_EINPUT, "%s: key \"layers\"[%d]: must be a file name", path, l);
+            goto fail;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "layers[%d]", l);
+        if ((rc = d2_path_inside(dir, it->valuestring, what, e))) goto fail;
+        if ((rc = d2_path_join(lp, sizeof lp, dir, it->valuestring, e))) goto fail;
+        int rows, cols;
+        if ((rc = npy_read_map(lp, &m->phase[l], &rows, &cols, e))) goto fail;
+        if (rows != m->g.n || cols != m->g.n) {
+            rc = d2_fail(e, D2_EINPUT, "%s: shape (%d, %d), expected (%d, %d) from %s", lp, rows,
+                         cols, m->g.n, m->g.n, path);
+            goto fail;
+        }
+    }
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(root, "history");
+    if (cJSON_IsArray(h)) m->history = cJSON_Duplicate(h, 1);
+    const cJSON *acc = cJSON_GetObjectItemCaseSensitive(root, "test_accuracy");
+    m->test_accuracy = cJSON_IsNumber(acc) ? acc->valuedouble : -1;
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(root, "train_seconds");
+    m->train_seconds = cJSON_IsNumber(ts) ? ts->valuedouble : 0;
+    cJSON_Delete(root);
+    return 0;
+fail:
+    cJSON_Delete(root);
+    model_free(m);
+    return rc;
+}
+
+int model_save(const char *dir, const d2_model *m, d2_err *e)
+{
+    int rc, n = m->g.n;
+    size_t nn = (size_t)n * n, shape[2] = {(size_t)n, (size_t)n};
+    char path[4096], name[64];
+    if ((rc = d2_mkdir_p(dir, e))) return rc;
+    float *w = d2_malloc(nn * sizeof *w, "phase map", e);
+    if (!w) return D2_EIO;
+    cJSON *root = config_to_json(&m->g, &m->t);
+    cJSON *layers = cJSON_CreateArray();
+    for (int l = 0; l < m->g.layers; l++) {
+        for (size_t i = 0; i < nn; i++) {
+            float v = fmodf(m->phase[l][i], (float)(2 * M_PI));
+            if (v < 0) v += (float)(2 * M_PI);
+            if (v >= (float)(2 * M_PI)) v = 0;
+            w[i] = v;
+        }
+        snprintf(name, sizeof name, "layer%d.npy", l + 1);
+        if ((rc = d2_path_join(path, sizeof path, dir, name, e))) goto done;
+        if ((rc = npy_write(path, NPY_F32, 2, shape, w, e))) goto done;
+        cJSON_AddItemToArray(layers, cJSON_CreateString(name));
+        snprintf(name, sizeof name, "layer%d.png", l + 1);
+        if ((rc = d2_path_join(path, sizeof path, dir, name, e))) goto done;
+        int scale = n < 256 ? 2 : 1;
+        if ((rc = img_write_colormap(path, n, n, w, 0, (float)(2 * M_PI), CMAP_TWILIGHT, scale,
+                                     e)))
+            goto done;
+    }
+    cJSON_AddItemToObject(root, "layers", layers);
+    cJSON_AddItemToObject(root, "history",
+                          m->history ? cJSON_Duplicate(m->history, 1) : cJSON_CreateArray());
+    if (m->test_accuracy >= 0) cJSON_AddNumberToObject(root, "test_accuracy", m->test_accuracy);
+    cJSON_AddNumberToObject(root, "train_seconds", m->train_seconds);
+    cJSON_AddStringToObject(root, "software", "d2fab " D2FAB_VERSION);
+    cJSON_AddStringToObject(root, "format", "d2fab-model");
+    cJSON_AddNumberToObject(root, "version", 1);
+    if ((rc = d2_path_join(path, sizeof path, dir, "model.json", e))) goto done;
+    rc = cfg_write(path, root, e);
+done:
+    cJSON_Delete(root);
+    free(w);
+    return rc;
+}
+
+void input_from_image(const d2_geom *g, const float *img, int rows, int cols, float *out)
+{
+    int n = g->n;
+    /* The image fills a square of side aperture_mm; the longer side sets the
+     * scale. Plane pixel centre (x, y) maps to image coordinates (u, v) in
+     * pixel-centre units, sampled bilinearly; outside the image: opaque. */
+    double side = rows > cols ? rows : cols;
+    double s = side / g->aperture_mm; /* image pixels per mm */
+    for (int i = 0; i < n; i++) {
+        double y = (i - 0.5 * (n - 1)) * g->pitch_mm;
+        double v = y * s + 0.5 * rows - 0.5;
+        for (int j = 0; j < n; j++) {
+            double x = (j - 0.5 * (n - 1)) * g->pitch_mm;
+            double u = x * s + 0.5 * cols - 0.5;
+            float val = 0;
+            if (u > -1 && v > -1 && u < cols && v < rows) {
+                int u0 = (int)floor(u), v0 = (int)floor(v);
+                double fu = u - u0, fv = v - v0;
+                double acc = 0;
+                for (int dv = 0; dv < 2; dv++)
+                    for (int du = 0; du < 2; du++) {
+                        int uu = u0 + du, vv = v0 + dv;
+                        if (uu < 0 || vv < 0 || uu >= cols || vv >= rows) continue;
+                        double wgt = (du ? fu : 1 - fu) * (dv ? fv : 1 - fv);
+                        acc += wgt * img[(size_t)vv * cols + uu];
+                    }
+                val = (float)acc;
+            }
+            out[(size_t)i * n + j] = val;
+        }
+    }
+}
+
+void input_from_u8(const d2_geom *g, const unsigned char *img, int rows, int cols, float *out)
+{
+    float *f = malloc(sizeof(float) * (size_t)rows * cols);
+    if (!f) {
+        memset(out, 0, sizeof(float) * g->n * g->n);
+        return;
+    }
+    for (size_t i = 0; i < (size_t)rows * cols; i++) f[i] = img[i] / 255.0f;
+    input_from_image(g, f, rows, cols, out);
+    free(f);
+}

@@ -1,0 +1,421 @@
+/* The optical chain and its adjoint.
+ *
+ * Each gap is a zero-padded angular-spectrum propagation. Instead of a full
+ * p x p 2-D FFT pair (p = pad * n) we exploit the padding: before the forward
+ * transform only the first n rows hold data, and after the inverse transform
+ * only the first n rows are kept. So a gap costs n row FFTs, p column FFTs,
+ * the transfer-function product, p inverse column FFTs and n inverse row
+ * FFTs: (2n + 2p) 1-D transforms instead of 4p, 3/4 of the work at pad 2. The
+ * column passes run on blocks of COLB adjacent columns with the product by H
+ * fused in between, so each block stays in cache. */
+#include "train/net.h"
+
+#include <fftw3.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define COLB 8
+
+typedef struct ws {
+    float complex *w;                  /* p*p work buffer */
+    float complex *v[D2_MAX_LAYERS];   /* field arriving at each layer, n*n */
+    float complex *o;                  /* field on the detector plane, n*n */
+    float complex *g;                  /* adjoint field, n*n */
+} ws;
+
+struct d2_net {
+    d2_geom g;
+    int n, p, L, threads;
+    float complex *H[D2_MAX_LAYERS + 1];
+    float complex *t[D2_MAX_LAYERS];
+    fftwf_plan row_f, row_b, col_f, col_b;
+    int det_r0[D2_MAX_DET], det_r1[D2_MAX_DET], det_c0[D2_MAX_DET], det_c1[D2_MAX_DET];
+    ws *ws;
+};
+
+static pthread_mutex_t plan_mu = PTHREAD_MUTEX_INITIALIZER;
+static int wisdom_loaded;
+
+static void wisdom_path(char *buf, size_t cap)
+{
+    const char *env = getenv("D2FAB_WISDOM");
+    if (env && *env) {
+        snprintf(buf, cap, "%s", env);
+        return;
+    }
+    const char *home = getenv("HOME");
+    snprintf(buf, cap, "%s/.cache/d2fab/wisdom-fftwf", home && *home ? home : ".");
+}
+
+static void wisdom_load(void)
+{
+    if (wisdom_loaded) return;
+    wisdom_loaded = 1;
+    char path[1024];
+    wisdom_path(path, sizeof path);
+    fftwf_import_wisdom_from_filename(path);
+}
+
+/* Best effort: wisdom only saves planning time, so failing to store it is not
+ * an error. Written to a temporary name and renamed, like every output. */
+static void wisdom_save(void)
+{
+    char path[1024], tmp[1100], dir[1024];
+    wisdom_path(path, sizeof path);
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = 0;
+        char *s = dir + 1;
+        while ((s = strchr(s, '/'))) {
+            *s = 0;
+            mkdir(dir, 0777);
+            *s++ = '/';
+        }
+        mkdir(dir, 0777);
+    }
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    if (fftwf_export_wisdom_to_filename(tmp)) {
+        if (rename(tmp, path) != 0) remove(tmp);
+    } else {
+        remove(tmp);
+    }
+}
+
+void geom_det_rect(const d2_geom *g, int k, int *r0, int *r1, int *c0, int *c1)
+{
+    double half = 0.5 * g->det_size_mm / g->pitch_mm;
+    double cx = g->det_x_mm[k] / g->pitch_mm + 0.5 * (g->n - 1);
+    double cy = g->det_y_mm[k] / g->pitch_mm + 0.5 * (g->n - 1);
+    /* Pixels whose centres fall inside the square. */
+    *c0 = (int)ceil(cx - half);
+    *c1 = (int)floor(cx + half) + 1;
+    *r0 = (int)ceil(cy - half);
+    *r1 = (int)floor(cy + half) + 1;
+    if (*c0 < 0) *c0 = 0;
+    if (*r0 < 0) *r0 = 0;
+    if (*c1 > g->n) *c1 = g->n;
+    if (*r1 > g->n) *r1 = g->n;
+}
+
+const d2_geom *net_geom(const d2_net *net) { return &net->g; }
+
+d2_net *net_new(const d2_geom *g, int threads, d2_err *e)
+{
+    if (threads < 1) threads = 1;
+    d2_net *net = d2_calloc(1, sizeof *net, "network", e);
+    if (!net) return NULL;
+    net->g = *g;
+    net->n = g->n;
+    net->p = g->pad * g->n;
+    net->L = g->layers;
+    net->threads = threads;
+    int n = net->n, p = net->p;
+    size_t nn = (size_t)n * n, pp = (size_t)p * p;
+
+    for (int k = 0; k <= net->L; k++) {
+        net->H[k] = fftwf_malloc(pp * sizeof(float complex));
+        if (!net->H[k]) goto oom;
+        asm_transfer(net->H[k], p, g->pitch_mm, g->wavelength_mm, g->gap_mm[k]);
+    }
+    for (int l = 0; l < net->L; l++) {
+        net->t[l] = fftwf_malloc(nn * sizeof(float complex));
+        if (!net->t[l]) goto oom;
+        for (size_t i = 0; i < nn; i++) net->t[l][i] = 1.0f;
+    }
+    net->ws = d2_calloc((size_t)threads, sizeof *net->ws, "workspaces", e);
+    if (!net->ws) goto fail;
+    for (int t = 0; t < threads; t++) {
+        ws *w = &net->ws[t];
+        w->w = fftwf_malloc(pp * sizeof(float complex));
+        w->o = fftwf_malloc(nn * sizeof(float complex));
+        w->g = fftwf_malloc(nn * sizeof(float complex));
+        if (!w->w || !w->o || !w->g) goto oom;
+        for (int l = 0; l < net->L; l++) {
+            w->v[l] = fftwf_malloc(nn * sizeof(float complex));
+            if (!w->v[l]) goto oom;
+        }
+    }
+    for (int k = 0; k < g->ndet; k++)
+        geom_det_rect(g, k, &net->det_r0[k], &net->det_r1[k], &net->det_c0[k], &net->det_c1[k]);
+
+    /* Plans are made once per size; FFTW's planner is not thread-safe. */
+    pthread_mutex_lock(&plan_mu);
+    wisdom_load();
+    fftwf_complex *buf = (fftwf_complex *)net->ws[0].w;
+    int len[1] = {p};
+    int colb = p % COLB == 0 ? COLB : 1;
+    unsigned flags = FFTW_MEASURE;
+    memset(buf, 0, pp * sizeof(float complex));
+    net->row_f = fftwf_plan_many_dft(1, len, n, buf, NULL, 1, p, buf, NULL, 1, p, FFTW_FORWARD, flags);
+    net->row_b = fftwf_plan_many_dft(1, len, n, buf, NULL, 1, p, buf, NULL, 1, p, FFTW_BACKWARD, flags);
+    net->col_f = fftwf_plan_many_dft(1, len, colb, buf, NULL, p, 1, buf, NULL, p, 1, FFTW_FORWARD, flags);
+    net->col_b = fftwf_plan_many_dft(1, len, colb, buf, NULL, p, 1, buf, NULL, p, 1, FFTW_BACKWARD, flags);
+    wisdom_save();
+    pthread_mutex_unlock(&plan_mu);
+    if (!net->row_f || !net->row_b || !net->col_f || !net->col_b) {
+        d2_fail(e, D2_EIO, "FFTW could not plan transforms of size %d", p);
+        goto fail;
+    }
+    return net;
+oom:
+    d2_fail(e, D2_EIO, "out of memory building the %d x %d network (FFT size %d)", n, n, p);
+fail:
+    net_free(net);
+    return NULL;
+}
+
+void net_free(d2_net *net)
+{
+    if (!net) return;
+    for (int k = 0; k <= D2_MAX_LAYERS; k++) fftwf_free(net->H[k]);
+    for (int l = 0; l < D2_MAX_LAYERS; l++) fftwf_free(net->t[l]);
+    if (net->ws) {
+        for (int t = 0; t < net->threads; t++) {
+            ws *w = &net->ws[t];
+            fftwf_free(w->w);
+            fftwf_free(w->o);
+            fftwf_free(w->g);
+            for (int l = 0; l < D2_MAX_LAYERS; l++) fftwf_free(w->v[l]);
+        }
+        free(net->ws);
+    }
+    pthread_mutex_lock(&plan_mu);
+    if (net->row_f) fftwf_destroy_plan(net->row_f);
+    if (net->row_b) fftwf_destroy_plan(net->row_b);
+    if (net->col_f) fftwf_destroy_plan(net->col_f);
+    if (net->col_b) fftwf_destroy_plan(net->col_b);
+    pthread_mutex_unlock(&plan_mu);
+    free(net);
+}
+
+void net_set_transmission(d2_net *net, int l, const float complex *t)
+{
+    memcpy(net->t[l], t, (size_t)net->n * net->n * sizeof *t);
+}
+
+void net_set_phase(d2_net *net, int l, const float *phase, const float *amp)
+{
+    size_t nn = (size_t)net->n * net->n;
+    const d2_geom *g = &net->g;
+    /* Coupled material: a = exp(-2 pi kappa h / lambda), h = base + wrap(phi) c. */
+    double alpha = 2.0 * M_PI * g->kappa / g->wavelength_mm;
+    double c = g->wavelength_mm / (2.0 * M_PI * (g->index - 1.0));
+    for (size_t i = 0; i < nn; i++) {
+        float ph = phase[i];
+        float a = 1.0f;
+        if (amp)
+            a = amp[i];
+        else if (g->coupled) {
+            double w = fmod((double)ph, 2.0 * M_PI);
+            if (w < 0) w += 2.0 * M_PI;
+            a = (float)exp(-alpha * (g->base_mm + w * c));
+        }
+        net->t[l][i] = a * (cosf(ph) + I * sinf(ph));
+    }
+}
+
+void net_set_model(d2_net *net, const d2_model *m)
+{
+    for (int l = 0; l < net->L; l++) net_set_phase(net, l, m->phase[l], m->amp[l]);
+}
+
+void net_set_gap(d2_net *net, int k, double z_mm, double wavelength_mm)
+{
+    asm_transfer(net->H[k], net->p, net->g.pitch_mm,
+                 wavelength_mm > 0 ? wavelength_mm : net->g.wavelength_mm, z_mm);
+}
+
+/* Rows 0..n-1 of w hold the padded input (columns n..p-1 already zero);
+ * zero rows n..p-1, transform, apply H (or its conjugate), transform back.
+ * The result's first n x n block is left in w. */
+static void prop_core(const d2_net *net, float complex *w, const float complex *H, int adjoint)
+{
+    int n = net->n, p = net->p;
+    memset(w + (size_t)n * p, 0, (size_t)(p - n) * p * sizeof *w);
+    fftwf_execute_dft(net->row_f, (fftwf_complex *)w, (fftwf_complex *)w);
+    int colb = p % COLB == 0 ? COLB : 1;
+    for (int j0 = 0; j0 < p; j0 += colb) {
+        fftwf_complex *blk = (fftwf_complex *)(w + j0);
+        fftwf_execute_dft(net->col_f, blk, blk);
+        for (int r = 0; r < p; r++) {
+            float complex *row = w + (size_t)r * p + j0;
+            const float complex *h = H + (size_t)r * p + j0;
+            if (adjoint)
+                for (int c = 0; c < colb; c++) row[c] *= conjf(h[c]);
+            else
+                for (int c = 0; c < colb; c++) row[c] *= h[c];
+        }
+        fftwf_execute_dft(net->col_b, blk, blk);
+    }
+    fftwf_execute_dft(net->row_b, (fftwf_complex *)w, (fftwf_complex *)w);
+}
+
+static void crop(const d2_net *net, const float complex *w, float complex *dst)
+{
+    int n = net->n, p = net->p;
+    for (int i = 0; i < n; i++) memcpy(dst + (size_t)i * n, w + (size_t)i * p, n * sizeof *dst);
+}
+
+/* Forward chain; leaves the field at each layer in s->v and the detector
+ * field in s->o. Returns the input energy. */
+static double forward(d2_net *net, const float *in, ws *s)
+{
+    int n = net->n, p = net->p, L = net->L;
+    float complex *w = s->w;
+    double ein = 0;
+    for (int i = 0; i < n; i++) {
+        float complex *row = w + (size_t)i * p;
+        const float *a = in + (size_t)i * n;
+        for (int j = 0; j < n; j++) {
+            row[j] = a[j];
+            ein += (double)a[j] * a[j];
+        }
+        memset(row + n, 0, (size_t)(p - n) * sizeof *row);
+    }
+    prop_core(net, w, net->H[0], 0);
+    for (int l = 0; l < L; l++) {
+        crop(net, w, s->v[l]);
+        const float complex *t = net->t[l], *v = s->v[l];
+        for (int i = 0; i < n; i++) {
+            float complex *row = w + (size_t)i * p;
+            const float complex *tr = t + (size_t)i * n, *vr = v + (size_t)i * n;
+            for (int j = 0; j < n; j++) row[j] = tr[j] * vr[j];
+            memset(row + n, 0, (size_t)(p - n) * sizeof *row);
+        }
+        prop_core(net, w, net->H[l + 1], 0);
+    }
+    crop(net, w, s->o);
+    return ein;
+}
+
+static double detect(const d2_net *net, const float complex *o, double ein, float *det)
+{
+    int n = net->n;
+    double norm = ein > 0 ? 1.0 / ein : 0.0;
+    for (int k = 0; k < net->g.ndet; k++) {
+        double sum = 0;
+        for (int r = net->det_r0[k]; r < net->det_r1[k]; r++)
+            for (int c = net->det_c0[k]; c < net->det_c1[k]; c++) {
+                float complex z = o[(size_t)r * n + c];
+                sum += (double)(crealf(z) * crealf(z) + cimagf(z) * cimagf(z));
+            }
+        det[k] = (float)(sum * norm);
+    }
+    double tot = 0;
+    for (size_t i = 0; i < (size_t)n * n; i++)
+        tot += (double)(crealf(o[i]) * crealf(o[i]) + cimagf(o[i]) * cimagf(o[i]));
+    return tot * norm;
+}
+
+double net_infer(d2_net *net, const float *in, float *det, float *intensity, int tid)
+{
+    ws *s = &net->ws[tid];
+    double ein = forward(net, in, s);
+    if (intensity) {
+        double norm = ein > 0 ? 1.0 / ein : 0.0;
+        for (size_t i = 0; i < (size_t)net->n * net->n; i++) {
+            float complex z = s->o[i];
+            intensity[i] = (float)((crealf(z) * crealf(z) + cimagf(z) * cimagf(z)) * norm);
+        }
+    }
+    return detect(net, s->o, ein, det);
+}
+
+double net_loss(const float *det, int ndet, int label, d2_loss loss, double temperature,
+                double *dl_de)
+{
+    double S = 0, s[D2_MAX_DET];
+    for (int k = 0; k < ndet; k++) S += det[k];
+    if (!(S > 0)) S = 1e-30;
+    for (int k = 0; k < ndet; k++) s[k] = det[k] / S;
+    double dl_ds[D2_MAX_DET], L = 0;
+    if (loss == LOSS_SOFTMAX) {
+        /* logits z = s / T; L = -log softmax(z)[label] */
+        double zmax = -INFINITY, p[D2_MAX_DET] = {0}, Z = 0;
+        for (int k = 0; k < ndet; k++) zmax = fmax(zmax, s[k] / temperature);
+        for (int k = 0; k < ndet; k++) Z += (p[k] = exp(s[k] / temperature - zmax));
+        for (int k = 0; k < ndet; k++) p[k] /= Z;
+        L = -log(fmax(p[label], 1e-300));
+        for (int k = 0; k < ndet; k++) dl_ds[k] = (p[k] - (k == label)) / temperature;
+    } else {
+        for (int k = 0; k < ndet; k++) {
+            double d = s[k] - (k == label);
+            L += d * d;
+            dl_ds[k] = 2.0 * d;
+        }
+    }
+    if (dl_de) {
+        /* s_k = E_k / S: dL/dE_j = (dL/ds_j - sum_k dL/ds_k s_k) / S */
+        double dot = 0;
+        for (int k = 0; k < ndet; k++) dot += dl_ds[k] * s[k];
+        for (int k = 0; k < ndet; k++) dl_de[k] = (dl_ds[k] - dot) / S;
+    }
+    return L;
+}
+
+double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double temperature,
+                float complex **gt, float *det, int tid)
+{
+    ws *s = &net->ws[tid];
+    int n = net->n, p = net->p, L = net->L;
+    double ein = forward(net, in, s);
+    detect(net, s->o, ein, det);
+    double dl_de[D2_MAX_DET];
+    double lossv = net_loss(det, net->g.ndet, label, loss, temperature, dl_de);
+
+    /* dL/do* = dL/dI * o with dL/dI = dL/dE_k / ein inside detector k. The
+     * adjoint field starts non-zero only inside the detectors. */
+    float complex *w = s->w;
+    for (int i = 0; i < n; i++) memset(w + (size_t)i * p, 0, (size_t)p * sizeof *w);
+    for (int k = 0; k < net->g.ndet; k++) {
+        float gk = (float)(dl_de[k] / ein);
+        for (int r = net->det_r0[k]; r < net->det_r1[k]; r++)
+            for (int c = net->det_c0[k]; c < net->det_c1[k]; c++)
+                w[(size_t)r * p + c] = gk * s->o[(size_t)r * n + c];
+    }
+    prop_core(net, w, net->H[L], 1);
+
+    for (int l = L - 1; l >= 0; l--) {
+        /* w holds G = dL/du_l* with u_l = t_l v_l: dL/dt_l* = G conj(v_l), and
+         * dL/dv_l* = conj(t_l) G feeds the adjoint of the previous gap. */
+        const float complex *t = net->t[l], *v = s->v[l];
+        float complex *gl = gt[l];
+        for (int i = 0; i < n; i++) {
+            float complex *row = w + (size_t)i * p;
+            const float complex *tr = t + (size_t)i * n, *vr = v + (size_t)i * n;
+            float complex *grow = gl + (size_t)i * n;
+            for (int j = 0; j < n; j++) {
+                float complex G = row[j];
+                grow[j] += G * conjf(vr[j]);
+                row[j] = conjf(tr[j]) * G;
+            }
+            if (l > 0) memset(row + n, 0, (size_t)(p - n) * sizeof *row);
+        }
+        if (l > 0) prop_core(net, w, net->H[l], 1);
+    }
+    return lossv;
+}
+
+float net_phase_beta(const d2_geom *g)
+{
+    return g->coupled ? (float)(g->kappa / (g->index - 1.0)) : 0.0f;
+}
+
+void net_phase_grad(const float complex *gt, const float complex *t, float beta, size_t count,
+                    float *grad)
+{
+    /* t = a(phi) exp(i phi) with da/dphi = -beta a: dt/dphi = t (i - beta), so
+     * dL/dphi = 2 Re(conj(dL/dt*) t (i - beta)). */
+    for (size_t i = 0; i < count; i++) {
+        float complex c = conjf(gt[i]) * t[i];
+        grad[i] = 2.0f * (-cimagf(c) - beta * crealf(c));
+    }
+}
+
+const float complex *net_transmission(const d2_net *net, int l) { return net->t[l]; }

@@ -1,0 +1,534 @@
+/* Trainer (Adam on the phases, thread pool over the samples of a batch) and
+ * evaluation. */
+#include "train/train.h"
+
+#include <complex.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/fileio.h"
+#include "core/image.h"
+#include "core/npy.h"
+#include "core/util.h"
+#include "train/net.h"
+
+int eval_argmax(const float *det, int ndet)
+{
+    int best = 0;
+    for (int k = 1; k < ndet; k++)
+        if (det[k] > det[best]) best = k;
+    return best;
+}
+
+cJSON *eval_to_json(const eval_result *r, int ndet)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "test_images", r->count);
+    cJSON_AddNumberToObject(o, "correct", r->correct);
+    cJSON_AddNumberToObject(o, "accuracy", r->accuracy);
+    cJSON_AddNumberToObject(o, "detector_efficiency", r->efficiency);
+    cJSON_AddNumberToObject(o, "output_efficiency", r->output_efficiency);
+    cJSON *pc = cJSON_AddArrayToObject(o, "class_accuracy");
+    cJSON *cm = cJSON_AddArrayToObject(o, "confusion");
+    for (int k = 0; k < ndet; k++) {
+        cJSON_AddItemToArray(pc, cJSON_CreateNumber(
+                                     r->class_count[k] ? (double)r->class_correct[k] / r->class_count[k] : 0));
+        cJSON *row = cJSON_CreateIntArray(r->confusion[k], ndet);
+        cJSON_AddItemToArray(cm, row);
+    }
+    return o;
+}
+
+/* ---- evaluation --------------------------------------------------------- */
+
+typedef struct eval_job {
+    d2_net *net;
+    const d2_dataset *ds;
+    int start, count;
+    float **in;     /* per-thread input plane */
+    float *det;     /* count x ndet */
+    double *tot;    /* count: energy on the output plane */
+} eval_job;
+
+static void eval_one(void *arg, int i, int tid)
+{
+    eval_job *j = arg;
+    const d2_geom *g = net_geom(j->net);
+    int idx = j->start + i;
+    size_t px = (size_t)j->ds->rows * j->ds->cols;
+    input_from_u8(g, j->ds->images + px * idx, j->ds->rows, j->ds->cols, j->in[tid]);
+    j->tot[i] = net_infer(j->net, j->in[tid], j->det + (size_t)i * g->ndet, NULL, tid);
+}
+
+int eval_net(d2_net *net, const d2_dataset *ds, int limit, d2_pool *pool, FILE *progress,
+             eval_result *r, float *det_out, d2_err *e)
+{
+    const d2_geom *g = net_geom(net);
+    int count = limit > 0 && limit < ds->count ? limit : ds->count;
+    int T = d2_pool_threads(pool), rc = 0;
+    memset(r, 0, sizeof *r);
+    const int chunk = 256;
+    eval_job j = {net, ds, 0, 0, NULL, NULL, NULL};
+    j.in = d2_calloc((size_t)T, sizeof *j.in, "input planes", e);
+    j.det = d2_malloc(sizeof(float) * chunk * g->ndet, "detector energies", e);
+    j.tot = d2_malloc(sizeof(double) * chunk, "energies", e);
+    if (!j.in || !j.det || !j.tot) {
+        rc = D2_EIO;
+        goto done;
+    }
+    for (int t = 0; t < T; t++)
+        if (!(j.in[t] = d2_malloc(sizeof(float) * g->n * g->n, "input plane", e))) {
+            rc = D2_EIO;
+            goto done;
+        }
+    d2_progress pr;
+    d2_progress_start(&pr, progress, "eval");
+    double eff = 0, oeff = 0;
+    for (int s = 0; s < count; s += chunk) {
+        j.start = s;
+        j.count = count - s < chunk ? count - s : chunk;
+        d2_pool_run(pool, eval_one, &j, j.count);
+        for (int i = 0; i < j.count; i++) {
+            const float *d = j.det + (size_t)i * g->ndet;
+            int lab = ds->labels[s + i], pred = eval_argmax(d, g->ndet);
+            double sum = 0;
+            for (int k = 0; k < g->ndet; k++) sum += d[k];
+            eff += sum;
+            oeff += j.tot[i];
+            if (lab < D2_MAX_DET) {
+                r->class_count[lab]++;
+                r->confusion[lab][pred]++;
+                if (pred == lab) {
+                    r->class_correct[lab]++;
+                    r->correct++;
+                }
+            }
+            if (det_out) memcpy(det_out + (size_t)(s + i) * g->ndet, d, sizeof(float) * g->ndet);
+        }
+        char extra[64];
+        snprintf(extra, sizeof extra, "acc %.2f%%", 100.0 * r->correct / (s + j.count));
+        d2_progress_update(&pr, s + j.count, count, extra);
+    }
+    r->count = count;
+    r->accuracy = count ? (double)r->correct / count : 0;
+    r->efficiency = count ? eff / count : 0;
+    r->output_efficiency = count ? oeff / count : 0;
+    if (progress && count >= 2000) {
+        char extra[64];
+        snprintf(extra, sizeof extra, "accuracy %.2f%%", 100 * r->accuracy);
+        d2_progress_end(&pr, extra);
+    }
+done:
+    if (j.in)
+        for (int t = 0; t < T; t++) free(j.in[t]);
+    free(j.in);
+    free(j.det);
+    free(j.tot);
+    return rc;
+}
+
+/* A montage of output intensities: up to 10 test images side by side, each
+ * normalised to its own peak, with the detector squares drawn in white and
+ * the true class's detector in green. */
+static int write_output_png(d2_net *net, const d2_dataset *ds, const char *path, d2_err *e)
+{
+    const d2_geom *g = net_geom(net);
+    int n = g->n, cnt = ds->count < 10 ? ds->count : 10, sc = n < 150 ? 2 : 1;
+    int cell = n * sc + 4, W = cell * cnt, H = cell;
+    uint8_t *rgb = d2_calloc((size_t)W * H * 3, 1, "preview", e);
+    float *in = d2_malloc(sizeof(float) * n * n, "input", e);
+    float *inten = d2_malloc(sizeof(float) * n * n, "intensity", e);
+    int rc = D2_EIO;
+    if (!rgb || !in || !inten) goto done;
+    for (int s = 0; s < cnt; s++) {
+        float det[D2_MAX_DET];
+        input_from_u8(g, ds->images + (size_t)s * ds->rows * ds->cols, ds->rows, ds->cols, in);
+        net_infer(net, in, det, inten, 0);
+        float mx = 0;
+        for (int i = 0; i < n * n; i++) mx = fmaxf(mx, inten[i]);
+        for (int i = 0; i < n * sc; i++)
+            for (int jx = 0; jx < n * sc; jx++) {
+                float v = mx > 0 ? inten[(i / sc) * n + jx / sc] / mx : 0;
+                uint8_t *px = rgb + ((size_t)(i + 2) * W + s * cell + jx + 2) * 3;
+                img_cmap_rgb(CMAP_INFERNO, sqrtf(v), px);
+            }
+        for (int k = 0; k < g->ndet; k++) {
+            int r0, r1, c0, c1;
+            geom_det_rect(g, k, &r0, &r1, &c0, &c1);
+            uint8_t col[3] = {255, 255, 255};
+            if (k == ds->labels[s]) col[0] = 0, col[2] = 0;
+            for (int i = r0 * sc; i < r1 * sc; i++)
+                for (int jx = c0 * sc; jx < c1 * sc; jx++) {
+                    if (i != r0 * sc && i != r1 * sc - 1 && jx != c0 * sc && jx != c1 * sc - 1)
+                        continue;
+                    memcpy(rgb + ((size_t)(i + 2) * W + s * cell + jx + 2) * 3, col, 3);
+                }
+        }
+    }
+    rc = img_write_rgb8(path, W, H, rgb, e);
+done:
+    free(rgb);
+    free(in);
+    free(inten);
+    return rc;
+}
+
+int eval_model(const d2_model *m, const char *data_dir, int limit, int threads,
+               const char *png_path, FILE *progress, eval_result *r, d2_err *e)
+{
+    d2_dataset ds = {0};
+    d2_pool *pool = NULL;
+    d2_net *net = NULL;
+    int rc = dataset_load(data_dir, m->t.dataset, 1, &ds, e);
+    if (rc) return rc;
+    if (!(pool = d2_pool_new(threads, e)) || !(net = net_new(&m->g, d2_pool_threads(pool), e))) {
+        rc = e->code ? e->code : D2_EIO;
+        goto done;
+    }
+    net_set_model(net, m);
+    if ((rc = eval_net(net, &ds, limit, pool, progress, r, NULL, e))) goto done;
+    if (png_path) rc = write_output_png(net, &ds, png_path, e);
+done:
+    net_free(net);
+    d2_pool_free(pool);
+    dataset_free(&ds);
+    return rc;
+}
+
+/* ---- training ----------------------------------------------------------- */
+
+typedef struct adam {
+    float *m[D2_MAX_LAYERS], *v[D2_MAX_LAYERS];
+    long step;
+} adam;
+
+typedef struct train_job {
+    d2_net *net;
+    const d2_dataset *ds;
+    const d2_model *model;
+    const int *idx;     /* sample indices of this batch */
+    int bsz;
+    int threads;
+    float complex ***grad; /* [thread][layer] n*n: dL/dt* summed over samples */
+    float **in;         /* [thread] input plane */
+    double *loss;       /* [thread] */
+    int *correct;       /* [thread] */
+} train_job;
+
+/* Thread tid takes samples tid, tid + T, ... of the batch, in order, so the
+ * floating-point sums do not depend on timing: the same seed and thread count
+ * give the same model. */
+static void train_part(void *arg, int part, int tid)
+{
+    (void)tid;
+    train_job *j = arg;
+    const d2_geom *g = net_geom(j->net);
+    size_t px = (size_t)j->ds->rows * j->ds->cols;
+    j->loss[part] = 0;
+    j->correct[part] = 0;
+    for (int b = part; b < j->bsz; b += j->threads) {
+        int s = j->idx[b];
+        float det[D2_MAX_DET];
+        input_from_u8(g, j->ds->images + px * s, j->ds->rows, j->ds->cols, j->in[part]);
+        j->loss[part] += net_grad(j->net, j->in[part], j->ds->labels[s], j->model->t.loss,
+                                  j->model->t.temperature, j->grad[part], det, part);
+        j->correct[part] += eval_argmax(det, g->ndet) == j->ds->labels[s];
+    }
+}
+
+static int save_checkpoint(const char *out, const d2_model *m, const adam *a, int epoch,
+                           const d2_rng *rng, d2_err *e)
+{
+    char dir[4096], path[4200], name[64];
+    int rc, n = m->g.n, L = m->g.layers;
+    size_t nn = (size_t)n * n, shape[3] = {(size_t)L, (size_t)n, (size_t)n};
+    snprintf(name, sizeof name, "checkpoints/epoch-%04d", epoch);
+    if ((rc = d2_path_join(dir, sizeof dir, out, name, e))) return rc;
+    if ((rc = model_save(dir, m, e))) return rc;
+    float *buf = d2_malloc(sizeof(float) * nn * L, "checkpoint", e);
+    if (!buf) return D2_EIO;
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        for (int l = 0; l < L; l++)
+            memcpy(buf + nn * l, pass ? a->v[l] : a->m[l], sizeof(float) * nn);
+        /* The unwrapped phases: the wrapped layerK.npy lose nothing optically
+         * but Adam continues from the exact values. */
+        snprintf(path, sizeof path, "%s/%s", dir, pass ? "adam_v.npy" : "adam_m.npy");
+        rc = npy_write(path, NPY_F32, 3, shape, buf, e);
+    }
+    for (int l = 0; l < L && !rc; l++) memcpy(buf + nn * l, m->phase[l], sizeof(float) * nn);
+    if (!rc) {
+        snprintf(path, sizeof path, "%s/phase.npy", dir);
+        rc = npy_write(path, NPY_F32, 3, shape, buf, e);
+    }
+    free(buf);
+    if (rc) return rc;
+    cJSON *st = cJSON_CreateObject();
+    cJSON_AddNumberToObject(st, "epoch", epoch);
+    cJSON_AddNumberToObject(st, "adam_step", (double)a->step);
+    char hex[80];
+    snprintf(hex, sizeof hex, "%016llx%016llx%016llx%016llx", (unsigned long long)rng->s[0],
+             (unsigned long long)rng->s[1], (unsigned long long)rng->s[2],
+             (unsigned long long)rng->s[3]);
+    cJSON_AddStringToObject(st, "rng", hex);
+    snprintf(path, sizeof path, "%s/state.json", dir);
+    rc = cfg_write(path, st, e);
+    cJSON_Delete(st);
+    if (rc) return rc;
+    /* The pointer is written last: a checkpoint counts once it names it. */
+    if ((rc = d2_path_join(path, sizeof path, out, "checkpoints/latest", e))) return rc;
+    snprintf(name, sizeof name, "epoch-%04d\n", epoch);
+    if ((rc = d2_write_file(path, name, strlen(name), e))) return rc;
+    if (epoch > 1) {
+        /* Keep only the latest complete checkpoint. */
+        char old[4200];
+        snprintf(old, sizeof old, "%s/checkpoints/epoch-%04d", out, epoch - 1);
+        char f[4400];
+        const char *files[] = {"adam_m.npy", "adam_v.npy", "phase.npy", "state.json",
+                               "model.json"};
+        for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+            snprintf(f, sizeof f, "%s/%s", old, files[i]);
+            remove(f);
+        }
+        for (int l = 1; l <= L; l++) {
+            snprintf(f, sizeof f, "%s/layer%d.npy", old, l);
+            remove(f);
+            snprintf(f, sizeof f, "%s/layer%d.png", old, l);
+            remove(f);
+        }
+        remove(old);
+    }
+    return 0;
+}
+
+static int load_checkpoint(const char *out, d2_model *m, adam *a, int *epoch, d2_rng *rng,
+                           d2_err *e)
+{
+    char path[4400], dir[4200], *txt = NULL;
+    size_t len;
+    int rc;
+    snprintf(path, sizeof path, "%s/checkpoints/latest", out);
+    if ((rc = d2_read_file(path, 256, &txt, &len, e)))
+        return d2_err_prefix(e, "--resume: no complete checkpoint in %s", out);
+    txt[strcspn(txt, "\r\n")] = 0;
+    if ((rc = d2_path_inside(out, txt, "checkpoints/latest", e))) {
+        free(txt);
+        return rc;
+    }
+    snprintf(dir, sizeof dir, "%s/checkpoints/%s", out, txt);
+    free(txt);
+    d2_model ck;
+    if ((rc = model_load(dir, &ck, e))) return rc;
+    if (ck.g.n != m->g.n || ck.g.layers != m->g.layers) {
+        model_free(&ck);
+        return d2_fail(e, D2_EINPUT,
+                       "%s: checkpoint has %d layers of %d x %d, the config %d of %d x %d", dir,
+                       ck.g.layers, ck.g.n, ck.g.n, m->g.layers, m->g.n, m->g.n);
+    }
+    cJSON_Delete(m->history);
+    m->history = ck.history;
+    ck.history = NULL;
+    m->train_seconds = ck.train_seconds;
+    model_free(&ck);
+    int n = m->g.n, L = m->g.layers;
+    size_t nn = (size_t)n * n;
+    const char *names[3] = {"adam_m.npy", "adam_v.npy", "phase.npy"};
+    for (int f = 0; f < 3; f++) {
+        npy_array arr;
+        snprintf(path, sizeof path, "%s/%s", dir, names[f]);
+        if ((rc = npy_read(path, &arr, e))) return rc;
+        if (arr.dtype != NPY_F32 || arr.ndim != 3 || arr.shape[0] != (size_t)L ||
+            arr.shape[1] != (size_t)n || arr.shape[2] != (size_t)n) {
+            npy_free(&arr);
+            return d2_fail(e, D2_EINPUT, "%s: expected float32 (%d, %d, %d)", path, L, n, n);
+        }
+        for (int l = 0; l < L; l++)
+            memcpy(f == 0 ? a->m[l] : f == 1 ? a->v[l] : m->phase[l],
+                   (float *)arr.data + nn * l, sizeof(float) * nn);
+        npy_free(&arr);
+    }
+    cJSON *st = NULL;
+    snprintf(path, sizeof path, "%s/state.json", dir);
+    if ((rc = cfg_load(path, &st, e))) return rc;
+    const cJSON *ep = cJSON_GetObjectItemCaseSensitive(st, "epoch");
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(st, "adam_step");
+    const cJSON *rg = cJSON_GetObjectItemCaseSensitive(st, "rng");
+    if (!cJSON_IsNumber(ep) || !cJSON_IsNumber(sp) || !cJSON_IsString(rg) ||
+        strlen(rg->valuestring) != 64) {
+        cJSON_Delete(st);
+        return d2_fail(e, D2_EINPUT, "%s: needs \"epoch\", \"adam_step\" and \"rng\"", path);
+    }
+    *epoch = ep->valueint;
+    a->step = (long)sp->valuedouble;
+    for (int i = 0; i < 4; i++) {
+        char part[17];
+        memcpy(part, rg->valuestring + 16 * i, 16);
+        part[16] = 0;
+        rng->s[i] = strtoull(part, NULL, 16);
+    }
+    cJSON_Delete(st);
+    return 0;
+}
+
+int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_err *e)
+{
+    const d2_train_opts *t = &m->t;
+    const d2_geom *g = &m->g;
+    int n = g->n, L = g->layers, rc = 0, T = 0;
+    size_t nn = (size_t)n * n;
+    d2_dataset tr = {0}, te = {0};
+    d2_pool *pool = NULL;
+    d2_net *net = NULL;
+    adam a = {0};
+    train_job j = {0};
+    int *order = NULL;
+    float *pgrad = NULL;
+    d2_rng rng;
+    int first_epoch = 0;
+
+    if ((rc = dataset_load(ro->data_dir, t->dataset, 0, &tr, e))) return rc;
+    if ((rc = dataset_load(ro->data_dir, t->dataset, 1, &te, e))) goto done;
+    if (!(pool = d2_pool_new(ro->threads, e))) goto fail;
+    T = d2_pool_threads(pool);
+    if (!(net = net_new(g, T, e))) goto fail;
+    for (int l = 0; l < L; l++) {
+        a.m[l] = d2_calloc(nn, sizeof(float), "Adam state", e);
+        a.v[l] = d2_calloc(nn, sizeof(float), "Adam state", e);
+        if (!a.m[l] || !a.v[l]) goto fail;
+    }
+    j.grad = d2_calloc((size_t)T, sizeof *j.grad, "gradients", e);
+    j.in = d2_calloc((size_t)T, sizeof *j.in, "inputs", e);
+    j.loss = d2_calloc((size_t)T, sizeof *j.loss, "losses", e);
+    j.correct = d2_calloc((size_t)T, sizeof *j.correct, "counts", e);
+    if (!j.grad || !j.in || !j.loss || !j.correct) goto fail;
+    for (int k = 0; k < T; k++) {
+        j.grad[k] = d2_calloc((size_t)L, sizeof(float complex *), "gradients", e);
+        j.in[k] = d2_malloc(sizeof(float) * nn, "input plane", e);
+        if (!j.grad[k] || !j.in[k]) goto fail;
+        for (int l = 0; l < L; l++)
+            if (!(j.grad[k][l] = d2_calloc(nn, sizeof(float complex), "gradients", e))) goto fail;
+    }
+    int ntrain = t->train_limit > 0 && t->train_limit < tr.count ? t->train_limit : tr.count;
+    if (!(order = d2_malloc(sizeof(int) * ntrain, "sample order", e))) goto fail;
+    if (!(pgrad = d2_malloc(sizeof(float) * nn, "phase gradient", e))) goto fail;
+    float beta = net_phase_beta(g);
+    d2_rng_seed(&rng, t->seed);
+    if (!m->history) m->history = cJSON_CreateArray();
+    if (ro->resume) {
+        if ((rc = load_checkpoint(out_dir, m, &a, &first_epoch, &rng, e))) goto done;
+        if (ro->progress)
+            fprintf(ro->progress, "resuming after epoch %d of %d\n", first_epoch, t->epochs);
+    }
+    if ((rc = d2_mkdir_p(out_dir, e))) goto done;
+    j.net = net;
+    j.ds = &tr;
+    j.model = m;
+    j.threads = T;
+
+    const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    for (int epoch = first_epoch; epoch < t->epochs; epoch++) {
+        double lr = t->lr * pow(t->lr_decay, epoch), t0 = d2_now();
+        for (int i = 0; i < ntrain; i++) order[i] = i;
+        d2_rng_shuffle(&rng, order, ntrain);
+        double sum_loss = 0;
+        long sum_correct = 0, seen = 0;
+        char label[32], extra[96];
+        snprintf(label, sizeof label, "epoch %d/%d", epoch + 1, t->epochs);
+        d2_progress pr;
+        d2_progress_start(&pr, ro->progress, label);
+        for (int b0 = 0; b0 < ntrain; b0 += t->batch) {
+            j.idx = order + b0;
+            j.bsz = ntrain - b0 < t->batch ? ntrain - b0 : t->batch;
+            for (int l = 0; l < L; l++) net_set_phase(net, l, m->phase[l], NULL);
+            d2_pool_run(pool, train_part, &j, T);
+            a.step++;
+            double bc1 = 1 - pow(b1, (double)a.step), bc2 = 1 - pow(b2, (double)a.step);
+            float scale = 1.0f / j.bsz;
+            for (int l = 0; l < L; l++) {
+                float complex *g0 = j.grad[0][l];
+                float *ph = m->phase[l], *am = a.m[l], *av = a.v[l];
+                for (int k = 1; k < T; k++) {
+                    float complex *gk = j.grad[k][l];
+                    for (size_t i = 0; i < nn; i++) g0[i] += gk[i];
+                    memset(gk, 0, sizeof(float complex) * nn);
+                }
+                net_phase_grad(g0, net_transmission(net, l), beta, nn, pgrad);
+                memset(g0, 0, sizeof(float complex) * nn);
+                float fb1 = (float)b1, fb2 = (float)b2;
+                float step = (float)(lr / bc1), ibc2 = (float)(1.0 / bc2), feps = (float)eps;
+                for (size_t i = 0; i < nn; i++) {
+                    float gr = pgrad[i] * scale;
+                    am[i] = fb1 * am[i] + (1 - fb1) * gr;
+                    av[i] = fb2 * av[i] + (1 - fb2) * gr * gr;
+                    ph[i] -= step * am[i] / (sqrtf(av[i] * ibc2) + feps);
+                }
+            }
+            for (int k = 0; k < T; k++) {
+                sum_loss += j.loss[k];
+                sum_correct += j.correct[k];
+            }
+            seen += j.bsz;
+            snprintf(extra, sizeof extra, "loss %.4f acc %.2f%%", sum_loss / seen,
+                     100.0 * sum_correct / seen);
+            d2_progress_update(&pr, seen, ntrain, extra);
+        }
+        double train_s = d2_now() - t0;
+        d2_progress_end(&pr, extra);
+        /* Test accuracy after each epoch. */
+        for (int l = 0; l < L; l++) net_set_phase(net, l, m->phase[l], NULL);
+        eval_result r;
+        if ((rc = eval_net(net, &te, t->test_limit, pool, ro->progress, &r, NULL, e))) goto done;
+        double secs = d2_now() - t0;
+        m->train_seconds += secs;
+        m->test_accuracy = r.accuracy;
+        cJSON *h = cJSON_CreateObject();
+        cJSON_AddNumberToObject(h, "epoch", epoch + 1);
+        cJSON_AddNumberToObject(h, "learning_rate", lr);
+        cJSON_AddNumberToObject(h, "train_loss", sum_loss / seen);
+        cJSON_AddNumberToObject(h, "train_accuracy", (double)sum_correct / seen);
+        cJSON_AddNumberToObject(h, "test_accuracy", r.accuracy);
+        cJSON_AddNumberToObject(h, "test_images", r.count);
+        cJSON_AddNumberToObject(h, "detector_efficiency", r.efficiency);
+        cJSON_AddNumberToObject(h, "seconds", secs);
+        cJSON_AddNumberToObject(h, "train_samples_per_s", seen / train_s);
+        cJSON_AddNumberToObject(h, "threads", T);
+        cJSON_AddItemToArray(m->history, h);
+        if (ro->progress)
+            fprintf(ro->progress,
+                    "epoch %d: train loss %.4f, train accuracy %.2f%%, test accuracy %.2f%% (%d "
+                    "images), %.0f samples/s\n",
+                    epoch + 1, sum_loss / seen, 100.0 * sum_correct / seen, 100 * r.accuracy,
+                    r.count, seen / train_s);
+        if ((rc = save_checkpoint(out_dir, m, &a, epoch + 1, &rng, e))) goto done;
+        if ((rc = model_save(out_dir, m, e))) goto done;
+    }
+    goto done;
+fail:
+    rc = e->code ? e->code : D2_EIO;
+done:
+    if (j.grad)
+        for (int k = 0; k < T; k++) {
+            if (j.grad[k])
+                for (int l = 0; l < L; l++) free(j.grad[k][l]);
+            free(j.grad[k]);
+        }
+    if (j.in)
+        for (int k = 0; k < T; k++) free(j.in[k]);
+    free(j.grad);
+    free(j.in);
+    free(j.loss);
+    free(j.correct);
+    for (int l = 0; l < L; l++) {
+        free(a.m[l]);
+        free(a.v[l]);
+    }
+    free(order);
+    free(pgrad);
+    net_free(net);
+    d2_pool_free(pool);
+    dataset_free(&tr);
+    dataset_free(&te);
+    return rc;
+}
