@@ -1,13 +1,11 @@
 /* d2fab mesh: writing meshes. Binary STL here; 3MF, OBJ, PLY and glTF
  * binary through Assimp's exporter, from a scene built in C. */
 #include <errno.h>
-#include <fcntl.h>
+#include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <assimp/cexport.h>
 #include <assimp/scene.h>
@@ -214,57 +212,220 @@ fail:
     return NULL;
 }
 
-static int file_size(const char *path, size_t *bytes)
+/* ------------------------------------------------------------------ 3MF */
+
+/* Assimp 5.2's 3MF exporter prints coordinates with six significant digits
+ * (the ostream default): beyond 100 mm that merges vertices 0.1 um apart
+ * (the corner gaps) and rounds heights to 1 um, so 3MF is written here: an
+ * OPC zip with stored (uncompressed) entries and coordinates printed as the
+ * exact float32 values ("%.9g"). */
+
+static uint32_t crc_table[256];
+
+static void crc_init(void)
 {
-    struct stat st;
-    if (stat(path, &st)) return -1;
-    if (bytes) *bytes = (size_t)st.st_size;
-    return 0;
+    if (crc_table[1]) return;
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[n] = c;
+    }
 }
 
-/* The 3MF exporter writes its zip straight to a path: give it a temporary
- * name in the destination folder, then fsync and rename. */
-static int export_3mf(const struct aiScene *sc, const char *path, size_t *bytes, d2_err *e)
+typedef struct zentry {
+    char name[32];
+    uint32_t crc, size, offset;
+} zentry;
+
+/* A zip member being written: bytes go through zput, which keeps the CRC and
+ * the size; the local header is patched when the member ends. */
+typedef struct zip {
+    FILE *fp;
+    zentry ent[4];
+    int n;
+    uint32_t crc;
+    uint64_t size, pos;
+    int bad;
+} zip;
+
+static void put16(unsigned char *b, unsigned v)
 {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 24);
-    if (!tmp) return d2_fail(e, D2_EIO, "out of memory");
-    const char *slash = strrchr(path, '/');
-    size_t dl = slash ? (size_t)(slash - path) + 1 : 0;
-    memcpy(tmp, path, dl);
-    snprintf(tmp + dl, n + 24 - dl, ".%s.tmp-XXXXXX", path + dl);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
+    b[0] = (unsigned char)v;
+    b[1] = (unsigned char)(v >> 8);
+}
+
+static void put32(unsigned char *b, uint32_t v)
+{
+    put16(b, v & 0xffff);
+    put16(b + 2, v >> 16);
+}
+
+static void zraw(zip *z, const void *p, size_t n)
+{
+    if (n && fwrite(p, 1, n, z->fp) != n) z->bad = 1;
+    z->pos += n;
+}
+
+static void zput(zip *z, const char *p, size_t n)
+{
+    uint32_t c = ~z->crc;
+    for (size_t i = 0; i < n; i++) c = crc_table[(c ^ (unsigned char)p[i]) & 0xff] ^ (c >> 8);
+    z->crc = ~c;
+    z->size += n;
+    zraw(z, p, n);
+}
+
+static void zprintf(zip *z, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void zprintf(zip *z, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= (int)sizeof buf) {
+        z->bad = 1;
+        return;
+    }
+    zput(z, buf, (size_t)n);
+}
+
+/* DOS date 1980-01-01 00:00: the files carry no build time. */
+static void local_header(unsigned char *h, const zentry *en)
+{
+    memset(h, 0, 30);
+    put32(h, 0x04034b50);
+    put16(h + 4, 10);
+    put16(h + 12, 0x21);
+    put32(h + 14, en->crc);
+    put32(h + 18, en->size);
+    put32(h + 22, en->size);
+    put16(h + 26, (unsigned)strlen(en->name));
+}
+
+static void zbegin(zip *z, const char *name)
+{
+    zentry *en = z->ent + z->n++;
+    snprintf(en->name, sizeof en->name, "%s", name);
+    en->offset = (uint32_t)z->pos;
+    unsigned char h[30];
+    local_header(h, en);
+    zraw(z, h, 30);
+    zraw(z, en->name, strlen(en->name));
+    z->crc = 0;
+    z->size = 0;
+}
+
+static void zend(zip *z)
+{
+    zentry *en = z->ent + z->n - 1;
+    if (z->size > 0xffffffffu || z->pos > 0xffffffffu) {
+        z->bad = 2; /* would need zip64 */
+        return;
+    }
+    en->crc = z->crc;
+    en->size = (uint32_t)z->size;
+    unsigned char h[30];
+    local_header(h, en);
+    if (fseeko(z->fp, en->offset, SEEK_SET) || fwrite(h, 1, 30, z->fp) != 30 ||
+        fseeko(z->fp, 0, SEEK_END))
+        z->bad = 1;
+}
+
+static void zfinish(zip *z)
+{
+    uint32_t start = (uint32_t)z->pos;
+    for (int i = 0; i < z->n; i++) {
+        const zentry *en = z->ent + i;
+        unsigned char h[46];
+        memset(h, 0, sizeof h);
+        put32(h, 0x02014b50);
+        put16(h + 4, 20);
+        put16(h + 6, 10);
+        put16(h + 14, 0x21);
+        put32(h + 16, en->crc);
+        put32(h + 20, en->size);
+        put32(h + 24, en->size);
+        put16(h + 28, (unsigned)strlen(en->name));
+        put32(h + 42, en->offset);
+        zraw(z, h, 46);
+        zraw(z, en->name, strlen(en->name));
+    }
+    unsigned char t[22];
+    memset(t, 0, sizeof t);
+    put32(t, 0x06054b50);
+    put16(t + 8, (unsigned)z->n);
+    put16(t + 10, (unsigned)z->n);
+    put32(t + 12, (uint32_t)z->pos - start);
+    put32(t + 16, start);
+    zraw(z, t, 22);
+    if (z->pos > 0xffffffffu) z->bad = 2;
+}
+
+static int write_3mf(const char *path, const mesh_part *parts, int nparts, size_t *bytes, d2_err *e)
+{
+    crc_init();
+    d2_out *o = d2_out_open(path, e);
+    if (!o) return e->code;
+    zip z = {d2_out_fp(o), {{{0}}}, 0, 0, 0, 0, 0};
+    zbegin(&z, "[Content_Types].xml");
+    zprintf(&z, "%s",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+            "<Types xmlns=\"http://schemas.openxmlformats.org/package/2006/content-types\">\n"
+            "<Default Extension=\"rels\" "
+            "ContentType=\"application/vnd.openxmlformats-package.relationships+xml\"/>\n"
+            "<Default Extension=\"model\" "
+            "ContentType=\"application/vnd.ms-package.3dmanufacturing-3dmodel+xml\"/>\n"
+            "</Types>\n");
+    zend(&z);
+    zbegin(&z, "_rels/.rels");
+    zprintf(&z, "%s",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+            "<Relationships xmlns=\"http://schemas.openxmlformats.org/package/2006/relationships\">\n"
+            "<Relationship Target=\"/3D/3dmodel.model\" Id=\"rel0\" "
+            "Type=\"http://schemas.microsoft.com/3dmanufacturing/2013/01/3dmodel\"/>\n"
+            "</Relationships>\n");
+    zend(&z);
+    zbegin(&z, "3D/3dmodel.model");
+    zprintf(&z, "%s",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+            "<model unit=\"millimeter\" xml:lang=\"en-US\" "
+            "xmlns=\"http://schemas.microsoft.com/3dmanufacturing/core/2015/02\">\n"
+            "<metadata name=\"Application\">d2fab " D2FAB_VERSION "</metadata>\n<resources>\n");
+    for (int i = 0; i < nparts && !z.bad; i++) {
+        const mesh *m = parts[i].m;
+        char name[64];
+        size_t k = 0;
+        for (const char *s = parts[i].name ? parts[i].name : "part"; *s && k < sizeof name - 1; s++)
+            name[k++] = (*s == '<' || *s == '>' || *s == '&' || *s == '"') ? '_' : *s;
+        name[k] = 0;
+        zprintf(&z, "<object id=\"%d\" name=\"%s\" type=\"model\">\n<mesh>\n<vertices>\n", i + 1,
+                name);
+        for (size_t v = 0; v < m->nv; v++) {
+            float p[3];
+            pos_mm(m, (uint32_t)v, parts[i].offset_mm, p);
+            zprintf(&z, "<vertex x=\"%.9g\" y=\"%.9g\" z=\"%.9g\"/>\n", p[0], p[1], p[2]);
+        }
+        zprintf(&z, "%s", "</vertices>\n<triangles>\n");
+        for (size_t f = 0; f < m->nt; f++)
+            zprintf(&z, "<triangle v1=\"%u\" v2=\"%u\" v3=\"%u\"/>\n", m->t[3 * f], m->t[3 * f + 1],
+                    m->t[3 * f + 2]);
+        zprintf(&z, "%s", "</triangles>\n</mesh>\n</object>\n");
+    }
+    zprintf(&z, "%s", "</resources>\n<build>\n");
+    for (int i = 0; i < nparts; i++) zprintf(&z, "<item objectid=\"%d\"/>\n", i + 1);
+    zprintf(&z, "%s", "</build>\n</model>\n");
+    zend(&z);
+    zfinish(&z);
+    if (z.bad) {
         int err = errno;
-        free(tmp);
-        return d2_fail(e, D2_EIO, "%s: cannot create a temporary file in its folder: %s", path,
-                       strerror(err));
+        d2_out_abort(o);
+        return z.bad == 2 ? d2_fail(e, D2_EINPUT, "%s: the 3MF would exceed 4 GB", path)
+                          : d2_fail(e, D2_EIO, "%s: write failed: %s", path, strerror(err));
     }
-    close(fd);
-    int rc = D2_EIO;
-    if (aiExportScene(sc, "3mf", tmp, 0) != AI_SUCCESS) {
-        d2_fail(e, D2_EIO, "%s: Assimp's 3MF exporter failed", path);
-        goto fail;
-    }
-    fd = open(tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        d2_fail(e, D2_EIO, "%s: %s", path, strerror(errno));
-        if (fd >= 0) close(fd);
-        goto fail;
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        d2_fail(e, D2_EIO, "%s: cannot move the finished file into place: %s", path,
-                strerror(errno));
-        goto fail;
-    }
-    free(tmp);
-    if (file_size(path, bytes)) return d2_fail(e, D2_EIO, "%s: %s", path, strerror(errno));
+    if (d2_out_commit(o, e)) return e->code;
+    if (bytes) *bytes = (size_t)z.pos;
     return 0;
-fail:
-    unlink(tmp);
-    free(tmp);
-    return rc;
 }
 
 static int export_blob(const struct aiScene *sc, const char *id, const char *path, size_t *bytes,
@@ -295,6 +456,7 @@ int mesh_write(const char *path, mesh_format fmt, const mesh_part *parts, int np
                 return d2_fail(e, D2_EINPUT, "%s: part offset is not finite", path);
     }
     if (fmt == MESH_STL) return write_stl(path, parts, nparts, bytes, e);
+    if (fmt == MESH_3MF) return write_3mf(path, parts, nparts, bytes, e);
     size_t nt = 0;
     for (int i = 0; i < nparts; i++) nt += parts[i].m->nt;
     if (nt > UINT32_MAX / 3) return d2_fail(e, D2_EINPUT, "%s: %zu facets are too many", path, nt);
@@ -302,7 +464,7 @@ int mesh_write(const char *path, mesh_format fmt, const mesh_part *parts, int np
     if (!c) return d2_fail(e, D2_EIO, "%s: out of memory building the export scene", path);
     int rc;
     switch (fmt) {
-    case MESH_3MF: rc = export_3mf(&c->sc, path, bytes, e); break;
+
     case MESH_OBJ: rc = export_blob(&c->sc, "objnomtl", path, bytes, e); break;
     case MESH_PLY: rc = export_blob(&c->sc, "plyb", path, bytes, e); break;
     case MESH_GLB: rc = export_blob(&c->sc, "glb2", path, bytes, e); break;

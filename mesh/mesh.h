@@ -205,9 +205,12 @@ typedef struct mesh_part {
  *   stl: binary STL written here (80-byte header not starting with "solid",
  *        facet count, 50-byte records; size 84 + 50 * facets), all parts in
  *        one facet list;
- *   3mf, obj, ply, glb: through Assimp's exporter (3mf unit millimetre;
- *        binary PLY; OBJ without material file; glb in mm, 1 unit = 1 mm,
- *        although glTF viewers assume metres), one mesh per part.
+ *   3mf: written here (Assimp 5.2 prints 3MF coordinates with six digits):
+ *        unit millimetre, stored zip, exact float coordinates, one object
+ *        per part;
+ *   obj, ply, glb: through Assimp's exporter: OBJ without material file,
+ *        binary PLY, glb in mm (1 unit = 1 mm, although glTF viewers assume
+ *        metres), one mesh per part.
  * *bytes (may be NULL) receives the file size. */
 int mesh_write(const char *path, mesh_format fmt, const mesh_part *parts, int nparts,
                size_t *bytes, d2_err *e);

@@ -586,6 +586,33 @@ TEST(every_format_loads_back_through_assimp_with_the_same_facets_and_volume)
     free(h);
 }
 
+TEST(plates_beyond_100_mm_keep_their_corner_gaps_in_every_format)
+{
+    /* A checkerboard at 5.3 mm pitch spans 10..116 mm: its corner gaps
+     * (0.1 um) sit where six significant digits no longer separate them. */
+    int n = 20;
+    float *h = malloc(n * n * sizeof *h);
+    for (int i = 0; i < n * n; i++) h[i] = ((i / n + i % n) % 2) ? 1.2345f : 0.6789f;
+    mesh_plate p;
+    plate_defaults(&p, n, 5.3, h);
+    d2_err e = {0};
+    mesh *m = NULL;
+    CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
+    for (int i = 0; m && i < 5; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "big.%s", mesh_format_ext((mesh_format)i));
+        const char *path = tpath(name);
+        mesh_part part = {m, "big", {0, 0, 150}};
+        CHECK(mesh_write(path, (mesh_format)i, &part, 1, NULL, &e) == 0);
+        mesh_report r;
+        CHECK(mesh_check_file(path, &r, &e) == 0);
+        CHECK(r.closed && r.facets == mesh_facets(m));
+        if (!r.closed) printf("  %s: %zu non-manifold vertices\n", name, r.nonmanifold_vertices);
+    }
+    mesh_free(m);
+    free(h);
+}
+
 TEST(check_reports_open_nonmanifold_inconsistent_and_parts)
 {
     /* a unit cube as 12 facets */
@@ -876,6 +903,7 @@ int main(void)
     RUN(through_cut_mask_plate_is_closed_and_its_island_a_second_part);
     RUN(stl_is_84_plus_50_bytes_per_facet_with_a_header_not_starting_with_solid);
     RUN(every_format_loads_back_through_assimp_with_the_same_facets_and_volume);
+    RUN(plates_beyond_100_mm_keep_their_corner_gaps_in_every_format);
     RUN(check_reports_open_nonmanifold_inconsistent_and_parts);
     RUN(stack_writes_every_part_the_assembly_and_its_json);
     RUN(stack_refuses_bad_heights_big_plates_and_misfit_pegs_writing_nothing);
