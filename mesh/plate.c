@@ -308,12 +308,14 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
     double height = p->gap_mm > 0 ? p->gap_mm + f->pin_len_mm : fmax(max_top, f->thick_mm);
     const double *bv = p->printer.build_mm;
     if (bv[0] > 0 && bv[1] > 0 && bv[2] > 0 &&
-        (!((sx <= bv[0] && sy <= bv[1]) || (sx <= bv[1] && sy <= bv[0])) || height > bv[2]))
-        return d2_fail(e, D2_EINPUT,
+        (!((sx <= bv[0] && sy <= bv[1]) || (sx <= bv[1] && sy <= bv[0])) || height > bv[2])) {
+        rc = d2_fail(e, D2_EINPUT,
                        "plate %.1f x %.1f x %.1f mm does not fit the build volume %g x %g x %g mm "
                        "of printer %s",
                        sx, sy, height, bv[0], bv[1], bv[2],
                        p->printer.name[0] ? p->printer.name : "(unnamed)");
+        goto fail;
+    }
 
     int32_t T = zq(f->thick_mm), G = zq(p->gap_mm), PT = zq(p->gap_mm + f->pin_len_mm);
     int32_t D = zq(depth), E = zq(f->engrave_mm);
@@ -349,12 +351,14 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
         int j0 = (p->cols - wpx * kpx) / 2;
         int fits = aligned ? j0 >= 1 && (j0 * p->pitch_mm >= margin)
                            : wpx * px_mm + 2 * margin <= p->cols * p->pitch_mm;
-        if (!fits || 7 * px_mm + 2 * margin > f->width_mm)
-            return d2_fail(e, D2_EINPUT,
+        if (!fits || 7 * px_mm + 2 * margin > f->width_mm) {
+            rc = d2_fail(e, D2_EINPUT,
                            "label \"%s\" (%.1f x %.1f mm at %.2f mm per font pixel) does not fit "
                            "the frame band between the posts (%.1f x %.1f mm, %.1f mm margins)",
                            lab[s], wpx * px_mm, 7 * px_mm, px_mm, p->cols * p->pitch_mm,
                            f->width_mm, margin);
+            goto fail;
+        }
         int64_t tx[6 * 32];
         for (int u = 0; u <= wpx; u++)
             tx[u] = aligned ? xl[j0 + u * kpx] : Sx / 2 - (wpx * pxq) / 2 + u * pxq;
@@ -368,11 +372,13 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
         const mesh_rect *r = p->rects + k;
         int64_t x0 = gq(ax + r->x0_mm), x1 = gq(ax + r->x1_mm);
         int64_t y0 = gq(ay + r->y0_mm), y1 = gq(ay + r->y1_mm);
-        if (x0 < 0 || y0 < 0 || x1 > Sx || y1 > Sy)
-            return d2_fail(e, D2_EINPUT,
+        if (x0 < 0 || y0 < 0 || x1 > Sx || y1 > Sy) {
+            rc = d2_fail(e, D2_EINPUT,
                            "plate rectangle %d (x %g..%g, y %g..%g mm from the axis) leaves the "
                            "plate (%.1f x %.1f mm)",
                            k, r->x0_mm, r->x1_mm, r->y0_mm, r->y1_mm, sx, sy);
+            goto fail;
+        }
         if (feat_add(&L, x0, y0, x1, y1, SET_BOTH, zq(r->bot_mm), zq(r->top_mm))) goto oom;
     }
 
