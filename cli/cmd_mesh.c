@@ -84,7 +84,7 @@ int cmd_mesh(int argc, char **argv)
         case O_POST: dst = &o.frame.post_mm; break;
         case O_PIN: dst = &o.frame.pin_mm; break;
         case O_PINLEN: dst = &o.frame.pin_len_mm; lo = 0.05; break;
-        case O_KEY: dst = &o.frame.key_mm; lo = 0; break;
+        case O_KEY: dst = &o.frame.key_mm; break;
         case O_CLEAR: dst = &o.frame.clearance_mm; lo = 0.005; hi = 5; break;
         case O_ENGRAVE: dst = &o.frame.engrave_mm; break;
         case O_FONT: dst = &o.frame.font_px_mm; hi = 50; break;

@@ -408,6 +408,21 @@ int mesh_add_grid(mesh *m, const mesh_grid *g, d2_err *e)
     if (g->nx < 1 || g->ny < 1 || g->nx > 100000 || g->ny > 100000)
         return d2_fail(e, D2_EINPUT, "mesh grid of %d x %d cells: expected 1..100000 per side",
                        g->nx, g->ny);
+    /* keep every coordinate and difference inside int32 */
+    const int32_t lim = 1000000000;
+    for (int j = 0; j <= g->nx; j++)
+        if (g->xs[j] < -lim || g->xs[j] > lim)
+            return d2_fail(e, D2_EINPUT, "mesh grid: x line %d at %d units: expected |x| <= %d",
+                           j, g->xs[j], lim);
+    for (int i = 0; i <= g->ny; i++)
+        if (g->ys[i] < -lim || g->ys[i] > lim)
+            return d2_fail(e, D2_EINPUT, "mesh grid: y line %d at %d units: expected |y| <= %d",
+                           i, g->ys[i], lim);
+    for (size_t k = 0; k < (size_t)g->nx * g->ny; k++)
+        if (g->bot[k] < -lim || g->bot[k] > lim || g->top[k] < -lim || g->top[k] > lim)
+            return d2_fail(e, D2_EINPUT,
+                           "mesh grid: cell %zu spans z %d..%d units: expected |z| <= %d", k,
+                           g->bot[k], g->top[k], lim);
     int32_t minw = INT32_MAX;
     for (int j = 0; j < g->nx; j++) {
         if (g->xs[j + 1] <= g->xs[j])

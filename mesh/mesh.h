@@ -134,6 +134,13 @@ typedef struct mesh_frame {
  * (0.1), engrave 0.4, font pixel max(0.5, 2 * min feature) mm. */
 void mesh_frame_default(mesh_frame *f, const mesh_printer *pr);
 
+/* The frame `d2fab mesh` uses for a stack: mesh_frame_default(pr), the
+ * thickness raised to base_mm, then every field > 0 of o (may be NULL; a
+ * zeroed struct changes nothing). Parts built with the same printer,
+ * overrides and base stack together (same outline, posts, pins, holes). */
+void mesh_frame_for_stack(mesh_frame *f, const mesh_printer *pr, const mesh_frame *o,
+                          double base_mm);
+
 /* A rectangle painted over the active area after the cells (a detector
  * window, a mark): mm relative to the optical axis; sets the material to
  * z in [bot_mm, top_mm] (top <= bot: empty). */
@@ -182,7 +189,18 @@ typedef struct mesh_plate_info {
  * mesh made): negative, NaN or infinite heights; a post, pin, hole or label
  * that does not fit the frame; a gap too short for the frame or for the
  * pillars; a plate larger than the printer's build volume (both sizes are
- * given). */
+ * given).
+ *
+ * Input masks (the mask stage) use it as is: rows = cols = the model's n,
+ * pitch_mm = its pitch (or a finer grid of k * n cells at pitch / k),
+ * top_mm = the plate thickness where opaque and 0 where the digit is cut
+ * through (carrier mode: a shallow top or bottom instead of 0), gap_mm =
+ * gaps_mm[0] (the mask stacks in front of layer 1), holes = 0, label_top
+ * e.g. "M7-0012", label_bottom "SRC", frame = mesh_frame_for_stack() with
+ * the export's printer and base so the mask fits the layer plates. Material
+ * joins only through cell sides: opaque cells touching a neighbour only at a
+ * corner become separate solids (a 0.1 um gap), so islands must be tied to
+ * the frame through 4-connected cells; mesh_check() then reports parts == 1. */
 int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_err *e);
 
 /* ------------------------------------------------------------------ files */
@@ -250,10 +268,9 @@ int mesh_check_soup(const float *xyz, size_t facets, mesh_report *r, d2_err *e);
 
 typedef struct mesh_stack_opts {
     mesh_format format;
-    mesh_frame frame;        /* overrides: fields <= 0 (key_mm and clearance_mm
-                                < 0) take the defaults of the printer in
-                                export.json; the thickness defaults to
-                                max(3 mm, base_mm) */
+    mesh_frame frame;        /* overrides: fields <= 0 take the defaults of
+                                the printer in export.json; the thickness
+                                defaults to max(3 mm, base_mm) */
     int no_input;            /* nonzero: no input aperture plate */
 } mesh_stack_opts;
 

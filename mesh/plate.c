@@ -11,7 +11,7 @@
 /* Feature lines closer than this to another line are merged into it (pixel
  * lines win), so no cell is thinner than the corner-gap offset needs. */
 #define MERGE_Q 40 /* 4 um */
-#define MAX_CELLS 4096
+#define MAX_CELLS 2048 /* D2_MAX_N: the largest model */
 
 int mesh_printer_from_json(const cJSON *obj, const char *file, const char *path, mesh_printer *pr,
                            d2_err *e)
@@ -225,7 +225,7 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
         check_pos(f->post_mm, f->min_feature_mm, 200, "post side", e) ||
         check_pos(f->pin_mm, f->min_feature_mm, 200, "pin side", e) ||
         check_pos(f->pin_len_mm, 0.05, 100, "pin length", e) ||
-        check_pos(f->key_mm, 0, 100, "key offset", e) ||
+        check_pos(f->key_mm, 0.01, 100, "key offset", e) ||
         check_pos(f->clearance_mm, 0.005, 5, "clearance", e) ||
         check_pos(f->engrave_mm, 0.01, 100, "engrave depth", e) ||
         check_pos(f->font_px_mm, f->min_feature_mm, 50, "label pixel", e))
@@ -238,6 +238,11 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
 
     double mf = f->min_feature_mm, hole = f->pin_mm + 2 * f->clearance_mm;
     double depth = f->pin_len_mm + f->clearance_mm;
+    if (f->key_mm <= f->clearance_mm)
+        return d2_fail(e, D2_EINPUT,
+                       "key offset %g mm must exceed the pin clearance %g mm, or a plate turned "
+                       "by 90 or 180 degrees would still fit",
+                       f->key_mm, f->clearance_mm);
     if (f->post_mm + 2 * mf > f->width_mm)
         return d2_fail(e, D2_EINPUT,
                        "post of %g mm does not fit the %g mm frame (needs %g mm with %g mm walls)",
@@ -283,10 +288,12 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
     for (int k = 0; k < p->nrects; k++) {
         const mesh_rect *r = p->rects + k;
         if (!isfinite(r->x0_mm + r->x1_mm + r->y0_mm + r->y1_mm + r->bot_mm + r->top_mm) ||
-            r->bot_mm < 0 || r->top_mm < 0 || r->x1_mm <= r->x0_mm || r->y1_mm <= r->y0_mm)
+            r->bot_mm < 0 || r->top_mm < 0 || r->bot_mm > 1000 || r->top_mm > 1000 ||
+            fabs(r->x0_mm) > 1e4 || fabs(r->x1_mm) > 1e4 || fabs(r->y0_mm) > 1e4 ||
+            fabs(r->y1_mm) > 1e4 || r->x1_mm <= r->x0_mm || r->y1_mm <= r->y0_mm)
             return d2_fail(e, D2_EINPUT,
                            "plate rectangle %d: x %g..%g, y %g..%g, z %g..%g mm: expected "
-                           "finite, increasing, heights >= 0",
+                           "finite, increasing, within 10 m, heights 0 to 1000 mm",
                            k, r->x0_mm, r->x1_mm, r->y0_mm, r->y1_mm, r->bot_mm, r->top_mm);
         if (r->top_mm > r->bot_mm && r->top_mm > max_top) max_top = r->top_mm;
     }
@@ -304,6 +311,11 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
     for (int j = 0; j <= p->cols; j++) xl[j] = W + gq(j * p->pitch_mm);
     for (int i = 0; i <= p->rows; i++) yl[i] = W + gq(i * p->pitch_mm);
     int64_t Sx = xl[p->cols] + W, Sy = yl[p->rows] + W;
+    if (Sx > 20000000 || Sy > 20000000) {
+        rc = d2_fail(e, D2_EINPUT, "plate %.1f x %.1f mm: larger than the 2000 mm the builder allows",
+                     Sx * MESH_Q_MM, Sy * MESH_Q_MM);
+        goto fail;
+    }
     double sx = Sx * MESH_Q_MM, sy = Sy * MESH_Q_MM;
     double height = p->gap_mm > 0 ? p->gap_mm + f->pin_len_mm : fmax(max_top, f->thick_mm);
     const double *bv = p->printer.build_mm;

@@ -21,8 +21,6 @@ void mesh_stack_opts_default(mesh_stack_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->format = MESH_STL;
-    o->frame.key_mm = -1;      /* < 0: default */
-    o->frame.clearance_mm = -1;/* < 0: the printer's */
 }
 
 typedef struct part {
@@ -36,20 +34,19 @@ typedef struct part {
     mesh_plate_info info;
 } part;
 
-/* The frame: printer defaults, then every option given (> 0; key and
- * clearance >= 0). */
-static void frame_from_opts(mesh_frame *f, const mesh_printer *pr, const mesh_frame *o,
+void mesh_frame_for_stack(mesh_frame *f, const mesh_printer *pr, const mesh_frame *o,
                             double base_mm)
 {
     mesh_frame_default(f, pr);
     if (base_mm > f->thick_mm) f->thick_mm = base_mm;
+    if (!o) return;
     if (o->width_mm > 0) f->width_mm = o->width_mm;
     if (o->thick_mm > 0) f->thick_mm = o->thick_mm;
     if (o->post_mm > 0) f->post_mm = o->post_mm;
     if (o->pin_mm > 0) f->pin_mm = o->pin_mm;
     if (o->pin_len_mm > 0) f->pin_len_mm = o->pin_len_mm;
-    if (o->key_mm >= 0) f->key_mm = o->key_mm;
-    if (o->clearance_mm >= 0) f->clearance_mm = o->clearance_mm;
+    if (o->key_mm > 0) f->key_mm = o->key_mm;
+    if (o->clearance_mm > 0) f->clearance_mm = o->clearance_mm;
     if (o->engrave_mm > 0) f->engrave_mm = o->engrave_mm;
     if (o->font_px_mm > 0) f->font_px_mm = o->font_px_mm;
     if (o->min_feature_mm > 0) f->min_feature_mm = o->min_feature_mm;
@@ -253,7 +250,7 @@ int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opt
     mesh_printer pr;
     if ((rc = mesh_printer_from_json(prj, path, "printer", &pr, e))) goto fail;
     mesh_frame fr;
-    frame_from_opts(&fr, &pr, &o->frame, base);
+    mesh_frame_for_stack(&fr, &pr, &o->frame, base);
 
     files = cJSON_GetObjectItemCaseSensitive(root, "layer_files");
     if (!cJSON_IsArray(files) || cJSON_GetArraySize(files) != layers) {

@@ -857,6 +857,9 @@ TEST(plate_refuses_bad_heights_and_features)
     p.frame.clearance_mm = 3.5;
     CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "pin hole of 9 mm");
     p.frame.clearance_mm = 0.1;
+    p.frame.key_mm = 0.1;
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "must exceed the pin clearance");
+    p.frame.key_mm = 1;
     p.printer.build_mm[0] = p.printer.build_mm[1] = 35;
     p.printer.build_mm[2] = 100;
     snprintf(p.printer.name, sizeof p.printer.name, "tiny");
