@@ -238,11 +238,6 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
 
     double mf = f->min_feature_mm, hole = f->pin_mm + 2 * f->clearance_mm;
     double depth = f->pin_len_mm + f->clearance_mm;
-    if (f->key_mm <= f->clearance_mm)
-        return d2_fail(e, D2_EINPUT,
-                       "key offset %g mm must exceed the pin clearance %g mm, or a plate turned "
-                       "by 90 or 180 degrees would still fit",
-                       f->key_mm, f->clearance_mm);
     if (f->post_mm + 2 * mf > f->width_mm)
         return d2_fail(e, D2_EINPUT,
                        "post of %g mm does not fit the %g mm frame (needs %g mm with %g mm walls)",
@@ -257,6 +252,11 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
                        "pin hole of %g mm (pin %g + 2 x clearance %g, key offset %g) does not fit "
                        "the %g mm frame",
                        hole, f->pin_mm, f->clearance_mm, f->key_mm, f->width_mm);
+    if (f->key_mm <= f->clearance_mm)
+        return d2_fail(e, D2_EINPUT,
+                       "key offset %g mm must exceed the pin clearance %g mm, or a plate turned "
+                       "by 90 or 180 degrees would still fit",
+                       f->key_mm, f->clearance_mm);
     if (p->holes && depth + mf > f->thick_mm)
         return d2_fail(e, D2_EINPUT,
                        "pin hole %g mm deep (pin length %g + clearance %g) leaves less than %g mm "
