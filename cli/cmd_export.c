@@ -1,11 +1,351 @@
+/* d2fab export: phase maps to printable height maps. */
+#include <getopt.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "cli/cmds.h"
+#include "core/config.h"
+#include "core/fileio.h"
+#include "export/export.h"
+
+#define CMD "export"
+
+static void export_help(FILE *fp)
+{
+    fprintf(fp,
+            "Usage: d2fab export --model DIR --out DIR [options]\n"
+            "       d2fab export --phase L1.npy [L2.npy ...] --pitch-mm P --frequency-thz F\n"
+            "                    --out DIR [options]\n"
+            "       d2fab export --list-printers | --list-materials\n\n"
+            "Turns trained phase layers into height maps a printer can make in a material:\n"
+            "h = base + ((phase + offset) mod 2 pi) * wavelength / (2 pi (n - 1)), rounded to\n"
+            "the printer's Z step. Writes OUT/layerK_height.npy (float32 mm),\n"
+            "layerK_height.png (16-bit, scale in export.json), layerK_preview.png and\n"
+            "export.json (last), only after every check has passed.\n\n"
+            "Input (one of):\n"
+            "  -m, --model DIR          trained model folder (model.json + layerK.npy)\n"
+            "  -p, --phase FILE...      bare phase maps, one per layer, in order: float32\n"
+            "                           .npy in radians (n, n), or grey PNG with\n"
+            "                           --png-range-rad\n"
+            "      --png-range-rad LO:HI  phase of PNG black and white, rad   [none]\n"
+            "      --pitch-mm P         pixel pitch of bare phase maps, mm      [required]\n"
+            "      --gaps-mm G[,G...]   gaps of bare maps: one for all, or layers + 1\n"
+            "                           (input->layer 1, ..., last->detector), mm    [30]\n\n"
+            "Printer, material and source:\n"
+            "  -P, --printer NAME       printer profile name or .json path [objet-connex500]\n"
+            "  -M, --material NAME      material profile name or .json path         [verobp]\n"
+            "      --profiles DIR       extra profiles: DIR/NAME.json, DIR/materials/NAME.json\n"
+            "                           [$D2FAB_PROFILES; built-in: $D2FAB_PRINTERS or\n"
+            "                           ./printers, then printers/ beside the binary]\n"
+            "  -f, --frequency-thz F    source frequency, THz        [the model's; bare: required]\n"
+            "  -w, --wavelength-mm L    source wavelength, mm (instead of --frequency-thz)\n"
+            "      --index N            refractive index (> 1)   [material at the frequency]\n"
+            "      --kappa K            extinction coefficient   [material at the frequency]\n"
+            "      --base-mm B          solid plate under the relief, mm, rounded to the\n"
+            "                           Z step      [model's base if trained coupled, else 1]\n\n"
+            "Quantisation and phase offset:\n"
+            "      --levels K           K phase levels per 2 pi (2..%d), then the Z step;\n"
+            "                           0 = Z step only     [model's training levels, else 0]\n"
+            "      --phase-offset auto|RAD  constant phase added per layer: auto picks the\n"
+            "                           offset with least material and fewest wrap cliffs;\n"
+            "                           0 = plain wrap     [auto; 0 for a coupled model]\n"
+            "      --jump-weight W      weight of wrap cliffs against material in auto (>= 0) [1]\n\n"
+            "Checks and output:\n"
+            "      --force              pitch below the printer's resolution, or plate larger\n"
+            "                           than its build volume: warn instead of failing\n"
+            "  -o, --out DIR            output folder, created               [required]\n"
+            "      --list-printers      list printer profiles and exit\n"
+            "      --list-materials     list material profiles and exit\n"
+            "  -q, --quiet              no summary\n"
+            "  -h, --help               this help\n\n"
+            "The plate outline for the build-volume check is estimated as n * pitch plus a\n"
+            "%.0f mm frame each side; the mesh stage knows the exact frame.\n\n%s",
+            EXP_MAX_LEVELS, EXP_FRAME_MARGIN_MM, cli_exit_help);
+}
+
+static int list_profiles(const char *user_dir, int materials)
+{
+    profile_path pp;
+    profile_path_init(&pp, user_dir);
+    char **names = NULL;
+    int count = 0;
+    d2_err e = {0};
+    int rc = profile_names(&pp, materials, &names, &count, &e);
+    if (rc) return cli_error(CMD, rc, e.msg);
+    printf("%s profiles (searched:", materials ? "material" : "printer");
+    for (int i = 0; i < pp.n; i++) printf(" %s%s", pp.dir[i], materials ? "/materials" : "");
+    printf(")\n");
+    for (int i = 0; i < count; i++) {
+        if (materials) {
+            material_profile m;
+            if (material_find(&pp, names[i], &m, &e)) {
+                printf("  %-24s INVALID: %s\n", names[i], e.msg);
+                continue;
+            }
+            printf("  %-24s %s: n %.4g, kappa %.4g at %.3g THz", m.name, m.display_name,
+                   m.pt[0].index, m.pt[0].kappa, m.pt[0].frequency_thz);
+            if (m.npoints > 1) printf(" (%d points to %.3g THz)", m.npoints,
+                                      m.pt[m.npoints - 1].frequency_thz);
+            printf("\n");
+            material_free(&m);
+        } else {
+            printer_profile p;
+            if (printer_find(&pp, names[i], &p, &e)) {
+                printf("  %-24s INVALID: %s\n", names[i], e.msg);
+                continue;
+            }
+            printf("  %-24s %s (%s): XY %.3g mm, Z step %.3g mm, build %.0f x %.0f x %.0f mm\n",
+                   p.name, p.display_name, p.technology, p.xy_resolution_mm, p.z_step_mm,
+                   p.build_mm[0], p.build_mm[1], p.build_mm[2]);
+            printer_free(&p);
+        }
+    }
+    if (!count) printf("  (none)\n");
+    profile_names_free(names, count);
+    return 0;
+}
+
+/* "30" or "3,30,30" -> values. */
+static int parse_list(const char *opt, const char *s, double *v, int max, int *n)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", s);
+    *n = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (*n >= max) {
+            fprintf(stderr, "d2fab %s: --%s '%s': at most %d values\n", CMD, opt, s, max);
+            return -1;
+        }
+        if (cli_num(CMD, opt, tok, 1e-6, 1e5, &v[*n])) return -1;
+        (*n)++;
+    }
+    if (!*n) {
+        fprintf(stderr, "d2fab %s: --%s '%s': expected numbers separated by commas\n", CMD, opt, s);
+        return -1;
+    }
+    return 0;
+}
+
+static void print_summary(const export_report *r, const char *out)
+{
+    printf("%d layers of %d x %d at %.4g mm pitch, %.4g THz (%.5g mm), %s n = %.5g, kappa = %.4g\n",
+           r->layers, r->n, r->n, r->pitch_mm, r->frequency_thz, r->p.wavelength_mm,
+           r->material.name, r->p.index, r->p.kappa);
+    printf("%s: Z step %.4g mm; 2 pi = %.4f mm of material; base %.4g mm; ", r->printer.name,
+           r->p.z_step_mm, r->period_mm, r->p.base_mm);
+    if (r->p.levels) printf("%d levels per 2 pi\n", r->p.levels);
+    else printf("%.1f Z steps per 2 pi\n", r->period_mm / r->p.z_step_mm);
+    printf("layer  min_mm  max_mm mean_mm  rms_err_rad  offset_rad  volume_mm3 (plain)  "
+           "jumps (plain)  amp_mean\n");
+    for (int k = 0; k < r->layers; k++) {
+        const exp_layer_stats *s = &r->layer[k];
+        printf("%5d %7.3f %7.3f %7.3f %12.4f %11.3f %11.0f (%.0f) %7ld (%ld) %9.3f\n", k + 1,
+               s->min_mm, s->max_mm, s->mean_mm, s->phase_rms_error_rad, s->offset_rad,
+               s->volume_mm3, s->volume_plain_mm3, s->wrap_jumps, s->wrap_jumps_plain,
+               s->amp_mean);
+    }
+    printf("stack: power transmission %.4f (absorption and Fresnel %.1f %% per surface), "
+           "volume %.0f mm3", r->power_transmission, 100 * r->fresnel_r, r->volume_mm3);
+    if (r->print_time_h >= 0) printf(", print time about %.1f h", r->print_time_h);
+    if (r->layers == 1)
+        printf("\nwrote %s/export.json and layer1_{height.npy,height.png,preview.png}\n", out);
+    else
+        printf("\nwrote %s/export.json and layer1..%d_{height.npy,height.png,preview.png}\n", out,
+               r->layers);
+}
 
 int cmd_export(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "d2fab export: not built yet in this version\n");
-    return 3;
+    enum {
+        O_PNGRANGE = 1000, O_PITCH, O_GAPS, O_PROFILES, O_INDEX, O_KAPPA, O_BASE, O_LEVELS,
+        O_OFFSET, O_JW, O_FORCE, O_LISTP, O_LISTM
+    };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},        {"phase", required_argument, 0, 'p'},
+        {"png-range-rad", required_argument, 0, O_PNGRANGE},
+        {"pitch-mm", required_argument, 0, O_PITCH}, {"gaps-mm", required_argument, 0, O_GAPS},
+        {"printer", required_argument, 0, 'P'},      {"material", required_argument, 0, 'M'},
+        {"profiles", required_argument, 0, O_PROFILES},
+        {"frequency-thz", required_argument, 0, 'f'},
+        {"wavelength-mm", required_argument, 0, 'w'},
+        {"index", required_argument, 0, O_INDEX},    {"kappa", required_argument, 0, O_KAPPA},
+        {"base-mm", required_argument, 0, O_BASE},   {"levels", required_argument, 0, O_LEVELS},
+        {"phase-offset", required_argument, 0, O_OFFSET},
+        {"jump-weight", required_argument, 0, O_JW}, {"force", no_argument, 0, O_FORCE},
+        {"out", required_argument, 0, 'o'},          {"list-printers", no_argument, 0, O_LISTP},
+        {"list-materials", no_argument, 0, O_LISTM}, {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
+    export_opts o;
+    export_opts_default(&o);
+    o.printer = "objet-connex500";
+    o.material = "verobp";
+    const char *model_dir = NULL, *out = NULL;
+    const char *phase_files[D2_MAX_LAYERS + 1];
+    int nphase = 0, have_range = 0, list_p = 0, list_m = 0, quiet = 0, ngaps = 0, c;
+    double lo = 0, hi = 0, pitch = 0, gaps[D2_MAX_LAYERS + 1];
+    long lv;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:p:P:M:f:w:o:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_dir = optarg; break;
+        case 'p':
+            if (nphase >= D2_MAX_LAYERS) {
+                fprintf(stderr, "d2fab %s: at most %d phase maps\n", CMD, D2_MAX_LAYERS);
+                return 1;
+            }
+            phase_files[nphase++] = optarg;
+            break;
+        case O_PNGRANGE: {
+            char a[128];
+            snprintf(a, sizeof a, "%s", optarg);
+            char *colon = strchr(a, ':');
+            if (!colon) {
+                fprintf(stderr, "d2fab %s: --png-range-rad '%s': expected LO:HI in rad\n", CMD,
+                        optarg);
+                return 1;
+            }
+            *colon = 0;
+            if (cli_num(CMD, "png-range-rad", a, -1e4, 1e4, &lo) ||
+                cli_num(CMD, "png-range-rad", colon + 1, -1e4, 1e4, &hi))
+                return 1;
+            if (!(hi > lo)) {
+                fprintf(stderr, "d2fab %s: --png-range-rad '%s': need LO < HI\n", CMD, optarg);
+                return 1;
+            }
+            have_range = 1;
+            break;
+        }
+        case O_PITCH: if (cli_num(CMD, "pitch-mm", optarg, 1e-4, 100, &pitch)) return 1; break;
+        case O_GAPS:
+            if (parse_list("gaps-mm", optarg, gaps, D2_MAX_LAYERS + 1, &ngaps)) return 1;
+            break;
+        case 'P': o.printer = optarg; break;
+        case 'M': o.material = optarg; break;
+        case O_PROFILES: o.profiles_dir = optarg; break;
+        case 'f':
+            if (cli_num(CMD, "frequency-thz", optarg, 1e-4, 1e4, &o.frequency_thz)) return 1;
+            if (!(o.frequency_thz > 0)) {
+                fprintf(stderr, "d2fab %s: --frequency-thz '%s': must be > 0\n", CMD, optarg);
+                return 1;
+            }
+            break;
+        case 'w':
+            if (cli_num(CMD, "wavelength-mm", optarg, 1e-6, 1e5, &o.wavelength_mm)) return 1;
+            break;
+        /* range checked by the library, whose message says why n <= 1 fails */
+        case O_INDEX: if (cli_num(CMD, "index", optarg, -1e6, 1e6, &o.index)) return 1; break;
+        case O_KAPPA: if (cli_num(CMD, "kappa", optarg, 0, 10, &o.kappa)) return 1; break;
+        case O_BASE: if (cli_num(CMD, "base-mm", optarg, 0, 1000, &o.base_mm)) return 1; break;
+        case O_LEVELS:
+            if (cli_int(CMD, "levels", optarg, 0, EXP_MAX_LEVELS, &lv)) return 1;
+            if (lv == 1) {
+                fprintf(stderr, "d2fab %s: --levels 1: use 0 (Z step only) or 2..%d\n", CMD,
+                        EXP_MAX_LEVELS);
+                return 1;
+            }
+            o.levels = (int)lv;
+            break;
+        case O_OFFSET:
+            if (!strcmp(optarg, "auto")) {
+                o.offset_mode = EXP_OFFSET_AUTO;
+            } else {
+                if (cli_num(CMD, "phase-offset", optarg, -1e4, 1e4, &o.offset_rad)) return 1;
+                o.offset_mode = EXP_OFFSET_FIXED;
+            }
+            break;
+        case O_JW: if (cli_num(CMD, "jump-weight", optarg, 0, 1e6, &o.jump_weight)) return 1; break;
+        case O_FORCE: o.force = 1; break;
+        case 'o': out = optarg; break;
+        case O_LISTP: list_p = 1; break;
+        case O_LISTM: list_m = 1; break;
+        case 'q': quiet = 1; break;
+        case 'h': export_help(stdout); return 0;
+        default: export_help(stderr); return 1;
+        }
+    }
+    if (list_p || list_m) {
+        int rc = 0;
+        if (list_p) rc = list_profiles(o.profiles_dir, 0);
+        if (!rc && list_m) rc = list_profiles(o.profiles_dir, 1);
+        return rc;
+    }
+    /* --phase a.npy b.npy c.npy: the maps after the first arrive as operands. */
+    for (; optind < argc; optind++) {
+        if (!nphase) {
+            fprintf(stderr, "d2fab %s: unexpected argument '%s'\n", CMD, argv[optind]);
+            return 1;
+        }
+        if (nphase >= D2_MAX_LAYERS) {
+            fprintf(stderr, "d2fab %s: at most %d phase maps\n", CMD, D2_MAX_LAYERS);
+            return 1;
+        }
+        phase_files[nphase++] = argv[optind];
+    }
+    if (!out || (!model_dir) == (!nphase)) {
+        fprintf(stderr, "d2fab %s: %s\n", CMD,
+                !out ? "--out DIR is required"
+                     : model_dir ? "give --model or --phase, not both"
+                                 : "give --model DIR or --phase FILE...");
+        export_help(stderr);
+        return 1;
+    }
+    if (model_dir && (pitch > 0 || ngaps || have_range)) {
+        fprintf(stderr, "d2fab %s: --pitch-mm, --gaps-mm and --png-range-rad apply to --phase "
+                "maps only (a model folder has its geometry)\n", CMD);
+        return 1;
+    }
+
+    d2_err e = {0};
+    d2_model m = {0};
+    cJSON *model_json = NULL;
+    export_source src = {&m, NULL, "model", model_dir};
+    int rc;
+    if (model_dir) {
+        char path[4096];
+        if ((rc = model_load(model_dir, &m, &e))) return cli_error(CMD, rc, e.msg);
+        /* The model's sections go into export.json verbatim. */
+        if ((rc = d2_path_join(path, sizeof path, model_dir, "model.json", &e)) ||
+            (rc = cfg_load(path, &model_json, &e))) {
+            model_free(&m);
+            return cli_error(CMD, rc, e.msg);
+        }
+        src.model_sections = model_json;
+    } else {
+        if (!(pitch > 0)) {
+            fprintf(stderr, "d2fab %s: bare phase maps need --pitch-mm\n", CMD);
+            return 1;
+        }
+        if (o.frequency_thz == 0 && o.wavelength_mm == 0) {
+            fprintf(stderr, "d2fab %s: bare phase maps need --frequency-thz or --wavelength-mm\n",
+                    CMD);
+            return 1;
+        }
+        if (o.frequency_thz != 0 && o.wavelength_mm != 0) {
+            fprintf(stderr, "d2fab %s: give --frequency-thz or --wavelength-mm, not both\n", CMD);
+            return 1;
+        }
+        exp_phase_input in = {phase_files, nphase, pitch,
+                              o.wavelength_mm > 0 ? o.wavelength_mm
+                                                  : EXP_LIGHT_MM_THZ / o.frequency_thz,
+                              gaps, ngaps, have_range, lo, hi};
+        if ((rc = exp_model_from_phases(&in, &m, &e))) return cli_error(CMD, rc, e.msg);
+        src.kind = "phase";
+        src.path = phase_files[0];
+    }
+
+    export_report r;
+    rc = export_stack(&src, &o, out, &r, &e);
+    for (int i = 0; i < r.nwarn; i++) fprintf(stderr, "d2fab %s: warning: %s\n", CMD, r.warn[i]);
+    if (rc) {
+        fprintf(stderr, "d2fab %s: %s\n", CMD, e.msg);
+        fprintf(stderr, "d2fab %s: no export written to %s\n", CMD, out);
+    } else if (!quiet) {
+        print_summary(&r, out);
+    }
+    export_report_free(&r);
+    cJSON_Delete(model_json);
+    model_free(&m);
+    return d2_exit_code(rc);
 }

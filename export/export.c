@@ -1,0 +1,582 @@
+/* The export stage: checks, per-layer heights, the files and export.json, and
+ * loading an export back as a model. */
+#include "export/export.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/fileio.h"
+#include "core/image.h"
+#include "core/npy.h"
+
+#define TWO_PI (2.0 * M_PI)
+
+static const char *const objective_note =
+    "Heights h = base + w P / (2 pi), P = wavelength / (index - 1), w = (phase + offset) mod "
+    "2 pi, rounded to multiples of z_step_mm (or phase first rounded to 'levels' per 2 pi). "
+    "Offset 'auto' minimises E(c) = mean(w) / (2 pi) + jump_weight * (neighbour pairs split "
+    "by the wrap) / (neighbour pairs), exactly over all breakpoints. Amplitude "
+    "exp(-2 pi kappa h / wavelength) with h the whole thickness; stack power transmission = "
+    "product over layers of mean(amplitude^2) times (1 - R)^2 per plate, R = ((n - 1) / "
+    "(n + 1))^2, multiple reflections ignored. The build-volume check uses the plate side "
+    "n * pitch + 2 x 10 mm frame as an estimate; the mesh stage has the exact frame. Print "
+    "time = tallest plate / z_speed_mm_per_h (plates printed flat, side by side).";
+
+void export_opts_default(export_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->index = NAN;
+    o->kappa = NAN;
+    o->base_mm = NAN;
+    o->levels = -1;
+    o->offset_mode = EXP_OFFSET_DEFAULT;
+    o->jump_weight = 1.0;
+}
+
+static void warn(export_report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(export_report *r, const char *fmt, ...)
+{
+    if (r->nwarn >= EXP_MAX_WARN) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->warn[r->nwarn++], sizeof r->warn[0], fmt, ap);
+    va_end(ap);
+}
+
+void export_report_free(export_report *r)
+{
+    if (!r) return;
+    printer_free(&r->printer);
+    material_free(&r->material);
+}
+
+/* Resolves wavelength, material constants, base, levels and offset mode into
+ * r->p, checking each and naming the option or file at fault. */
+static int resolve_params(const d2_model *m, const export_opts *o, export_report *r, d2_err *e)
+{
+    exp_params *p = &r->p;
+    const d2_geom *g = &m->g;
+    if (o->frequency_thz != 0 && o->wavelength_mm != 0)
+        return d2_fail(e, D2_EUSAGE, "give --frequency-thz or --wavelength-mm, not both");
+    if (o->frequency_thz != 0) {
+        if (!(isfinite(o->frequency_thz) && o->frequency_thz > 0))
+            return d2_fail(e, D2_EINPUT, "frequency %g THz: must be > 0", o->frequency_thz);
+        p->wavelength_mm = EXP_LIGHT_MM_THZ / o->frequency_thz;
+    } else if (o->wavelength_mm != 0) {
+        if (!(isfinite(o->wavelength_mm) && o->wavelength_mm > 0))
+            return d2_fail(e, D2_EINPUT, "wavelength %g mm: must be > 0", o->wavelength_mm);
+        p->wavelength_mm = o->wavelength_mm;
+    } else {
+        p->wavelength_mm = g->wavelength_mm;
+    }
+    if (!(isfinite(p->wavelength_mm) && p->wavelength_mm > 0))
+        return d2_fail(e, D2_EINPUT, "wavelength %g mm: must be > 0", p->wavelength_mm);
+    r->frequency_thz = EXP_LIGHT_MM_THZ / p->wavelength_mm;
+    if (fabs(p->wavelength_mm - g->wavelength_mm) > 1e-3 * g->wavelength_mm)
+        warn(r, "exporting for %.6g mm (%.6g THz) but the model was designed for %.6g mm: the "
+             "diffraction between layers differs, expect lower accuracy", p->wavelength_mm,
+             r->frequency_thz, g->wavelength_mm);
+
+    double n_idx, kap;
+    if (material_at(&r->material, r->frequency_thz, &n_idx, &kap)) {
+        const material_point *lo = &r->material.pt[0];
+        const material_point *hi = &r->material.pt[r->material.npoints - 1];
+        char range[64];
+        if (r->material.npoints == 1)
+            snprintf(range, sizeof range, "%.4g THz", lo->frequency_thz);
+        else
+            snprintf(range, sizeof range, "%.4g-%.4g THz", lo->frequency_thz, hi->frequency_thz);
+        warn(r, "material '%s' is characterised at %s only; using n = %.5g, kappa = %.4g from "
+             "%.4g THz at %.4g THz (add points or pass --index and --kappa)", r->material.name,
+             range, n_idx, kap, r->frequency_thz < lo->frequency_thz ? lo->frequency_thz
+                                                                      : hi->frequency_thz,
+             r->frequency_thz);
+    }
+    if (!isnan(o->index)) n_idx = o->index;
+    if (!isnan(o->kappa)) kap = o->kappa;
+    if (!(isfinite(n_idx) && n_idx > 1 && n_idx <= 10))
+        return d2_fail(e, D2_EINPUT, "refractive index %g (--index): must be in (1, 10]; n <= 1 "
+                       "gives no phase delay in air", n_idx);
+    if (!(isfinite(kap) && kap >= 0 && kap <= 10))
+        return d2_fail(e, D2_EINPUT, "extinction coefficient %g (--kappa): must be in [0, 10]",
+                       kap);
+    p->index = n_idx;
+    p->kappa = kap;
+    if (g->coupled && fabs(g->index - n_idx) > 1e-4)
+        warn(r, "the model was trained coupled to index %.5g but is exported with %.5g: the "
+             "absorption pattern differs from the trained one", g->index, n_idx);
+
+    p->base_mm = !isnan(o->base_mm) ? o->base_mm : g->coupled ? g->base_mm : 1.0;
+    if (!(isfinite(p->base_mm) && p->base_mm >= 0 && p->base_mm <= 1000))
+        return d2_fail(e, D2_EINPUT, "base %g mm (--base-mm): must be in [0, 1000]", p->base_mm);
+    p->z_step_mm = r->printer.z_step_mm;
+    /* Up to the next whole step: the plate is never thinner than asked. */
+    double bq = ceil(p->base_mm / p->z_step_mm - 1e-9) * p->z_step_mm;
+    if (fabs(bq - p->base_mm) > 1e-9) {
+        /* Only news when the user or the trained model chose the base. */
+        if (!isnan(o->base_mm) || g->coupled)
+            warn(r, "base %.6g mm rounded up to %.6g mm, a whole number of %.4g mm Z steps",
+                 p->base_mm, bq, p->z_step_mm);
+        p->base_mm = bq;
+    }
+
+    p->levels = o->levels >= 0 ? o->levels : (m->t.quant_levels >= 2 ? m->t.quant_levels : 0);
+    if (p->levels != 0 && (p->levels < 2 || p->levels > EXP_MAX_LEVELS))
+        return d2_fail(e, D2_EINPUT, "levels %d (--levels): must be 0 (Z step) or 2..%d",
+                       p->levels, EXP_MAX_LEVELS);
+    if (o->levels < 0 && p->levels)
+        warn(r, "quantising to the %d phase levels per 2 pi the model was trained with",
+             p->levels);
+
+    p->jump_weight = o->jump_weight;
+    if (o->offset_mode == EXP_OFFSET_FIXED) {
+        p->offset_auto = 0;
+        p->offset_rad = o->offset_rad;
+    } else if (o->offset_mode == EXP_OFFSET_AUTO || !g->coupled) {
+        p->offset_auto = 1;
+        if (g->coupled)
+            warn(r, "the model was trained with absorption coupled to the plain wrap; a phase "
+                 "offset changes the amplitude pattern it was trained with");
+    } else {
+        p->offset_auto = 0;
+        p->offset_rad = 0;
+        warn(r, "phase offset 0 (plain wrap): the model was trained with absorption coupled to "
+             "it (--phase-offset auto overrides)");
+    }
+    return exp_params_check(p, e);
+}
+
+/* Pitch against the printer's lateral resolution and the plate against the
+ * build volume: errors, or warnings with --force. */
+static int check_printer(const export_opts *o, double max_h, export_report *r, d2_err *e)
+{
+    const printer_profile *pr = &r->printer;
+    char msg[768];
+    if (r->pitch_mm < 2 * pr->xy_resolution_mm || r->pitch_mm < pr->min_feature_mm) {
+        snprintf(msg, sizeof msg, "pitch %.4g mm is below what %s can hold (2 x XY resolution = "
+                 "%.4g mm, minimum feature %.4g mm, from %.300s)", r->pitch_mm, pr->display_name,
+                 2 * pr->xy_resolution_mm, pr->min_feature_mm, pr->path);
+        if (!o->force)
+            return d2_fail(e, D2_EINPUT, "%s; choose another printer, or --force to export "
+                           "anyway", msg);
+        warn(r, "%s (--force)", msg);
+    }
+    const double *b = pr->build_mm;
+    if (r->plate_side_mm > b[0] || r->plate_side_mm > b[1] || max_h > b[2]) {
+        snprintf(msg, sizeof msg, "plate %.1f x %.1f x %.2f mm (%d x %.4g mm pixels plus an "
+                 "estimated %.0f mm frame each side) does not fit the build volume of %s, "
+                 "%.0f x %.0f x %.0f mm", r->plate_side_mm, r->plate_side_mm, max_h, r->n,
+                 r->pitch_mm, EXP_FRAME_MARGIN_MM, pr->display_name, b[0], b[1], b[2]);
+        if (!o->force)
+            return d2_fail(e, D2_EINPUT, "%s; choose a larger printer, or --force to export "
+                           "anyway", msg);
+        warn(r, "%s (--force)", msg);
+    }
+    return 0;
+}
+
+static cJSON *num(double v)
+{
+    return cJSON_CreateNumber(v);
+}
+
+/* Rounds for the report so the JSON reads well (float32 heights). */
+static double r6(double v)
+{
+    if (!isfinite(v) || v == 0) return v;
+    double s = pow(10, 6 - (int)ceil(log10(fabs(v))));
+    return nearbyint(v * s) / s;
+}
+
+static cJSON *model_section_json(const export_source *src)
+{
+    static const char *const secs[] = {"geometry", "input", "detector", "material"};
+    cJSON *full = src->model_sections ? NULL : config_to_json(&src->model->g, &src->model->t);
+    const cJSON *from = src->model_sections ? src->model_sections : full;
+    cJSON *out = cJSON_CreateObject();
+    if (!from || !out) goto fail;
+    for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++) {
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(from, secs[i]);
+        if (!s) continue;
+        cJSON *d = cJSON_Duplicate(s, 1);
+        if (!d || !cJSON_AddItemToObject(out, secs[i], d)) {
+            cJSON_Delete(d);
+            goto fail;
+        }
+    }
+    cJSON_Delete(full);
+    return out;
+fail:
+    cJSON_Delete(full);
+    cJSON_Delete(out);
+    return NULL;
+}
+
+/* Everything of export.json; NULL when out of memory. */
+static cJSON *report_json(const export_source *src, const export_opts *o, const export_report *r,
+                          const double *png_scale)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *model = model_section_json(src);
+    if (!root || !model) {
+        cJSON_Delete(root);
+        cJSON_Delete(model);
+        return NULL;
+    }
+    int ok = 1;
+    ok &= cJSON_AddStringToObject(root, "format", "d2fab-export") != NULL;
+    ok &= cJSON_AddNumberToObject(root, "version", 1) != NULL;
+    ok &= cJSON_AddStringToObject(root, "software", "d2fab " D2FAB_VERSION) != NULL;
+    ok &= cJSON_AddItemToObject(root, "model", model);
+    cJSON *source = cJSON_AddObjectToObject(root, "source");
+    ok &= source != NULL;
+    if (source) {
+        ok &= cJSON_AddStringToObject(source, "kind", src->kind ? src->kind : "model") != NULL;
+        ok &= cJSON_AddStringToObject(source, "path", src->path ? src->path : "") != NULL;
+    }
+    ok &= cJSON_AddNumberToObject(root, "frequency_thz", r6(r->frequency_thz)) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "wavelength_mm", r->p.wavelength_mm) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "pitch_mm", r->pitch_mm) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "neurons", r->n) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "layers", r->layers) != NULL;
+    cJSON *mat = cJSON_AddObjectToObject(root, "material");
+    ok &= mat != NULL;
+    if (mat) {
+        ok &= cJSON_AddStringToObject(mat, "name", r->material.name) != NULL;
+        ok &= cJSON_AddStringToObject(mat, "display_name", r->material.display_name) != NULL;
+        ok &= cJSON_AddNumberToObject(mat, "index", r->p.index) != NULL;
+        ok &= cJSON_AddNumberToObject(mat, "kappa", r->p.kappa) != NULL;
+    }
+    cJSON *pr = cJSON_Duplicate(r->printer.json, 1);
+    ok &= pr && cJSON_AddItemToObject(root, "printer", pr);
+    ok &= cJSON_AddNumberToObject(root, "base_mm", r6(r->p.base_mm)) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "z_step_mm", r->p.z_step_mm) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "levels", r->p.levels) != NULL;
+    if (o->offset_mode == EXP_OFFSET_FIXED || !r->p.offset_auto)
+        ok &= cJSON_AddNumberToObject(root, "phase_offset", r->p.offset_rad) != NULL;
+    else
+        ok &= cJSON_AddStringToObject(root, "phase_offset", "auto") != NULL;
+    ok &= cJSON_AddNumberToObject(root, "jump_weight", r->p.jump_weight) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "period_mm", r6(r->period_mm)) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "plate_side_estimate_mm", r6(r->plate_side_mm)) != NULL;
+
+    cJSON *files = cJSON_AddArrayToObject(root, "layer_files");
+    ok &= files != NULL;
+    for (int k = 0; files && k < r->layers; k++) {
+        const exp_layer_stats *s = &r->layer[k];
+        cJSON *l = cJSON_CreateObject();
+        char name[64];
+        ok &= l && cJSON_AddItemToArray(files, l);
+        if (!l) break;
+        ok &= cJSON_AddNumberToObject(l, "index", k + 1) != NULL;
+        snprintf(name, sizeof name, "layer%d_height.npy", k + 1);
+        ok &= cJSON_AddStringToObject(l, "heights_npy", name) != NULL;
+        snprintf(name, sizeof name, "layer%d_height.png", k + 1);
+        ok &= cJSON_AddStringToObject(l, "heights_png", name) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "png_scale_mm", png_scale[k]) != NULL;
+        snprintf(name, sizeof name, "layer%d_preview.png", k + 1);
+        ok &= cJSON_AddStringToObject(l, "preview_png", name) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "min_mm", r6(s->min_mm)) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "max_mm", r6(s->max_mm)) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "mean_mm", r6(s->mean_mm)) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "volume_mm3", r6(s->volume_mm3)) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "phase_offset_rad", r6(s->offset_rad)) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "phase_rms_error_rad", r6(s->phase_rms_error_rad)) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "phase_max_error_rad", r6(s->phase_max_error_rad)) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "amp_mean", r6(s->amp_mean)) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "amp_min", r6(s->amp_min)) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "amp_max", r6(s->amp_max)) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "power_mean", r6(s->power_mean)) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "wrap_jumps", (double)s->wrap_jumps) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "wrap_jumps_plain", (double)s->wrap_jumps_plain) != NULL;
+        ok &= cJSON_AddNumberToObject(l, "volume_plain_mm3", r6(s->volume_plain_mm3)) != NULL;
+    }
+    cJSON *st = cJSON_AddObjectToObject(root, "stack");
+    ok &= st != NULL;
+    if (st) {
+        ok &= cJSON_AddNumberToObject(st, "power_transmission", r6(r->power_transmission)) != NULL;
+        ok &= cJSON_AddNumberToObject(st, "fresnel_loss_per_surface", r6(r->fresnel_r)) != NULL;
+        ok &= cJSON_AddNumberToObject(st, "volume_mm3", r6(r->volume_mm3)) != NULL;
+        cJSON *t = r->print_time_h >= 0 ? num(r6(r->print_time_h)) : cJSON_CreateNull();
+        ok &= t && cJSON_AddItemToObject(st, "print_time_h", t);
+    }
+    cJSON *w = cJSON_AddArrayToObject(root, "warnings");
+    ok &= w != NULL;
+    for (int i = 0; w && i < r->nwarn; i++) {
+        cJSON *s = cJSON_CreateString(r->warn[i]);
+        ok &= s && cJSON_AddItemToArray(w, s);
+    }
+    ok &= cJSON_AddStringToObject(root, "notes", objective_note) != NULL;
+    if (!ok) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* Removes the files this run has put in place (after a failed write). */
+static void remove_written(char (*written)[PROFILE_PATH_MAX], int nw)
+{
+    for (int i = 0; i < nw; i++) unlink(written[i]);
+}
+
+static int write_layer(const char *dir, int k, int n, const float *h, double scale, double lo,
+                       double hi, char (*written)[PROFILE_PATH_MAX], int *nw, d2_err *e)
+{
+    size_t cnt = (size_t)n * (size_t)n, shape[2] = {(size_t)n, (size_t)n};
+    char name[64];
+    int rc;
+    snprintf(name, sizeof name, "layer%d_height.npy", k + 1);
+    if ((rc = d2_path_join(written[*nw], PROFILE_PATH_MAX, dir, name, e))) return rc;
+    if ((rc = npy_write(written[*nw], NPY_F32, 2, shape, h, e))) return rc;
+    (*nw)++;
+
+    uint16_t *px = d2_malloc(cnt * sizeof *px, "16-bit height image", e);
+    if (!px) return D2_EIO;
+    for (size_t i = 0; i < cnt; i++) {
+        double v = nearbyint(h[i] / scale);
+        px[i] = (uint16_t)(v < 0 ? 0 : v > 65535 ? 65535 : v);
+    }
+    snprintf(name, sizeof name, "layer%d_height.png", k + 1);
+    rc = d2_path_join(written[*nw], PROFILE_PATH_MAX, dir, name, e);
+    if (!rc) rc = img_write_gray16(written[*nw], n, n, px, e);
+    free(px);
+    if (rc) return rc;
+    (*nw)++;
+
+    /* A pixel as a block of about 600 / n screen pixels, at most 16. */
+    int block = (600 + n - 1) / n;
+    if (block > 16) block = 16;
+    if (block < 1) block = 1;
+    snprintf(name, sizeof name, "layer%d_preview.png", k + 1);
+    if ((rc = d2_path_join(written[*nw], PROFILE_PATH_MAX, dir, name, e))) return rc;
+    if ((rc = img_write_colormap(written[*nw], n, n, h, (float)lo, (float)hi, CMAP_VIRIDIS, block,
+                                 e)))
+        return rc;
+    (*nw)++;
+    return 0;
+}
+
+int export_stack(const export_source *src, const export_opts *o, const char *out_dir,
+                 export_report *r, d2_err *e)
+{
+    memset(r, 0, sizeof *r);
+    r->print_time_h = -1;
+    const d2_model *m = src->model;
+    float *h[D2_MAX_LAYERS] = {0};
+    char (*written)[PROFILE_PATH_MAX] = NULL;
+    cJSON *json = NULL;
+    int nw = 0, rc;
+
+    if (!out_dir || !out_dir[0]) return d2_fail(e, D2_EUSAGE, "no output folder (--out DIR)");
+    /* eval and tolerance read a folder with export.json as an export: keep
+     * exports out of model folders. */
+    char probe[PROFILE_PATH_MAX];
+    if (d2_path_join(probe, sizeof probe, out_dir, "model.json", NULL) == 0 &&
+        access(probe, F_OK) == 0)
+        return d2_fail(e, D2_EUSAGE, "%s holds a model (model.json): write the export to a "
+                       "folder of its own", out_dir);
+    if (m->g.layers < 1 || m->g.layers > D2_MAX_LAYERS || m->g.n < 1 || m->g.n > D2_MAX_N)
+        return d2_fail(e, D2_EINPUT, "model with %d layers of %d x %d: need 1..%d layers of "
+                       "1..%d", m->g.layers, m->g.n, m->g.n, D2_MAX_LAYERS, D2_MAX_N);
+    for (int k = 0; k < m->g.layers; k++)
+        if (!m->phase[k]) return d2_fail(e, D2_EINPUT, "model layer %d has no phase map", k + 1);
+
+    profile_path pp;
+    profile_path_init(&pp, o->profiles_dir);
+    if ((rc = printer_find(&pp, o->printer, &r->printer, e))) return rc;
+    if ((rc = material_find(&pp, o->material, &r->material, e))) return rc;
+    r->n = m->g.n;
+    r->layers = m->g.layers;
+    r->pitch_mm = m->g.pitch_mm;
+    r->plate_side_mm = r->n * r->pitch_mm + 2 * EXP_FRAME_MARGIN_MM;
+    if (!(isfinite(r->pitch_mm) && r->pitch_mm > 0))
+        return d2_fail(e, D2_EINPUT, "pitch %g mm: must be > 0", r->pitch_mm);
+    if ((rc = resolve_params(m, o, r, e))) return rc;
+    if (src->kind && !strcmp(src->kind, "phase")) {
+        d2_err ge = {0};
+        if (geom_validate(&m->g, "phase maps", &ge))
+            warn(r, "the stack cannot be loaded back as a model for eval or tolerance: %.200s",
+                 ge.msg);
+    }
+    r->period_mm = exp_period_mm(r->p.wavelength_mm, r->p.index);
+    /* Heights never exceed base + one period (+ half a Z step of rounding). */
+    if ((rc = check_printer(o, r->p.base_mm + r->period_mm + 0.5 * r->p.z_step_mm, r, e)))
+        return rc;
+
+    size_t cnt = (size_t)r->n * (size_t)r->n;
+    double max_h = 0;
+    r->power_transmission = 1;
+    for (int k = 0; k < r->layers; k++) {
+        if (!(h[k] = d2_malloc(cnt * sizeof *h[k], "height map", e))) {
+            rc = D2_EIO;
+            goto fail;
+        }
+        if ((rc = exp_layer_heights(&r->p, m->phase[k], r->n, r->pitch_mm, h[k], &r->layer[k],
+                                    e))) {
+            d2_err_prefix(e, "layer %d", k + 1);
+            goto fail;
+        }
+        if (r->layer[k].max_mm > max_h) max_h = r->layer[k].max_mm;
+        r->volume_mm3 += r->layer[k].volume_mm3;
+        r->power_transmission *= r->layer[k].power_mean;
+    }
+    r->fresnel_r = exp_fresnel_r(r->p.index);
+    r->power_transmission *= pow(1 - r->fresnel_r, 2 * r->layers);
+    if (r->printer.z_speed_mm_per_h > 0) r->print_time_h = max_h / r->printer.z_speed_mm_per_h;
+
+    double png_scale[D2_MAX_LAYERS];
+    for (int k = 0; k < r->layers; k++)
+        png_scale[k] = exp_png_scale(r->layer[k].max_mm,
+                                     r->p.z_step_mm);
+    if (!(json = report_json(src, o, r, png_scale))) {
+        rc = d2_fail(e, D2_EIO, "out of memory building export.json");
+        goto fail;
+    }
+
+    /* All checks passed: now touch the output folder. */
+    char json_path[PROFILE_PATH_MAX];
+    if ((rc = d2_mkdir_p(out_dir, e))) goto fail;
+    if ((rc = d2_path_join(json_path, sizeof json_path, out_dir, "export.json", e))) goto fail;
+    if (unlink(json_path) != 0 && errno != ENOENT) {
+        rc = d2_fail(e, D2_EIO, "%s: cannot remove the old export.json: %s", json_path,
+                     strerror(errno));
+        goto fail;
+    }
+    if (!(written = d2_calloc((size_t)r->layers * 3, sizeof *written, "file list", e))) {
+        rc = D2_EIO;
+        goto fail;
+    }
+    for (int k = 0; k < r->layers; k++)
+        if ((rc = write_layer(out_dir, k, r->n, h[k], png_scale[k], r->p.base_mm,
+                              r->p.base_mm + r->period_mm, written, &nw, e)))
+            goto fail;
+    if ((rc = cfg_write(json_path, json, e))) goto fail;
+    rc = 0;
+fail:
+    if (rc) remove_written(written, nw);
+    free(written);
+    cJSON_Delete(json);
+    for (int k = 0; k < D2_MAX_LAYERS; k++) free(h[k]);
+    return rc;
+}
+
+/* --------------------------------------------------------------------------
+ * Loading an export back
+ * ------------------------------------------------------------------------ */
+
+int export_load_as_model(const char *dir, d2_model *m, d2_err *e)
+{
+    memset(m, 0, sizeof *m);
+    m->test_accuracy = -1;
+    char path[PROFILE_PATH_MAX];
+    cJSON *root = NULL;
+    int rc;
+    if ((rc = d2_path_join(path, sizeof path, dir, "export.json", e))) return rc;
+    if ((rc = cfg_load(path, &root, e))) return rc;
+    cfg_ctx c = {path, ""};
+    const char *fmt;
+    const cJSON *model, *mat, *files;
+    double wl, index, kappa, pitch;
+    long n, layers, version;
+    if (!cJSON_IsObject(root)) {
+        rc = d2_fail(e, D2_EINPUT, "%s: expected a JSON object (an export report)", path);
+        goto fail;
+    }
+    if ((rc = cfg_str(&c, root, "format", 1, NULL, &fmt, e))) goto fail;
+    if (strcmp(fmt, "d2fab-export")) {
+        rc = d2_fail(e, D2_EINPUT, "%s: key \"format\": \"%s\", expected \"d2fab-export\"", path,
+                     fmt);
+        goto fail;
+    }
+    if ((rc = cfg_int(&c, root, "version", 1, 1, 1, 1, &version, e)) ||
+        (rc = cfg_num(&c, root, "wavelength_mm", 1, 0, 1e-6, 1e6, &wl, e)) ||
+        (rc = cfg_num(&c, root, "pitch_mm", 1, 0, 1e-6, 1e6, &pitch, e)) ||
+        (rc = cfg_int(&c, root, "neurons", 1, 0, 1, D2_MAX_N, &n, e)) ||
+        (rc = cfg_int(&c, root, "layers", 1, 0, 1, D2_MAX_LAYERS, &layers, e)) ||
+        (rc = cfg_object(&c, root, "model", &model, e)) ||
+        (rc = cfg_object(&c, root, "material", &mat, e)))
+        goto fail;
+    if (!model || !mat) {
+        rc = d2_fail(e, D2_EINPUT, "%s: missing key \"%s\"", path, model ? "material" : "model");
+        goto fail;
+    }
+    cfg_ctx mc = {path, "material"};
+    if ((rc = cfg_num(&mc, mat, "index", 1, 0, 1, 10, &index, e)) ||
+        (rc = cfg_num(&mc, mat, "kappa", 1, 0, 0, 10, &kappa, e)))
+        goto fail;
+    if (index <= 1) {
+        rc = d2_fail(e, D2_EINPUT, "%s: key \"material.index\": %g: must be > 1", path, index);
+        goto fail;
+    }
+    if ((rc = config_read(path, model, &m->g, &m->t, e))) goto fail;
+    if (m->g.n != n || m->g.layers != layers || fabs(m->g.pitch_mm - pitch) > 1e-9 * pitch) {
+        rc = d2_fail(e, D2_EINPUT, "%s: \"model\" says %d layers of %d x %g mm but the export "
+                     "has %ld of %ld x %g mm", path, m->g.layers, m->g.n, m->g.pitch_mm, layers,
+                     n, pitch);
+        goto fail;
+    }
+    files = cJSON_GetObjectItemCaseSensitive(root, "layer_files");
+    if (!cJSON_IsArray(files) || cJSON_GetArraySize(files) != layers) {
+        rc = d2_fail(e, D2_EINPUT, "%s: key \"layer_files\": expected an array of %ld entries",
+                     path, layers);
+        goto fail;
+    }
+    size_t cnt = (size_t)n * (size_t)n;
+    for (int k = 0; k < layers; k++) {
+        const cJSON *l = cJSON_GetArrayItem(files, k);
+        char kp[32];
+        snprintf(kp, sizeof kp, "layer_files[%d]", k);
+        cfg_ctx lc = {path, kp};
+        const char *name;
+        char key[48], lp[PROFILE_PATH_MAX];
+        int rows = 0, cols = 0;
+        snprintf(key, sizeof key, "%s.heights_npy", kp);
+        if (!cJSON_IsObject(l)) {
+            rc = d2_fail(e, D2_EINPUT, "%s: key \"%s\": expected an object", path, kp);
+            goto fail;
+        }
+        /* The heights are read into amp[k] and turned into amplitudes in place. */
+        if ((rc = cfg_str(&lc, l, "heights_npy", 1, NULL, &name, e)) ||
+            (rc = d2_path_inside(dir, name, key, e)) ||
+            (rc = d2_path_join(lp, sizeof lp, dir, name, e)) ||
+            (rc = npy_read_map(lp, &m->amp[k], &rows, &cols, e)))
+            goto fail;
+        if (rows != n || cols != n) {
+            rc = d2_fail(e, D2_EINPUT, "%s: %d x %d heights, expected %ld x %ld (export.json)", lp,
+                         rows, cols, n, n);
+            goto fail;
+        }
+        float *hv = m->amp[k];
+        for (size_t i = 0; i < cnt; i++)
+            if (!(hv[i] >= 0)) {
+                rc = d2_fail(e, D2_EINPUT, "%s: height %g mm at row %zu, column %zu: heights "
+                             "must be >= 0", lp, (double)hv[i], i / (size_t)n, i % (size_t)n);
+                goto fail;
+            }
+        if (!(m->phase[k] = d2_malloc(cnt * sizeof(float), "layer phase", e))) {
+            rc = D2_EIO;
+            goto fail;
+        }
+        exp_transmission(hv, cnt, index, kappa, wl, m->phase[k], NULL);
+        exp_transmission(hv, cnt, index, kappa, wl, NULL, hv);
+    }
+    m->g.wavelength_mm = wl;
+    m->g.coupled = 0; /* amplitudes are explicit */
+    m->g.index = index;
+    m->g.kappa = kappa;
+    cJSON_Delete(root);
+    return 0;
+fail:
+    cJSON_Delete(root);
+    model_free(m);
+    memset(m, 0, sizeof *m);
+    return rc;
+}

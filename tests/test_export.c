@@ -1,0 +1,955 @@
+/* Tests for export/: profiles, phase -> height, offset choice, quantisation,
+ * the stack export and loading it back. */
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/fileio.h"
+#include "core/image.h"
+#include "core/npy.h"
+#include "core/util.h"
+#include "export/export.h"
+#include "testlib.h"
+
+#define TWO_PI (2.0 * M_PI)
+#define WL_04 (EXP_LIGHT_MM_THZ / 0.4) /* 0.7495 mm */
+
+static char path_buf[64][1024];
+
+/* A path under the scratch folder (64 rotating buffers: keep a result only
+ * for a few dozen calls). */
+static const char *tp(const char *name)
+{
+    static int k;
+    char *b = path_buf[k++ & 63];
+    snprintf(b, sizeof path_buf[0], "%s/%s", t_tmpdir(), name);
+    return b;
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Count of entries (other than . and ..) in a folder; -1 if it does not exist. */
+static int dir_entries(const char *dir)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "test -d '%s' || exit 255; n=$(ls -A '%s' | wc -l); exit $n", dir,
+             dir);
+    int rc = system(cmd);
+    if (!WIFEXITED(rc)) return -2;
+    int s = WEXITSTATUS(rc);
+    return s == 255 ? -1 : s;
+}
+
+/* Points D2FAB_PRINTERS at the repository's printers/ folder whether the test
+ * runs from the repository root or elsewhere. */
+static void use_repo_printers(void)
+{
+    char exe[PATH_MAX], dir[PATH_MAX + 32];
+    if (exists("printers/objet-connex500.json")) {
+        setenv("D2FAB_PRINTERS", "printers", 1);
+        return;
+    }
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *s = strrchr(exe, '/');
+        if (s) *s = 0;
+        snprintf(dir, sizeof dir, "%s/../../printers", exe);
+        setenv("D2FAB_PRINTERS", dir, 1);
+    }
+    unsetenv("D2FAB_PROFILES");
+}
+
+static void mkdir_or_die(const char *p)
+{
+    d2_err e = {0};
+    if (d2_mkdir_p(p, &e)) {
+        printf("mkdir %s: %s\n", p, e.msg);
+        exit(3);
+    }
+}
+
+/* A user profile folder with small test printers and a two-point material. */
+static const char *fixture_profiles(void)
+{
+    static char dir[1024];
+    if (dir[0]) return dir;
+    snprintf(dir, sizeof dir, "%s", tp("profiles"));
+    mkdir_or_die(tp("profiles/materials"));
+    t_write_text(tp("profiles/tiny.json"),
+                 "{\"name\": \"tiny\", \"technology\": \"msla\", \"xy_resolution_mm\": 0.05,\n"
+                 " \"z_step_mm\": 0.016, \"build_volume_mm\": [30, 30, 50],\n"
+                 " \"min_feature_mm\": 0.1, \"pin_clearance_mm\": 0.1, \"z_speed_mm_per_h\": 10}\n");
+    t_write_text(tp("profiles/coarse.json"),
+                 "{\"name\": \"coarse\", \"technology\": \"fdm\", \"xy_resolution_mm\": 0.4,\n"
+                 " \"z_step_mm\": 0.05, \"build_volume_mm\": [250, 210, 220],\n"
+                 " \"min_feature_mm\": 0.45, \"pin_clearance_mm\": 0.3}\n");
+    t_write_text(tp("profiles/flat.json"),
+                 "{\"name\": \"flat\", \"technology\": \"sla\", \"xy_resolution_mm\": 0.05,\n"
+                 " \"z_step_mm\": 0.016, \"build_volume_mm\": [300, 300, 1],\n"
+                 " \"min_feature_mm\": 0.1, \"pin_clearance_mm\": 0.1}\n");
+    t_write_text(tp("profiles/materials/twopoint.json"),
+                 "{\"name\": \"twopoint\", \"points\": [\n"
+                 "  {\"frequency_thz\": 0.2, \"index\": 1.70, \"kappa\": 0.02},\n"
+                 "  {\"frequency_thz\": 0.6, \"index\": 1.66, \"kappa\": 0.06}],\n"
+                 " \"sources\": [\"test fixture\"]}\n");
+    return dir;
+}
+
+/* Deterministic smooth-ish phase map: a sum of a few cosines plus noise,
+ * scaled by amp around centre. */
+static void make_phase(float *ph, int n, double centre, double amp, uint64_t seed)
+{
+    d2_rng r;
+    d2_rng_seed(&r, seed);
+    double a1 = d2_rng_uniform(&r) * TWO_PI, a2 = d2_rng_uniform(&r) * TWO_PI;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            ph[i * n + j] = (float)(centre + amp * (0.5 * cos(0.31 * i + a1) * cos(0.23 * j + a2) +
+                                                   0.5 * d2_rng_normal(&r)));
+}
+
+static exp_params base_params(void)
+{
+    exp_params p = {0};
+    p.wavelength_mm = WL_04;
+    p.index = 1.7227;
+    p.kappa = 0.031;
+    p.base_mm = 0.512;
+    p.z_step_mm = 0;
+    p.levels = 0;
+    p.offset_auto = 0;
+    p.offset_rad = 0;
+    p.jump_weight = 1;
+    return p;
+}
+
+/* Writes a raw .npy with any descr and shape text, data of nbytes zeros. */
+static void write_raw_npy(const char *path, const char *descr, const char *shape, size_t nbytes)
+{
+    char hdr[256];
+    int len = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
+                       descr, shape);
+    int total = 10 + len + 1;
+    int pad = (64 - total % 64) % 64;
+    FILE *f = fopen(path, "wb");
+    if (!f) exit(3);
+    uint16_t hl = (uint16_t)(len + pad + 1);
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fputc(hl & 0xff, f);
+    fputc(hl >> 8, f);
+    fwrite(hdr, 1, (size_t)len, f);
+    for (int i = 0; i < pad; i++) fputc(' ', f);
+    fputc('\n', f);
+    for (size_t i = 0; i < nbytes; i++) fputc(0, f);
+    fclose(f);
+}
+
+static void write_map(const char *path, const float *v, int rows, int cols)
+{
+    d2_err e = {0};
+    size_t shape[2] = {(size_t)rows, (size_t)cols};
+    if (npy_write(path, NPY_F32, 2, shape, v, &e)) {
+        printf("%s\n", e.msg);
+        exit(3);
+    }
+}
+
+/* A small saved model: L layers of n x n, 0.4 mm pitch, 0.4 THz. */
+static void save_model(const char *dir, int n, int L, int coupled, double centre, double amp)
+{
+    d2_model m = {0};
+    d2_err e = {0};
+    geom_default(&m.g);
+    train_opts_default(&m.t);
+    m.g.n = n;
+    m.g.layers = L;
+    double s = (n * 0.4) / (200 * 0.4);
+    m.g.aperture_mm *= s;
+    m.g.det_size_mm *= s;
+    for (int k = 0; k < m.g.ndet; k++) {
+        m.g.det_x_mm[k] *= s;
+        m.g.det_y_mm[k] *= s;
+    }
+    m.g.coupled = coupled;
+    if (model_alloc(&m, &e)) exit(3);
+    for (int k = 0; k < L; k++) make_phase(m.phase[k], n, centre, amp, 100 + (uint64_t)k);
+    if (model_save(dir, &m, &e)) {
+        printf("model_save: %s\n", e.msg);
+        exit(3);
+    }
+    model_free(&m);
+}
+
+/* ------------------------------------------------------------------------ */
+
+TEST(two_pi_at_0p4_thz_in_verobp_is_1p037_mm_of_material)
+{
+    /* lambda = c / f = 0.299792458 / 0.4 = 0.749481 mm; / (1.7227 - 1) = 1.037057 mm */
+    CHECK_NEAR(WL_04, 0.749481, 1e-6);
+    CHECK_NEAR(exp_period_mm(WL_04, 1.7227), 1.037057, 1e-5);
+    /* 6.06 mrad of phase per micrometre (PHYSICS.md: 6.05) */
+    CHECK_NEAR(TWO_PI / (1000 * exp_period_mm(WL_04, 1.7227)), 6.0586e-3, 1e-6);
+    /* Fresnel: ((n-1)/(n+1))^2 = (0.7227/2.7227)^2 = 0.07045 per surface */
+    CHECK_NEAR(exp_fresnel_r(1.7227), 0.070455, 1e-5);
+}
+
+TEST(heights_follow_the_formula_before_quantisation)
+{
+    exp_params p = base_params();
+    float ph[16] = {0, (float)M_PI, (float)(-M_PI / 2), 7.0f, (float)(TWO_PI - 1e-3), 1.0f,
+                    -20.0f, 3.0f, 0, 0, 0, 0, 0, 0, 0, 0};
+    float h[16];
+    exp_layer_stats st;
+    d2_err e = {0};
+    CHECK(exp_layer_heights(&p, ph, 4, 0.4, h, &st, &e) == 0);
+    double P = exp_period_mm(WL_04, 1.7227);
+    CHECK_NEAR(h[0], 0.512, 1e-6);
+    CHECK_NEAR(h[1], 0.512 + 0.5 * P, 1e-6);
+    CHECK_NEAR(h[2], 0.512 + 0.75 * P, 1e-6);
+    CHECK_NEAR(h[3], 0.512 + (7.0 - TWO_PI) / TWO_PI * P, 1e-6);
+    CHECK_NEAR(h[6], 0.512 + (-20.0 + 4 * TWO_PI) / TWO_PI * P, 1e-5);
+    CHECK_NEAR(st.phase_rms_error_rad, 0, 1e-5);
+    CHECK_NEAR(st.offset_rad, 0, 0);
+    /* volume = sum h * pitch^2 */
+    double sum = 0;
+    for (int k = 0; k < 16; k++) sum += h[k];
+    CHECK_NEAR(st.volume_mm3, sum * 0.16, 1e-6);
+    CHECK_NEAR(st.mean_mm, sum / 16, 1e-6);
+    /* amplitude through the thinnest pixel: exp(-2 pi kappa h / lambda) */
+    CHECK_NEAR(st.amp_max, exp(-TWO_PI * 0.031 * 0.512 / WL_04), 1e-6);
+}
+
+TEST(absorption_through_1p04_mm_of_verobp_leaves_0p76_amplitude)
+{
+    float h = 1.04f, a, ph;
+    exp_transmission(&h, 1, 1.7227, 0.031, WL_04, &ph, &a);
+    CHECK_NEAR(a, 0.7632, 5e-4);
+    /* 1.04 mm is just over one period: phase 2 pi (1.04 / 1.037057 - 1) */
+    CHECK_NEAR(ph, TWO_PI * (1.04 / 1.037057 - 1), 1e-4);
+}
+
+TEST(z_step_heights_are_whole_steps_from_zero)
+{
+    exp_params p = base_params();
+    p.z_step_mm = 0.016;
+    int n = 40;
+    float *ph = malloc(sizeof(float) * n * n), *h = malloc(sizeof(float) * n * n);
+    make_phase(ph, n, 1, 3, 7);
+    exp_layer_stats st;
+    d2_err e = {0};
+    CHECK(exp_layer_heights(&p, ph, n, 0.4, h, &st, &e) == 0);
+    int bad = 0;
+    for (int k = 0; k < n * n; k++) {
+        double q = h[k] / 0.016;
+        if (fabs(q - nearbyint(q)) > 1e-4) bad++;
+    }
+    CHECK(bad == 0);
+    free(ph);
+    free(h);
+}
+
+TEST(z_step_phase_error_stays_within_the_derived_bound_and_rms_is_step_over_sqrt12)
+{
+    /* Rounding h to dz errs by at most dz/2, i.e. |dphi| <= pi (n-1) dz / lambda;
+     * for heights spread over many steps the error is uniform: RMS = bound / sqrt(3). */
+    exp_params p = base_params();
+    p.z_step_mm = 0.016;
+    int n = 128;
+    float *ph = malloc(sizeof(float) * n * n), *h = malloc(sizeof(float) * n * n);
+    d2_rng r;
+    d2_rng_seed(&r, 3);
+    for (int k = 0; k < n * n; k++) ph[k] = (float)(d2_rng_uniform(&r) * TWO_PI);
+    exp_layer_stats st;
+    d2_err e = {0};
+    CHECK(exp_layer_heights(&p, ph, n, 0.4, h, &st, &e) == 0);
+    double bound = M_PI * 0.7227 * 0.016 / WL_04; /* 0.04847 rad */
+    CHECK_NEAR(bound, 0.04847, 1e-5);
+    CHECK(st.phase_max_error_rad <= bound * (1 + 1e-3));
+    CHECK(st.phase_max_error_rad > 0.9 * bound); /* the bound is reached */
+    CHECK_NEAR(st.phase_rms_error_rad, bound / sqrt(3.0), 0.03 * bound / sqrt(3.0));
+    /* PHYSICS.md: lambda / ((n-1) dz) = 65 levels per 2 pi on a Connex500 */
+    CHECK_NEAR(WL_04 / (0.7227 * 0.016), 64.8, 0.1);
+    free(ph);
+    free(h);
+}
+
+TEST(k_levels_phase_error_is_at_most_pi_over_k)
+{
+    exp_params p = base_params();
+    p.levels = 8;
+    int n = 128;
+    float *ph = malloc(sizeof(float) * n * n), *h = malloc(sizeof(float) * n * n);
+    d2_rng r;
+    d2_rng_seed(&r, 5);
+    for (int k = 0; k < n * n; k++) ph[k] = (float)(d2_rng_uniform(&r) * TWO_PI);
+    exp_layer_stats st;
+    d2_err e = {0};
+    CHECK(exp_layer_heights(&p, ph, n, 0.4, h, &st, &e) == 0);
+    CHECK(st.phase_max_error_rad <= M_PI / 8 * (1 + 1e-4));
+    CHECK_NEAR(st.phase_rms_error_rad, (TWO_PI / 8) / sqrt(12.0), 0.03 * 0.2267);
+    /* only 8 distinct heights */
+    double P = exp_period_mm(WL_04, 1.7227);
+    int off = 0;
+    for (int k = 0; k < n * n; k++) {
+        double q = (h[k] - 0.512) / (P / 8);
+        if (fabs(q - nearbyint(q)) > 1e-4 || q < -1e-4 || q > 7 + 1e-4) off++;
+    }
+    CHECK(off == 0);
+    free(ph);
+    free(h);
+}
+
+TEST(heights_turn_back_into_the_same_phase)
+{
+    exp_params p = base_params();
+    p.offset_auto = 1;
+    int n = 32;
+    float *ph = malloc(sizeof(float) * n * n), *h = malloc(sizeof(float) * n * n);
+    float *back = malloc(sizeof(float) * n * n), *amp = malloc(sizeof(float) * n * n);
+    make_phase(ph, n, 0, 2, 11);
+    exp_layer_stats st;
+    d2_err e = {0};
+    CHECK(exp_layer_heights(&p, ph, n, 0.4, h, &st, &e) == 0);
+    exp_transmission(h, (size_t)n * n, p.index, p.kappa, p.wavelength_mm, back, amp);
+    /* back = phi + offset + 2 pi (n-1) base / lambda (mod 2 pi) */
+    double cst = st.offset_rad + TWO_PI * 0.7227 * 0.512 / WL_04;
+    double worst = 0;
+    for (int k = 0; k < n * n; k++) {
+        double d = remainder(back[k] - ph[k] - cst, TWO_PI);
+        if (fabs(d) > worst) worst = fabs(d);
+        CHECK_NEAR(amp[k], exp(-TWO_PI * 0.031 * h[k] / WL_04), 1e-6);
+    }
+    CHECK(worst < 1e-4);
+    free(ph);
+    free(h);
+    free(back);
+    free(amp);
+}
+
+TEST(auto_offset_cuts_material_and_wrap_cliffs_of_a_map_near_zero)
+{
+    /* Trained phases that sit near 0: the plain wrap sends the negative half
+     * to nearly 2 pi and puts a cliff between neighbours. */
+    exp_params p = base_params();
+    p.z_step_mm = 0.016;
+    p.offset_auto = 1;
+    int n = 64;
+    float *ph = malloc(sizeof(float) * n * n), *h = malloc(sizeof(float) * n * n);
+    make_phase(ph, n, 0, 0.6, 21);
+    exp_layer_stats st;
+    d2_err e = {0};
+    CHECK(exp_layer_heights(&p, ph, n, 0.4, h, &st, &e) == 0);
+    double relief = st.volume_mm3 - 0.512 * n * n * 0.16;
+    double relief_plain = st.volume_plain_mm3 - 0.512 * n * n * 0.16;
+    printf("  near-zero map: offset %.3f rad, relief volume %.1f vs plain %.1f mm3, jumps %ld vs "
+           "plain %ld of %ld pairs\n", st.offset_rad, relief, relief_plain, st.wrap_jumps,
+           st.wrap_jumps_plain, st.pairs);
+    CHECK(st.wrap_jumps_plain > 1000);
+    CHECK(st.wrap_jumps * 20 < st.wrap_jumps_plain);
+    CHECK(relief < 0.7 * relief_plain);
+    CHECK(st.offset_rad > 0 && st.offset_rad < M_PI);
+    free(ph);
+    free(h);
+}
+
+TEST(offset_sweep_finds_the_exact_minimum_of_the_objective)
+{
+    int n = 16;
+    float *ph = malloc(sizeof(float) * n * n);
+    d2_err e = {0};
+    for (uint64_t seed = 1; seed <= 4; seed++) {
+        make_phase(ph, n, 0.5 * (double)seed, 1.0 + (double)seed, seed);
+        for (int wi = 0; wi < 3; wi++) {
+            double jw = wi == 0 ? 0 : wi == 1 ? 1 : 10;
+            double c;
+            CHECK(exp_offset_choose(ph, n, n, 0, jw, &c, &e) == 0);
+            double ec = exp_offset_objective(ph, n, n, c, jw), grid = INFINITY;
+            for (int g = 0; g < 5000; g++) {
+                double v = exp_offset_objective(ph, n, n, TWO_PI * g / 5000, jw);
+                if (v < grid) grid = v;
+            }
+            /* within the 1e-6 rad step past the breakpoint of the optimum */
+            CHECK(ec <= grid + 1e-6);
+        }
+    }
+    free(ph);
+}
+
+TEST(level_offset_is_the_best_whole_number_of_levels)
+{
+    int n = 24;
+    float *ph = malloc(sizeof(float) * n * n);
+    d2_err e = {0};
+    int checked = 0, nonzero = 0;
+    for (int K = 3; K <= 9; K += 2) /* odd: no pair differs by exactly pi */
+        for (int s = 0; s < 6; s++) {
+            make_phase(ph, n, 0.9 * s - 2.0, 0.4 + 0.3 * s, 30 + (uint64_t)s);
+            /* on the K-level grid, so the continuous objective is exact there */
+            for (int k = 0; k < n * n; k++)
+                ph[k] = (float)(TWO_PI / K * nearbyint(ph[k] * K / TWO_PI));
+            for (int wi = 0; wi < 2; wi++) {
+                double jw = wi ? 1 : 0, c;
+                CHECK(exp_offset_choose(ph, n, n, K, jw, &c, &e) == 0);
+                double steps = c * K / TWO_PI;
+                CHECK_NEAR(steps, nearbyint(steps), 1e-9);
+                double best = INFINITY;
+                for (int m = 0; m < K; m++) {
+                    double v = exp_offset_objective(ph, n, n, TWO_PI * m / K + 1e-4, jw);
+                    if (v < best) best = v;
+                }
+                CHECK(exp_offset_objective(ph, n, n, c + 1e-4, jw) <= best + 1e-9);
+                checked++;
+                nonzero += nearbyint(steps) != 0;
+            }
+        }
+    CHECK(checked == 48 && nonzero > 10); /* the choice is not trivially 0 */
+    free(ph);
+}
+
+TEST(offset_zero_is_the_plain_wrap)
+{
+    exp_params p = base_params();
+    p.z_step_mm = 0.016;
+    int n = 32;
+    float *ph = malloc(sizeof(float) * n * n), *h = malloc(sizeof(float) * n * n);
+    make_phase(ph, n, 0, 0.6, 21);
+    exp_layer_stats st;
+    d2_err e = {0};
+    CHECK(exp_layer_heights(&p, ph, n, 0.4, h, &st, &e) == 0);
+    CHECK(st.offset_rad == 0);
+    CHECK(st.wrap_jumps == st.wrap_jumps_plain);
+    CHECK_NEAR(st.volume_mm3, st.volume_plain_mm3, 1e-9);
+    free(ph);
+    free(h);
+}
+
+TEST(png_scale_stores_z_steps_exactly)
+{
+    CHECK_NEAR(exp_png_scale(1.6, 0.016), 0.001, 1e-15);
+    CHECK_NEAR(exp_png_scale(1.6, 0.014), 0.001, 1e-15);
+    CHECK_NEAR(exp_png_scale(1.6, 0.0125), 0.0125 / 12, 1e-15);
+    CHECK_NEAR(exp_png_scale(100, 0.016), 0.0016, 1e-15);
+    CHECK_NEAR(exp_png_scale(1.6, 0), 0.001, 1e-15);
+    CHECK(100 / exp_png_scale(100, 0) <= 65535.0 + 1e-6);
+}
+
+TEST(material_is_interpolated_in_frequency_and_clamped_outside)
+{
+    material_profile m;
+    d2_err e = {0};
+    fixture_profiles();
+    CHECK(material_load(tp("profiles/materials/twopoint.json"), &m, &e) == 0);
+    double n, k;
+    CHECK(material_at(&m, 0.4, &n, &k) == 0);
+    CHECK_NEAR(n, 1.68, 1e-12);
+    CHECK_NEAR(k, 0.04, 1e-12);
+    CHECK(material_at(&m, 0.3, &n, &k) == 0);
+    CHECK_NEAR(n, 1.69, 1e-12);
+    CHECK(material_at(&m, 1.0, &n, &k) == 1);
+    CHECK_NEAR(n, 1.66, 1e-12);
+    CHECK(material_at(&m, 0.1, &n, &k) == 1);
+    CHECK_NEAR(k, 0.02, 1e-12);
+    material_free(&m);
+}
+
+TEST(every_shipped_profile_loads_and_the_paper_values_are_right)
+{
+    profile_path pp;
+    profile_path_init(&pp, NULL);
+    d2_err e = {0};
+    const char *printers[] = {"objet-connex500", "stratasys-j850", "formlabs-form3",
+                              "formlabs-form4", "anycubic-photon-mono-x", "prusa-mk4"};
+    const char *mats[] = {"verobp", "resin", "hips", "pla", "topas"};
+    for (size_t i = 0; i < sizeof printers / sizeof *printers; i++) {
+        printer_profile p;
+        int rc = printer_find(&pp, printers[i], &p, &e);
+        CHECK(rc == 0);
+        if (rc) printf("  %s\n", e.msg);
+        printer_free(&p);
+    }
+    for (size_t i = 0; i < sizeof mats / sizeof *mats; i++) {
+        material_profile m;
+        int rc = material_find(&pp, mats[i], &m, &e);
+        CHECK(rc == 0);
+        if (rc) printf("  %s\n", e.msg);
+        material_free(&m);
+    }
+    char **names;
+    int count;
+    CHECK(profile_names(&pp, 0, &names, &count, &e) == 0);
+    CHECK(count >= 6);
+    for (int i = 0; i < count; i++) {
+        printer_profile p;
+        CHECK(printer_find(&pp, names[i], &p, &e) == 0);
+        printer_free(&p);
+    }
+    profile_names_free(names, count);
+    CHECK(profile_names(&pp, 1, &names, &count, &e) == 0);
+    CHECK(count >= 5);
+    for (int i = 0; i < count; i++) {
+        material_profile m;
+        CHECK(material_find(&pp, names[i], &m, &e) == 0);
+        material_free(&m);
+    }
+    profile_names_free(names, count);
+
+    material_profile v;
+    CHECK(material_find(&pp, "verobp", &v, &e) == 0);
+    double n, k;
+    material_at(&v, 0.4, &n, &k);
+    CHECK_NEAR(n, 1.7227, 0);
+    CHECK_NEAR(k, 0.031, 0);
+    material_free(&v);
+    printer_profile p;
+    CHECK(printer_find(&pp, "stratasys-j850", &p, &e) == 0);
+    CHECK_NEAR(p.z_step_mm, 0.014, 0);
+    CHECK_NEAR(p.build_mm[0], 490, 0);
+    printer_free(&p);
+    CHECK(printer_find(&pp, "objet-connex500", &p, &e) == 0);
+    CHECK_NEAR(p.z_step_mm, 0.016, 0);
+    printer_free(&p);
+}
+
+TEST(user_profile_folder_is_searched_first_and_paths_work)
+{
+    profile_path pp;
+    profile_path_init(&pp, fixture_profiles());
+    d2_err e = {0};
+    printer_profile p;
+    CHECK(printer_find(&pp, "tiny", &p, &e) == 0);
+    CHECK_NEAR(p.z_speed_mm_per_h, 10, 0);
+    printer_free(&p);
+    CHECK(printer_find(&pp, tp("profiles/coarse.json"), &p, &e) == 0);
+    CHECK(!strcmp(p.name, "coarse") && p.z_speed_mm_per_h == 0);
+    printer_free(&p);
+    /* the shipped ones are still there */
+    CHECK(printer_find(&pp, "prusa-mk4", &p, &e) == 0);
+    printer_free(&p);
+}
+
+TEST(unknown_printer_or_material_lists_the_known_ones)
+{
+    profile_path pp;
+    profile_path_init(&pp, fixture_profiles());
+    d2_err e = {0};
+    printer_profile p;
+    material_profile m;
+    CHECK_ERR(printer_find(&pp, "objet-connex5000", &p, &e), e, D2_EINPUT,
+              "unknown printer 'objet-connex5000'");
+    CHECK(strstr(e.msg, "objet-connex500,") && strstr(e.msg, "prusa-mk4") &&
+          strstr(e.msg, "tiny"));
+    CHECK_ERR(material_find(&pp, "vero", &m, &e), e, D2_EINPUT, "unknown material 'vero'");
+    CHECK(strstr(e.msg, "verobp") && strstr(e.msg, "topas") && strstr(e.msg, "twopoint"));
+    CHECK_ERR(printer_find(&pp, "../etc/passwd", &p, &e), e, D2_EINPUT, "");
+    CHECK_ERR(printer_find(&pp, "a b", &p, &e), e, D2_EINPUT, "printer name 'a b'");
+}
+
+static void bad_profile(const char *name, const char *text, int material, const char *needle)
+{
+    char rel[128];
+    snprintf(rel, sizeof rel, "bad/%s%s.json", material ? "materials/" : "", name);
+    mkdir_or_die(tp("bad/materials"));
+    t_write_text(tp(rel), text);
+    d2_err e = {0};
+    if (material) {
+        material_profile m;
+        CHECK_ERR(material_load(tp(rel), &m, &e), e, D2_EINPUT, needle);
+        CHECK(m.json == NULL);
+    } else {
+        printer_profile p;
+        CHECK_ERR(printer_load(tp(rel), &p, &e), e, D2_EINPUT, needle);
+        CHECK(p.json == NULL);
+    }
+}
+
+#define PR_OK "\"technology\": \"sla\", \"xy_resolution_mm\": 0.05, \"build_volume_mm\": [100, 100, 100], \"min_feature_mm\": 0.1, \"pin_clearance_mm\": 0.1"
+
+TEST(bad_profiles_are_refused_naming_file_key_and_range)
+{
+    bad_profile("p1", "{\"name\": \"p1\", " PR_OK ", \"z_step_mm\": 0.02, \"colour\": 1}", 0,
+                "colour");
+    bad_profile("p2", "{\"name\": \"p2\", " PR_OK ", \"z_step_mm\": 0}", 0, "z_step_mm");
+    bad_profile("p3", "{\"name\": \"other\", " PR_OK ", \"z_step_mm\": 0.02}", 0,
+                "differs from the file name");
+    bad_profile("p4", "{\"name\": \"p4\", " PR_OK "}", 0, "z_step_mm");
+    bad_profile("p5", "{\"name\": \"p5\", \"technology\": \"laser\", \"xy_resolution_mm\": 0.05, "
+                "\"z_step_mm\": 0.02, \"build_volume_mm\": [100, 100, 100], \"min_feature_mm\": "
+                "0.1, \"pin_clearance_mm\": 0.1}", 0, "technology");
+    bad_profile("p6", "{\"name\": \"p6\", \"technology\": \"sla\", \"xy_resolution_mm\": 0.05, "
+                "\"z_step_mm\": 0.02, \"build_volume_mm\": [100, 100], \"min_feature_mm\": 0.1, "
+                "\"pin_clearance_mm\": 0.1}", 0, "build_volume_mm");
+    bad_profile("p7", "{\"name\": \"p7\", " PR_OK ", \"z_step_mm\": 0.02, \"sources\": [1]}", 0,
+                "sources[0]");
+    bad_profile("p8", "{\"name\": \"p8\", " PR_OK ", \"z_step_mm\": 0.02,", 0, "p8.json");
+    bad_profile("m1", "{\"name\": \"m1\", \"points\": [{\"frequency_thz\": 0.4, \"index\": 1.0, "
+                "\"kappa\": 0.01}]}", 1, "greater than 1");
+    bad_profile("m2", "{\"name\": \"m2\", \"points\": [{\"frequency_thz\": 0.4, \"index\": 0.8, "
+                "\"kappa\": 0.01}]}", 1, "points[0]");
+    bad_profile("m3", "{\"name\": \"m3\", \"points\": [{\"frequency_thz\": 0.4, \"index\": 1.5, "
+                "\"kappa\": 0.01}, {\"frequency_thz\": 0.3, \"index\": 1.5, \"kappa\": 0.01}]}", 1,
+                "strictly increasing");
+    bad_profile("m4", "{\"name\": \"m4\", \"points\": []}", 1, "points");
+    bad_profile("m5", "{\"name\": \"m5\", \"points\": [{\"frequency_thz\": 0.4, \"index\": 1.5, "
+                "\"kappa\": -0.1}]}", 1, "kappa");
+    bad_profile("m6", "{\"name\": \"m6\", \"points\": [{\"frequency_thz\": 0.4, \"index\": 1.5, "
+                "\"kappa\": 0.1, \"loss\": 2}]}", 1, "loss");
+}
+
+TEST(bad_parameters_are_refused)
+{
+    exp_params p = base_params();
+    float ph[16] = {0}, h[16];
+    exp_layer_stats st;
+    d2_err e = {0};
+    p.index = 1.0;
+    CHECK_ERR(exp_layer_heights(&p, ph, 4, 0.4, h, &st, &e), e, D2_EINPUT, "refractive index 1");
+    p.index = 0.5;
+    CHECK_ERR(exp_layer_heights(&p, ph, 4, 0.4, h, &st, &e), e, D2_EINPUT, "refractive index");
+    p = base_params();
+    p.wavelength_mm = 0;
+    CHECK_ERR(exp_layer_heights(&p, ph, 4, 0.4, h, &st, &e), e, D2_EINPUT, "wavelength 0 mm");
+    p.wavelength_mm = -0.75;
+    CHECK_ERR(exp_layer_heights(&p, ph, 4, 0.4, h, &st, &e), e, D2_EINPUT, "wavelength -0.75");
+    p = base_params();
+    p.levels = 1;
+    CHECK_ERR(exp_layer_heights(&p, ph, 4, 0.4, h, &st, &e), e, D2_EINPUT, "levels 1");
+    p = base_params();
+    ph[5] = NAN;
+    CHECK_ERR(exp_layer_heights(&p, ph, 4, 0.4, h, &st, &e), e, D2_EINPUT, "row 1, column 1");
+}
+
+TEST(bad_phase_files_are_refused_with_a_clear_message)
+{
+    d2_err e = {0};
+    float *v = NULL;
+    int n;
+    float map[20];
+    for (int k = 0; k < 20; k++) map[k] = 0.1f * (float)k;
+    map[7] = NAN;
+    write_map(tp("nan.npy"), map, 4, 5 - 1); /* 4 x 4, NaN at row 1, column 3 */
+    CHECK_ERR(exp_read_phase(tp("nan.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT,
+              "row 1, column 3 is nan");
+    map[7] = 0;
+    write_map(tp("rect.npy"), map, 4, 5);
+    CHECK_ERR(exp_read_phase(tp("rect.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT,
+              "4 x 5: layers must be square");
+    write_raw_npy(tp("f64.npy"), "<f8", "(4, 4)", 16 * 8);
+    CHECK_ERR(exp_read_phase(tp("f64.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT, "float64");
+    write_raw_npy(tp("c64.npy"), "<c8", "(4, 4)", 16 * 8);
+    CHECK_ERR(exp_read_phase(tp("c64.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT, "complex64");
+    write_raw_npy(tp("cube.npy"), "<f4", "(2, 4, 4)", 32 * 4);
+    CHECK_ERR(exp_read_phase(tp("cube.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT,
+              "shape (2, 4, 4): expected a 2-D phase map");
+    t_write_text(tp("text.npy"), "not a numpy file");
+    CHECK_ERR(exp_read_phase(tp("text.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT, "text.npy");
+    CHECK(v == NULL);
+}
+
+TEST(png_phase_maps_need_and_use_their_stated_range)
+{
+    uint16_t px[64];
+    for (int k = 0; k < 64; k++) px[k] = (uint16_t)(k * 1000);
+    d2_err e = {0};
+    CHECK(img_write_gray16(tp("ph.png"), 8, 8, px, &e) == 0);
+    float *v = NULL;
+    int n;
+    CHECK_ERR(exp_read_phase(tp("ph.png"), 0, 0, 0, &v, &n, &e), e, D2_EUSAGE, "--png-range-rad");
+    uint8_t rgb[64 * 3] = {0};
+    CHECK(img_write_rgb8(tp("rgb.png"), 8, 8, rgb, &e) == 0);
+    CHECK_ERR(exp_read_phase(tp("rgb.png"), 1, 0, TWO_PI, &v, &n, &e), e, D2_EINPUT,
+              "colour PNG: a phase map must be grey");
+    CHECK(exp_read_phase(tp("ph.png"), 1, 0, TWO_PI, &v, &n, &e) == 0);
+    CHECK(n == 8);
+    if (v) {
+        CHECK_NEAR(v[0], 0, 1e-6);
+        CHECK_NEAR(v[63], 63000.0 / 65535 * TWO_PI, 1e-4);
+    }
+    free(v);
+}
+
+TEST(layers_of_different_sizes_are_refused)
+{
+    float a[64] = {0}, b[100] = {0};
+    write_map(tp("s8.npy"), a, 8, 8);
+    write_map(tp("s10.npy"), b, 10, 10);
+    const char *files[] = {tp("s8.npy"), tp("s10.npy")};
+    exp_phase_input in = {files, 2, 0.4, WL_04, NULL, 0, 0, 0, 0};
+    d2_model m;
+    d2_err e = {0};
+    CHECK_ERR(exp_model_from_phases(&in, &m, &e), e, D2_EINPUT, "same size");
+    CHECK(strstr(e.msg, "s10.npy") && strstr(e.msg, "10 x 10") && strstr(e.msg, "8 x 8"));
+    double gaps[2] = {30, 30};
+    const char *one[] = {tp("s8.npy")};
+    exp_phase_input in2 = {one, 1, 0.4, WL_04, gaps, 2, 0, 0, 0};
+    CHECK(exp_model_from_phases(&in2, &m, &e) == 0);
+    CHECK(m.g.n == 8 && m.g.layers == 1 && m.g.gap_mm[1] == 30);
+    model_free(&m);
+    double three[3] = {10, 20, 30};
+    exp_phase_input in3 = {one, 1, 0.4, WL_04, three, 3, 0, 0, 0};
+    CHECK_ERR(exp_model_from_phases(&in3, &m, &e), e, D2_EUSAGE, "3 gaps given for 1 layers");
+}
+
+/* Exports a 32 x 32, 2-layer bare map stack with the given options; returns rc. */
+static int export_bare(const char *out, export_opts *o, export_report *r, d2_err *e,
+                       double centre)
+{
+    d2_model m;
+    float map[32 * 32];
+    make_phase(map, 32, centre, 0.6, 5);
+    write_map(tp("bare1.npy"), map, 32, 32);
+    make_phase(map, 32, centre, 0.6, 6);
+    write_map(tp("bare2.npy"), map, 32, 32);
+    const char *files[] = {tp("bare1.npy"), tp("bare2.npy")};
+    exp_phase_input in = {files, 2, 0.4, WL_04, NULL, 0, 0, 0, 0};
+    if (exp_model_from_phases(&in, &m, e)) return -99;
+    export_source src = {&m, NULL, "phase", files[0]};
+    int rc = export_stack(&src, o, out, r, e);
+    model_free(&m);
+    return rc;
+}
+
+static void opts_for(export_opts *o, const char *printer, const char *material)
+{
+    export_opts_default(o);
+    o->printer = printer;
+    o->material = material;
+    o->profiles_dir = fixture_profiles();
+}
+
+TEST(bad_export_inputs_fail_and_write_nothing)
+{
+    export_opts o;
+    export_report r;
+    d2_err e = {0};
+    const char *out = tp("never");
+
+    opts_for(&o, "objet-connex500", "verobp");
+    o.index = 1.0;
+    CHECK_ERR(export_bare(out, &o, &r, &e, 0), e, D2_EINPUT, "refractive index 1 (--index)");
+    export_report_free(&r);
+    opts_for(&o, "objet-connex500", "verobp");
+    o.wavelength_mm = -1;
+    CHECK_ERR(export_bare(out, &o, &r, &e, 0), e, D2_EINPUT, "wavelength -1 mm");
+    export_report_free(&r);
+    opts_for(&o, "objet-connex501", "verobp");
+    CHECK_ERR(export_bare(out, &o, &r, &e, 0), e, D2_EINPUT, "known printers: ");
+    CHECK(strstr(e.msg, "objet-connex500") && strstr(e.msg, "stratasys-j850"));
+    export_report_free(&r);
+    opts_for(&o, "objet-connex500", "unobtainium");
+    CHECK_ERR(export_bare(out, &o, &r, &e, 0), e, D2_EINPUT, "known materials: ");
+    CHECK(strstr(e.msg, "verobp") && strstr(e.msg, "hips"));
+    export_report_free(&r);
+    /* 32 x 0.4 mm + 2 x 10 mm frame = 32.8 mm > 30 mm */
+    opts_for(&o, "tiny", "verobp");
+    CHECK_ERR(export_bare(out, &o, &r, &e, 0), e, D2_EINPUT, "does not fit the build volume");
+    CHECK(strstr(e.msg, "32.8 x 32.8"));
+    export_report_free(&r);
+    /* 1 mm of build height < base + 2 pi of VeroBlackPlus */
+    opts_for(&o, "flat", "verobp");
+    CHECK_ERR(export_bare(out, &o, &r, &e, 0), e, D2_EINPUT, "does not fit the build volume");
+    export_report_free(&r);
+    /* 0.4 mm pitch < 2 x 0.4 mm nozzle */
+    opts_for(&o, "coarse", "hips");
+    CHECK_ERR(export_bare(out, &o, &r, &e, 0), e, D2_EINPUT, "pitch 0.4 mm is below");
+    CHECK(strstr(e.msg, "--force") != NULL);
+    export_report_free(&r);
+    CHECK(dir_entries(out) == -1);
+
+    /* --force: written, with the warning recorded */
+    opts_for(&o, "coarse", "hips");
+    o.force = 1;
+    CHECK(export_bare(tp("forced"), &o, &r, &e, 0) == 0);
+    CHECK(r.nwarn >= 1 && strstr(r.warn[0], "pitch 0.4 mm is below"));
+    CHECK(exists(tp("forced/export.json")));
+    export_report_free(&r);
+}
+
+TEST(a_failed_write_leaves_no_export_json_and_removes_this_runs_files)
+{
+    export_opts o;
+    export_report r;
+    d2_err e = {0};
+    opts_for(&o, "objet-connex500", "verobp");
+    const char *out = tp("halfway");
+    CHECK(export_bare(out, &o, &r, &e, 0) == 0);
+    export_report_free(&r);
+    CHECK(exists(tp("halfway/export.json")));
+    /* layer 2's PNG cannot be put in place: a folder holds its name */
+    unlink(tp("halfway/layer2_height.png"));
+    mkdir_or_die(tp("halfway/layer2_height.png/x"));
+    CHECK(export_bare(out, &o, &r, &e, 0) != 0);
+    export_report_free(&r);
+    CHECK(!exists(tp("halfway/export.json")));
+    CHECK(!exists(tp("halfway/layer1_height.npy")));
+    CHECK(!exists(tp("halfway/layer1_preview.png")));
+    CHECK(!exists(tp("halfway/layer2_height.npy")));
+}
+
+TEST(export_writes_every_file_and_loads_back_as_the_printed_model)
+{
+    const char *mdir = tp("model");
+    save_model(mdir, 32, 2, 0, 0, 0.8);
+    d2_model m;
+    d2_err e = {0};
+    CHECK(model_load(mdir, &m, &e) == 0);
+    cJSON *mj = NULL;
+    CHECK(cfg_load(tp("model/model.json"), &mj, &e) == 0);
+    export_opts o;
+    opts_for(&o, "tiny", "twopoint");
+    o.force = 1; /* the plate is 2.8 mm wider than the tiny printer */
+    export_report r;
+    export_source src = {&m, mj, "model", mdir};
+    const char *out = tp("exp");
+    int rc = export_stack(&src, &o, out, &r, &e);
+    CHECK(rc == 0);
+    if (rc) printf("  %s\n", e.msg);
+    /* twopoint at 0.4 THz: n 1.68, kappa 0.04; base 1 mm rounds up to 63 steps of 16 um */
+    CHECK_NEAR(r.p.index, 1.68, 1e-12);
+    CHECK_NEAR(r.p.kappa, 0.04, 1e-12);
+    CHECK_NEAR(r.p.base_mm, 1.008, 1e-12);
+    /* stack transmission = prod mean(a^2) * (1 - R)^(2L) */
+    double R = exp_fresnel_r(1.68);
+    CHECK_NEAR(r.power_transmission,
+               r.layer[0].power_mean * r.layer[1].power_mean * pow(1 - R, 4), 1e-12);
+    double mx = fmax(r.layer[0].max_mm, r.layer[1].max_mm);
+    CHECK_NEAR(r.print_time_h, mx / 10, 1e-12);
+    for (int k = 1; k <= 2; k++) {
+        char name[64];
+        const char *kinds[] = {"height.npy", "height.png", "preview.png"};
+        for (int q = 0; q < 3; q++) {
+            snprintf(name, sizeof name, "exp/layer%d_%s", k, kinds[q]);
+            CHECK(exists(tp(name)));
+        }
+    }
+    /* the 16-bit PNG holds round(h / png_scale_mm) */
+    cJSON *ej = NULL;
+    CHECK(cfg_load(tp("exp/export.json"), &ej, &e) == 0);
+    const cJSON *lf = cJSON_GetArrayItem(cJSON_GetObjectItem(ej, "layer_files"), 0);
+    double scale = cJSON_GetNumberValue(cJSON_GetObjectItem(lf, "png_scale_mm"));
+    CHECK_NEAR(scale, 0.001, 1e-12);
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(ej, "format")), "d2fab-export"));
+    CHECK(cJSON_IsObject(cJSON_GetObjectItem(cJSON_GetObjectItem(ej, "model"), "geometry")));
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(ej, "phase_offset")), "auto"));
+    float *png = NULL, *hn = NULL;
+    int w, hh, rows, cols;
+    CHECK(img_read_gray(tp("exp/layer1_height.png"), &w, &hh, &png, &e) == 0);
+    CHECK(npy_read_map(tp("exp/layer1_height.npy"), &hn, &rows, &cols, &e) == 0);
+    if (png && hn && w == 32 && rows == 32) {
+        double worst = 0;
+        for (int k = 0; k < 32 * 32; k++)
+            worst = fmax(worst, fabs(png[k] * 65535.0 * scale - hn[k]));
+        CHECK(worst < 1e-6); /* 16 um steps are whole micrometres */
+    }
+    free(png);
+    cJSON_Delete(ej);
+
+    d2_model back;
+    rc = export_load_as_model(out, &back, &e);
+    CHECK(rc == 0);
+    if (rc) printf("  %s\n", e.msg);
+    if (!rc && hn) {
+        CHECK(back.g.n == 32 && back.g.layers == 2 && back.g.coupled == 0);
+        CHECK_NEAR(back.g.wavelength_mm, WL_04, 1e-9);
+        CHECK_NEAR(back.g.gap_mm[1], m.g.gap_mm[1], 1e-12);
+        CHECK_NEAR(back.g.det_x_mm[3], m.g.det_x_mm[3], 1e-9);
+        /* phase back = trained phase + offset + constant, up to the Z-step error */
+        double bound = M_PI * 0.68 * 0.016 / WL_04;
+        double cst = r.layer[0].offset_rad + TWO_PI * 0.68 * r.p.base_mm / WL_04, worst = 0;
+        for (int k = 0; k < 32 * 32; k++) {
+            worst = fmax(worst, fabs(remainder(back.phase[0][k] - m.phase[0][k] - cst, TWO_PI)));
+            CHECK_NEAR(back.amp[0][k], exp(-TWO_PI * 0.04 * hn[k] / WL_04), 1e-6);
+        }
+        CHECK(worst <= bound * 1.001);
+        CHECK_NEAR(worst, r.layer[0].phase_max_error_rad, 1e-4);
+    }
+    free(hn);
+    model_free(&back);
+    export_report_free(&r);
+    cJSON_Delete(mj);
+    model_free(&m);
+}
+
+TEST(a_model_trained_coupled_keeps_the_plain_wrap_and_its_base)
+{
+    const char *mdir = tp("coupled");
+    save_model(mdir, 32, 1, 1, 0, 0.8);
+    d2_model m;
+    d2_err e = {0};
+    CHECK(model_load(mdir, &m, &e) == 0);
+    export_opts o;
+    opts_for(&o, "objet-connex500", "verobp");
+    export_report r;
+    export_source src = {&m, NULL, "model", mdir};
+    /* never into a model folder: it would then read as an export */
+    CHECK_ERR(export_stack(&src, &o, mdir, &r, &e), e, D2_EUSAGE, "holds a model");
+    export_report_free(&r);
+    CHECK(!exists(tp("coupled/export.json")));
+    CHECK(export_stack(&src, &o, tp("coupled-exp"), &r, &e) == 0);
+    CHECK(r.layer[0].offset_rad == 0 && r.p.offset_auto == 0);
+    CHECK_NEAR(r.p.base_mm, 0.512, 1e-12); /* geom_default's 0.5 mm up to the 16 um grid */
+    int found = 0;
+    for (int i = 0; i < r.nwarn; i++) found |= strstr(r.warn[i], "plain wrap") != NULL;
+    CHECK(found);
+    export_report_free(&r);
+    model_free(&m);
+}
+
+TEST(levels_export_uses_whole_level_offsets_on_the_z_grid)
+{
+    export_opts o;
+    opts_for(&o, "objet-connex500", "verobp");
+    o.levels = 4;
+    export_report r;
+    d2_err e = {0};
+    CHECK(export_bare(tp("lv"), &o, &r, &e, 2.0) == 0);
+    for (int k = 0; k < 2; k++) {
+        double s = r.layer[k].offset_rad * 4 / TWO_PI;
+        CHECK_NEAR(s, nearbyint(s), 1e-9);
+        /* levels then Z step: error <= pi/4 + the Z-step bound */
+        CHECK(r.layer[k].phase_max_error_rad <= M_PI / 4 + M_PI * 0.7227 * 0.016 / WL_04 + 1e-6);
+    }
+    export_report_free(&r);
+}
+
+int main(void)
+{
+    use_repo_printers();
+    RUN(two_pi_at_0p4_thz_in_verobp_is_1p037_mm_of_material);
+    RUN(heights_follow_the_formula_before_quantisation);
+    RUN(absorption_through_1p04_mm_of_verobp_leaves_0p76_amplitude);
+    RUN(z_step_heights_are_whole_steps_from_zero);
+    RUN(z_step_phase_error_stays_within_the_derived_bound_and_rms_is_step_over_sqrt12);
+    RUN(k_levels_phase_error_is_at_most_pi_over_k);
+    RUN(heights_turn_back_into_the_same_phase);
+    RUN(auto_offset_cuts_material_and_wrap_cliffs_of_a_map_near_zero);
+    RUN(offset_sweep_finds_the_exact_minimum_of_the_objective);
+    RUN(level_offset_is_the_best_whole_number_of_levels);
+    RUN(offset_zero_is_the_plain_wrap);
+    RUN(png_scale_stores_z_steps_exactly);
+    RUN(material_is_interpolated_in_frequency_and_clamped_outside);
+    RUN(every_shipped_profile_loads_and_the_paper_values_are_right);
+    RUN(user_profile_folder_is_searched_first_and_paths_work);
+    RUN(unknown_printer_or_material_lists_the_known_ones);
+    RUN(bad_profiles_are_refused_naming_file_key_and_range);
+    RUN(bad_parameters_are_refused);
+    RUN(bad_phase_files_are_refused_with_a_clear_message);
+    RUN(png_phase_maps_need_and_use_their_stated_range);
+    RUN(layers_of_different_sizes_are_refused);
+    RUN(bad_export_inputs_fail_and_write_nothing);
+    RUN(a_failed_write_leaves_no_export_json_and_removes_this_runs_files);
+    RUN(export_writes_every_file_and_loads_back_as_the_printed_model);
+    RUN(a_model_trained_coupled_keeps_the_plain_wrap_and_its_base);
+    RUN(levels_export_uses_whole_level_offsets_on_the_z_grid);
+    return t_finish();
+}
