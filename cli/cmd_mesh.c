@@ -120,7 +120,7 @@ int cmd_mesh(int argc, char **argv)
         }
         printf("%-11s %-14s %8zu %11zu\n", "assembly", rep.assembly_file, rep.assembly_facets,
                rep.assembly_bytes);
-        printf("meshed in %.2f s, written in %.2f s to %s (assembly.json: stack order and z)\n",
+        printf("built and checked in %.2f s, written in %.2f s to %s (assembly.json: order, z)\n",
                rep.seconds_mesh, rep.seconds_write, out);
         for (int i = 0; i < rep.nwarn; i++) printf("warning: %s\n", rep.warn[i]);
     }

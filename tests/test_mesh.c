@@ -195,6 +195,12 @@ TEST(mesh_of_checkerboard_is_closed)
         check_nonneg(m);
         double v = (double)ideal * MESH_Q_MM * MESH_Q_MM * MESH_QZ_MM;
         CHECK_NEAR(mesh_volume_mm3(m), v, 1e-4 * v);
+        const char *path = tpath("checker.stl");
+        mesh_part part = {m, "checker", {0, 0, 0}};
+        CHECK(mesh_write(path, MESH_STL, &part, 1, NULL, &e) == 0);
+        check_admesh(path, 1, v);
+        check_prusa(path, 1);
+        check_assimp_info(path, mesh_facets(m));
         mesh_free(m);
     }
 }
