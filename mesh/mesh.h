@@ -80,12 +80,18 @@ void mesh_bbox_mm(const mesh *m, double lo[3], double hi[3]);
  * Rules (violations are D2_EINPUT errors naming the cell and the height):
  *   - two cells sharing a side must not touch only along a horizontal edge
  *     (one's top equal to the other's bottom);
- *   - cells must not touch only at a single point.
+ *   - cells must not touch only at a single point;
+ *   - every coordinate within +-1e9 units; heights meeting at a corner gap
+ *     that needs a midpoint (below) at least 2 units apart (use even z).
  * Two cells that touch only along a vertical edge (diagonal neighbours
  * whose side neighbours are empty at those heights, as in a checkerboard of
  * pillars) are separated by a 0.1 um wedge-shaped gap at that edge, so the
  * solid stays a 2-manifold: for connectivity, material is joined only through
- * cell sides (4-connectivity), never through corners. */
+ * cell sides (4-connectivity), never through corners. The gap is a copy of
+ * the corner vertex moved 0.1 um into one of the two cells, at the end of
+ * the band where that cell ends (or at the band's middle when neither ends
+ * there). Each gap makes the volume smaller than the cells' by about
+ * 0.1 um x band height x cell side / 3: 1e-5 relative or less for plates. */
 typedef struct mesh_grid {
     int nx, ny;              /* cells along x and y */
     const int32_t *xs, *ys;  /* nx + 1 and ny + 1 grid lines */
