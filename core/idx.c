@@ -47,16 +47,16 @@ static int read_idx(const char *path, uint32_t want, size_t hdr, unsigned char *
         return d2_fail(e, D2_EINPUT, "%s: file is gzip-compressed; expected an uncompressed IDX "
                        "file (gunzip it first)", path);
     }
+    uint32_t m = *n >= 4 ? be32(u) : 0;
+    if (*n >= 4 && m != want) {
+        free(b);
+        return d2_fail(e, D2_EINPUT, "%s: magic number 0x%08x%s; expected 0x%08x%s", path,
+                       (unsigned)m, magic_name(m), (unsigned)want, magic_name(want));
+    }
     if (*n < hdr) {
         free(b);
         return d2_fail(e, D2_EINPUT, "%s: file is %zu bytes, shorter than the %zu-byte IDX header",
                        path, *n, hdr);
-    }
-    uint32_t m = be32(u);
-    if (m != want) {
-        free(b);
-        return d2_fail(e, D2_EINPUT, "%s: magic number 0x%08x%s; expected 0x%08x%s", path,
-                       (unsigned)m, magic_name(m), (unsigned)want, magic_name(want));
     }
     *buf = u;
     return 0;
