@@ -26,6 +26,15 @@ static void train_help(FILE *fp)
             "      --test-limit N   evaluate on the first N test images       [all: 10000]\n"
             "  -t, --threads N      worker threads                               [all cores]\n"
             "  -r, --resume         continue from DIR/checkpoints/latest\n"
+            "  -i, --init MODEL     start from this model's phases (same geometry), e.g. to\n"
+            "                       fine-tune a trained model for misalignment        [zeros]\n"
+            "Fabrication-aware training (override the config's training section):\n"
+            "      --jitter-xy-mm D     random lateral layer shift per batch, uniform +-D mm  [0]\n"
+            "      --jitter-z-mm D      random axial layer shift per batch, uniform +-D mm    [0]\n"
+            "      --jitter-rot-deg D   random in-plane rotation per batch, +-D degrees       [0]\n"
+            "      --quantize-levels K  train on phases quantised to K levels per 2 pi\n"
+            "                           (straight-through gradient)                         [off]\n"
+            "      --quantize-z-step-mm S  quantise the implied thickness to S mm instead  [off]\n"
             "  -q, --quiet          no progress output\n"
             "  -h, --help           this help\n\n"
             "The same config, seed and thread count give the same model.\n\n%s",
@@ -40,12 +49,19 @@ int cmd_train(int argc, char **argv)
         {"limit", required_argument, 0, 'l'},  {"test-limit", required_argument, 0, 'T'},
         {"threads", required_argument, 0, 't'}, {"resume", no_argument, 0, 'r'},
         {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
+        {"init", required_argument, 0, 'i'},
+        {"jitter-xy-mm", required_argument, 0, 'X'}, {"jitter-z-mm", required_argument, 0, 'Z'},
+        {"jitter-rot-deg", required_argument, 0, 'R'},
+        {"quantize-levels", required_argument, 0, 'K'},
+        {"quantize-z-step-mm", required_argument, 0, 'S'},
         {0, 0, 0, 0}};
-    const char *cfg = NULL, *out = NULL, *data = dataset_default_dir();
+    const char *cfg = NULL, *out = NULL, *data = dataset_default_dir(), *init = NULL;
+    double jxy = -1, jz = -1, jrot = -1, zstep = -1;
+    long qlev = -1;
     long epochs = -1, limit = -1, tlimit = -1, threads = 0;
     int resume = 0, quiet = 0, c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "c:o:d:e:l:t:rqh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:o:d:e:l:t:i:rqh", opts, NULL)) != -1) {
         switch (c) {
         case 'c': cfg = optarg; break;
         case 'o': out = optarg; break;
@@ -55,7 +71,13 @@ int cmd_train(int argc, char **argv)
         case 'T': if (cli_int("train", "test-limit", optarg, 1, 10000000, &tlimit)) return 1; break;
         case 't': if (cli_int("train", "threads", optarg, 1, 1024, &threads)) return 1; break;
         case 'r': resume = 1; break;
+        case 'i': init = optarg; break;
         case 'q': quiet = 1; break;
+        case 'X': if (cli_num("train", "jitter-xy-mm", optarg, 0, 100, &jxy)) return 1; break;
+        case 'Z': if (cli_num("train", "jitter-z-mm", optarg, 0, 1000, &jz)) return 1; break;
+        case 'R': if (cli_num("train", "jitter-rot-deg", optarg, 0, 180, &jrot)) return 1; break;
+        case 'K': if (cli_int("train", "quantize-levels", optarg, 2, 65536, &qlev)) return 1; break;
+        case 'S': if (cli_num("train", "quantize-z-step-mm", optarg, 1e-6, 10, &zstep)) return 1; break;
         case 'h': train_help(stdout); return 0;
         default: train_help(stderr); return 1;
         }
@@ -76,9 +98,32 @@ int cmd_train(int argc, char **argv)
     if (epochs >= 0) m.t.epochs = (int)epochs;
     if (limit > 0) m.t.train_limit = (int)limit;
     if (tlimit > 0) m.t.test_limit = (int)tlimit;
+    if (jxy >= 0) m.t.jitter_xy_mm = jxy;
+    if (jz >= 0) m.t.jitter_z_mm = jz;
+    if (jrot >= 0) m.t.jitter_rot_deg = jrot;
+    if (qlev > 0) m.t.quant_levels = (int)qlev, m.t.quant_z_step_mm = 0;
+    if (zstep > 0) m.t.quant_z_step_mm = zstep, m.t.quant_levels = 0;
     if ((rc = model_alloc(&m, &e))) {
         model_free(&m);
         return cli_error("train", rc, e.msg);
+    }
+    if (init) {
+        d2_model s0;
+        if ((rc = model_load(init, &s0, &e))) {
+            model_free(&m);
+            return cli_error("train", rc, e.msg);
+        }
+        if (s0.g.n != m.g.n || s0.g.layers != m.g.layers) {
+            fprintf(stderr,
+                    "d2fab train: --init %s: %d layers of %d x %d, the config %s has %d of %d x %d\n",
+                    init, s0.g.layers, s0.g.n, s0.g.n, cfg, m.g.layers, m.g.n, m.g.n);
+            model_free(&s0);
+            model_free(&m);
+            return 2;
+        }
+        for (int l = 0; l < m.g.layers; l++)
+            memcpy(m.phase[l], s0.phase[l], sizeof(float) * m.g.n * m.g.n);
+        model_free(&s0);
     }
     train_run_opts ro = {data, (int)threads, resume, quiet ? NULL : stderr};
     if (!quiet)

@@ -12,7 +12,8 @@
 #include "err.h"
 
 /* Parses path (at most 16 MiB) into *root (free with cJSON_Delete). Syntax
- * errors report the line and column. */
+ * errors fail with D2_EINPUT as "FILE:LINE:COL: JSON syntax error near ...";
+ * a NUL byte in the file is an error too. *root is NULL on failure. */
 int cfg_load(const char *path, cJSON **root, d2_err *e);
 
 /* Parses text in memory; name is used in messages. */
@@ -25,8 +26,9 @@ typedef struct cfg_ctx {
 } cfg_ctx;
 
 /* Fails with D2_EINPUT if obj (an object) holds a key not in allowed
- * (NULL-terminated list); the message lists the allowed keys. A NULL obj is
- * accepted. Also fails if obj is not an object. */
+ * (NULL-terminated list): 'FILE: unknown key "geometry.pitch" (allowed:
+ * frequency_thz, ...); did you mean "pitch_mm"?'. Also fails on a key that
+ * appears twice and if obj is not an object. A NULL obj is accepted. */
 int cfg_check_keys(const cfg_ctx *c, const cJSON *obj, const char *const *allowed, d2_err *e);
 
 /* Reads number key of obj into *out. If the key is absent: with required != 0
@@ -50,7 +52,8 @@ int cfg_str(const cfg_ctx *c, const cJSON *obj, const char *key, int required, c
 /* String that must be one of choices (NULL-terminated); *out is its index. */
 int cfg_enum(const cfg_ctx *c, const cJSON *obj, const char *key, int required, int def,
              const char *const *choices, int *out, d2_err *e);
-/* Array of numbers of length n_min..n_max, each in lo..hi; stores *n. */
+/* Array of numbers of length n_min..n_max, each in lo..hi, into out (room for
+ * n_max); stores *n. An absent key gives *n = 0 if n_min is 0, else fails. */
 int cfg_num_array(const cfg_ctx *c, const cJSON *obj, const char *key, int n_min, int n_max,
                   double lo, double hi, double *out, int *n, d2_err *e);
 
@@ -58,7 +61,8 @@ int cfg_num_array(const cfg_ctx *c, const cJSON *obj, const char *key, int n_min
  * object. */
 int cfg_object(const cfg_ctx *c, const cJSON *obj, const char *key, const cJSON **out, d2_err *e);
 
-/* Prints root and writes it atomically to path. */
+/* Prints root (indented, with a final newline) and writes it atomically to
+ * path. Fails with D2_EIO. */
 int cfg_write(const char *path, const cJSON *root, d2_err *e);
 
 #endif

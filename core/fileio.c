@@ -21,8 +21,26 @@ static mode_t out_mode(const char *dst)
 {
     struct stat st;
     if (stat(dst, &st) == 0 && S_ISREG(st.st_mode)) return st.st_mode & 07777;
-    mode_t m = umask(022);
-    umask(m);
+    /* Read the umask without changing it (umask() would race with threads
+     * creating files); fall back to the set-and-restore idiom. */
+    mode_t m = 022;
+    int found = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f) {
+        char line[256];
+        unsigned v;
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "Umask: %o", &v) == 1) {
+                m = (mode_t)v;
+                found = 1;
+                break;
+            }
+        fclose(f);
+    }
+    if (!found) {
+        m = umask(022);
+        umask(m);
+    }
     return 0666 & ~m;
 }
 

@@ -12,8 +12,10 @@
 
 typedef struct d2_out d2_out;
 
-/* Opens a temporary file beside path for writing. Returns NULL and fills e on
- * failure. Finish with d2_out_commit (rename into place) or d2_out_abort
+/* Opens a temporary file ".NAME.tmp-XXXXXX" beside path for writing (a
+ * SIGKILL can leave such a hidden file behind, never a truncated path). The
+ * new file gets the permissions of the file it replaces, else 0666 & ~umask.
+ * Returns NULL and fills e (D2_EIO, naming path) on failure. Finish with d2_out_commit (rename into place) or d2_out_abort
  * (remove the temporary); either frees the handle. */
 d2_out *d2_out_open(const char *path, d2_err *e);
 /* The stdio stream to write to. Owned by the handle. */
@@ -28,19 +30,25 @@ void d2_out_abort(d2_out *o);
 int d2_write_file(const char *path, const void *buf, size_t n, d2_err *e);
 
 /* Reads a whole file into a malloc'ed buffer (NUL-terminated, *n excludes the
- * NUL). Refuses files larger than max_bytes. Caller frees *buf. */
+ * NUL; n may be NULL). Refuses files larger than max_bytes. Caller frees *buf.
+ * Fails with D2_EINPUT (missing file, a folder, over the limit) or D2_EIO
+ * (read error, memory), naming path; *buf is NULL then. */
 int d2_read_file(const char *path, size_t max_bytes, char **buf, size_t *n, d2_err *e);
 
-/* Creates directory path (and missing parents), mode 0777 & ~umask. */
+/* Creates directory path (and missing parents), mode 0777 & ~umask. An
+ * existing folder is fine; a component that is a file fails with D2_EIO. */
 int d2_mkdir_p(const char *path, d2_err *e);
 
-/* Joins dir and name into out (size cap). Returns D2_EINPUT if it does not fit. */
+/* Joins dir and name into out (cap bytes) with one '/'; an empty dir or an
+ * absolute name gives name. Returns D2_EINPUT if it does not fit. */
 int d2_path_join(char *out, size_t cap, const char *dir, const char *name, d2_err *e);
 
 /* Checks that name, a file named inside a config or model file living in
  * folder dir, stays inside dir: no absolute path, no ".." component, and if it
  * exists, no symlink resolving outside dir. `what` names the config key for
- * the message. Returns 0 or D2_EINPUT. */
+ * the message. The longest existing prefix of dir/name is resolved with
+ * realpath(), so a link anywhere on the way counts, and a dangling link (which
+ * a writer would follow) is refused. Returns 0 or D2_EINPUT. */
 int d2_path_inside(const char *dir, const char *name, const char *what, d2_err *e);
 
 #endif

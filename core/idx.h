@@ -17,18 +17,26 @@ typedef struct d2_dataset {
     uint8_t *labels;  /* count, 0..9 */
 } d2_dataset;
 
-/* Reads an idx3-ubyte image file (magic 0x00000803). *px malloc'ed. */
+/* Reads an idx3-ubyte image file (magic 0x00000803; rows and cols 1..4096;
+ * at most 512 MiB). *px is malloc'ed (count*rows*cols bytes), caller frees.
+ * A wrong magic number, a gzip file or a length other than 16 + count*rows*cols
+ * fails with D2_EINPUT naming the file, what was expected and what was found. */
 int idx_read_images(const char *path, uint8_t **px, int *count, int *rows, int *cols, d2_err *e);
-/* Reads an idx1-ubyte label file (magic 0x00000801); every label must be 0..9. */
+/* Reads an idx1-ubyte label file (magic 0x00000801); every label must be 0..9.
+ * *labels is malloc'ed (count bytes), caller frees. Fails like
+ * idx_read_images. */
 int idx_read_labels(const char *path, uint8_t **labels, int *count, d2_err *e);
 
 /* Loads DIR/NAME/{train|t10k}-*: name is "mnist" or "fashion"; test != 0
- * selects the test split. Image and label counts must agree. */
+ * selects the test split. Image and label counts must agree. A missing file
+ * fails with D2_EINPUT telling to run scripts/fetch-data. Release with
+ * dataset_free (which accepts NULL and zeroes *ds). */
 int dataset_load(const char *dir, const char *name, int test, d2_dataset *ds, d2_err *e);
 void dataset_free(d2_dataset *ds);
 
 /* Writes images/labels as IDX files atomically (used by the Fashion-MNIST
- * converter and by tests). */
+ * converter and by tests). Labels over 9 or sizes outside the reader's limits
+ * fail with D2_EUSAGE; I/O errors with D2_EIO. */
 int idx_write_images(const char *path, const uint8_t *px, int count, int rows, int cols, d2_err *e);
 int idx_write_labels(const char *path, const uint8_t *labels, int count, d2_err *e);
 

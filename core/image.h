@@ -7,6 +7,9 @@
 #include <stdint.h>
 #include "err.h"
 
+/* Write w x h pixels (row-major, row 0 at the top) atomically: 8-bit grey,
+ * 16-bit grey (stored exactly, gAMA 1.0) and 8-bit RGB. Sizes outside 1 ..
+ * 2^27 pixels fail with D2_EUSAGE, encoding or I/O errors with D2_EIO. */
 int img_write_gray8(const char *path, int w, int h, const uint8_t *px, d2_err *e);
 int img_write_gray16(const char *path, int w, int h, const uint16_t *px, d2_err *e);
 /* px holds w*h*3 bytes, R G B. */
@@ -14,12 +17,15 @@ int img_write_rgb8(const char *path, int w, int h, const uint8_t *px, d2_err *e)
 
 typedef enum { CMAP_GRAY, CMAP_VIRIDIS, CMAP_TWILIGHT /* cyclic, for phase */, CMAP_INFERNO } img_cmap;
 
-/* Colour-maps v (w*h floats, row-major) linearly from lo..hi (clamped) and
- * writes an RGB PNG, each value drawn as a scale x scale block. */
+/* Colour-maps v (w*h floats, row-major) linearly from lo..hi (clamped; NaN
+ * and lo == hi draw the low end) and writes an RGB PNG, each value drawn as a
+ * scale x scale block (scale 1..64). Fails like img_write_rgb8. */
 int img_write_colormap(const char *path, int w, int h, const float *v, float lo, float hi,
                        img_cmap cmap, int scale, d2_err *e);
 
-/* Maps t in [0,1] to RGB with the given colour map. */
+/* Maps t in [0,1] (clamped) to RGB with the given colour map. viridis and
+ * inferno follow matplotlib's tables; CMAP_TWILIGHT is cyclic (t = 0 and 1
+ * give the same colour), for phase in [0, 2 pi). */
 void img_cmap_rgb(img_cmap cmap, float t, uint8_t rgb[3]);
 
 /* Reads a PNG (grey, grey+alpha, RGB, RGBA or palette, any bit depth) as grey

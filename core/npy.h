@@ -19,10 +19,15 @@ typedef struct npy_array {
 } npy_array;
 
 /* Reads path into *a (a->data malloc'ed; release with npy_free). Arrays larger
- * than 1 GiB are refused. */
+ * than 1 GiB, headers over 10000 bytes, empty dimensions and a file length
+ * other than header + data fail with D2_EINPUT naming the file, what was
+ * expected and what was found (D2_EIO for read errors); *a is zeroed then. */
 int npy_read(const char *path, npy_array *a, d2_err *e);
 
-/* Writes an array atomically. shape has ndim entries. */
+/* Writes an array atomically as a version 1.0 file whose header is padded to
+ * 64 bytes, as numpy does. shape has ndim (1..3) entries, none zero; data is
+ * read in host (little-endian) order. Fails with D2_EUSAGE for a shape it
+ * cannot write (or over 1 GiB) and D2_EIO for I/O errors. */
 int npy_write(const char *path, npy_dtype dtype, int ndim, const size_t *shape,
               const void *data, d2_err *e);
 
@@ -33,7 +38,9 @@ size_t npy_count(const npy_array *a);
 void npy_free(npy_array *a);
 
 /* Reads a float32 2-D map of any size, checking every value is finite.
- * On success *out is malloc'ed (rows*cols floats), caller frees. */
+ * On success *out is malloc'ed (rows*cols floats, row-major), caller frees.
+ * Another dtype or rank, or a NaN/infinity, fails with D2_EINPUT naming the
+ * file (and the [row, col] of the first bad value); *out is NULL then. */
 int npy_read_map(const char *path, float **out, int *rows, int *cols, d2_err *e);
 
 #endif

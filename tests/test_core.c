@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <png.h>
 
@@ -136,11 +138,15 @@ TEST(output_into_a_missing_folder_fails_with_the_file_name)
     CHECK(strstr(e.msg, "No such file") != NULL);
 }
 
-TEST(rewriting_a_file_keeps_its_permissions)
+TEST(new_files_follow_the_umask_and_rewrites_keep_permissions)
 {
     d2_err e = {0};
     const char *p = tpath("perm.txt");
     CHECK(d2_write_file(p, "a", 1, &e) == 0);
+    mode_t um = umask(027);
+    umask(um);
+    struct stat st0;
+    CHECK(stat(p, &st0) == 0 && (st0.st_mode & 0777) == (0666 & ~um)); /* like fopen */
     CHECK(chmod(p, 0640) == 0);
     CHECK(d2_write_file(p, "b", 1, &e) == 0);
     struct stat st;
@@ -206,6 +212,45 @@ TEST(path_inside_rejects_parent_absolute_and_links_out)
     CHECK(symlink("/nonexistent-d2fab-target", tpath("model2/dangling.npy")) == 0);
     CHECK_ERR(d2_path_inside(dir, "dangling.npy", "layers[0]", &e), e, D2_EINPUT,
               "missing target");
+}
+
+TEST(sigkill_during_a_write_leaves_the_previous_complete_file)
+{
+    d2_err e = {0};
+    char dir[1024], p[1100];
+    snprintf(dir, sizeof dir, "%s/kill", t_tmpdir());
+    snprintf(p, sizeof p, "%s/model.npy", dir);
+    CHECK(d2_mkdir_p(dir, &e) == 0);
+    CHECK(d2_write_file(p, "previous complete file", 22, &e) == 0);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Child: half-write a big replacement, tell the parent, wait to die. */
+        d2_err ce = {0};
+        d2_out *o = d2_out_open(p, &ce);
+        static char junk[1 << 20];
+        for (int i = 0; o && i < 8; i++) fwrite(junk, 1, sizeof junk, d2_out_fp(o));
+        if (o) fflush(d2_out_fp(o));
+        if (write(fds[1], "x", 1) != 1) _exit(1);
+        for (;;) pause();
+    }
+    CHECK(pid > 0);
+    char c;
+    CHECK(read(fds[0], &c, 1) == 1);
+    kill(pid, SIGKILL);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    close(fds[0]);
+    close(fds[1]);
+    char *b = NULL;
+    size_t n = 0;
+    CHECK(d2_read_file(p, 1 << 24, &b, &n, &e) == 0);
+    CHECK(b && n == 22 && memcmp(b, "previous complete file", 22) == 0);
+    free(b);
+    /* The only trace is the hidden temporary beside it. */
+    CHECK(count_entries(dir) == 2);
 }
 
 /* ------------------------------------------------------------------- npy */
@@ -827,7 +872,8 @@ int main(void)
     RUN(aborted_output_leaves_the_previous_file_and_no_temporary);
     RUN(failed_commit_removes_the_temporary_and_reports_the_file);
     RUN(output_into_a_missing_folder_fails_with_the_file_name);
-    RUN(rewriting_a_file_keeps_its_permissions);
+    RUN(new_files_follow_the_umask_and_rewrites_keep_permissions);
+    RUN(sigkill_during_a_write_leaves_the_previous_complete_file);
     RUN(mkdir_p_creates_nested_folders_and_accepts_existing_ones);
     RUN(path_join_inserts_one_slash_and_checks_the_size);
     RUN(path_inside_accepts_plain_names_and_links_that_stay_inside);

@@ -11,6 +11,7 @@
 #include "core/util.h"
 #include "tests/testlib.h"
 #include "train/net.h"
+#include "train/perturb.h"
 #include "train/train.h"
 
 static double energy(const float complex *f, size_t n)
@@ -378,6 +379,114 @@ TEST(short_mnist_training_clearly_beats_chance)
     model_free(&m);
 }
 
+TEST(whole_pixel_shift_equals_the_rolled_layer_with_zero_fill)
+{
+    int n = 16;
+    float complex t[256], out[256];
+    for (int i = 0; i < n * n; i++) t[i] = (float)(i % 7) + I * (float)(i % 3);
+    layer_pose p = {0.8, -1.2, 0, 0}; /* 2 px right, 3 px up at 0.4 mm */
+    perturb_transform(t, n, 0.4, &p, out);
+    int same = 1;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            int si = i + 3, sj = j - 2;
+            float complex want = si >= 0 && si < n && sj >= 0 && sj < n ? t[si * n + sj] : 0;
+            if (cabsf(out[i * n + j] - want) > 1e-5f) same = 0;
+        }
+    CHECK(same);
+}
+
+TEST(perturbation_adjoint_is_the_transpose)
+{
+    int n = 20;
+    float complex x[400], y[400], ax[400], aty[400];
+    d2_rng r;
+    d2_rng_seed(&r, 3);
+    for (int i = 0; i < n * n; i++) {
+        x[i] = (float)d2_rng_normal(&r) + I * (float)d2_rng_normal(&r);
+        y[i] = (float)d2_rng_normal(&r) + I * (float)d2_rng_normal(&r);
+    }
+    layer_pose p = {0.37, -0.61, 0, 7.5};
+    perturb_transform(x, n, 0.4, &p, ax);
+    memset(aty, 0, sizeof aty);
+    perturb_transform_adjoint(y, n, 0.4, &p, aty);
+    double complex a = 0, b = 0;
+    for (int i = 0; i < n * n; i++) {
+        a += conj(y[i]) * ax[i];
+        b += conj(aty[i]) * x[i];
+    }
+    CHECK(cabs(a) > 1);
+    CHECK_NEAR(creal(a), creal(b), 1e-4 * cabs(a));
+    CHECK_NEAR(cimag(a), cimag(b), 1e-4 * cabs(a));
+}
+
+TEST(axial_displacement_moves_the_layer_between_its_gaps)
+{
+    d2_geom g;
+    geom_default(&g);
+    layer_pose p[D2_MAX_LAYERS] = {{0}};
+    p[1].dz_mm = 1.5;
+    double gaps[D2_MAX_LAYERS + 1];
+    perturb_gaps(&g, p, gaps);
+    CHECK_NEAR(gaps[1], 31.5, 1e-12);
+    CHECK_NEAR(gaps[2], 28.5, 1e-12);
+    CHECK_NEAR(gaps[0] + gaps[3], 60.0, 1e-12);
+}
+
+static double quick_run(int quant_levels, double jitter_mm, d2_model *m, const char *name)
+{
+    cJSON *root = NULL;
+    d2_err e = {0};
+    memset(m, 0, sizeof *m);
+    CHECK(cfg_load("samples/quick.json", &root, &e) == 0);
+    CHECK(config_read("samples/quick.json", root, &m->g, &m->t, &e) == 0);
+    cJSON_Delete(root);
+    m->t.epochs = 1;
+    m->t.train_limit = 2000;
+    m->t.test_limit = 500;
+    m->t.quant_levels = quant_levels;
+    m->t.jitter_xy_mm = jitter_mm;
+    m->t.jitter_z_mm = 2 * jitter_mm;
+    CHECK(model_alloc(m, &e) == 0);
+    char out[600];
+    snprintf(out, sizeof out, "%s/%s", t_tmpdir(), name);
+    train_run_opts ro = {dataset_default_dir(), 0, 0, NULL};
+    int rc = train_model(m, out, &ro, &e);
+    if (rc) printf("  %s\n", e.msg);
+    CHECK(rc == 0);
+    return m->test_accuracy;
+}
+
+TEST(quantisation_aware_training_learns_and_saves_phases_on_the_levels)
+{
+    d2_model m, b;
+    double acc = quick_run(4, 0, &m, "qat");
+    printf("  4-level quantisation-aware accuracy: %.1f%%\n", 100 * acc);
+    CHECK(acc > 0.4);
+    char dir[600];
+    d2_err e = {0};
+    snprintf(dir, sizeof dir, "%s/qat", t_tmpdir());
+    CHECK(model_load(dir, &b, &e) == 0);
+    int on_grid = 1;
+    for (int l = 0; l < b.g.layers; l++)
+        for (int i = 0; i < b.g.n * b.g.n; i++) {
+            double k = b.phase[l][i] / (M_PI / 2);
+            if (fabs(k - nearbyint(k)) > 1e-4) on_grid = 0;
+        }
+    CHECK(on_grid);
+    model_free(&b);
+    model_free(&m);
+}
+
+TEST(misalignment_training_runs_and_learns)
+{
+    d2_model m;
+    double acc = quick_run(0, 0.4, &m, "jitter");
+    printf("  accuracy trained at +-0.4 mm lateral, +-0.8 mm axial: %.1f%%\n", 100 * acc);
+    CHECK(acc > 0.4);
+    model_free(&m);
+}
+
 int main(void)
 {
     RUN(propagation_conserves_energy_of_a_band_limited_beam);
@@ -392,5 +501,10 @@ int main(void)
     RUN(bad_configs_fail_naming_the_key);
     RUN(model_saves_and_loads_back_bit_exact);
     RUN(short_mnist_training_clearly_beats_chance);
+    RUN(whole_pixel_shift_equals_the_rolled_layer_with_zero_fill);
+    RUN(perturbation_adjoint_is_the_transpose);
+    RUN(axial_displacement_moves_the_layer_between_its_gaps);
+    RUN(quantisation_aware_training_learns_and_saves_phases_on_the_levels);
+    RUN(misalignment_training_runs_and_learns);
     return t_finish();
 }

@@ -149,11 +149,11 @@ static const char *const k_geom[] = {"frequency_thz", "wavelength_mm", "pitch_mm
 static const char *const k_input[] = {"aperture_mm", "dataset", NULL};
 static const char *const k_det[] = {"layout", "size_mm", "row_pitch_mm", "column_pitch_mm",
                                     "centers_mm", NULL};
-static const char *const k_mat[] = {"coupled", "index", "kappa", "base_mm", NULL};
+static const char *const k_mat[] = {"coupled", "index", "kappa", "base_mm", "max_relief_mm", NULL};
 static const char *const k_train[] = {"loss", "temperature", "learning_rate", "lr_decay",
                                       "batch", "epochs", "seed", "train_limit", "test_limit",
                                       "jitter_xy_mm", "jitter_z_mm", "jitter_rotation_deg",
-                                      "quantize_levels", NULL};
+                                      "quantize_levels", "quantize_z_step_mm", NULL};
 static const char *const datasets[] = {"mnist", "fashion", NULL};
 static const char *const losses[] = {"softmax", "mse", NULL};
 static const char *const layouts[] = {"3-4-3", "custom", NULL};
@@ -253,6 +253,7 @@ int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *
     if ((rc = cfg_num(&cm, mat, "index", 0, g->index, 1.0 + 1e-6, 10, &g->index, e))) return rc;
     if ((rc = cfg_num(&cm, mat, "kappa", 0, g->kappa, 0, 10, &g->kappa, e))) return rc;
     if ((rc = cfg_num(&cm, mat, "base_mm", 0, g->base_mm, 0, 100, &g->base_mm, e))) return rc;
+    if ((rc = cfg_num(&cm, mat, "max_relief_mm", 0, 0, 0, 100, &g->max_relief_mm, e))) return rc;
 
     cfg_ctx ct = {path, "training"};
     if ((rc = cfg_check_keys(&ct, tr, k_train, e))) return rc;
@@ -282,6 +283,13 @@ int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *
         return d2_fail(e, D2_EINPUT,
                        "%s: key \"training.quantize_levels\" = 1: must be 0 (off) or >= 2", path);
     t->quant_levels = (int)iv;
+    if ((rc = cfg_num(&ct, tr, "quantize_z_step_mm", 0, 0, 0, 10, &t->quant_z_step_mm, e)))
+        return rc;
+    if (t->quant_levels && t->quant_z_step_mm > 0)
+        return d2_fail(e, D2_EINPUT,
+                       "%s: keys \"training.quantize_levels\" and \"training.quantize_z_step_mm\": "
+                       "give one of them",
+                       path);
     return geom_validate(g, path, e);
 }
 
@@ -319,6 +327,7 @@ cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t)
     cJSON_AddNumberToObject(mat, "index", g->index);
     cJSON_AddNumberToObject(mat, "kappa", g->kappa);
     cJSON_AddNumberToObject(mat, "base_mm", g->base_mm);
+    cJSON_AddNumberToObject(mat, "max_relief_mm", g->max_relief_mm);
     cJSON *tr = cJSON_AddObjectToObject(root, "training");
     cJSON_AddStringToObject(tr, "loss", t->loss == LOSS_MSE ? "mse" : "softmax");
     cJSON_AddNumberToObject(tr, "temperature", t->temperature);
@@ -333,7 +342,23 @@ cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t)
     cJSON_AddNumberToObject(tr, "jitter_z_mm", t->jitter_z_mm);
     cJSON_AddNumberToObject(tr, "jitter_rotation_deg", t->jitter_rot_deg);
     cJSON_AddNumberToObject(tr, "quantize_levels", t->quant_levels);
+    cJSON_AddNumberToObject(tr, "quantize_z_step_mm", t->quant_z_step_mm);
     return root;
+}
+
+double train_phase_step(const d2_geom *g, const d2_train_opts *t)
+{
+    if (t->quant_levels > 0) return 2 * M_PI / t->quant_levels;
+    if (t->quant_z_step_mm > 0)
+        return 2 * M_PI * (g->index - 1) * t->quant_z_step_mm / g->wavelength_mm;
+    return 0;
+}
+
+double geom_max_phase(const d2_geom *g)
+{
+    if (!(g->max_relief_mm > 0)) return 2 * M_PI;
+    double ph = 2 * M_PI * (g->index - 1) * g->max_relief_mm / g->wavelength_mm;
+    return ph < 2 * M_PI ? ph : 2 * M_PI;
 }
 
 int model_alloc(d2_model *m, d2_err *e)

@@ -35,6 +35,7 @@ typedef struct d2_geom {
      * h = base + (phi mod 2pi) lambda / (2 pi (index - 1)). */
     int coupled;
     double index, kappa, base_mm;
+    double max_relief_mm;  /* > 0: phases limited to the relief this allows */
 } d2_geom;
 
 typedef struct d2_train_opts {
@@ -50,7 +51,8 @@ typedef struct d2_train_opts {
     int test_limit;        /* 0 = all test images */
     /* fabrication-aware training (0 = off) */
     double jitter_xy_mm, jitter_z_mm, jitter_rot_deg;
-    int quant_levels;      /* 0 = continuous phase */
+    int quant_levels;      /* phase levels per 2 pi, 0 = continuous */
+    double quant_z_step_mm;/* or quantise the implied thickness to this step */
 } d2_train_opts;
 
 /* A model: geometry + per-layer phase (float radians, n*n, row-major), and an
@@ -102,6 +104,13 @@ void model_free(d2_model *m);
  * image's pixel centres; zero outside). out has n*n floats. */
 void input_from_image(const d2_geom *g, const float *img, int rows, int cols, float *out);
 void input_from_u8(const d2_geom *g, const unsigned char *img, int rows, int cols, float *out);
+
+/* Phase step (rad) that quantisation-aware training and its saved model use:
+ * 2 pi / quant_levels, or the phase of one z step of material,
+ * 2 pi (index - 1) z_step / lambda; 0 when neither is set. */
+double train_phase_step(const d2_geom *g, const d2_train_opts *t);
+/* Largest phase the material relief allows (2 pi when unlimited). */
+double geom_max_phase(const d2_geom *g);
 
 /* Detector region of detector k in pixel units: rows [*r0, *r1), cols [*c0, *c1). */
 void geom_det_rect(const d2_geom *g, int k, int *r0, int *r1, int *c0, int *c1);

@@ -9,6 +9,7 @@
  * column passes run on blocks of COLB adjacent columns with the product by H
  * fused in between, so each block stays in cache. */
 #include "train/net.h"
+#include "train/perturb.h"
 
 #include <fftw3.h>
 #include <math.h>
@@ -199,15 +200,14 @@ void net_set_transmission(d2_net *net, int l, const float complex *t)
     memcpy(net->t[l], t, (size_t)net->n * net->n * sizeof *t);
 }
 
-void net_set_phase(d2_net *net, int l, const float *phase, const float *amp)
+void net_phase_to_t(const d2_geom *g, const float *phase, const float *amp, float step_rad,
+                    size_t count, float complex *t)
 {
-    size_t nn = (size_t)net->n * net->n;
-    const d2_geom *g = &net->g;
     /* Coupled material: a = exp(-2 pi kappa h / lambda), h = base + wrap(phi) c. */
     double alpha = 2.0 * M_PI * g->kappa / g->wavelength_mm;
     double c = g->wavelength_mm / (2.0 * M_PI * (g->index - 1.0));
-    for (size_t i = 0; i < nn; i++) {
-        float ph = phase[i];
+    for (size_t i = 0; i < count; i++) {
+        float ph = perturb_quantize_phase(phase[i], step_rad);
         float a = 1.0f;
         if (amp)
             a = amp[i];
@@ -216,8 +216,13 @@ void net_set_phase(d2_net *net, int l, const float *phase, const float *amp)
             if (w < 0) w += 2.0 * M_PI;
             a = (float)exp(-alpha * (g->base_mm + w * c));
         }
-        net->t[l][i] = a * (cosf(ph) + I * sinf(ph));
+        t[i] = a * (cosf(ph) + I * sinf(ph));
     }
+}
+
+void net_set_phase(d2_net *net, int l, const float *phase, const float *amp)
+{
+    net_phase_to_t(&net->g, phase, amp, 0, (size_t)net->n * net->n, net->t[l]);
 }
 
 void net_set_model(d2_net *net, const d2_model *m)
@@ -262,9 +267,10 @@ static void crop(const d2_net *net, const float complex *w, float complex *dst)
     for (int i = 0; i < n; i++) memcpy(dst + (size_t)i * n, w + (size_t)i * p, n * sizeof *dst);
 }
 
-/* Forward chain; leaves the field at each layer in s->v and the detector
- * field in s->o. Returns the input energy. */
-static double forward(d2_net *net, const float *in, ws *s)
+/* Forward chain. With store set (training) it keeps the field arriving at
+ * each layer in s->v for the adjoint pass; inference modulates in place.
+ * The detector-plane field ends in s->o. Returns the input energy. */
+static double forward(d2_net *net, const float *in, ws *s, int store)
 {
     int n = net->n, p = net->p, L = net->L;
     float complex *w = s->w;
@@ -280,12 +286,12 @@ static double forward(d2_net *net, const float *in, ws *s)
     }
     prop_core(net, w, net->H[0], 0);
     for (int l = 0; l < L; l++) {
-        crop(net, w, s->v[l]);
-        const float complex *t = net->t[l], *v = s->v[l];
+        if (store) crop(net, w, s->v[l]);
+        const float complex *t = net->t[l];
         for (int i = 0; i < n; i++) {
             float complex *row = w + (size_t)i * p;
-            const float complex *tr = t + (size_t)i * n, *vr = v + (size_t)i * n;
-            for (int j = 0; j < n; j++) row[j] = tr[j] * vr[j];
+            const float complex *tr = t + (size_t)i * n;
+            for (int j = 0; j < n; j++) row[j] *= tr[j];
             memset(row + n, 0, (size_t)(p - n) * sizeof *row);
         }
         prop_core(net, w, net->H[l + 1], 0);
@@ -316,7 +322,7 @@ static double detect(const d2_net *net, const float complex *o, double ein, floa
 double net_infer(d2_net *net, const float *in, float *det, float *intensity, int tid)
 {
     ws *s = &net->ws[tid];
-    double ein = forward(net, in, s);
+    double ein = forward(net, in, s, 0);
     if (intensity) {
         double norm = ein > 0 ? 1.0 / ein : 0.0;
         for (size_t i = 0; i < (size_t)net->n * net->n; i++) {
@@ -364,7 +370,7 @@ double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double te
 {
     ws *s = &net->ws[tid];
     int n = net->n, p = net->p, L = net->L;
-    double ein = forward(net, in, s);
+    double ein = forward(net, in, s, 1);
     detect(net, s->o, ein, det);
     double dl_de[D2_MAX_DET];
     double lossv = net_loss(det, net->g.ndet, label, loss, temperature, dl_de);

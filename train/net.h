@@ -24,6 +24,11 @@ const d2_geom *net_geom(const d2_net *net);
 /* Sets layer l's transmission from a phase map (and amplitude map, or NULL:
  * unit amplitude, or the material-coupled amplitude when g->coupled). */
 void net_set_phase(d2_net *net, int l, const float *phase, const float *amp);
+/* Transmission of a phase map: amp * exp(i phi) with phi quantised to
+ * step_rad (0: not quantised) and amp the given map, 1, or the
+ * material-coupled amplitude when g->coupled and amp is NULL. */
+void net_phase_to_t(const d2_geom *g, const float *phase, const float *amp, float step_rad,
+                    size_t count, float complex *t);
 /* Sets layer l's complex transmission directly (n*n values, copied). */
 void net_set_transmission(d2_net *net, int l, const float complex *t);
 /* Sets all layers of a model. */

@@ -14,6 +14,7 @@
 #include "core/npy.h"
 #include "core/util.h"
 #include "train/net.h"
+#include "train/perturb.h"
 
 int eval_argmax(const float *det, int ndet)
 {
@@ -372,6 +373,63 @@ static int load_checkpoint(const char *out, d2_model *m, adam *a, int *epoch, d2
     return 0;
 }
 
+typedef struct gap_job {
+    d2_net *net;
+    const double *gaps;
+} gap_job;
+
+static void set_gap(void *arg, int k, int tid)
+{
+    (void)tid;
+    gap_job *j = arg;
+    net_set_gap(j->net, k, j->gaps[k], 0);
+}
+
+/* Loads the network with the transmissions the phases give (quantised when
+ * training is quantisation-aware), each layer displaced by its pose when
+ * poses is not NULL, and the gaps those poses imply. tbase receives the
+ * undisplaced transmissions (for the phase gradient). */
+static void load_layers(d2_net *net, d2_pool *pool, const d2_model *m, const layer_pose *poses,
+                        float complex **tbase, float complex *scratch)
+{
+    const d2_geom *g = &m->g;
+    size_t nn = (size_t)g->n * g->n;
+    float step = (float)train_phase_step(g, &m->t);
+    for (int l = 0; l < g->layers; l++) {
+        net_phase_to_t(g, m->phase[l], NULL, step, nn, tbase[l]);
+        if (poses && !perturb_is_identity(&poses[l])) {
+            perturb_transform(tbase[l], g->n, g->pitch_mm, &poses[l], scratch);
+            net_set_transmission(net, l, scratch);
+        } else {
+            net_set_transmission(net, l, tbase[l]);
+        }
+    }
+    double gaps[D2_MAX_LAYERS + 1];
+    static const layer_pose none[D2_MAX_LAYERS];
+    perturb_gaps(g, poses ? poses : none, gaps);
+    gap_job gj = {net, gaps};
+    d2_pool_run(pool, set_gap, &gj, g->layers + 1);
+}
+
+/* The model as it will be printed: phases quantised as in training. */
+static int save_model(const char *dir, const d2_model *m, d2_err *e)
+{
+    float step = (float)train_phase_step(&m->g, &m->t);
+    if (!(step > 0)) return model_save(dir, m, e);
+    d2_model q = *m;
+    size_t nn = (size_t)m->g.n * m->g.n;
+    int rc = 0;
+    for (int l = 0; l < m->g.layers; l++) q.phase[l] = NULL;
+    for (int l = 0; l < m->g.layers && !rc; l++) {
+        if (!(q.phase[l] = d2_malloc(nn * sizeof(float), "phase map", e))) rc = D2_EIO;
+        for (size_t i = 0; !rc && i < nn; i++)
+            q.phase[l][i] = perturb_quantize_phase(m->phase[l][i], step);
+    }
+    if (!rc) rc = model_save(dir, &q, e);
+    for (int l = 0; l < m->g.layers; l++) free(q.phase[l]);
+    return rc;
+}
+
 int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_err *e)
 {
     const d2_train_opts *t = &m->t;
@@ -385,6 +443,8 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
     train_job j = {0};
     int *order = NULL;
     float *pgrad = NULL;
+    float complex *tbase[D2_MAX_LAYERS] = {0}, *scratch = NULL, *qadj = NULL;
+    layer_pose poses[D2_MAX_LAYERS] = {{0}};
     d2_rng rng;
     int first_epoch = 0;
 
@@ -413,6 +473,12 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
     int ntrain = t->train_limit > 0 && t->train_limit < tr.count ? t->train_limit : tr.count;
     if (!(order = d2_malloc(sizeof(int) * ntrain, "sample order", e))) goto fail;
     if (!(pgrad = d2_malloc(sizeof(float) * nn, "phase gradient", e))) goto fail;
+    if (!(scratch = d2_malloc(sizeof(float complex) * nn, "transmission", e))) goto fail;
+    if (!(qadj = d2_malloc(sizeof(float complex) * nn, "transmission gradient", e))) goto fail;
+    for (int l = 0; l < L; l++)
+        if (!(tbase[l] = d2_malloc(sizeof(float complex) * nn, "transmission", e))) goto fail;
+    int jitter = t->jitter_xy_mm > 0 || t->jitter_z_mm > 0 || t->jitter_rot_deg > 0;
+    float max_phase = (float)geom_max_phase(g);
     float beta = net_phase_beta(g);
     d2_rng_seed(&rng, t->seed);
     if (!m->history) m->history = cJSON_CreateArray();
@@ -441,7 +507,13 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
         for (int b0 = 0; b0 < ntrain; b0 += t->batch) {
             j.idx = order + b0;
             j.bsz = ntrain - b0 < t->batch ? ntrain - b0 : t->batch;
-            for (int l = 0; l < L; l++) net_set_phase(net, l, m->phase[l], NULL);
+            /* Misalignment-resilient training draws new layer poses for every
+             * batch (Mengu et al. 2020). */
+            if (jitter)
+                for (int l = 0; l < L; l++)
+                    perturb_draw_uniform(&rng, t->jitter_xy_mm, t->jitter_z_mm, t->jitter_rot_deg,
+                                         &poses[l]);
+            load_layers(net, pool, m, jitter ? poses : NULL, tbase, scratch);
             d2_pool_run(pool, train_part, &j, T);
             a.step++;
             double bc1 = 1 - pow(b1, (double)a.step), bc2 = 1 - pow(b2, (double)a.step);
@@ -454,7 +526,14 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
                     for (size_t i = 0; i < nn; i++) g0[i] += gk[i];
                     memset(gk, 0, sizeof(float complex) * nn);
                 }
-                net_phase_grad(g0, net_transmission(net, l), beta, nn, pgrad);
+                if (jitter) {
+                    memset(qadj, 0, sizeof(float complex) * nn);
+                    perturb_transform_adjoint(g0, n, g->pitch_mm, &poses[l], qadj);
+                    net_phase_grad(qadj, tbase[l], beta, nn, pgrad);
+                } else {
+                    /* Quantised phases pass their gradient straight through. */
+                    net_phase_grad(g0, tbase[l], beta, nn, pgrad);
+                }
                 memset(g0, 0, sizeof(float complex) * nn);
                 float fb1 = (float)b1, fb2 = (float)b2;
                 float step = (float)(lr / bc1), ibc2 = (float)(1.0 / bc2), feps = (float)eps;
@@ -464,6 +543,8 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
                     av[i] = fb2 * av[i] + (1 - fb2) * gr * gr;
                     ph[i] -= step * am[i] / (sqrtf(av[i] * ibc2) + feps);
                 }
+                if (max_phase < (float)(2 * M_PI))
+                    for (size_t i = 0; i < nn; i++) ph[i] = fminf(fmaxf(ph[i], 0.0f), max_phase);
             }
             for (int k = 0; k < T; k++) {
                 sum_loss += j.loss[k];
@@ -476,8 +557,8 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
         }
         double train_s = d2_now() - t0;
         d2_progress_end(&pr, extra);
-        /* Test accuracy after each epoch. */
-        for (int l = 0; l < L; l++) net_set_phase(net, l, m->phase[l], NULL);
+        /* Test accuracy after each epoch, on the nominal (aligned) stack. */
+        load_layers(net, pool, m, NULL, tbase, scratch);
         eval_result r;
         if ((rc = eval_net(net, &te, t->test_limit, pool, ro->progress, &r, NULL, e))) goto done;
         double secs = d2_now() - t0;
@@ -502,7 +583,7 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
                     epoch + 1, sum_loss / seen, 100.0 * sum_correct / seen, 100 * r.accuracy,
                     r.count, seen / train_s);
         if ((rc = save_checkpoint(out_dir, m, &a, epoch + 1, &rng, e))) goto done;
-        if ((rc = model_save(out_dir, m, e))) goto done;
+        if ((rc = save_model(out_dir, m, e))) goto done;
     }
     goto done;
 fail:
@@ -526,6 +607,9 @@ done:
     }
     free(order);
     free(pgrad);
+    free(scratch);
+    free(qadj);
+    for (int l = 0; l < L; l++) free(tbase[l]);
     net_free(net);
     d2_pool_free(pool);
     dataset_free(&tr);
