@@ -628,21 +628,48 @@ void mask_slab_optics(double thick_mm, double index, double kappa, double wavele
 
 /* ------------------------------------------------------------- preview */
 
+void mask_preview_crop(const mask_map *m, int *r0, int *c0, int *side)
+{
+    int rows = m->rows, cols = m->cols, lo_r = rows, hi_r = -1, lo_c = cols, hi_c = -1;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            size_t s = (size_t)r * cols + c;
+            if (!m->open0[s] && m->cls[s] == MASK_OPAQUE) continue;
+            if (r < lo_r) lo_r = r;
+            if (r > hi_r) hi_r = r;
+            if (c < lo_c) lo_c = c;
+            if (c > hi_c) hi_c = c;
+        }
+    int full = rows < cols ? rows : cols;
+    if (hi_r < 0) {
+        *r0 = *c0 = 0;
+        *side = full;
+        return;
+    }
+    int big = rows > cols ? rows : cols, margin = big / 32 > 3 ? big / 32 : 3;
+    int s = (hi_r - lo_r > hi_c - lo_c ? hi_r - lo_r : hi_c - lo_c) + 1 + 2 * margin;
+    if (s > full) s = full;
+    int a = (lo_r + hi_r + 1 - s) / 2, b = (lo_c + hi_c + 1 - s) / 2;
+    *r0 = a < 0 ? 0 : a + s > rows ? rows - s : a;
+    *c0 = b < 0 ? 0 : b + s > cols ? cols - s : b;
+    *side = s;
+}
+
 int mask_write_preview(const char *path, const mask_map *m, d2_err *e)
 {
-    int rows = m->rows, cols = m->cols, side = rows > cols ? rows : cols;
+    int cols = m->cols, r0, c0, side;
+    mask_preview_crop(m, &r0, &c0, &side);
     int scale = (256 + side - 1) / side;
-    if (scale < 2) scale = 2;
-    int gap = 8, pw = cols * scale, W = 3 * pw + 2 * gap, H = rows * scale;
+    int gap = 8, pw = side * scale, W = 3 * pw + 2 * gap, H = side * scale;
     uint8_t *px = d2_malloc((size_t)W * H * 3, "mask preview", e);
     if (!px) return D2_EIO;
     memset(px, 128, (size_t)W * H * 3);
     float hi = 0;
-    for (size_t i = 0; i < (size_t)rows * cols; i++)
+    for (size_t i = 0; i < (size_t)m->rows * cols; i++)
         if (m->amp[i] > hi) hi = m->amp[i];
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) {
-            size_t s = (size_t)r * cols + c;
+    for (int pr = 0; pr < side; pr++)
+        for (int pc = 0; pc < side; pc++) {
+            size_t s = (size_t)(r0 + pr) * cols + c0 + pc;
             uint8_t rgb[3][3];
             float v = hi > 0 ? m->amp[s] / hi : 0;
             uint8_t g = (uint8_t)lroundf(255 * fminf(fmaxf(v, 0), 1));
@@ -652,7 +679,7 @@ int mask_write_preview(const char *path, const mask_map *m, d2_err *e)
             for (int k = 0; k < 3; k++)
                 for (int y = 0; y < scale; y++)
                     for (int x = 0; x < scale; x++) {
-                        size_t o = ((size_t)(r * scale + y) * W + k * (pw + gap) + c * scale + x) * 3;
+                        size_t o = ((size_t)(pr * scale + y) * W + k * (pw + gap) + pc * scale + x) * 3;
                         memcpy(px + o, rgb[k], 3);
                     }
         }
@@ -708,4 +735,46 @@ void mask_source_free(mask_source *src)
     if (!src) return;
     free(src->img);
     src->img = NULL;
+}
+
+int mask_sources_dataset(const d2_dataset *ds, const char *dsname, int first, int count, int digit,
+                         mask_source **out, int *n, d2_err *e)
+{
+    *out = NULL;
+    *n = 0;
+    if (count < 1 || first < 0 || first >= ds->count)
+        return d2_fail(e, D2_EINPUT, "%s test set: index %d, count %d: allowed index 0..%d and "
+                       "count >= 1", dsname, first, count, ds->count - 1);
+    mask_source *s = d2_calloc((size_t)count, sizeof *s, "mask sources", e);
+    if (!s) return D2_EIO;
+    int k = 0, px = ds->rows * ds->cols;
+    for (int i = first; i < ds->count && k < count; i++) {
+        if (digit >= 0 && ds->labels[i] != digit) continue;
+        mask_source *m = s + k;
+        if (!(m->img = d2_malloc((size_t)px * sizeof *m->img, "mask image", e))) goto fail;
+        for (int p = 0; p < px; p++) m->img[p] = ds->images[(size_t)i * px + p] / 255.0f;
+        m->rows = ds->rows;
+        m->cols = ds->cols;
+        m->index = i;
+        m->label = ds->labels[i];
+        snprintf(m->name, sizeof m->name, "mask_%.16s%05d", dsname, i);
+        snprintf(m->origin, sizeof m->origin, "%s test image %d", dsname, i);
+        k++;
+    }
+    if (k < count) {
+        if (digit >= 0)
+            d2_fail(e, D2_EINPUT, "%s test set: only %d images of class %d from index %d on, %d "
+                    "asked for", dsname, k, digit, first, count);
+        else
+            d2_fail(e, D2_EINPUT, "%s test set: images %d..%d asked for, the set has %d", dsname,
+                    first, first + count - 1, ds->count);
+        goto fail;
+    }
+    *out = s;
+    *n = count;
+    return 0;
+fail:
+    for (int i = 0; i < count; i++) mask_source_free(s + i);
+    free(s);
+    return e->code ? e->code : D2_EIO;
 }

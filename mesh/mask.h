@@ -45,6 +45,8 @@
 #include <stdio.h>
 
 #include "core/err.h"
+#include "core/idx.h"
+#include "mesh/mesh.h"
 #include "train/model.h"
 
 #define MASK_DEFAULT_THRESHOLD 0.5
@@ -153,10 +155,17 @@ typedef struct mask_slab {
 void mask_slab_optics(double thick_mm, double index, double kappa, double wavelength_mm,
                       mask_slab *s);
 
-/* Writes the preview PNG: three panels side by side, each plane pixel drawn
- * as a square of scale pixels (scale chosen so a panel is about 256 px): the
- * original resampled digit (grey, amplitude / max), the binarised aperture
- * (white open, black opaque) and the printable mask coloured by class
+/* The square of the plane the preview shows: the bounding box of every
+ * pixel open in the binarised aperture or not plain plate in the mask (so
+ * every bridge and island), widened by a margin of max(3, n / 32) pixels,
+ * within the plane. Rows r0 .. r0 + side - 1, columns c0 .. c0 + side - 1. */
+void mask_preview_crop(const mask_map *m, int *r0, int *c0, int *side);
+
+/* Writes the preview PNG: three panels side by side showing the square of
+ * mask_preview_crop, each plane pixel drawn as a square of scale =
+ * ceil(256 / side) pixels, panels 8 pixels apart on grey: the original
+ * resampled digit (grey, amplitude / max), the binarised aperture (white
+ * open, black opaque) and the printable mask coloured by class
  * (mask_class_rgb). Atomic. */
 int mask_write_preview(const char *path, const mask_map *m, d2_err *e);
 
@@ -179,5 +188,94 @@ typedef struct mask_source {
  * (save as grey or RGB); label may be -1. src->img malloc'ed. */
 int mask_source_png(const char *path, int label, mask_source *src, d2_err *e);
 void mask_source_free(mask_source *src);
+
+/* Sources from a data set's test images (dsname "mnist" or "fashion", for the
+ * names): with digit < 0 the images first .. first + count - 1, else the
+ * first count images of class digit at or after index first. *out is a
+ * malloc'ed array of *n sources (free each with mask_source_free, then the
+ * array). Fails with D2_EINPUT when the set has too few such images. */
+int mask_sources_dataset(const d2_dataset *ds, const char *dsname, int first, int count, int digit,
+                         mask_source **out, int *n, d2_err *e);
+
+/* ------------------------------------------------------------ whole runs */
+
+enum { MASK_STENCIL = 0, MASK_CARRIER_RECESS = 1, MASK_CARRIER_RELIEF = 2 };
+
+/* Plate thicknesses used when mask_opts leaves them 0 (mm). */
+#define MASK_STENCIL_THICK_MM 3.0 /* the frame thickness of the layer plates */
+#define MASK_CARRIER_THICK_MM 1.0
+#define MASK_CARRIER_DEPTH_MM 0.5
+
+typedef struct mask_opts {
+    double threshold;          /* (0, 1): fraction of the brightest plane pixel */
+    int mode;                  /* MASK_STENCIL or MASK_CARRIER_* */
+    double thick_mm;           /* plate thickness in the active area (the
+                                  opaque part of a stencil, the carrier
+                                  outside the digit); 0: the defaults above.
+                                  Rounded to the printer's Z step. */
+    double depth_mm;           /* carrier: recess depth or relief height; 0:
+                                  the default. Rounded to the Z step. */
+    double wavelength_mm;      /* source wavelength (> 0) */
+    double index, kappa;       /* material at that wavelength */
+    const char *material_name; /* for the reports */
+    const char *printer_name;
+    mesh_printer printer;      /* min feature, Z step, build volume */
+    int write_mesh;            /* 0: previews and reports only */
+    mesh_format format;
+    const char *model_path;    /* for the reports */
+} mask_opts;
+
+/* Fills o with the defaults (threshold MASK_DEFAULT_THRESHOLD, stencil, STL,
+ * meshes on); the caller sets the wavelength, material and printer. */
+void mask_opts_default(mask_opts *o);
+
+/* What one mask became. */
+typedef struct mask_result {
+    mask_stats st;
+    int pred[3];                      /* argmax: original, binarised, mask */
+    float det[3][D2_MAX_DET];         /* detector energies (fraction of the
+                                         input energy) of each input */
+    size_t facets, bytes;             /* mesh file (0 without meshes) */
+    double volume_mm3;
+    char mesh_file[96], png_file[96]; /* names inside the output folder */
+    char frame_label[16];             /* engraved on the frame ("" when none fits) */
+} mask_result;
+
+#define MASK_MAX_WARN 8
+
+/* What a run made. */
+typedef struct mask_run_report {
+    int count;                 /* masks */
+    int labelled;              /* of which the true class is known */
+    int correct[3];            /* correctly read: original, binarised, mask */
+    int islands, bridges;      /* totals */
+    long blocked_px;           /* total */
+    int min_px;                /* the printer's min feature in pixels */
+    double thick_mm, depth_mm; /* what was used (Z-step rounded) */
+    double frame_thick_mm;
+    mask_slab opaque;          /* stencil: what the opaque plate leaks;
+                                  carrier: the plate outside the digit */
+    mask_slab digit;           /* carrier: the plate under the digit */
+    double thick_1pct_mm;      /* stencil: the thickness passing 1 % power */
+    size_t bytes;              /* all files written */
+    int nwarn;
+    char warn[MASK_MAX_WARN][256];
+} mask_run_report;
+
+/* Makes a mask of every source with model m (its input plane and forward
+ * model) and writes into out_dir (created): per source NAME.png (preview),
+ * NAME.EXT (the plate mesh: with the frame, posts and pins of the layer
+ * plates, so it stacks in front of layer 1 at gap 0; checked to be one closed
+ * solid), then masks.jsonl (one JSON object per mask: islands, bridges,
+ * blocked area, predictions and detector energies of the original image, the
+ * binarised aperture and the printable mask) and summary.json (accuracy of
+ * each, plate optics, warnings). Every source is checked, processed and read
+ * by the network, and the first mesh built, before the first file is
+ * written; on a later failure the files of this run are removed. res (count
+ * entries, caller-allocated) and rep receive the results. File sources are
+ * held to MASK_MAX_IMAGE_PX_PER_PITCH; data-set images are resampled as in
+ * training. */
+int mask_run(const d2_model *m, const mask_source *src, int count, const mask_opts *o,
+             const char *out_dir, mask_result *res, mask_run_report *rep, d2_err *e);
 
 #endif

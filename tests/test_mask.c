@@ -452,20 +452,26 @@ TEST(preview_shows_original_binarised_and_classes_side_by_side)
     im.version = PNG_IMAGE_VERSION;
     CHECK(png_image_begin_read_from_file(&im, tp("ring.png")));
     im.format = PNG_FORMAT_RGB;
-    /* 32 px at scale 8, three panels and two 8 px gaps */
-    CHECK(im.width == 3 * 256 + 16 && im.height == 256);
+    /* the crop holds the ring (radius 7) and a 3 px margin; three panels, two
+     * 8 px gaps */
+    int r0, c0, side;
+    mask_preview_crop(&m, &r0, &c0, &side);
+    CHECK(side == 20 && r0 == 6 && c0 == 6);
+    int sc = (256 + side - 1) / side, pw = side * sc;
+    CHECK(im.width == (png_uint_32)(3 * pw + 16) && im.height == (png_uint_32)pw);
     uint8_t *px = malloc(PNG_IMAGE_SIZE(im));
     CHECK(png_image_finish_read(&im, NULL, px, 0, NULL));
     int seen[MASK_NCLASS] = {0};
-    for (int r = 0; r < 32; r++)
-        for (int c = 0; c < 32; c++) {
-            const uint8_t *p = px + ((size_t)(r * 8 + 4) * im.width + 2 * (256 + 8) + c * 8 + 4) * 3;
-            int k = m.cls[r * 32 + c];
+    for (int r = 0; r < side; r++)
+        for (int c = 0; c < side; c++) {
+            size_t y = (size_t)(r * sc + sc / 2) * im.width, s = (size_t)(r0 + r) * 32 + c0 + c;
+            const uint8_t *p = px + (y + 2 * (pw + 8) + c * sc + sc / 2) * 3;
+            int k = m.cls[s];
             CHECK(!memcmp(p, mask_class_rgb[k], 3));
             seen[k] = 1;
             /* the binarised panel: white where open0 */
-            const uint8_t *b = px + ((size_t)(r * 8 + 4) * im.width + (256 + 8) + c * 8 + 4) * 3;
-            CHECK(b[0] == (m.open0[r * 32 + c] ? 255 : 0));
+            const uint8_t *b = px + (y + (pw + 8) + c * sc + sc / 2) * 3;
+            CHECK(b[0] == (m.open0[s] ? 255 : 0));
         }
     CHECK(seen[MASK_BRIDGE] && seen[MASK_ISLAND] && seen[MASK_OPEN] && seen[MASK_OPAQUE]);
     free(px);
