@@ -9,8 +9,13 @@
 #include <sys/stat.h>
 
 #include "core/idx.h"
+#include "core/config.h"
+#include "core/fileio.h"
 #include "core/image.h"
+#include "core/util.h"
 #include "mesh/mask.h"
+#include "train/net.h"
+#include "train/train.h"
 #include "testlib.h"
 
 static char path_buf[32][1024];
@@ -494,6 +499,374 @@ TEST(slab_optics_follow_thickness_index_and_kappa)
     CHECK(s.phase_rad == 0 && s.amplitude == 1);
 }
 
+/* ------------------------------------------------------------ mask runs */
+
+/* A small model (the quick geometry) with random phases: its predictions
+ * mean nothing, but they must be those of the forward model. */
+static void small_model(d2_model *m)
+{
+    d2_err e = {0};
+    memset(m, 0, sizeof *m);
+    geom_default(&m->g);
+    m->g.n = 64;
+    m->g.layers = 2;
+    for (int k = 0; k <= 2; k++) m->g.gap_mm[k] = 20;
+    m->g.aperture_mm = 14.4;
+    geom_layout_343(&m->g, 2.4, 6, 6);
+    train_opts_default(&m->t);
+    m->test_accuracy = -1;
+    if (model_alloc(m, &e)) {
+        printf("model_alloc: %s\n", e.msg);
+        exit(3);
+    }
+    d2_rng r;
+    d2_rng_seed(&r, 7);
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; i < 64 * 64; i++) m->phase[l][i] = (float)(2 * M_PI * d2_rng_uniform(&r));
+}
+
+static void objet(mesh_printer *p)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "objet-connex500");
+    p->build_mm[0] = 490;
+    p->build_mm[1] = 390;
+    p->build_mm[2] = 200;
+    p->xy_resolution_mm = 0.042;
+    p->z_step_mm = 0.016;
+    p->min_feature_mm = 0.1;
+    p->pin_clearance_mm = 0.1;
+}
+
+static void run_opts(mask_opts *o)
+{
+    mask_opts_default(o);
+    objet(&o->printer);
+    o->wavelength_mm = 0.299792458 / 0.4;
+    o->index = 1.7227;
+    o->kappa = 0.031;
+    o->material_name = "verobp";
+}
+
+/* 28 x 28 grey PNG of rings (radii in image pixels) or a bar. */
+static void digit_png(const char *path, int kind)
+{
+    uint8_t px[28 * 28];
+    for (int r = 0; r < 28; r++)
+        for (int c = 0; c < 28; c++) {
+            double d = hypot(r - 13.5, c - 13.5);
+            int on = kind == 0 ? (d >= 6 && d < 9)
+                     : kind == 1 ? ((d >= 2.5 && d < 5) || (d >= 8 && d < 11))
+                     : kind == 2 ? (c >= 12 && c < 16 && r >= 4 && r < 24)
+                                 : 0; /* 3: empty */
+            px[r * 28 + c] = on ? 255 : 0;
+        }
+    write_png(path, PNG_FORMAT_GRAY, 28, 28, px, NULL, 0);
+}
+
+/* Runs a command and returns its output (static buffer). */
+static const char *run_cmd(const char *cmd)
+{
+    static char out[16384];
+    out[0] = 0;
+    FILE *p = popen(cmd, "r");
+    if (!p) return out;
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    pclose(p);
+    return out;
+}
+
+/* The number after "key" and a colon in text, or -1. */
+static long after_key(const char *text, const char *key)
+{
+    const char *s = strstr(text, key);
+    if (!s || !(s = strchr(s, ':'))) return -1;
+    return strtol(s + 1, NULL, 10);
+}
+
+/* admesh: 0 disconnected facets, 0 backwards edges, 1 part; prusa-slicer
+ * --info: manifold = yes. */
+static void check_validators(const char *path)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "admesh '%s' 2>&1", path);
+    const char *a = run_cmd(cmd);
+    CHECK(after_key(a, "Number of parts") == 1);
+    CHECK(after_key(a, "Backwards edges") == 0);
+    CHECK(after_key(a, "Total disconnected facets") == 0);
+    snprintf(cmd, sizeof cmd, "prusa-slicer --info '%s' 2>&1", path);
+    const char *p = run_cmd(cmd);
+    if (!strstr(p, "manifold = yes")) printf("  prusa-slicer --info %s:\n%s\n", path, p);
+    CHECK(strstr(p, "manifold = yes") != NULL);
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static int count_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    int n = 0, ch;
+    while ((ch = fgetc(f)) != EOF) n += ch == '\n';
+    fclose(f);
+    return n;
+}
+
+TEST(run_writes_previews_meshes_and_one_line_per_mask_and_meshes_pass_validators)
+{
+    d2_model m;
+    small_model(&m);
+    mask_opts o;
+    run_opts(&o);
+    digit_png(tp("zero.png"), 0);
+    digit_png(tp("rings.png"), 1);
+    digit_png(tp("one.png"), 2);
+    mask_source src[3];
+    d2_err e = {0};
+    CHECK(mask_source_png(tp("zero.png"), 0, &src[0], &e) == 0);
+    CHECK(mask_source_png(tp("rings.png"), 8, &src[1], &e) == 0);
+    CHECK(mask_source_png(tp("one.png"), 1, &src[2], &e) == 0);
+    mask_result res[3];
+    mask_run_report rep;
+    const char *out = tp("run1");
+    int rc = mask_run(&m, src, 3, &o, out, res, &rep, &e);
+    if (rc) printf("  %s\n", e.msg);
+    CHECK(rc == 0);
+    CHECK(res[0].st.islands == 1 && res[1].st.islands == 2 && res[2].st.islands == 0);
+    CHECK(rep.islands == 3 && rep.bridges == 3 && rep.labelled == 3 && rep.min_px == 1);
+    CHECK(rep.nwarn == 1 && strstr(rep.warn[0], "passes 18.1 % of the power"));
+    char p[1100];
+    for (int i = 0; i < 3; i++) {
+        CHECK(res[i].st.parts == 1);
+        snprintf(p, sizeof p, "%s/%s", out, res[i].png_file);
+        CHECK(exists(p));
+        snprintf(p, sizeof p, "%s/%s", out, res[i].mesh_file);
+        CHECK(file_size(p) == 84 + 50 * (long)res[i].facets);
+        check_validators(p);
+        mesh_report r;
+        CHECK(mesh_check_file(p, &r, &e) == 0);
+        CHECK(r.closed && r.parts == 1);
+        /* the posts end in pins above gap 0, where layer 1's datum rests */
+        CHECK(r.hi[2] > m.g.gap_mm[0] && r.hi[2] < m.g.gap_mm[0] + 5);
+    }
+    CHECK(!strcmp(res[0].mesh_file, "mask_zero.stl") && !strcmp(res[0].frame_label, "IN"));
+    snprintf(p, sizeof p, "%s/masks.jsonl", out);
+    CHECK(count_lines(p) == 3);
+    snprintf(p, sizeof p, "%s/summary.json", out);
+    cJSON *sum = NULL;
+    CHECK(cfg_load(p, &sum, &e) == 0);
+    const cJSON *acc = cJSON_GetObjectItem(sum, "accuracy");
+    double a = cJSON_GetNumberValue(cJSON_GetObjectItem(acc, "mask"));
+    CHECK_NEAR(a, rep.correct[2] / 3.0, 1e-5);
+    CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(sum, "bridges")) == 3);
+    cJSON_Delete(sum);
+    for (int i = 0; i < 3; i++) mask_source_free(&src[i]);
+    model_free(&m);
+}
+
+TEST(stencil_volume_is_the_full_plate_less_the_open_pixels)
+{
+    d2_model m;
+    small_model(&m);
+    mask_opts o;
+    run_opts(&o);
+    o.thick_mm = 2.0;
+    digit_png(tp("vol.png"), 1);
+    mask_source s;
+    d2_err e = {0};
+    CHECK(mask_source_png(tp("vol.png"), -1, &s, &e) == 0);
+    mask_result res;
+    mask_run_report rep;
+    CHECK(mask_run(&m, &s, 1, &o, tp("vol"), &res, &rep, &e) == 0);
+    CHECK_NEAR(rep.thick_mm, 2.0, 1e-12); /* 125 Z steps */
+    /* the same plate with every cell opaque */
+    float *top = malloc(64 * 64 * sizeof *top);
+    for (int i = 0; i < 64 * 64; i++) top[i] = (float)rep.thick_mm;
+    mesh_plate p;
+    memset(&p, 0, sizeof p);
+    p.rows = p.cols = 64;
+    p.pitch_mm = 0.4;
+    p.top_mm = top;
+    p.gap_mm = 20;
+    p.label_top = "IN";
+    p.label_bottom = "SRC";
+    mesh_frame_default(&p.frame, &o.printer);
+    p.frame.thick_mm = rep.frame_thick_mm;
+    p.printer = o.printer;
+    mesh *full = NULL;
+    CHECK(mesh_build_plate(&p, &full, NULL, &e) == 0);
+    double want = mesh_volume_mm3(full) - res.st.open_px * 0.16 * rep.thick_mm;
+    CHECK_NEAR(res.volume_mm3, want, 1e-5 * want);
+    CHECK(res.st.open_px > 100);
+    mesh_free(full);
+    free(top);
+    mask_source_free(&s);
+    model_free(&m);
+}
+
+TEST(run_predictions_are_the_forward_model_on_each_input)
+{
+    d2_model m;
+    small_model(&m);
+    mask_opts o;
+    run_opts(&o);
+    o.write_mesh = 0;
+    digit_png(tp("p.png"), 1);
+    mask_source s;
+    d2_err e = {0};
+    CHECK(mask_source_png(tp("p.png"), 3, &s, &e) == 0);
+    mask_result res;
+    mask_run_report rep;
+    CHECK(mask_run(&m, &s, 1, &o, tp("pred"), &res, &rep, &e) == 0);
+    CHECK(!res.mesh_file[0] && res.facets == 0);
+    /* recompute independently */
+    d2_net *net = net_new(&m.g, 1, &e);
+    net_set_model(net, &m);
+    mask_map mm;
+    mask_stats st;
+    CHECK(mask_map_alloc(&mm, 64, 64, &e) == 0);
+    CHECK(mask_binarise(&m.g, s.img, 28, 28, 0.5, &mm, "p", &e) == 0);
+    CHECK(mask_make_printable(&mm, 1, &st, "p", &e) == 0);
+    float in[64 * 64], det[D2_MAX_DET];
+    input_from_image(&m.g, s.img, 28, 28, in);
+    net_infer(net, in, det, NULL, 0);
+    CHECK(!memcmp(det, res.det[0], sizeof(float) * m.g.ndet));
+    CHECK(res.pred[0] == eval_argmax(det, m.g.ndet));
+    for (int k = 1; k < 3; k++) {
+        const uint8_t *op = k == 1 ? mm.open0 : mm.open;
+        for (int i = 0; i < 64 * 64; i++) in[i] = op[i] ? 1.0f : 0.0f;
+        net_infer(net, in, det, NULL, 0);
+        CHECK(!memcmp(det, res.det[k], sizeof(float) * m.g.ndet));
+        CHECK(res.pred[k] == eval_argmax(det, m.g.ndet));
+    }
+    CHECK(rep.correct[2] == (res.pred[2] == 3));
+    net_free(net);
+    mask_map_free(&mm);
+    mask_source_free(&s);
+    model_free(&m);
+}
+
+TEST(carrier_run_reports_uniform_phase_and_absorption_of_the_digit)
+{
+    d2_model m;
+    small_model(&m);
+    mask_opts o;
+    run_opts(&o);
+    o.mode = MASK_CARRIER_RECESS;
+    o.thick_mm = 1.0;
+    o.depth_mm = 0.5;
+    digit_png(tp("c.png"), 1);
+    mask_source s;
+    d2_err e = {0};
+    CHECK(mask_source_png(tp("c.png"), -1, &s, &e) == 0);
+    mask_result res;
+    mask_run_report rep;
+    CHECK(mask_run(&m, &s, 1, &o, tp("carrier"), &res, &rep, &e) == 0);
+    CHECK(res.st.islands == 0 && res.st.bridges == 0);
+    /* 1 mm and 0.5 mm are 62.5 and 31.25 Z steps: rounded to 63 and 31 */
+    CHECK_NEAR(rep.thick_mm, 63 * 0.016, 1e-12);
+    CHECK_NEAR(rep.depth_mm, 31 * 0.016, 1e-12);
+    CHECK_NEAR(rep.digit.thick_mm, 32 * 0.016, 1e-12);
+    double wl = 0.299792458 / 0.4, t = 32 * 0.016;
+    CHECK_NEAR(rep.digit.phase_rad, 2 * M_PI * 0.7227 * t / wl, 1e-9);
+    CHECK_NEAR(rep.digit.amplitude, exp(-2 * M_PI * 0.031 * t / wl), 1e-9);
+    char p[1100];
+    snprintf(p, sizeof p, "%s/carrier/%s", t_tmpdir(), res.mesh_file);
+    check_validators(p);
+    /* a solid plate: the digit cells hold t of material, the rest T */
+    cJSON *sum = NULL;
+    snprintf(p, sizeof p, "%s/carrier/summary.json", t_tmpdir());
+    CHECK(cfg_load(p, &sum, &e) == 0);
+    const cJSON *d = cJSON_GetObjectItem(cJSON_GetObjectItem(sum, "carrier"), "digit");
+    CHECK_NEAR(cJSON_GetNumberValue(cJSON_GetObjectItem(d, "amplitude")), rep.digit.amplitude,
+               1e-5);
+    cJSON_Delete(sum);
+    /* a recess through the whole plate is refused */
+    o.depth_mm = 1.0;
+    CHECK_ERR(mask_run(&m, &s, 1, &o, tp("carrier2"), &res, &rep, &e), e, D2_EINPUT,
+              "carrier recess 1.008 mm deep in a 1.008 mm plate: the digit would be cut through");
+    CHECK(!exists(tp("carrier2")));
+    mask_source_free(&s);
+    model_free(&m);
+}
+
+TEST(bad_source_in_a_run_writes_nothing)
+{
+    d2_model m;
+    small_model(&m);
+    mask_opts o;
+    run_opts(&o);
+    digit_png(tp("b0.png"), 0);
+    digit_png(tp("b1.png"), 3); /* empty */
+    mask_source src[2];
+    d2_err e = {0};
+    CHECK(mask_source_png(tp("b0.png"), 0, &src[0], &e) == 0);
+    CHECK(mask_source_png(tp("b1.png"), 0, &src[1], &e) == 0);
+    mask_result res[2];
+    mask_run_report rep;
+    CHECK_ERR(mask_run(&m, src, 2, &o, tp("bad"), res, &rep, &e), e, D2_EINPUT,
+              "b1.png: the image is empty");
+    CHECK(!exists(tp("bad")));
+    /* an earlier run's files stay as they were */
+    CHECK(mask_run(&m, src, 1, &o, tp("bad"), res, &rep, &e) == 0);
+    char p[1100];
+    snprintf(p, sizeof p, "%s/masks.jsonl", tp("bad"));
+    long before = file_size(p);
+    CHECK_ERR(mask_run(&m, src, 2, &o, tp("bad"), res, &rep, &e), e, D2_EINPUT,
+              "b1.png: the image is empty");
+    CHECK(file_size(p) == before && count_lines(p) == 1);
+    /* the same name twice */
+    CHECK_ERR(mask_run(&m, (mask_source[]){src[0], src[0]}, 2, &o, tp("dup"), res, &rep, &e), e,
+              D2_EINPUT, "would both be written as mask_b0");
+    /* a failure while writing removes this run's files */
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/late", t_tmpdir());
+    snprintf(p, sizeof p, "%s/late/mask_b0.stl/x", t_tmpdir());
+    CHECK(d2_mkdir_p(p, &e) == 0);
+    CHECK(mask_run(&m, src, 1, &o, dir, res, &rep, &e) != 0);
+    snprintf(p, sizeof p, "%s/late/mask_b0.png", t_tmpdir());
+    CHECK(!exists(p));
+    snprintf(p, sizeof p, "%s/late/masks.jsonl", t_tmpdir());
+    CHECK(!exists(p));
+    for (int i = 0; i < 2; i++) mask_source_free(&src[i]);
+    model_free(&m);
+}
+
+TEST(dataset_sources_pick_a_class_or_a_range)
+{
+    d2_dataset ds;
+    d2_err e = {0};
+    int rc = dataset_load(dataset_default_dir(), "mnist", 1, &ds, &e);
+    CHECK(rc == 0);
+    if (rc) return;
+    mask_source *s = NULL;
+    int n = 0;
+    CHECK(mask_sources_dataset(&ds, "mnist", 0, 4, 6, &s, &n, &e) == 0);
+    CHECK(n == 4);
+    for (int i = 0; i < n; i++) {
+        CHECK(s[i].label == 6 && ds.labels[s[i].index] == 6);
+        if (i) CHECK(s[i].index > s[i - 1].index);
+        CHECK(s[i].img[14 * 28 + 14] == ds.images[(size_t)s[i].index * 784 + 14 * 28 + 14] / 255.0f);
+        mask_source_free(&s[i]);
+    }
+    free(s);
+    CHECK(mask_sources_dataset(&ds, "mnist", 42, 2, -1, &s, &n, &e) == 0);
+    CHECK(n == 2 && s[0].index == 42 && s[1].index == 43 && !strcmp(s[1].name, "mask_mnist00043"));
+    for (int i = 0; i < n; i++) mask_source_free(&s[i]);
+    free(s);
+    CHECK_ERR(mask_sources_dataset(&ds, "mnist", 9990, 50, 0, &s, &n, &e), e, D2_EINPUT,
+              "mnist test set: only");
+    CHECK_ERR(mask_sources_dataset(&ds, "mnist", 9999, 2, -1, &s, &n, &e), e, D2_EINPUT,
+              "images 9999..10000 asked for, the set has 10000");
+    CHECK(s == NULL && n == 0);
+    dataset_free(&ds);
+}
+
 int main(void)
 {
     RUN(min_feature_in_pixels_is_rounded_up_and_at_least_one);
@@ -510,5 +883,11 @@ int main(void)
     RUN(grey_and_rgb_pngs_are_read_palette_and_alpha_are_refused);
     RUN(preview_shows_original_binarised_and_classes_side_by_side);
     RUN(slab_optics_follow_thickness_index_and_kappa);
+    RUN(run_writes_previews_meshes_and_one_line_per_mask_and_meshes_pass_validators);
+    RUN(stencil_volume_is_the_full_plate_less_the_open_pixels);
+    RUN(run_predictions_are_the_forward_model_on_each_input);
+    RUN(carrier_run_reports_uniform_phase_and_absorption_of_the_digit);
+    RUN(bad_source_in_a_run_writes_nothing);
+    RUN(dataset_sources_pick_a_class_or_a_range);
     return t_finish();
 }
