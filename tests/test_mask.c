@@ -273,6 +273,32 @@ TEST(openings_narrower_than_the_printer_are_closed_and_counted)
     mask_map_free(&m);
 }
 
+/* An open disc of radius 60 with a 1 px opaque speck every 4 pixels. */
+static int speckle_shape(int r, int c, const void *arg)
+{
+    (void)arg;
+    return hypot(r - 99.5, c - 99.5) < 60 && !(r % 4 == 0 && c % 4 == 0);
+}
+
+TEST(hundreds_of_specks_are_all_tied_in_one_search)
+{
+    mask_map m;
+    synth(&m, 200, 200, speckle_shape, NULL);
+    mask_stats st;
+    d2_err e = {0};
+    double t0 = d2_now();
+    CHECK(mask_make_printable(&m, 1, &st, "speckle", &e) == 0);
+    double dt = d2_now() - t0;
+    CHECK(st.islands == 681 && st.bridges == 681);
+    /* each speck needs at least one open pixel closed; most take 3 (to the
+     * nearest neighbour 4 px away) or fewer once neighbours are tied */
+    CHECK(st.bridge_px >= 681 && st.bridge_px <= 3 * 681);
+    check_printable(&m, &st, 1);
+    printf("  681 islands tied in %.3f s\n", dt);
+    CHECK(dt < 2.0);
+    mask_map_free(&m);
+}
+
 TEST(carrier_keeps_islands_and_closes_only_narrow_recesses)
 {
     rings g = {15.5, 15.5, 1, {4}, {7}};
@@ -877,6 +903,7 @@ int main(void)
     RUN(diagonal_contact_does_not_hold_an_island);
     RUN(diagonal_pinch_between_openings_is_closed);
     RUN(openings_narrower_than_the_printer_are_closed_and_counted);
+    RUN(hundreds_of_specks_are_all_tied_in_one_search);
     RUN(carrier_keeps_islands_and_closes_only_narrow_recesses);
     RUN(mnist_0_6_8_9_become_one_piece);
     RUN(bad_images_fail_with_a_clear_message);
