@@ -247,9 +247,11 @@ int mesh_check_soup(const float *xyz, size_t facets, mesh_report *r, d2_err *e);
 
 typedef struct mesh_stack_opts {
     mesh_format format;
-    mesh_frame frame;        /* fields <= 0 take the printer defaults */
+    mesh_frame frame;        /* overrides: fields <= 0 (key_mm and clearance_mm
+                                < 0) take the defaults of the printer in
+                                export.json; the thickness defaults to
+                                max(3 mm, base_mm) */
     int no_input;            /* nonzero: no input aperture plate */
-    const char *printer_json;/* NULL: the printer inside export.json */
 } mesh_stack_opts;
 
 /* One written part. */
@@ -263,6 +265,7 @@ typedef struct mesh_stack_part {
 } mesh_stack_part;
 
 #define MESH_MAX_PARTS 24
+#define MESH_MAX_WARN 4
 
 typedef struct mesh_stack_report {
     int nparts;
@@ -270,9 +273,11 @@ typedef struct mesh_stack_report {
     size_t assembly_bytes, assembly_facets;
     char assembly_file[64];
     double seconds_mesh, seconds_write;
+    int nwarn;               /* fabrication warnings (also in assembly.json) */
+    char warn[MESH_MAX_WARN][200];
 } mesh_stack_report;
 
-/* Sets the defaults: STL, frame fields 0 (printer defaults), input plate on. */
+/* Sets the defaults: STL, every frame field from the printer, input plate on. */
 void mesh_stack_opts_default(mesh_stack_opts *o);
 
 /* Reads an export folder (export.json + layerK_height.npy, heights in mm

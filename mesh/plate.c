@@ -226,7 +226,7 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
         check_pos(f->pin_mm, f->min_feature_mm, 200, "pin side", e) ||
         check_pos(f->pin_len_mm, 0.05, 100, "pin length", e) ||
         check_pos(f->key_mm, 0, 100, "key offset", e) ||
-        check_pos(f->clearance_mm, 0, 5, "clearance", e) ||
+        check_pos(f->clearance_mm, 0.005, 5, "clearance", e) ||
         check_pos(f->engrave_mm, 0.01, 100, "engrave depth", e) ||
         check_pos(f->font_px_mm, f->min_feature_mm, 50, "label pixel", e))
         return e->code;
