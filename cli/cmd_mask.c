@@ -73,8 +73,8 @@ static void mask_help(FILE *fp)
             "  -o, --out DIR            output folder, created                    [required]\n"
             "  -q, --quiet              no per-mask lines\n"
             "  -h, --help               this help\n\n"
-            "Nothing is written unless every image is valid (not empty, not all on, fits the\n"
-            "input plane) and the first plate builds.\n\n%s",
+            "Nothing is written unless every image is valid (not empty, not all on, not\n"
+            "inverted, fits the input plane) and the first plate builds.\n\n%s",
             MASK_MAX_IMAGE_PX_PER_PITCH, MASK_DEFAULT_THRESHOLD, MASK_STENCIL_THICK_MM,
             MASK_CARRIER_THICK_MM, MASK_CARRIER_DEPTH_MM, cli_exit_help);
 }

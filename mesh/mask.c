@@ -99,6 +99,18 @@ int mask_check_image(const d2_geom *g, const float *img, int rows, int cols, dou
                        "above the threshold (%.3g x the brightest, %.3g), so the whole square "
                        "would be open; a mask needs a bright digit on a dark background", name,
                        lo, t, t * hi);
+    /* a dark digit on a bright background would cut the background out */
+    long border = 0, bright = 0;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            if (r == 0 || c == 0 || r == rows - 1 || c == cols - 1) {
+                border++;
+                bright += img[(size_t)r * cols + c] >= t * hi;
+            }
+    if (2 * bright > border)
+        return d2_fail(e, D2_EINPUT, "%s: the image looks inverted: %ld of its %ld edge pixels "
+                       "are at or above the threshold; a mask needs a bright digit on a dark "
+                       "background (invert the image)", name, bright, border);
     return 0;
 }
 

@@ -107,7 +107,9 @@ int mask_min_px(double min_feature_mm, double pitch_mm);
 /* Checks an image of rows x cols grey values (0..1) for use as a mask with
  * threshold t (fraction of the image maximum, in (0, 1)): name is used in
  * messages. Fails with D2_EINPUT when the image is empty (no pixel above 0),
- * all on (its darkest pixel is at or above t * max: no shape to cut), holds
+ * all on (its darkest pixel is at or above t * max: no shape to cut),
+ * inverted (more than half of its edge pixels at or above t * max: a dark
+ * digit on a bright background), holds
  * values outside 0..1, or (max_px_per_pitch > 0) has more than
  * max_px_per_pitch image pixels per plane pixel across the aperture, or the
  * aperture does not fit on the plane. */

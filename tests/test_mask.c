@@ -385,7 +385,13 @@ TEST(bad_images_fail_with_a_clear_message)
     CHECK_ERR(mask_check_image(&g, img, 28, 28, 0.5, 2, "on.png", &e), e, D2_EINPUT,
               "on.png: the image is all on: its darkest pixel (0.6) is at or above the "
               "threshold (0.5 x the brightest, 0.5)");
-    img[3] = 0;
+    /* dark digit on white */
+    for (int i = 0; i < 28 * 28; i++) img[i] = (i / 28 > 10 && i / 28 < 18) ? 0.0f : 1.0f;
+    CHECK_ERR(mask_check_image(&g, img, 28, 28, 0.5, 2, "inv.png", &e), e, D2_EINPUT,
+              "inv.png: the image looks inverted: 94 of its 108 edge pixels are at or above the "
+              "threshold; a mask needs a bright digit on a dark background");
+    for (int i = 0; i < 28 * 28; i++) img[i] = 0.6f + 0.4f * (i % 2);
+    for (int i = 0; i < 28 * 28; i++) img[i] = (i / 28 > 10 && i / 28 < 18) ? 0.8f : 0.1f;
     CHECK(mask_check_image(&g, img, 28, 28, 0.5, 2, "ok.png", &e) == 0);
     img[5] = 1.5f;
     CHECK_ERR(mask_check_image(&g, img, 28, 28, 0.5, 2, "hot.png", &e), e, D2_EINPUT,
