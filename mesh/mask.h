@@ -27,7 +27,8 @@
  *      goes on from the grown body (one search for all islands: a speckled
  *      200 x 200 image with 681 islands takes 0.05 s). An island nested in
  *      another is tied to its ring once the ring is connected. Each bridge
- *      connects one island, so bridges = islands (the fewest possible).
+ *      ties at least one island (a wide one can touch two), so there are never
+ *      more bridges than islands.
  *   3. Diagonal pinches (2 x 2 squares with open pixels on one diagonal and
  *      opaque on the other) are zero-width openings: the dimmer of the two open
  *      pixels is closed. Steps 1 and 3 repeat until neither changes anything.
@@ -91,7 +92,7 @@ typedef struct mask_stats {
                             thinner than the printer's minimum feature, kept */
     int islands;         /* opaque parts not held by the frame before bridging */
     int island_px;       /* their pixels */
-    int bridges;         /* bridges made (= islands) */
+    int bridges;         /* bridges made (<= islands) */
     int parts;           /* 4-connected opaque parts afterwards, frame included (1) */
 } mask_stats;
 
