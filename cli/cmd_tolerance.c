@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "core/idx.h"
 #include "core/util.h"
+#include "mesh/mask.h"
 #include "train/tolerance.h"
 
 static void tol_help(FILE *fp)
@@ -49,17 +50,43 @@ static void tol_help(FILE *fp)
             "      --sweep S1,S2,...  Monte Carlo at these multiples of every limit (the\n"
             "                         columns of the model comparison, e.g. 0.5,1,1.5,2)\n"
             "                                                               [config, else 1]\n"
-            "      --mask PNG         input-plane mask (n x n grey PNG, 0 opaque .. 1 open)\n"
-            "                         applied to every test image (stencil bridges)\n"
+            "      --mask stencil|PNG every test digit read through its own printable\n"
+            "                         stencil (binarised, slits narrower than the printer's\n"
+            "                         minimum feature closed, islands bridged, as d2fab\n"
+            "                         mask makes it); or one n x n grey PNG (0 opaque .. 1\n"
+            "                         open) multiplied into every test image\n"
             "      --no-sensitivity   skip the sensitivity table\n"
             "      --no-inverse       skip the inverse tolerances and their scans\n"
             "  -t, --threads N        worker threads (results do not depend on it) [all cores]\n"
             "  -q, --quiet            no progress line\n"
             "  -h, --help             this help\n\n"
             "The flags override the config. Every perturbation, its units and distributions\n"
-            "are listed in samples/tolerance.json. Not modelled: layer tilt; per-digit bridged\n"
-            "stencils (only one fixed input mask).\n\n%s",
+            "are listed in samples/tolerance.json. Not modelled: layer tilt (see report.json).\n\n%s",
             TOL_MAX_TRIALS, cli_exit_help);
+}
+
+/* The mask stage's printable stencil of a test digit, as `d2fab mask`
+ * makes it from a data-set image. */
+static int make_stencil(void *ctx, const d2_geom *g, const unsigned char *img, int rows, int cols,
+                        double threshold, double min_feature_mm, unsigned char *open)
+{
+    (void)ctx;
+    d2_err e = {0};
+    mask_map mm = {0};
+    mask_stats st;
+    float *f = malloc(sizeof(float) * (size_t)rows * cols);
+    if (!f) return D2_EIO;
+    for (size_t i = 0; i < (size_t)rows * cols; i++) f[i] = img[i] / 255.0f;
+    int rc = mask_check_image(g, f, rows, cols, threshold, 0, "test image", &e);
+    if (!rc) rc = mask_map_alloc(&mm, g->n, g->n, &e);
+    if (!rc) rc = mask_binarise(g, f, rows, cols, threshold, &mm, "test image", &e);
+    if (!rc)
+        rc = mask_make_printable(&mm, mask_min_px(min_feature_mm, g->pitch_mm), &st,
+                                 "test image", &e);
+    if (!rc) memcpy(open, mm.open, (size_t)g->n * g->n);
+    mask_map_free(&mm);
+    free(f);
+    return rc;
 }
 
 static int parse_scales(const char *s, tol_config *c)
@@ -206,7 +233,14 @@ int cmd_tolerance(int argc, char **argv)
                 "multiples in [0, 100], e.g. 0.5,1,2\n", sweep, TOL_MAX_SCALES);
         return 1;
     }
-    if (mask) snprintf(cfg.mask_png, sizeof cfg.mask_png, "%s", mask);
+    if (mask && !strcmp(mask, "stencil")) {
+        cfg.stencil = 1;
+        cfg.mask_png[0] = 0;
+    } else if (mask) {
+        snprintf(cfg.mask_png, sizeof cfg.mask_png, "%s", mask);
+        cfg.stencil = 0;
+    }
+    cfg.stencil_fn = make_stencil;
     if (limit > 0) cfg.limit = (int)limit;
     if (trials >= 0) cfg.trials = trials > 2000000000L ? 2000000000 : (int)trials;
     if (seed >= 0) cfg.seed = (uint64_t)seed;
@@ -214,7 +248,7 @@ int cmd_tolerance(int argc, char **argv)
     if (nosens) cfg.sensitivity = 0;
     if (noinv) cfg.inverse = 0;
 
-    int any = cfg.mask_png[0] != 0;
+    int any = cfg.mask_png[0] != 0 || cfg.stencil;
     for (int k = 0; k < TOL_NKINDS; k++) any |= cfg.item[k].nval > 0;
     if (!any) {
         fprintf(stderr, "d2fab tolerance: no perturbation to apply: give --config with "
@@ -296,7 +330,10 @@ int cmd_tolerance(int argc, char **argv)
                 char where[32] = "";
                 if (w->layer >= 0) snprintf(where, sizeof where, " layer %d", w->layer + 1);
                 char dv[48];
-                snprintf(dv, sizeof dv, "%.4g %s", w->magnitude, tol_result_unit(r, w->kind));
+                if (w->kind == TOL_MASK)
+                    snprintf(dv, sizeof dv, "%s", r->mag.stencil ? "stencils" : "PNG");
+                else
+                    snprintf(dv, sizeof dv, "%.4g %s", w->magnitude, tol_result_unit(r, w->kind));
                 printf("    %-24s%-9s %-2s D = %-14s %+7.2f%s\n", tol_kind_name(w->kind), where,
                        w->comp == 0 ? "x" : w->comp == 1 ? "y" : "", dv, 100 * w->change,
                        w->applicable ? "" : "  (not applicable)");

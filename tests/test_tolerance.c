@@ -16,6 +16,7 @@
 #include "core/npy.h"
 #include "core/util.h"
 #include "export/export.h"
+#include "mesh/mask.h"
 #include "tests/testlib.h"
 #include "train/net.h"
 #include "train/perturb.h"
@@ -896,6 +897,87 @@ TEST(an_open_mask_changes_nothing_and_a_half_mask_quarters_the_power)
     tol_stack_free(&s);
 }
 
+/* The mask stage's stencil of a test digit (what d2fab tolerance plugs in). */
+static int stencil_of(void *ctx, const d2_geom *g, const unsigned char *img, int rows, int cols,
+                      double t, double minf, unsigned char *open)
+{
+    int *calls = ctx;
+    __atomic_add_fetch(calls, 1, __ATOMIC_RELAXED);
+    d2_err e = {0};
+    mask_map mm = {0};
+    mask_stats st;
+    float *f = malloc(sizeof(float) * rows * cols);
+    for (int i = 0; i < rows * cols; i++) f[i] = img[i] / 255.0f;
+    int rc = mask_map_alloc(&mm, g->n, g->n, &e);
+    if (!rc) rc = mask_binarise(g, f, rows, cols, t, &mm, "digit", &e);
+    if (!rc) rc = mask_make_printable(&mm, mask_min_px(minf, g->pitch_mm), &st, "digit", &e);
+    if (!rc) memcpy(open, mm.open, (size_t)g->n * g->n);
+    mask_map_free(&mm);
+    free(f);
+    return rc;
+}
+
+TEST(stencil_input_reads_every_digit_through_its_printable_stencil)
+{
+    d2_model m;
+    d2_err e = {0};
+    random_model(&m, 48, 2, 97, 0);
+    tol_stack s;
+    CHECK(tol_stack_init(&s, &m, NULL, "m", "", &e) == 0);
+    int calls = 0;
+    tol_config c;
+    tol_config_default(&c);
+    c.stencil = 1;
+    c.stencil_fn = stencil_of;
+    c.stencil_ctx = &calls;
+    c.stencil_min_feature_mm = 1.0; /* 2 pixels: bridges and closed slits */
+    tol_mag mag;
+    CHECK(tol_bind(&c, &s, &mag, &e) == 0);
+    tol_draw d;
+    tol_draw_make(&d, &mag, 2, 1, 1, -1);
+    size_t cnt = (size_t)IMAGES * s.m.g.ndet;
+    float *got = malloc(cnt * sizeof(float));
+    tol_sim *sim = tol_sim_new(&s, 2, &e);
+    double acc;
+    CHECK(tol_sim_eval(sim, &mag, 1, &d, 1, mnist(), IMAGES, pool2, 0, &acc, got, NULL, &e) == 0);
+    CHECK(calls == IMAGES);
+    /* Made once: a second evaluation reuses them. */
+    CHECK(tol_sim_eval(sim, &mag, 1, &d, 1, mnist(), IMAGES, pool2, 0, &acc, NULL, NULL, &e) == 0);
+    CHECK(calls == IMAGES);
+    /* The same energies as the network reading each stencil directly. */
+    d2_net *net = net_new(&s.m.g, 1, &e);
+    net_set_model(net, &s.m);
+    int n = 48, same = 1, correct = 0, differs = 0, bad = 0;
+    unsigned char open[48 * 48];
+    float in[48 * 48], det[D2_MAX_DET], plain[D2_MAX_DET];
+    for (int i = 0; i < IMAGES; i++) {
+        const unsigned char *img = mnist()->images + 784 * i;
+        if (stencil_of(&calls, &s.m.g, img, 28, 28, 0.5, 1.0, open)) {
+            /* No printable stencil: misread, no energies. */
+            bad++;
+            for (int k = 0; k < s.m.g.ndet; k++) same &= got[(size_t)i * s.m.g.ndet + k] == 0;
+            continue;
+        }
+        for (int k = 0; k < n * n; k++) in[k] = open[k] ? 1.0f : 0.0f;
+        net_infer(net, in, det, NULL, 0);
+        same &= !memcmp(det, got + (size_t)i * s.m.g.ndet, sizeof(float) * s.m.g.ndet);
+        correct += eval_argmax(det, s.m.g.ndet) == mnist()->labels[i];
+        input_from_u8(&s.m.g, img, 28, 28, in);
+        net_infer(net, in, plain, NULL, 0);
+        differs |= memcmp(det, plain, sizeof det) != 0;
+    }
+    CHECK(same);
+    CHECK(differs);
+    CHECK(acc == (double)correct / IMAGES);
+    CHECK(tol_sim_unprintable(sim) == bad);
+    CHECK(bad < IMAGES / 4);
+    net_free(net);
+    tol_sim_free(sim);
+    free(got);
+    tol_mag_free(&mag);
+    tol_stack_free(&s);
+}
+
 TEST(a_million_trials_is_refused_up_front_with_the_estimate)
 {
     tol_config c;
@@ -937,6 +1019,7 @@ int main(void)
     RUN(bad_config_keys_fail_naming_the_key);
     RUN(settings_a_stack_cannot_take_are_refused_when_bound);
     RUN(an_open_mask_changes_nothing_and_a_half_mask_quarters_the_power);
+    RUN(stencil_input_reads_every_digit_through_its_printable_stencil);
     RUN(a_million_trials_is_refused_up_front_with_the_estimate);
     dataset_free(&test_set);
     d2_pool_free(pool1);

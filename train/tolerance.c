@@ -100,7 +100,8 @@ static const mkey mkeys[] = {
 static const char *const k_top[] = {
     "seed", "trials", "limit", "spec_accuracy_percent", "confidence_percent", "distribution",
     "distributions", "sweep_scales", "sensitivity", "inverse", "inverse_draws", "quantize",
-    "correlation_length_mm", "input_mask_png", "notes",
+    "correlation_length_mm", "input_mask_png", "input_mask", "mask_threshold",
+    "mask_min_feature_mm", "notes",
     "lateral_mm", "lateral_px", "axial_mm", "axial_wavelengths", "rotation_deg",
     "pitch_error_percent", "height_error_mm", "height_error_wavelengths",
     "height_error_correlated_mm", "height_error_correlated_wavelengths", "quantize_step_mm",
@@ -118,6 +119,7 @@ void tol_config_default(tol_config *c)
     c->sensitivity = 1;
     c->inverse = 1;
     c->inverse_draws = 4;
+    c->stencil_threshold = 0.5;
     c->nscales = 1;
     c->scales[0] = 1.0;
 }
@@ -276,8 +278,27 @@ int tol_config_read(const char *path, const cJSON *root, tol_config *c, d2_err *
         }
     }
 
+    const char *im = NULL;
+    if ((rc = cfg_str(&top, root, "input_mask", 0, "none", &im, e))) return rc;
+    if (strcmp(im, "none") && strcmp(im, "stencil"))
+        return d2_fail(e, D2_EINPUT,
+                       "%s: key \"input_mask\" = \"%s\": expected \"stencil\" (every test digit "
+                       "through its printable stencil) or \"none\"; a fixed mask image is "
+                       "\"input_mask_png\"",
+                       path, im);
+    c->stencil = !strcmp(im, "stencil");
+    if ((rc = cfg_num_range(&top, root, "mask_threshold", 0, c->stencil_threshold, 0, 1,
+                            CFG_LO_OPEN | CFG_HI_OPEN, &c->stencil_threshold, e)) ||
+        (rc = cfg_num_range(&top, root, "mask_min_feature_mm", 0, c->stencil_min_feature_mm, 0,
+                            10, 0, &c->stencil_min_feature_mm, e)))
+        return rc;
     const char *mask = NULL;
     if ((rc = cfg_str(&top, root, "input_mask_png", 0, NULL, &mask, e))) return rc;
+    if (mask && c->stencil)
+        return d2_fail(e, D2_EINPUT,
+                       "%s: keys \"input_mask_png\" and \"input_mask\": \"stencil\" both set the "
+                       "input mask: give one",
+                       path);
     if (mask) {
         /* A file named in a config stays in the config's folder. */
         char dir[1024];
@@ -302,7 +323,7 @@ static double plan_evals(const tol_config *c, int layers)
     int kinds = 0;
     for (int k = 0; k < TOL_NKINDS; k++) {
         const tol_item *it = &c->item[k];
-        if (!it->nval && !(k == TOL_MASK && c->mask_png[0])) continue;
+        if (!it->nval && !(k == TOL_MASK && (c->mask_png[0] || c->stencil))) continue;
         kinds++;
         ops += (kinfo[k].per_layer ? layers : 1) * kinfo[k].comps * (kinfo[k].scalar ? 2 : 1);
     }
@@ -385,6 +406,8 @@ static int read_export(tol_stack *s, const char *dir, d2_err *e)
     if (printer) {
         cfg_ctx cp = {path, "printer"};
         if ((rc = cfg_num(&cp, printer, "z_step_mm", 0, 0, 0, 10, &s->z_step_mm, e))) goto done;
+        if ((rc = cfg_num(&cp, printer, "min_feature_mm", 0, 0, 0, 20, &s->min_feature_mm, e)))
+            goto done;
     }
     files = cJSON_GetObjectItemCaseSensitive(root, "layer_files");
     if (!cJSON_IsArray(files) || cJSON_GetArraySize(files) != s->m.g.layers) {
@@ -537,6 +560,21 @@ int tol_bind(const tol_config *c, const tol_stack *s, tol_mag *mag, d2_err *e)
             if (mag->v[k][l] > 0) mag->on[k] = 1;
     }
     if (mag->on[TOL_KAPPA] && !s->absorbing) mag->on[TOL_KAPPA] = 0;
+    if (c->stencil) {
+        if (!c->stencil_fn)
+            return d2_fail(e, D2_EUSAGE, "input_mask \"stencil\": no stencil maker given "
+                           "(tol_config.stencil_fn; d2fab tolerance sets it)");
+        mag->stencil = 1;
+        mag->stencil_fn = c->stencil_fn;
+        mag->stencil_ctx = c->stencil_ctx;
+        mag->stencil_threshold = c->stencil_threshold;
+        mag->stencil_min_feature_mm = c->stencil_min_feature_mm > 0 ? c->stencil_min_feature_mm
+                                      : s->min_feature_mm > 0      ? s->min_feature_mm
+                                                                   : 0.1;
+        mag->on[TOL_MASK] = 1;
+        mag->v[TOL_MASK][0] = 1;
+        mag->unit[TOL_MASK] = TOL_U_NONE;
+    }
     if (c->mask_png[0]) {
         int w, h;
         float *px = NULL;
@@ -655,7 +693,7 @@ static void realise(const tol_mag *mag, double scale, const tol_draw *d, const d
     r->ddx = V(TOL_DET_SHIFT, 0, 0);
     r->ddy = V(TOL_DET_SHIFT, 0, 1);
     r->noise = V(TOL_DET_NOISE, 0, 0);
-    r->mask = mag->mask && d->u[TOL_MASK][0][0] > 0;
+    r->mask = (mag->mask || mag->stencil) && d->u[TOL_MASK][0][0] > 0;
 #undef V
 }
 
@@ -724,6 +762,8 @@ struct tol_sim {
     float **in, **inten;               /* per thread */
     float *det;                        /* count x ndet */
     int det_cap;
+    unsigned char *st_bits, *st_bad;   /* stencils of the first st_n test images */
+    int st_n, st_unprintable;
 };
 
 void tol_sim_free(tol_sim *sim)
@@ -743,6 +783,8 @@ void tol_sim_free(tol_sim *sim)
     free(sim->in);
     free(sim->inten);
     free(sim->det);
+    free(sim->st_bits);
+    free(sim->st_bad);
     free(sim);
 }
 
@@ -961,7 +1003,8 @@ typedef struct eval_job {
     tol_sim *sim;
     const tol_mag *mag;
     const d2_dataset *ds;
-    int mask;
+    int mask;                          /* fixed mask PNG */
+    int stencil;                       /* per-image stencils */
     const det_weights *dw;             /* NULL: the network's own detectors */
     float *det;
 } eval_job;
@@ -974,8 +1017,17 @@ static void eval_img(void *arg, int i, int tid)
     int n = sim->n, nd = g->ndet;
     size_t px = (size_t)j->ds->rows * j->ds->cols, nn = (size_t)n * n;
     float *in = sim->in[tid], *det = j->det + (size_t)i * nd;
-    input_from_u8(g, j->ds->images + px * i, j->ds->rows, j->ds->cols, in);
     double keep = 1;
+    if (j->stencil) {
+        if (sim->st_bad[i]) {
+            memset(det, 0, sizeof(float) * nd);
+            return;
+        }
+        const unsigned char *bits = sim->st_bits + ((nn + 7) / 8) * (size_t)i;
+        for (size_t k = 0; k < nn; k++) in[k] = (bits[k >> 3] >> (k & 7)) & 1 ? 1.0f : 0.0f;
+    } else {
+        input_from_u8(g, j->ds->images + px * i, j->ds->rows, j->ds->cols, in);
+    }
     if (j->mask) {
         /* net_infer normalises by the input energy; keep the energies
          * relative to the unmasked input so blocked light counts. */
@@ -1005,6 +1057,55 @@ static void eval_img(void *arg, int i, int tid)
     if (keep != 1)
         for (int k = 0; k < nd; k++) det[k] = (float)(det[k] * keep);
 }
+
+typedef struct stencil_job {
+    tol_sim *sim;
+    const tol_mag *mag;
+    const d2_dataset *ds;
+    unsigned char *open; /* threads x n*n */
+} stencil_job;
+
+static void stencil_one(void *arg, int i, int tid)
+{
+    stencil_job *j = arg;
+    tol_sim *sim = j->sim;
+    const d2_geom *g = &sim->s->m.g;
+    size_t nn = (size_t)sim->n * sim->n, px = (size_t)j->ds->rows * j->ds->cols;
+    unsigned char *open = j->open + nn * tid, *bits = sim->st_bits + ((nn + 7) / 8) * (size_t)i;
+    int rc = j->mag->stencil_fn(j->mag->stencil_ctx, g, j->ds->images + px * i, j->ds->rows,
+                                j->ds->cols, j->mag->stencil_threshold,
+                                j->mag->stencil_min_feature_mm, open);
+    sim->st_bad[i] = rc != 0;
+    memset(bits, 0, (nn + 7) / 8);
+    if (!rc)
+        for (size_t k = 0; k < nn; k++)
+            if (open[k]) bits[k >> 3] |= (unsigned char)(1u << (k & 7));
+}
+
+/* The printable stencil of each of the first count test images, kept as
+ * bits (n*n / 8 bytes an image), made once per stack. */
+static int build_stencils(tol_sim *sim, const tol_mag *mag, const d2_dataset *ds, int count,
+                          d2_pool *pool, d2_err *e)
+{
+    size_t nn = (size_t)sim->n * sim->n, per = (nn + 7) / 8;
+    free(sim->st_bits);
+    free(sim->st_bad);
+    sim->st_n = sim->st_unprintable = 0;
+    sim->st_bits = d2_malloc(per * (size_t)count, "input stencils", e);
+    sim->st_bad = d2_calloc((size_t)count, 1, "input stencils", e);
+    stencil_job j = {sim, mag, ds, d2_malloc(nn * (size_t)d2_pool_threads(pool), "stencil", e)};
+    if (!sim->st_bits || !sim->st_bad || !j.open) {
+        free(j.open);
+        return D2_EIO;
+    }
+    d2_pool_run(pool, stencil_one, &j, count);
+    free(j.open);
+    for (int i = 0; i < count; i++) sim->st_unprintable += sim->st_bad[i];
+    sim->st_n = count;
+    return 0;
+}
+
+int tol_sim_unprintable(const tol_sim *sim) { return sim->st_unprintable; }
 
 int tol_sim_eval(tol_sim *sim, const tol_mag *mag, double scale, const tol_draw *d,
                  uint64_t seed, const d2_dataset *ds, int count, d2_pool *pool, double det_ref,
@@ -1057,13 +1158,19 @@ int tol_sim_eval(tol_sim *sim, const tol_mag *mag, double scale, const tol_draw 
             overlap(r0 - 0.5 + sy, r1 - 0.5 + sy, g->n, &dw.r0[k], &dw.r1[k], dw.wy[k]);
         }
     }
-    eval_job j = {sim, mag, ds, r.mask, shifted ? &dw : NULL, sim->det};
+    int stencil = r.mask && mag->stencil, fixed = r.mask && !mag->stencil;
+    if (stencil && sim->st_n < count && (rc = build_stencils(sim, mag, ds, count, pool, e))) {
+        free(wbuf);
+        return rc;
+    }
+    eval_job j = {sim, mag, ds, fixed, stencil, shifted ? &dw : NULL, sim->det};
     d2_pool_run(pool, eval_img, &j, count);
     free(wbuf);
 
     int correct = 0;
     double sigma = r.noise * det_ref;
     for (int i = 0; i < count; i++) {
+        if (stencil && sim->st_bad[i]) continue; /* no printable stencil: misread */
         float *dt = sim->det + (size_t)i * nd;
         if (sigma > 0) {
             d2_rng rn;
@@ -1515,6 +1622,7 @@ int tol_run(const tol_config *c, const tol_stack *stacks, int n, const d2_datase
             res->nmc = s + 1;
             if ((rc = run_mc(&ru, &res->mc[s], c->scales[s], e))) goto done;
         }
+        res->unprintable = tol_sim_unprintable(ru.sim);
         res->seconds = d2_now() - m0;
         tol_sim_free(ru.sim);
         ru.sim = NULL;

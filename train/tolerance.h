@@ -33,14 +33,15 @@
  * Gaussian CDF, normal clipped at 2 sigma). Detector noise is additive
  * Gaussian on every detector energy, sigma = D times the nominal mean
  * detector energy. Quantisation and the input mask are fixed settings, not
- * random.
+ * random. The input mask is either one fixed input-plane PNG multiplied into
+ * every test image, or every test digit read through its own printable
+ * stencil (binarised, narrow slits closed, islands bridged: the mask stage,
+ * through tol_stencil_fn), open = 1, plate = 0, as `d2fab mask` reads it.
  *
  * Not modelled: layer tilt (a tilted plate between tilted planes needs the
  * rotated-plane angular spectrum, which the forward model does not have;
  * neither a phase ramp nor per-pixel axial shifts describe it for pixels
- * that diffract up to asin(lambda / 2 pitch)); per-digit bridged input
- * stencils from the mask stage (only one fixed input-plane mask PNG, applied
- * to every test image, is supported).
+ * that diffract up to asin(lambda / 2 pitch)).
  *
  * Reproducible: every random number comes from a stream derived from the
  * seed and (trial, perturbation, layer, component), or (trial, image) for
@@ -102,11 +103,28 @@ typedef struct tol_item {
 enum { TOL_U_MM, TOL_U_PX, TOL_U_WAVELENGTHS, TOL_U_DEG, TOL_U_PERCENT, TOL_U_THZ, TOL_U_NONE,
        TOL_U_LEVELS, TOL_U_RAD };
 
+/* Makes the printable stencil of one test image (rows x cols grey bytes)
+ * on g's n x n input plane: open[n*n] = 1 where light passes. threshold:
+ * fraction of the brightest plane pixel; min_feature_mm: the printer's
+ * smallest feature (bridges and closed slits are at least that wide).
+ * Returns 0, or non-zero when the digit cannot be made into a stencil (it
+ * then counts as misread). Must be safe to call from several threads. The
+ * command line provides it from the mask stage (mesh/mask.h). */
+typedef int (*tol_stencil_fn)(void *ctx, const d2_geom *g, const unsigned char *img, int rows,
+                              int cols, double threshold, double min_feature_mm,
+                              unsigned char *open);
+
 typedef struct tol_config {
     tol_item item[TOL_NKINDS];
     int quantize_printer;          /* "quantize": "printer": the export's Z step */
     double correlation_mm;         /* correlated height error: 1/e length */
     char mask_png[1024];           /* input-plane mask PNG, "" = none */
+    int stencil;                   /* "input_mask": "stencil": every test digit read
+                                      through its printable, bridged stencil */
+    double stencil_threshold;      /* binarisation, fraction of the brightest pixel */
+    double stencil_min_feature_mm; /* 0: the export's printer, else 0.1 mm */
+    tol_stencil_fn stencil_fn;     /* set by the caller for stencils */
+    void *stencil_ctx;
     uint64_t seed;
     int trials;                    /* Monte-Carlo trials per model and scale; 0 = none */
     int limit;                     /* test images, 0 = all */
@@ -154,6 +172,7 @@ typedef struct tol_stack {
     double index, kappa, base_mm;     /* material at the design wavelength */
     int absorbing;                    /* amplitude follows the thickness */
     double z_step_mm;                 /* printer Z step (export) or training's, 0: unknown */
+    double min_feature_mm;            /* printer's smallest feature (export), 0: unknown */
     int is_export;
     char name[64];                    /* label in tables and plots */
     char path[1024];
@@ -180,6 +199,10 @@ typedef struct tol_mag {
     int quant_levels;                 /* TOL_QUANTIZE is a phase step (levels mode) */
     double correlation_mm;
     float *mask;                      /* n*n input-plane transmission or NULL; owned */
+    int stencil;                      /* inputs through printable stencils */
+    double stencil_threshold, stencil_min_feature_mm;
+    tol_stencil_fn stencil_fn;
+    void *stencil_ctx;
 } tol_mag;
 
 /* Converts c's magnitudes for stack s (pixels and wavelengths to mm, levels
@@ -252,6 +275,7 @@ typedef struct tol_result {
     int images;
     double nominal;          /* accuracy without perturbation (fraction) */
     double det_mean;         /* nominal mean detector energy (noise reference) */
+    int unprintable;         /* stencil mode: test images that make no stencil */
     double spec;             /* yield threshold used */
     int nsens;
     tol_sens_row *sens;      /* sorted worst first; owned */
@@ -330,6 +354,10 @@ void tol_sim_free(tol_sim *sim);
 int tol_sim_eval(tol_sim *sim, const tol_mag *mag, double scale, const tol_draw *d,
                  uint64_t seed, const d2_dataset *ds, int count, d2_pool *pool, double det_ref,
                  double *accuracy, float *det_out, double *vec, d2_err *e);
+
+/* Stencil mode: test images of the last evaluation with no printable stencil
+ * (they count as misread). */
+int tol_sim_unprintable(const tol_sim *sim);
 
 /* Names ("L1_lateral_x_mm", "index_error", ...) of the realised values that
  * tol_sim_eval writes for mag on a stack of `layers` layers. names has room

@@ -186,9 +186,15 @@ cJSON *tol_report_json(const tol_report *rep)
                             "shares with the moved footprint");
     cJSON_AddStringToObject(cv, "detector_noise", "Gaussian added to every detector energy, "
                             "sigma relative to the nominal mean detector energy");
-    cJSON_AddStringToObject(cv, "not_modelled", "layer tilt (needs the rotated-plane angular "
-                            "spectrum); per-digit bridged stencils from the mask stage (only a "
-                            "fixed input-plane mask PNG)");
+    cJSON_AddStringToObject(cv, "input_mask", "stencil: every test digit read through its own "
+                            "printable stencil (the mask stage: binarised, slits narrower than the "
+                            "minimum feature closed, islands bridged), open 1, plate 0; an "
+                            "image with no printable stencil counts as misread. PNG: one fixed "
+                            "transmission multiplied into every test image");
+    cJSON_AddStringToObject(cv, "not_modelled", "layer tilt: a tilted plate needs the "
+                            "rotated-plane angular spectrum; neither a phase ramp nor per-pixel "
+                            "axial shifts describe it for pixels diffracting up to asin(lambda / "
+                            "2 pitch)");
 
     cJSON *models = cJSON_AddArrayToObject(root, "models");
     for (int i = 0; i < rep->nmodels; i++) {
@@ -214,6 +220,14 @@ cJSON *tol_report_json(const tol_report *rep)
         add_num(o, "nominal_detector_energy", r->det_mean);
         add_num(o, "spec_accuracy_percent", 100 * r->spec);
         cJSON_AddItemToObject(o, "magnitudes", mags_json(r));
+        if (r->mag.stencil) {
+            cJSON *st = cJSON_AddObjectToObject(o, "input_stencils");
+            add_num(st, "threshold", r->mag.stencil_threshold);
+            add_num(st, "min_feature_mm", r->mag.stencil_min_feature_mm);
+            cJSON_AddNumberToObject(st, "unprintable_images", r->unprintable);
+        } else if (r->mag.mask) {
+            cJSON_AddStringToObject(o, "input_mask_png", rep->cfg.mask_png);
+        }
 
         cJSON *sa = cJSON_AddArrayToObject(o, "sensitivity");
         for (int j = 0; j < r->nsens; j++) {
