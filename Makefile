@@ -1,7 +1,7 @@
 # d2fab: plain Makefile. `make` builds ./d2fab; objects live under build/.
 # Targets: all test demo bench sanitize fuzz clean deps data
 
-PKGS     := fftw3f libpng assimp libcjson
+PKGS     := fftw3f libpng assimp libcjson plplot
 CC       ?= cc
 OPT      ?= -O3 -march=x86-64-v2 -mtune=generic
 CFLAGS_MATH := -fcx-limited-range -fno-math-errno
@@ -33,7 +33,7 @@ all: check-pkgs d2fab
 check-pkgs:
 	@pkg-config --exists $(PKGS) 2>/dev/null || { \
 	  echo "d2fab: missing build dependencies (pkg-config: $(PKGS))."; \
-	  echo "  Debian packages: libfftw3-dev libpng-dev libassimp-dev libcjson-dev pkg-config"; \
+	  echo "  Debian packages: libfftw3-dev libpng-dev libassimp-dev libcjson-dev libplplot-dev plplot-driver-cairo pkg-config"; \
 	  echo "  run: scripts/install-deps   (as root, or it prints the apt command)"; exit 1; }
 
 $(BUILD)/%.o: %.c
@@ -79,7 +79,7 @@ sanitize: deps
 	  OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" tests
 	@scripts/fetch-data
-	@D2FAB_SANITIZE=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	@D2FAB_SANITIZE=1 ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1 \
 	  scripts/run-tests build-san/tests
 
 bench: deps
