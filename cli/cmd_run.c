@@ -34,10 +34,11 @@ static void run_help(FILE *fp)
             "  -t, --threads N      worker threads                            [all cores]\n"
             "  -q, --quiet          no stage lines or progress bars; only the last line\n"
             "  -h, --help           this help\n\n"
-            "Stages in this build: mesh %s, masks %s, tolerance %s. A stage that is not\n"
-            "available is reported as skipped in the stage line and in the report.\n\n%s",
-            SAMPLE, run_have_mesh() ? "yes" : "NO", run_have_mask() ? "yes" : "NO",
-            run_have_tolerance() ? "yes" : "NO", cli_exit_help);
+            "Without \"masks\" or \"tolerance\" in the config those stages are skipped, and\n"
+            "the stage line and the report say so. Knobs that set the run time:\n"
+            "test_limit, tolerance.trials x tolerance.limit, tolerance.sensitivity and\n"
+            "tolerance.inverse (see the notes in %s).\n\n%s",
+            SAMPLE, SAMPLE, cli_exit_help);
 }
 
 /* The shipped sample: ./samples/run.json, else the samples folder beside

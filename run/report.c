@@ -422,12 +422,6 @@ static void accuracy_table(FILE *f, const run_state *s)
 
 static void parts_table(FILE *f, const run_state *s)
 {
-    if (!s->nparts) {
-        fputs("<p class=\"skipped\">No printable parts: ", f);
-        esc(f, s->res->note[2]);
-        fputs("</p>\n", f);
-        return;
-    }
     fputs("<table><tr><th>part</th><th>file</th><th>material</th><th>layer height</th>"
           "<th>orientation</th><th>size (mm)</th><th>volume</th><th>mass</th>"
           "<th>est. print time</th></tr>\n", f);
@@ -723,11 +717,6 @@ static int write_printing(const run_state *s, const char *path, d2_err *e)
     const char *tech = technology_of(s);
     fprintf(f, "PRINTING: what to print and how\n"
                "===============================\n\n");
-    if (!s->nparts) {
-        fprintf(f, "NOTHING TO PRINT YET: %s.\n"
-                   "The height maps are in export/ (layerK_height.npy, float32 mm); the parts "
-                   "must be meshed before printing.\n\n", s->res->note[2]);
-    }
     fprintf(f, "Printer       %s (profile %s)\n", x->printer.display_name, x->printer.name);
     fprintf(f, "Material      %s (profile %s) for every part\n", x->material.display_name,
             x->material.name);
@@ -740,32 +729,30 @@ static int write_printing(const run_state *s, const char *path, d2_err *e)
                "this layer height; do not scale, hollow, smooth, repair or decimate the files.\n\n",
             x->p.index, x->p.kappa, x->frequency_thz, x->printer.z_step_mm);
 
-    if (s->nparts) {
-        fprintf(f, "PARTS\n");
-        fprintf(f, "  %-26s %-30s %-21s %10s %8s %7s\n", "file", "part", "size x, y, z (mm)",
-                "volume", "mass", "time");
-        double tmax = 0;
-        for (int i = 0; i < s->nparts; i++) {
-            const run_part *p = &s->part[i];
-            char size[48], t[16], m[16];
-            double th = print_time_h(s, p->size_mm[2]), mg = mass_g(s, p->volume_mm3);
-            snprintf(size, sizeof size, "%.1f x %.1f x %.2f", p->size_mm[0], p->size_mm[1],
-                     p->size_mm[2]);
-            if (th >= 0) snprintf(t, sizeof t, "%.1f h", th), tmax = fmax(tmax, th);
-            else snprintf(t, sizeof t, "-");
-            if (mg >= 0) snprintf(m, sizeof m, "%.1f g", mg);
-            else snprintf(m, sizeof m, "-");
-            fprintf(f, "  %-26s %-30.30s %-21s %6.0f mm3 %8s %7s\n", p->file, p->what, size,
-                    p->volume_mm3, m, t);
-        }
-        if (print_time_h(s, 1) >= 0)
-            fprintf(f, "  Time = part height / the printer's vertical build rate; side by side "
-                       "in one\n  job about %.1f h (the tallest part).\n", tmax);
-        else
-            fprintf(f, "  Print time not estimated: the printer profile gives no vertical build "
-                       "rate.\n");
-        fprintf(f, "\n");
+    fprintf(f, "PARTS\n");
+    fprintf(f, "  %-26s %-30s %-21s %10s %8s %7s\n", "file", "part", "size x, y, z (mm)",
+            "volume", "mass", "time");
+    double tmax = 0;
+    for (int i = 0; i < s->nparts; i++) {
+        const run_part *p = &s->part[i];
+        char size[48], t[16], m[16];
+        double th = print_time_h(s, p->size_mm[2]), mg = mass_g(s, p->volume_mm3);
+        snprintf(size, sizeof size, "%.1f x %.1f x %.2f", p->size_mm[0], p->size_mm[1],
+                 p->size_mm[2]);
+        if (th >= 0) snprintf(t, sizeof t, "%.1f h", th), tmax = fmax(tmax, th);
+        else snprintf(t, sizeof t, "-");
+        if (mg >= 0) snprintf(m, sizeof m, "%.1f g", mg);
+        else snprintf(m, sizeof m, "-");
+        fprintf(f, "  %-26s %-30.30s %-21s %6.0f mm3 %8s %7s\n", p->file, p->what, size,
+                p->volume_mm3, m, t);
     }
+    if (print_time_h(s, 1) >= 0)
+        fprintf(f, "  Time = part height / the printer's vertical build rate; side by side "
+                   "in one\n  job about %.1f h (the tallest part).\n", tmax);
+    else
+        fprintf(f, "  Print time not estimated: the printer profile gives no vertical build "
+                   "rate.\n");
+    fprintf(f, "\n");
 
     fprintf(f, "ORIENTATION\n  %s.\n", orientation_text(s));
     fprintf(f, "  Each plate has a flat datum face, engraved \"SRC\" (mirrored): it faces the\n"

@@ -14,42 +14,15 @@
 #include "core/config.h"
 #include "core/fileio.h"
 #include "core/image.h"
-
-/* Stages whose library is not in this build are reported as skipped, never
- * faked: the mesh, mask and tolerance libraries are found by their headers. */
-#if defined(__has_include)
-#if __has_include("mesh/mesh.h")
-#include "mesh/mesh.h"
-#define RUN_HAVE_MESH 1
-#endif
-#if __has_include("mesh/mask.h")
 #include "mesh/mask.h"
-#define RUN_HAVE_MASK 1
-#endif
-#if __has_include("train/tolerance.h")
+#include "mesh/mesh.h"
 #include "train/tolerance.h"
-#define RUN_HAVE_TOL 1
-#endif
-#endif
-#ifndef RUN_HAVE_MESH
-#define RUN_HAVE_MESH 0
-#endif
-#ifndef RUN_HAVE_MASK
-#define RUN_HAVE_MASK 0
-#endif
-#ifndef RUN_HAVE_TOL
-#define RUN_HAVE_TOL 0
-#endif
 
 #define TWO_PI (2.0 * M_PI)
 
 const char *const run_stage_names[RUN_STAGES] = {"model", "export", "mesh",
                                                  "masks", "tolerance", "report"};
 enum { ST_MODEL, ST_EXPORT, ST_MESH, ST_MASKS, ST_TOL, ST_REPORT };
-
-int run_have_mesh(void) { return RUN_HAVE_MESH; }
-int run_have_mask(void) { return RUN_HAVE_MASK; }
-int run_have_tolerance(void) { return RUN_HAVE_TOL; }
 
 void run_warn(run_state *s, const char *fmt, ...)
 {
@@ -367,7 +340,6 @@ done:
  * Stage 3: meshes of every plate and the assembly
  * ---------------------------------------------------------------------- */
 
-#if RUN_HAVE_MESH
 /* Moves the assembly to the top of the package, beside the report, with
  * assembly.json's file names made relative to its new folder, and reads the
  * plate thicknesses for the stack drawing. */
@@ -473,7 +445,6 @@ static int stage_mesh(run_state *s, int with_masks, d2_err *e)
                "assembly %s", rep.nparts, facets, s->assembly_file);
     return 0;
 }
-#endif
 
 
 /* ------------------------------------------------------------------------
@@ -481,7 +452,6 @@ static int stage_mesh(run_state *s, int with_masks, d2_err *e)
  * through them
  * ---------------------------------------------------------------------- */
 
-#if RUN_HAVE_MASK
 /* A file of the mask stage's folder also listed in parts/ or previews/: a
  * hard link (a copy where links are refused), so the stage's own report keeps
  * its names. */
@@ -640,13 +610,11 @@ done:
     dataset_free(&ds);
     return rc;
 }
-#endif
 
 /* ------------------------------------------------------------------------
  * Stage 5: tolerance study of the stack as printed
  * ---------------------------------------------------------------------- */
 
-#if RUN_HAVE_TOL
 int run_tolerance_check(const char *file, const cJSON *section, d2_err *e)
 {
     tol_config tc;
@@ -749,6 +717,31 @@ static cJSON *tol_summary_json(const run_tol *t)
     return o;
 }
 
+/* The mask stage's printable stencil of a test digit, for a tolerance study
+ * whose config reads every digit through its stencil ("input_mask":
+ * "stencil"); the same steps as d2fab tolerance's. */
+static int run_stencil(void *ctx, const d2_geom *g, const unsigned char *img, int rows, int cols,
+                       double threshold, double min_feature_mm, unsigned char *open)
+{
+    (void)ctx;
+    d2_err e = {0};
+    mask_map mm = {0};
+    mask_stats st;
+    float *f = malloc(sizeof(float) * (size_t)rows * cols);
+    if (!f) return D2_EIO;
+    for (size_t i = 0; i < (size_t)rows * cols; i++) f[i] = img[i] / 255.0f;
+    int rc = mask_check_image(g, f, rows, cols, threshold, 0, "test image", &e);
+    if (!rc) rc = mask_map_alloc(&mm, g->n, g->n, &e);
+    if (!rc) rc = mask_binarise(g, f, rows, cols, threshold, &mm, "test image", &e);
+    if (!rc)
+        rc = mask_make_printable(&mm, mask_min_px(min_feature_mm, g->pitch_mm), &st,
+                                 "test image", &e);
+    if (!rc) memcpy(open, mm.open, (size_t)g->n * g->n);
+    mask_map_free(&mm);
+    free(f);
+    return rc;
+}
+
 static int stage_tolerance(run_state *s, d2_err *e)
 {
     const run_config *c = s->c;
@@ -765,6 +758,7 @@ static int stage_tolerance(run_state *s, d2_err *e)
     memset(&rep, 0, sizeof rep);
     tol_config_default(&tc);
     if ((rc = tol_config_read(c->path, c->tolerance, &tc, e))) return rc;
+    tc.stencil_fn = run_stencil;
     /* The stack as printed: the export's heights, material and Z step. */
     if ((rc = out_path(s, "export", exp, sizeof exp, e)) ||
         (rc = out_path(s, "tolerance", dir, sizeof dir, e)) ||
@@ -820,15 +814,6 @@ done:
     dataset_free(&ds);
     return rc;
 }
-#else
-int run_tolerance_check(const char *file, const cJSON *section, d2_err *e)
-{
-    if (!cJSON_IsObject(section))
-        return d2_fail(e, D2_EINPUT, "%s: key \"tolerance\": expected an object (a tolerance "
-                       "config)", file);
-    return 0;
-}
-#endif
 /* ------------------------------------------------------------------------
  * The pipeline
  * ---------------------------------------------------------------------- */
@@ -886,40 +871,21 @@ int run_pipeline(const run_config *c, const run_opts *o, run_result *r, d2_err *
         goto done;
     }
     int want_masks = c->mask_ndigits || c->mask_nindices;
-#if RUN_HAVE_MESH
-    if ((rc = stage_mesh(s, want_masks && run_have_mask(), e))) {
+    if ((rc = stage_mesh(s, want_masks, e))) {
         rc = fail_stage(s, ST_MESH, rc, e);
         goto done;
     }
-#else
-    stage_skip(s, ST_MESH, "the mesh stage is not part of this build of d2fab: no printable "
-               "parts and no assembly were made");
-#endif
     if (!want_masks) {
         stage_skip(s, ST_MASKS, "no \"masks\" section in the config");
-    } else {
-#if RUN_HAVE_MASK
-        if ((rc = stage_masks(s, e))) {
-            rc = fail_stage(s, ST_MASKS, rc, e);
-            goto done;
-        }
-#else
-        stage_skip(s, ST_MASKS, "the mask stage is not part of this build of d2fab: no input "
-                   "masks were made");
-#endif
+    } else if ((rc = stage_masks(s, e))) {
+        rc = fail_stage(s, ST_MASKS, rc, e);
+        goto done;
     }
     if (!c->tolerance) {
         stage_skip(s, ST_TOL, "no \"tolerance\" section in the config");
-    } else {
-#if RUN_HAVE_TOL
-        if ((rc = stage_tolerance(s, e))) {
-            rc = fail_stage(s, ST_TOL, rc, e);
-            goto done;
-        }
-#else
-        stage_skip(s, ST_TOL, "the tolerance stage is not part of this build of d2fab: no "
-                   "tolerance study was run");
-#endif
+    } else if ((rc = stage_tolerance(s, e))) {
+        rc = fail_stage(s, ST_TOL, rc, e);
+        goto done;
     }
 
     /* The report records its own stage as done: it is, once the files exist. */

@@ -17,8 +17,8 @@
  * Every file is written atomically. The three report files are removed before
  * the first stage runs and written last, so a folder never holds a report
  * that does not match its files; a failing stage stops the run with its name
- * in the message. A stage whose library is not part of this build is
- * reported as skipped (stage status "skipped" with the reason), never faked.
+ * in the message. A stage the config does not ask for (no "masks", no
+ * "tolerance") is reported as skipped, with the reason.
  *
  * Units: mm, THz, rad, hours. Library code: never prints to stdout (stage
  * lines go to the stream the caller passes), never exits. */
@@ -33,12 +33,6 @@
 
 #define RUN_PATH_MAX 1024
 #define RUN_MAX_MASKS 64
-
-/* Which stages this build has: a stage library missing from the build makes
- * run_pipeline report that stage as skipped. */
-int run_have_mesh(void);
-int run_have_mask(void);
-int run_have_tolerance(void);
 
 /* A parsed, validated run config. Paths are resolved against the config
  * file's folder. Release with run_config_free. */
@@ -123,8 +117,8 @@ void run_config_default(run_config *c);
  * Unknown keys, a value of the wrong type or out of range, both or neither of
  * "model" and "phases", and paths that do not exist fail with D2_EINPUT; the
  * message names the file, the key path, the value and what is allowed. The
- * "tolerance" section is checked by the tolerance stage's reader when this
- * build has that stage. On failure c holds nothing to free. */
+ * "tolerance" section is checked by the tolerance stage's reader
+ * (tol_config_read). On failure c holds nothing to free. */
 int run_config_load(const char *path, run_config *c, d2_err *e);
 /* The same from JSON already parsed; base_dir resolves relative paths and
  * name is used in messages. */

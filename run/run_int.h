@@ -93,7 +93,7 @@ void run_warn(run_state *s, const char *fmt, ...) __attribute__((format(printf, 
 void run_add_preview(run_state *s, const char *group, const char *file, const char *caption);
 
 /* Checks a run config's "tolerance" section with the tolerance stage's
- * reader; without that stage in the build, only that it is an object. */
+ * reader (tol_config_read); the message names the section. */
 int run_tolerance_check(const char *file, const cJSON *section, d2_err *e);
 
 /* Writes OUT/report.json, OUT/report.html and OUT/PRINTING.txt (atomically,

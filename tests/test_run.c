@@ -192,9 +192,8 @@ TEST(config_errors_name_the_key_the_value_and_what_is_allowed)
               D2_EINPUT, "whole number");
     CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"tolerance\": 5}", &c, &e), e, D2_EINPUT,
               "tolerance");
-    if (run_have_tolerance())
-        CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"tolerance\": {\"trialz\": 3}}", &c, &e), e,
-                  D2_EINPUT, "trialz");
+    CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"tolerance\": {\"trialz\": 3}}", &c, &e), e,
+              D2_EINPUT, "section \"tolerance\": t.json: unknown key \"trialz\"");
     CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"mesh\": {\"format\": \"iges\"}}", &c, &e), e,
               D2_EINPUT, "mesh.format");
     CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"export\": {\"levels\": 1}}", &c, &e), e,
@@ -395,83 +394,62 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
         CHECK(exists(path));
     }
 
-    /* Every part passes the mesh validators - or, without the mesh stage,
-     * the report says so and there are no parts. */
-    const cJSON *parts = cJSON_GetObjectItemCaseSensitive(rep, "parts");
-    if (run_have_mesh()) {
-        CHECK(!strcmp(stage_status(rep, "mesh"), "done"));
-        CHECK(cJSON_GetArraySize(parts) >= 5); /* 3 layers, detector, input or 2 masks */
-        const cJSON *p;
-        cJSON_ArrayForEach(p, parts) {
-            const char *f = cJSON_GetStringValue(cJSON_GetObjectItem(p, "file"));
-            snprintf(path, sizeof path, "%s/%s", pkg, f ? f : "?");
-            CHECK(validators_accept(path));
-        }
-        snprintf(path, sizeof path, "%s/assembly.json", pkg);
+    /* Every part passes the mesh validators: 3 layers, the detector and the
+     * 2 masks (digits 0 and 8), which take the open input plate's place. */
+    CHECK(!strcmp(stage_status(rep, "mesh"), "done"));
+    CHECK(!strcmp(stage_status(rep, "masks"), "done"));
+    const cJSON *parts = cJSON_GetObjectItemCaseSensitive(rep, "parts"), *p;
+    int nm = 0;
+    CHECK(cJSON_GetArraySize(parts) == 6);
+    cJSON_ArrayForEach(p, parts) {
+        const char *f = cJSON_GetStringValue(cJSON_GetObjectItem(p, "file"));
+        const char *k = cJSON_GetStringValue(cJSON_GetObjectItem(p, "kind"));
+        nm += k && !strcmp(k, "mask");
+        snprintf(path, sizeof path, "%s/%s", pkg, f ? f : "?");
+        CHECK(validators_accept(path));
+    }
+    CHECK(nm == 2);
+    const cJSON *ma = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(rep, "accuracy"), "masks");
+    CHECK(cJSON_IsObject(ma));
+
+    /* assembly.json sits beside the report; its file names resolve there. */
+    snprintf(path, sizeof path, "%s/assembly.json", pkg);
+    cJSON *as = NULL;
+    CHECK(cfg_load(path, &as, &e) == 0);
+    int nf = 0;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(as, "parts")) {
+        const char *f = cJSON_GetStringValue(cJSON_GetObjectItem(p, "file"));
+        snprintf(path, sizeof path, "%s/%s", pkg, f ? f : "?");
         CHECK(exists(path));
-        /* assembly.json sits beside the report; its file names resolve there. */
-        cJSON *as = NULL;
-        CHECK(cfg_load(path, &as, &e) == 0);
-        int nf = 0;
-        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(as, "parts")) {
-            const char *f = cJSON_GetStringValue(cJSON_GetObjectItem(p, "file"));
-            snprintf(path, sizeof path, "%s/%s", pkg, f ? f : "?");
-            CHECK(exists(path));
-            nf++;
-        }
-        const cJSON *imf = cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(as, "input_masks"), "files");
-        cJSON_ArrayForEach(p, imf) {
-            snprintf(path, sizeof path, "%s/%s", pkg, cJSON_GetStringValue(p));
-            CHECK(exists(path));
-            nf++;
-        }
-        CHECK(nf == cJSON_GetArraySize(parts));
-        const char *af = cJSON_GetStringValue(
-            cJSON_GetObjectItem(cJSON_GetObjectItem(as, "assembly"), "file"));
-        snprintf(path, sizeof path, "%s/%s", pkg, af ? af : "?");
-        CHECK(af && exists(path));
-        cJSON_Delete(as);
-    } else {
-        CHECK(!strcmp(stage_status(rep, "mesh"), "skipped"));
-        CHECK(cJSON_GetArraySize(parts) == 0);
-        snprintf(path, sizeof path, "%s/PRINTING.txt", pkg);
-        CHECK(file_has(path, "NOTHING TO PRINT YET"));
+        nf++;
     }
-    if (run_have_mask()) {
-        /* Two masks (digits 0 and 8): parts, previews, accuracy through them. */
-        CHECK(!strcmp(stage_status(rep, "masks"), "done"));
-        int nm = 0;
-        const cJSON *p;
-        cJSON_ArrayForEach(p, parts) {
-            const char *k = cJSON_GetStringValue(cJSON_GetObjectItem(p, "kind"));
-            nm += k && !strcmp(k, "mask");
-        }
-        CHECK(nm == 2);
-        const cJSON *ma = cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(rep, "accuracy"), "masks");
-        CHECK(cJSON_IsObject(ma));
-        snprintf(path, sizeof path, "%s/assembly.json", pkg);
-        CHECK(file_has(path, "\"input_masks\""));
-    } else {
-        CHECK(!strcmp(stage_status(rep, "masks"), "skipped"));
-    }
-    if (run_have_tolerance()) {
-        /* The study's nominal accuracy is eval's on its first 100 images of
-         * the stack as printed; the yield plot is in the page. */
-        CHECK(!strcmp(stage_status(rep, "tolerance"), "done"));
-        eval_result e100;
-        snprintf(path, sizeof path, "%s/export", pkg);
-        CHECK(export_load_as_model(path, &m, &e) == 0);
-        CHECK(eval_model(&m, dataset_default_dir(), 100, 0, NULL, NULL, &e100, &e) == 0);
-        model_free(&m);
-        CHECK(json_num(rep, "accuracy", "tolerance", "nominal_accuracy") == e100.accuracy);
-        CHECK(json_num(rep, "accuracy", "tolerance", "trials") == 3);
-        snprintf(path, sizeof path, "%s/tolerance/yield.png", pkg);
+    const cJSON *imf = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(as, "input_masks"), "files");
+    cJSON_ArrayForEach(p, imf) {
+        snprintf(path, sizeof path, "%s/%s", pkg, cJSON_GetStringValue(p));
         CHECK(exists(path));
-    } else {
-        CHECK(!strcmp(stage_status(rep, "tolerance"), "skipped"));
+        nf++;
     }
+    CHECK(nf == cJSON_GetArraySize(parts));
+    const char *af = cJSON_GetStringValue(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(as, "assembly"), "file"));
+    snprintf(path, sizeof path, "%s/%s", pkg, af ? af : "?");
+    CHECK(af && exists(path));
+    cJSON_Delete(as);
+
+    /* The tolerance study's nominal accuracy is eval's on the first 100
+     * images of the stack as printed; the yield plot is in the page. */
+    CHECK(!strcmp(stage_status(rep, "tolerance"), "done"));
+    eval_result e100;
+    snprintf(path, sizeof path, "%s/export", pkg);
+    CHECK(export_load_as_model(path, &m, &e) == 0);
+    CHECK(eval_model(&m, dataset_default_dir(), 100, 0, NULL, NULL, &e100, &e) == 0);
+    model_free(&m);
+    CHECK(json_num(rep, "accuracy", "tolerance", "nominal_accuracy") == e100.accuracy);
+    CHECK(json_num(rep, "accuracy", "tolerance", "trials") == 3);
+    snprintf(path, sizeof path, "%s/tolerance/yield.png", pkg);
+    CHECK(exists(path));
     cJSON_Delete(rep);
 }
 
