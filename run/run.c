@@ -555,7 +555,7 @@ static int stage_masks(run_state *s, d2_err *e)
         char cap_[160];
         if ((rc = link_into(s, dir, r->png_file, "previews", e))) goto done;
         snprintf(path, sizeof path, "previews/%s", r->png_file);
-        snprintf(cap_, sizeof cap_, "%s: original, binarised aperture, printable mask "
+        snprintf(cap_, sizeof cap_, "%.60s: original, binarised aperture, printable mask "
                  "(islands blue, bridges red, too narrow orange)", src[i].origin);
         run_add_preview(s, "mask", path, cap_);
         if (!r->mesh_file[0]) continue;
