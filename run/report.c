@@ -265,7 +265,7 @@ static void stack_svg(FILE *f, const run_state *s)
     double active = g->n * g->pitch_mm;
     double side = active + 2 * s->frame_width_mm;
     double sy = yh / side, ymid = ytop + yh / 2;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+    fprintf(f, "<svg width=\"%.0f\" height=\"%.0f\" "
             "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n",
             W, H, W, H);
     fprintf(f, "<defs><marker id=\"ar\" markerWidth=\"8\" markerHeight=\"8\" refX=\"7\" "
@@ -333,7 +333,7 @@ static void stack_svg(FILE *f, const run_state *s)
 static void detector_svg(FILE *f, const d2_geom *g)
 {
     double side = g->n * g->pitch_mm, px = 300, sc = px / side;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+    fprintf(f, "<svg width=\"%.0f\" height=\"%.0f\" "
             "font-family=\"sans-serif\" font-size=\"12\">\n", px + 20, px + 40);
     fprintf(f, "<rect x=\"10\" y=\"10\" width=\"%.0f\" height=\"%.0f\" fill=\"#111\"/>\n", px,
             px);
@@ -365,8 +365,8 @@ static void stage_table(FILE *f, const run_state *s)
         fputs("</td></tr>\n", f);
     }
     fputs("</table>\n", f);
-    fprintf(f, "<p>%d CPU threads; %.0f s before the report.</p>\n",
-            s->o->threads > 0 ? s->o->threads : d2_cpu_count(), s->res->seconds);
+    fprintf(f, "<p>Stages 1-5 took %.0f s on %d CPU threads.</p>\n", s->res->seconds,
+            s->o->threads > 0 ? s->o->threads : d2_cpu_count());
 }
 
 static void accuracy_table(FILE *f, const run_state *s)

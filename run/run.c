@@ -259,6 +259,32 @@ static int stage_model(run_state *s, d2_err *e)
  * Stage 2: export, and the accuracy of what will be printed
  * ---------------------------------------------------------------------- */
 
+/* The detector plate seen from the source: its windows, one per class. */
+static int detector_layout_png(run_state *s, const d2_geom *g, d2_err *e)
+{
+    size_t cnt = (size_t)g->n * (size_t)g->n;
+    char path[RUN_PATH_MAX + 64];
+    float *v = d2_malloc(cnt * sizeof *v, "detector layout", e);
+    if (!v) return D2_EIO;
+    for (size_t i = 0; i < cnt; i++) v[i] = 0.15f;
+    for (int k = 0; k < g->ndet; k++) {
+        int r0, r1, c0, c1;
+        geom_det_rect(g, k, &r0, &r1, &c0, &c1);
+        for (int r = r0; r < r1; r++)
+            for (int c = c0; c < c1; c++) v[(size_t)r * g->n + c] = 1.0f;
+    }
+    int rc = out_path(s, "previews/detector_layout.png", path, sizeof path, e);
+    if (!rc)
+        rc = img_write_colormap(path, g->n, g->n, v, 0.0f, 1.0f, CMAP_GRAY, preview_scale(g->n),
+                                e);
+    free(v);
+    if (!rc)
+        run_add_preview(s, "detector", "previews/detector_layout.png",
+                        "Detector plate seen from the source: the 10 windows (white) cut "
+                        "through it; classes as in the layout drawing");
+    return rc;
+}
+
 static int stage_export(run_state *s, d2_err *e)
 {
     const run_config *c = s->c;
@@ -319,6 +345,7 @@ static int stage_export(run_state *s, d2_err *e)
                         s->o->progress, &s->ev_export, e);
     if (rc) goto done;
     s->have_ev_export = 1;
+    if ((rc = detector_layout_png(s, &s->printed.g, e))) goto done;
     run_add_preview(s, "detector", rel,
                     "Intensity on the detector plane for the first test images, as printed "
                     "(detector squares outlined)");

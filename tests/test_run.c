@@ -285,6 +285,7 @@ static int check_html_refs(const char *pkg)
             files++;
         }
     }
+    CHECK(!strstr(html, "://")); /* no URL anywhere: links, styles, namespaces */
     CHECK(data >= 3); /* phase, height and detector pictures are embedded */
     free(html);
     return files;
