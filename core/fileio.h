@@ -13,15 +13,19 @@
 typedef struct d2_out d2_out;
 
 /* Opens a temporary file ".NAME.tmp-XXXXXX" beside path for writing (a
- * SIGKILL can leave such a hidden file behind, never a truncated path). The
- * new file gets the permissions of the file it replaces, else 0666 & ~umask.
- * Returns NULL and fills e (D2_EIO, naming path) on failure. Finish with d2_out_commit (rename into place) or d2_out_abort
- * (remove the temporary); either frees the handle. */
+ * SIGKILL can leave such a hidden file behind, never a truncated path; the
+ * next successful write of the same path removes it). The writer holds an
+ * flock on the temporary while it lives. The new file gets the permissions of
+ * the file it replaces, else 0666 & ~umask. Returns NULL and fills e (D2_EIO,
+ * naming path) on failure. Finish with d2_out_commit (rename into place) or
+ * d2_out_abort (remove the temporary); either frees the handle. */
 d2_out *d2_out_open(const char *path, d2_err *e);
 /* The stdio stream to write to. Owned by the handle. */
 FILE *d2_out_fp(d2_out *o);
-/* Flushes, checks every write, fsyncs, closes and renames into place.
- * On any failure removes the temporary, fills e and returns D2_EIO. Frees o. */
+/* Flushes, checks every write, fsyncs, closes and renames into place, then
+ * removes stale temporaries of the same path whose writer is gone (no flock
+ * held: killed). On any failure removes the temporary, fills e and returns
+ * D2_EIO. Frees o. */
 int d2_out_commit(d2_out *o, d2_err *e);
 /* Discards the temporary file. d2_out_abort(NULL) is a no-op. Frees o. */
 void d2_out_abort(d2_out *o);
