@@ -183,7 +183,9 @@ int eval_model(const d2_model *m, const char *data_dir, int limit, int threads,
     d2_dataset ds = {0};
     d2_pool *pool = NULL;
     d2_net *net = NULL;
-    int rc = dataset_load(data_dir, m->t.dataset, 1, &ds, e);
+    int rc = geom_check_memory(&m->g, threads > 0 ? threads : d2_cpu_count(), e);
+    if (rc) return rc;
+    rc = dataset_load(data_dir, m->t.dataset, 1, &ds, e);
     if (rc) return rc;
     if (!(pool = d2_pool_new(threads, e)) || !(net = net_new(&m->g, d2_pool_threads(pool), e))) {
         rc = e->code ? e->code : D2_EIO;
@@ -456,6 +458,8 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
     d2_rng rng;
     int first_epoch = 0;
 
+    /* Refused before anything is loaded or allocated. */
+    if ((rc = geom_check_memory(g, ro->threads > 0 ? ro->threads : d2_cpu_count(), e))) return rc;
     if ((rc = dataset_load(ro->data_dir, t->dataset, 0, &tr, e))) return rc;
     if ((rc = dataset_load(ro->data_dir, t->dataset, 1, &te, e))) goto done;
     if (!(pool = d2_pool_new(ro->threads, e))) goto fail;
