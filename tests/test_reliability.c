@@ -844,8 +844,7 @@ int main(void)
 {
     const char *s = getenv("D2FAB_TEST_SEED");
     unsigned long seed = s && *s ? strtoul(s, NULL, 10) : (unsigned long)time(NULL);
-    const char *q = getenv("D2FAB_TEST_QUICK");
-    quick = q && !strcmp(q, "1");
+    quick = t_quick();
     d2_rng_seed(&rng, seed);
     printf("kill moments from seed %lu (D2FAB_TEST_SEED=%lu repeats them)\n", seed, seed);
     if (access(bin(), X_OK) != 0) {
