@@ -1,7 +1,7 @@
 # d2fab: plain Makefile. `make` builds ./d2fab; objects live under build/.
 # Targets: all test demo bench sanitize valgrind fuzz clean deps data
 
-PKGS     := fftw3f libpng assimp libcjson
+PKGS     := fftw3f libpng assimp libcjson plplot
 CC       ?= cc
 OPT      ?= -O3 -march=x86-64-v2 -mtune=generic
 # -fcx-limited-range where the compiler has it (gcc; clang 14 does not).
@@ -43,7 +43,7 @@ all: check-pkgs $(BIN)
 check-pkgs:
 	@pkg-config --exists $(PKGS) 2>/dev/null || { \
 	  echo "d2fab: missing build dependencies (pkg-config: $(PKGS))."; \
-	  echo "  Debian packages: libfftw3-dev libpng-dev libassimp-dev libcjson-dev pkg-config"; \
+	  echo "  Debian packages: libfftw3-dev libpng-dev libassimp-dev libcjson-dev libplplot-dev plplot-driver-cairo pkg-config"; \
 	  echo "  run: scripts/install-deps   (as root, or it prints the apt command)"; exit 1; }
 
 $(BUILD)/%.o: %.c
@@ -101,7 +101,18 @@ sanitize: deps
 	  OPT="-O1 -fno-omit-frame-pointer $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" tests
 	@scripts/fetch-data
 	@D2FAB_SANITIZE=1 D2FAB_BIN=build-san/d2fab ASAN_OPTIONS=detect_leaks=1 \
-	  UBSAN_OPTIONS=print_stacktrace=1 scripts/run-tests build-san/tests
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1 \
+	  scripts/run-tests build-san/tests
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCHES)
+	@scripts/fetch-data
+	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/fetch-data
+	./d2fab run --out demo-out
 
 # The tests under valgrind: memory errors and definite or indirect leaks fail
 # (still-reachable memory of system libraries at exit is fine). Long

@@ -26,6 +26,8 @@ static void train_help(FILE *fp)
             "      --test-limit N   evaluate on the first N test images       [all: 10000]\n"
             "  -t, --threads N      worker threads                               [all cores]\n"
             "  -r, --resume         continue from DIR/checkpoints/latest\n"
+            "  -i, --init MODEL     start from this model's phases (same geometry), e.g. to\n"
+            "                       fine-tune a trained model for misalignment        [zeros]\n"
             "Fabrication-aware training (override the config's training section):\n"
             "      --jitter-xy-mm D     random lateral layer shift per batch, uniform +-D mm  [0]\n"
             "      --jitter-z-mm D      random axial layer shift per batch, uniform +-D mm    [0]\n"
@@ -47,18 +49,19 @@ int cmd_train(int argc, char **argv)
         {"limit", required_argument, 0, 'l'},  {"test-limit", required_argument, 0, 'T'},
         {"threads", required_argument, 0, 't'}, {"resume", no_argument, 0, 'r'},
         {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
+        {"init", required_argument, 0, 'i'},
         {"jitter-xy-mm", required_argument, 0, 'X'}, {"jitter-z-mm", required_argument, 0, 'Z'},
         {"jitter-rot-deg", required_argument, 0, 'R'},
         {"quantize-levels", required_argument, 0, 'K'},
         {"quantize-z-step-mm", required_argument, 0, 'S'},
         {0, 0, 0, 0}};
-    const char *cfg = NULL, *out = NULL, *data = dataset_default_dir();
+    const char *cfg = NULL, *out = NULL, *data = dataset_default_dir(), *init = NULL;
     double jxy = -1, jz = -1, jrot = -1, zstep = -1;
     long qlev = -1;
     long epochs = -1, limit = -1, tlimit = -1, threads = 0;
     int resume = 0, quiet = 0, c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "c:o:d:e:l:t:rqh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:o:d:e:l:t:i:rqh", opts, NULL)) != -1) {
         switch (c) {
         case 'c': cfg = optarg; break;
         case 'o': out = optarg; break;
@@ -68,6 +71,7 @@ int cmd_train(int argc, char **argv)
         case 'T': if (cli_int("train", "test-limit", optarg, 1, 10000000, &tlimit)) return 1; break;
         case 't': if (cli_int("train", "threads", optarg, 1, 1024, &threads)) return 1; break;
         case 'r': resume = 1; break;
+        case 'i': init = optarg; break;
         case 'q': quiet = 1; break;
         case 'X': if (cli_num("train", "jitter-xy-mm", optarg, 0, 100, &jxy)) return 1; break;
         case 'Z': if (cli_num("train", "jitter-z-mm", optarg, 0, 1000, &jz)) return 1; break;
@@ -102,6 +106,24 @@ int cmd_train(int argc, char **argv)
     if ((rc = model_alloc(&m, &e))) {
         model_free(&m);
         return cli_error("train", rc, e.msg);
+    }
+    if (init) {
+        d2_model s0;
+        if ((rc = model_load(init, &s0, &e))) {
+            model_free(&m);
+            return cli_error("train", rc, e.msg);
+        }
+        if (s0.g.n != m.g.n || s0.g.layers != m.g.layers) {
+            fprintf(stderr,
+                    "d2fab train: --init %s: %d layers of %d x %d, the config %s has %d of %d x %d\n",
+                    init, s0.g.layers, s0.g.n, s0.g.n, cfg, m.g.layers, m.g.n, m.g.n);
+            model_free(&s0);
+            model_free(&m);
+            return 2;
+        }
+        for (int l = 0; l < m.g.layers; l++)
+            memcpy(m.phase[l], s0.phase[l], sizeof(float) * m.g.n * m.g.n);
+        model_free(&s0);
     }
     train_run_opts ro = {data, (int)threads, resume, quiet ? NULL : stderr};
     if (!quiet)

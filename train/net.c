@@ -267,9 +267,10 @@ static void crop(const d2_net *net, const float complex *w, float complex *dst)
     for (int i = 0; i < n; i++) memcpy(dst + (size_t)i * n, w + (size_t)i * p, n * sizeof *dst);
 }
 
-/* Forward chain; leaves the field at each layer in s->v and the detector
- * field in s->o. Returns the input energy. */
-static double forward(d2_net *net, const float *in, ws *s)
+/* Forward chain. With store set (training) it keeps the field arriving at
+ * each layer in s->v for the adjoint pass; inference modulates in place.
+ * The detector-plane field ends in s->o. Returns the input energy. */
+static double forward(d2_net *net, const float *in, ws *s, int store)
 {
     int n = net->n, p = net->p, L = net->L;
     float complex *w = s->w;
@@ -285,12 +286,12 @@ static double forward(d2_net *net, const float *in, ws *s)
     }
     prop_core(net, w, net->H[0], 0);
     for (int l = 0; l < L; l++) {
-        crop(net, w, s->v[l]);
-        const float complex *t = net->t[l], *v = s->v[l];
+        if (store) crop(net, w, s->v[l]);
+        const float complex *t = net->t[l];
         for (int i = 0; i < n; i++) {
             float complex *row = w + (size_t)i * p;
-            const float complex *tr = t + (size_t)i * n, *vr = v + (size_t)i * n;
-            for (int j = 0; j < n; j++) row[j] = tr[j] * vr[j];
+            const float complex *tr = t + (size_t)i * n;
+            for (int j = 0; j < n; j++) row[j] *= tr[j];
             memset(row + n, 0, (size_t)(p - n) * sizeof *row);
         }
         prop_core(net, w, net->H[l + 1], 0);
@@ -321,7 +322,7 @@ static double detect(const d2_net *net, const float complex *o, double ein, floa
 double net_infer(d2_net *net, const float *in, float *det, float *intensity, int tid)
 {
     ws *s = &net->ws[tid];
-    double ein = forward(net, in, s);
+    double ein = forward(net, in, s, 0);
     if (intensity) {
         double norm = ein > 0 ? 1.0 / ein : 0.0;
         for (size_t i = 0; i < (size_t)net->n * net->n; i++) {
@@ -369,7 +370,7 @@ double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double te
 {
     ws *s = &net->ws[tid];
     int n = net->n, p = net->p, L = net->L;
-    double ein = forward(net, in, s);
+    double ein = forward(net, in, s, 1);
     detect(net, s->o, ein, det);
     double dl_de[D2_MAX_DET];
     double lossv = net_loss(det, net->g.ndet, label, loss, temperature, dl_de);

@@ -8,6 +8,7 @@ typedef struct {
     double c, s;         /* cos and sin of the rotation */
     double dxp, dyp;     /* displacement in pixels */
     double mid;          /* (n - 1) / 2 */
+    double inv;          /* 1 / scale of the printed layer */
 } xform;
 
 static void xform_init(xform *x, int n, double pitch, const layer_pose *p)
@@ -18,12 +19,13 @@ static void xform_init(xform *x, int n, double pitch, const layer_pose *p)
     x->dxp = p->dx_mm / pitch;
     x->dyp = p->dy_mm / pitch;
     x->mid = 0.5 * (n - 1);
+    x->inv = 1.0;
 }
 
-/* Inverse map: source = R^-1 (dest - d), about the centre. */
+/* Inverse map: source = R^-1 (dest - d) / scale, about the centre. */
 static inline void source_of(const xform *x, int i, int j, double *si, double *sj)
 {
-    double X = j - x->mid - x->dxp, Y = i - x->mid - x->dyp;
+    double X = (j - x->mid - x->dxp) * x->inv, Y = (i - x->mid - x->dyp) * x->inv;
     *sj = x->c * X + x->s * Y + x->mid;
     *si = -x->s * X + x->c * Y + x->mid;
 }
@@ -31,8 +33,15 @@ static inline void source_of(const xform *x, int i, int j, double *si, double *s
 void perturb_transform(const float complex *t, int n, double pitch_mm, const layer_pose *pose,
                        float complex *out)
 {
+    perturb_transform_scaled(t, n, pitch_mm, pose, 1.0, out);
+}
+
+void perturb_transform_scaled(const float complex *t, int n, double pitch_mm,
+                              const layer_pose *pose, double scale, float complex *out)
+{
     xform x;
     xform_init(&x, n, pitch_mm, pose);
+    x.inv = 1.0 / scale;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++) {
             double si, sj;

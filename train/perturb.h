@@ -29,6 +29,13 @@ typedef struct layer_pose {
 void perturb_transform(const float complex *t, int n, double pitch_mm, const layer_pose *pose,
                        float complex *out);
 
+/* The same for a layer printed at scale times its design size (pixel-pitch
+ * error, shrinkage: scale 0.998 is 0.2 % small), scaled about the plane
+ * centre before the rotation and shift: out(x) = t(R^-1 (x - d) / scale).
+ * scale must be > 0; 1 gives exactly perturb_transform. */
+void perturb_transform_scaled(const float complex *t, int n, double pitch_mm,
+                              const layer_pose *pose, double scale, float complex *out);
+
 /* Adjoint of perturb_transform (its transpose; the weights are real): adds
  * to gt the gradient with respect to t given the gradient gout with respect
  * to out. */

@@ -1,0 +1,922 @@
+/* Tests for the mesh module: closed manifold solids from height maps, the
+ * frame and its alignment features, file formats, the stack command and the
+ * mesh check. External validators (admesh, prusa-slicer --info, assimp info)
+ * are run on what the tests write. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "core/fileio.h"
+#include "core/image.h"
+#include "core/npy.h"
+#include "core/util.h"
+#include "mesh/mesh.h"
+#include "testlib.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static char tmpf[64][600];
+static int ntmp;
+
+static const char *tpath(const char *name)
+{
+    char *p = tmpf[ntmp++ % 64];
+    snprintf(p, 600, "%s/%s", t_tmpdir(), name);
+    return p;
+}
+
+/* Runs a shell command; returns its exit status and its output (stdout and
+ * stderr) in out. */
+static int run(const char *cmd, char *out, size_t cap)
+{
+    char full[2048];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The number after "key" and the colon or equals sign that follows it. */
+static double after(const char *text, const char *key)
+{
+    const char *p = strstr(text, key);
+    if (!p) return NAN;
+    p += strlen(key);
+    while (*p && (*p == ' ' || *p == ':' || *p == '=')) p++;
+    char *end;
+    double v = strtod(p, &end);
+    return end == p ? NAN : v;
+}
+
+static char outbuf[1 << 16];
+
+/* admesh: no disconnected facets, no backwards edges, `parts` parts; its
+ * volume (single precision) within 1e-3 of vol. */
+static void check_admesh(const char *path, int parts, double vol)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "admesh '%s'", path);
+    int rc = run(cmd, outbuf, sizeof outbuf);
+    CHECK(rc == 0);
+    double disc = after(outbuf, "Total disconnected facets"), back = after(outbuf, "Backwards edges");
+    double np = after(outbuf, "Number of parts"), av = after(outbuf, "Volume");
+    CHECK(disc == 0);
+    CHECK(back == 0);
+    CHECK(np == parts);
+    CHECK_NEAR(av, vol, 1e-3 * vol);
+    if (disc != 0 || back != 0 || np != parts) printf("%s\n", outbuf);
+}
+
+/* prusa-slicer --info: manifold = yes and `parts` parts. */
+static void check_prusa(const char *path, int parts)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "prusa-slicer --info '%s'", path);
+    int rc = run(cmd, outbuf, sizeof outbuf);
+    CHECK(rc == 0);
+    CHECK(strstr(outbuf, "manifold = yes") != NULL);
+    CHECK(after(outbuf, "number_of_parts") == parts);
+}
+
+/* assimp info: the facet count. */
+static void check_assimp_info(const char *path, size_t facets)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "assimp info '%s'", path);
+    int rc = run(cmd, outbuf, sizeof outbuf);
+    CHECK(rc == 0);
+    CHECK(after(outbuf, "\nFaces") == (double)facets);
+}
+
+static void check_closed(const mesh *m, size_t parts)
+{
+    mesh_report r;
+    d2_err e = {0};
+    CHECK(mesh_check(m, &r, &e) == 0);
+    CHECK(r.closed);
+    CHECK(r.parts == parts);
+    CHECK(r.open_edges == 0 && r.nonmanifold_edges == 0 && r.inconsistent_edges == 0);
+    CHECK(r.nonmanifold_vertices == 0 && r.degenerate_facets == 0);
+    CHECK(r.volume_mm3 > 0);
+    if (!r.closed)
+        printf("  open %zu, non-manifold %zu, inconsistent %zu, nm vertices %zu, degenerate %zu\n",
+               r.open_edges, r.nonmanifold_edges, r.inconsistent_edges, r.nonmanifold_vertices,
+               r.degenerate_facets);
+}
+
+/* All coordinates >= 0. */
+static void check_nonneg(const mesh *m)
+{
+    double lo[3], hi[3];
+    mesh_bbox_mm(m, lo, hi);
+    CHECK(lo[0] >= 0 && lo[1] >= 0 && lo[2] >= 0);
+}
+
+/* Crossings of the upward vertical ray from (x, y, z) with the mesh's facets;
+ * *top receives the highest crossing. Probe points must avoid grid lines. */
+static int ray_up(const mesh *m, double x, double y, double z, double *top)
+{
+    int n = 0;
+    if (top) *top = -INFINITY;
+    for (size_t f = 0; f < mesh_facets(m); f++) {
+        uint32_t t[3];
+        mesh_facet(m, f, t);
+        double p[3][3];
+        for (int k = 0; k < 3; k++) {
+            int32_t v[3];
+            mesh_vertex(m, t[k], v);
+            p[k][0] = v[0] * MESH_Q_MM;
+            p[k][1] = v[1] * MESH_Q_MM;
+            p[k][2] = v[2] * MESH_QZ_MM;
+        }
+        double d = (p[1][0] - p[0][0]) * (p[2][1] - p[0][1]) - (p[2][0] - p[0][0]) * (p[1][1] - p[0][1]);
+        if (fabs(d) < 1e-12) continue;
+        double a = ((p[1][0] - x) * (p[2][1] - y) - (p[2][0] - x) * (p[1][1] - y)) / d;
+        double b = ((p[2][0] - x) * (p[0][1] - y) - (p[0][0] - x) * (p[2][1] - y)) / d;
+        double c = 1 - a - b;
+        if (a < 0 || b < 0 || c < 0) continue;
+        double zz = a * p[0][2] + b * p[1][2] + c * p[2][2];
+        if (zz <= z) continue;
+        n++;
+        if (top && zz > *top) *top = zz;
+    }
+    return n;
+}
+
+static int solid_at(const mesh *m, double x, double y, double z) { return ray_up(m, x, y, z, NULL) & 1; }
+
+static float *random_heights(int n, unsigned seed, double base, int levels, double step)
+{
+    d2_rng r;
+    d2_rng_seed(&r, seed);
+    float *h = malloc((size_t)n * n * sizeof *h);
+    for (int i = 0; i < n * n; i++) h[i] = (float)(base + d2_rng_below(&r, levels) * step);
+    return h;
+}
+
+static void plate_defaults(mesh_plate *p, int n, double pitch, const float *top)
+{
+    memset(p, 0, sizeof *p);
+    p->rows = p->cols = n;
+    p->pitch_mm = pitch;
+    p->top_mm = top;
+    mesh_frame_default(&p->frame, NULL);
+}
+
+/* Pixels lit in the label font, counted by hand from the 5x7 glyphs. */
+#define PIX_L1 21  /* L 11, 1 10 */
+#define PIX_SRC 46 /* S 15, R 18, C 13 */
+
+/* ------------------------------------------------------------ the solids */
+
+TEST(mesh_of_checkerboard_is_closed)
+{
+    for (int n = 8; n <= 32; n += 8) {
+        int32_t xs[33], ys[33], bot[32 * 32], top[32 * 32];
+        for (int i = 0; i <= n; i++) xs[i] = ys[i] = i * 4000; /* 0.4 mm */
+        __int128 ideal = 0;
+        for (int i = 0; i < n * n; i++) {
+            bot[i] = 0;
+            top[i] = ((i / n + i % n) % 2) ? 30000 : 20000; /* 1.5 and 1.0 mm */
+            ideal += (__int128)4000 * 4000 * top[i];
+        }
+        mesh_grid g = {n, n, xs, ys, bot, top};
+        d2_err e = {0};
+        mesh *m = mesh_new(&e);
+        CHECK(mesh_add_grid(m, &g, &e) == 0);
+        check_closed(m, 1);
+        check_nonneg(m);
+        double v = (double)ideal * MESH_Q_MM * MESH_Q_MM * MESH_QZ_MM;
+        CHECK_NEAR(mesh_volume_mm3(m), v, 1e-4 * v);
+        const char *path = tpath("checker.stl");
+        mesh_part part = {m, "checker", {0, 0, 0}};
+        CHECK(mesh_write(path, MESH_STL, &part, 1, NULL, &e) == 0);
+        check_admesh(path, 1, v);
+        check_prusa(path, 1);
+        check_assimp_info(path, mesh_facets(m));
+        mesh_free(m);
+    }
+}
+
+TEST(mesh_of_random_heights_is_closed_and_passes_validators)
+{
+    for (int n = 8; n <= 32; n += 8) {
+        float *h = random_heights(n, 100 + n, 0.5, 65, 0.016);
+        mesh_plate p;
+        plate_defaults(&p, n, 0.4, h);
+        d2_err e = {0};
+        mesh *m = NULL;
+        mesh_plate_info info;
+        CHECK(mesh_build_plate(&p, &m, &info, &e) == 0);
+        if (!m) {
+            printf("  %s\n", e.msg);
+            free(h);
+            continue;
+        }
+        check_closed(m, 1);
+        check_nonneg(m);
+        const char *path = tpath("random.stl");
+        mesh_part part = {m, "layer", {0, 0, 0}};
+        size_t bytes = 0;
+        CHECK(mesh_write(path, MESH_STL, &part, 1, &bytes, &e) == 0);
+        check_admesh(path, 1, mesh_volume_mm3(m));
+        check_prusa(path, 1);
+        check_assimp_info(path, mesh_facets(m));
+        mesh_free(m);
+        free(h);
+    }
+}
+
+TEST(two_sided_random_grids_are_closed_or_refused_with_a_reason)
+{
+    /* Random bottoms and tops on small irregular grids, with empty cells:
+     * every accepted grid must give a closed manifold of the cells' volume;
+     * refused ones name the rule. */
+    d2_rng r;
+    d2_rng_seed(&r, 7);
+    int accepted = 0, refused = 0;
+    for (int trial = 0; trial < 300; trial++) {
+        int nx = 3 + (int)d2_rng_below(&r, 8), ny = 3 + (int)d2_rng_below(&r, 8);
+        /* mode 0: flat bottoms (pillar plates with through-cuts); 1: coarse
+         * levels, so heights often coincide; 2: fine levels, two-sided */
+        int mode = trial % 3;
+        int32_t xs[12], ys[12], bot[121], top[121], zu = mode == 2 ? 2 : trial % 4 == 3 ? 2 : 200;
+        xs[0] = ys[0] = 0;
+        for (int i = 1; i <= nx; i++) xs[i] = xs[i - 1] + 1000 + (int32_t)d2_rng_below(&r, 4000);
+        for (int i = 1; i <= ny; i++) ys[i] = ys[i - 1] + 1000 + (int32_t)d2_rng_below(&r, 4000);
+        __int128 ideal = 0;
+        for (int i = 0; i < nx * ny; i++) {
+            int empty = d2_rng_below(&r, 6) == 0;
+            int lv = mode == 0 ? 1 : mode == 1 ? 4 : 2000;
+            bot[i] = zu * (int32_t)d2_rng_below(&r, lv);
+            top[i] = empty ? bot[i] : bot[i] + zu * (1 + (int32_t)d2_rng_below(&r, mode == 2 ? 2000 : 4));
+            ideal += (__int128)(xs[i % nx + 1] - xs[i % nx]) * (ys[i / nx + 1] - ys[i / nx]) *
+                     (top[i] - bot[i]);
+        }
+        mesh_grid g = {nx, ny, xs, ys, bot, top};
+        d2_err e = {0};
+        mesh *m = mesh_new(&e);
+        int rc = mesh_add_grid(m, &g, &e);
+        if (rc) {
+            refused++;
+            CHECK(rc == D2_EINPUT);
+            CHECK(strstr(e.msg, "only along an edge") || strstr(e.msg, "only at the point"));
+        } else if (mesh_facets(m)) {
+            accepted++;
+            mesh_report rep;
+            CHECK(mesh_check(m, &rep, &e) == 0);
+            CHECK(rep.closed);
+            if (!rep.closed)
+                printf("  trial %d: open %zu nm %zu inc %zu nmv %zu\n", trial, rep.open_edges,
+                       rep.nonmanifold_edges, rep.inconsistent_edges, rep.nonmanifold_vertices);
+            /* Each vertex moved off the grid (a corner gap) removes a
+             * wedge under 0.1 um x the tallest band x the widest cell; a
+             * missing or flipped face would change far more. */
+            size_t off = 0;
+            for (size_t k = 0; k < mesh_vertices(m); k++) {
+                int32_t p[3];
+                mesh_vertex(m, k, p);
+                int on = 0;
+                for (int q = 0; q <= nx && !on; q++) on = p[0] == xs[q];
+                for (int q = 0; q <= ny && !on; q++) on = p[1] == ys[q];
+                off += !on;
+            }
+            double v = (double)ideal * MESH_Q_MM * MESH_Q_MM * MESH_QZ_MM;
+            double tol = off * 1e-4 * (mode == 2 ? 8000 : 7 * zu) * MESH_QZ_MM * 0.5 + 1e-12;
+            CHECK_NEAR(mesh_volume_mm3(m), v, tol);
+        }
+        mesh_free(m);
+    }
+    CHECK(accepted >= 100);
+    CHECK(refused >= 10);
+}
+
+TEST(grid_refuses_cells_touching_along_an_edge_or_at_a_point)
+{
+    int32_t xs[3] = {0, 1000, 2000}, ys[3] = {0, 1000, 2000};
+    d2_err e = {0};
+    mesh *m = mesh_new(&e);
+    /* side neighbours: one's top is the other's bottom */
+    int32_t b1[4] = {0, 10, 0, 0}, t1[4] = {10, 20, 0, 0};
+    mesh_grid g1 = {2, 2, xs, ys, b1, t1};
+    CHECK_ERR(mesh_add_grid(m, &g1, &e), e, D2_EINPUT, "only along an edge");
+    /* diagonal neighbours meeting at one point */
+    int32_t b2[4] = {0, 0, 0, 10}, t2[4] = {10, 0, 0, 20};
+    mesh_grid g2 = {2, 2, xs, ys, b2, t2};
+    CHECK_ERR(mesh_add_grid(m, &g2, &e), e, D2_EINPUT, "only at the point");
+    /* cells thinner than the grid allows */
+    int32_t xt[3] = {0, 2, 2000};
+    int32_t b3[4] = {0}, t3[4] = {10, 10, 10, 10};
+    mesh_grid g3 = {2, 2, xt, ys, b3, t3};
+    CHECK_ERR(mesh_add_grid(m, &g3, &e), e, D2_EINPUT, "at least");
+    mesh_free(m);
+}
+
+TEST(diagonal_band_inside_both_cells_is_split_at_its_middle)
+{
+    /* SW and NE span 0..10 and NE..; SE ends at 3 and NW starts at 7, so
+     * between 3 and 7 only the diagonal pair holds material and neither of
+     * them ends there: the band must be split by a moved midpoint. */
+    int32_t xs[3] = {0, 1000, 2000}, ys[3] = {0, 1000, 2000};
+    int32_t b[4] = {0, 0, 1400, 0}, t[4] = {2000, 600, 2000, 2000};
+    mesh_grid g = {2, 2, xs, ys, b, t};
+    d2_err e = {0};
+    mesh *m = mesh_new(&e);
+    CHECK(mesh_add_grid(m, &g, &e) == 0);
+    check_closed(m, 1);
+    double v = (2000 + 600 + 600 + 2000) * 1e6 * MESH_Q_MM * MESH_Q_MM * MESH_QZ_MM;
+    CHECK_NEAR(mesh_volume_mm3(m), v, 1e-4 * v);
+    mesh_free(m);
+}
+
+TEST(diagonal_through_cuts_give_separate_closed_parts)
+{
+    /* A 2x2 checkerboard of through-cuts: the two solid cells touch only
+     * along their common vertical edge and come out as two closed parts. */
+    int32_t xs[3] = {0, 1000, 2000}, ys[3] = {0, 1000, 2000};
+    int32_t b[4] = {0, 0, 0, 0}, t[4] = {100, 0, 0, 100};
+    mesh_grid g = {2, 2, xs, ys, b, t};
+    d2_err e = {0};
+    mesh *m = mesh_new(&e);
+    CHECK(mesh_add_grid(m, &g, &e) == 0);
+    check_closed(m, 2);
+    mesh_free(m);
+}
+
+/* ------------------------------------------------------- frame features */
+
+/* The analytic volume of a default-frame layer plate of n x n cells of
+ * `pitch` with heights h, posts of gap, holes, labels "L1" / "SRC". */
+static double plate_volume(int n, double pitch, const float *h, double gap, int holes,
+                           const mesh_frame *f)
+{
+    double A = n * pitch, S = A + 2 * f->width_mm, v = 0;
+    for (int i = 0; i < n * n; i++) v += h[i] * pitch * pitch;
+    v += (S * S - A * A) * f->thick_mm;
+    if (gap > 0) {
+        v += 4 * f->post_mm * f->post_mm * (gap - f->thick_mm);
+        v += 4 * f->pin_mm * f->pin_mm * f->pin_len_mm;
+    }
+    double hole = f->pin_mm + 2 * f->clearance_mm;
+    if (holes) v -= 4 * hole * hole * (f->pin_len_mm + f->clearance_mm);
+    double px = ceil(f->font_px_mm / pitch - 1e-9) * pitch;
+    v -= (PIX_L1 + PIX_SRC) * px * px * f->engrave_mm;
+    return v;
+}
+
+TEST(plate_volume_equals_height_map_plus_frame_features)
+{
+    int n = 40;
+    double pitch = 0.5;
+    float *h = random_heights(n, 3, 0.5, 65, 0.016);
+    mesh_plate p;
+    plate_defaults(&p, n, pitch, h);
+    p.gap_mm = 8;
+    p.holes = 1;
+    p.label_top = "L1";
+    p.label_bottom = "SRC";
+    d2_err e = {0};
+    mesh *m = NULL;
+    mesh_plate_info info;
+    CHECK(mesh_build_plate(&p, &m, &info, &e) == 0);
+    if (m) {
+        double want = plate_volume(n, pitch, h, 8, 1, &p.frame);
+        CHECK_NEAR(info.ideal_volume_mm3, want, 1e-9 * want);
+        CHECK_NEAR(mesh_volume_mm3(m), want, 1e-5 * want);
+        check_closed(m, 1);
+        double S = n * pitch + 20;
+        CHECK_NEAR(info.size_mm[0], S, 1e-9);
+        CHECK_NEAR(info.size_mm[2], 8 + p.frame.pin_len_mm, 1e-9);
+        CHECK_NEAR(info.axis_mm[0], S / 2, 1e-9);
+        double lo[3], hi[3];
+        mesh_bbox_mm(m, lo, hi);
+        CHECK_NEAR(hi[0], S, 1e-9);
+        CHECK_NEAR(hi[2], 8 + p.frame.pin_len_mm, 1e-9);
+    }
+    mesh_free(m);
+    free(h);
+}
+
+TEST(top_view_of_a_layer_plate_is_its_height_map)
+{
+    /* A ray cast down every pixel centre finds the pillar top; the render
+     * is written as a PNG (kept with D2FAB_KEEP_TMP=1) for a look. */
+    int n = 24;
+    double pitch = 0.4;
+    float *h = random_heights(n, 11, 0.6, 65, 0.016);
+    mesh_plate p;
+    plate_defaults(&p, n, pitch, h);
+    d2_err e = {0};
+    mesh *m = NULL;
+    CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
+    if (!m) {
+        free(h);
+        return;
+    }
+    float *img = malloc((size_t)n * n * sizeof *img);
+    double worst = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double top;
+            double x = 10 + (j + 0.37) * pitch, y = 10 + (i + 0.61) * pitch;
+            int crossings = ray_up(m, x, y, -1, &top);
+            CHECK(crossings == 2); /* bottom and top: one solid layer */
+            img[(size_t)(n - 1 - i) * n + j] = (float)top;
+            worst = fmax(worst, fabs(top - h[(size_t)i * n + j]));
+        }
+    CHECK(worst < 1.5e-4); /* heights are built on a 0.1 um grid */
+    CHECK(img_write_colormap(tpath("topview.png"), n, n, img, 0.6f, 1.65f, CMAP_VIRIDIS, 8, &e) == 0);
+    free(img);
+    mesh_free(m);
+    free(h);
+}
+
+TEST(pins_enter_the_next_plates_holes_and_only_one_way_round)
+{
+    int n = 40;
+    double pitch = 0.5, gap = 9;
+    mesh_plate p;
+    plate_defaults(&p, n, pitch, NULL);
+    p.gap_mm = gap;
+    p.holes = 1;
+    d2_err e = {0};
+    mesh *m = NULL;
+    CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
+    if (!m) return;
+    const mesh_frame *f = &p.frame;
+    double W = f->width_mm, S = n * pitch + 2 * W, c = f->clearance_mm;
+    double pin = f->pin_mm, depth = f->pin_len_mm + c;
+    double cx[4] = {W / 2, S - W / 2, S - W / 2, W / 2 + f->key_mm};
+    double cy[4] = {W / 2, W / 2, S - W / 2, S - W / 2};
+    for (int k = 0; k < 4; k++) {
+        double x = cx[k] + 0.013, y = cy[k] + 0.017;
+        /* the pin of this plate: material above the shoulder */
+        CHECK(solid_at(m, x, y, gap + f->pin_len_mm / 2));
+        CHECK(!solid_at(m, x + pin / 2 + c / 2, y, gap + f->pin_len_mm / 2));
+        /* the next plate (same design) has a hole there: no material from
+         * its datum face up to the hole depth, with the clearance all round */
+        CHECK(!solid_at(m, x, y, depth / 2));
+        CHECK(!solid_at(m, x + pin / 2 + c * 0.6, y, depth / 2));
+        CHECK(!solid_at(m, x, y - pin / 2 - c * 0.6, depth / 2));
+        CHECK(solid_at(m, x + pin / 2 + c + 0.05, y, depth / 2));
+        CHECK(solid_at(m, x, y, depth + 0.05));
+    }
+    /* Points over every pin's cross-section: as designed they all fall in
+     * the next plate's holes; turned by 90, 180 or 270 degrees or mirrored,
+     * some land on its material. */
+    for (int t = 0; t < 8; t++) {
+        int blocked = 0;
+        for (int k = 0; k < 4; k++)
+            for (int a = 0; a < 5; a++)
+                for (int b = 0; b < 5; b++) {
+                    double u = cx[k] - S / 2 + (a - 2) * (pin / 2 - 0.02) / 2 + 0.0013;
+                    double v = cy[k] - S / 2 + (b - 2) * (pin / 2 - 0.02) / 2 + 0.0017;
+                    for (int r = 0; r < (t & 3); r++) {
+                        double w = u;
+                        u = -v;
+                        v = w;
+                    }
+                    if (t >= 4) u = -u;
+                    if (solid_at(m, S / 2 + u, S / 2 + v, depth / 2)) blocked = 1;
+                }
+        CHECK(blocked == (t != 0));
+    }
+    mesh_free(m);
+}
+
+TEST(through_cut_mask_plate_is_closed_and_its_island_a_second_part)
+{
+    /* The mask stage's use: an opaque plate with cells cut through (a ring
+     * and a bar), frame, posts and holes. */
+    int n = 40;
+    float *top = malloc(n * n * sizeof *top);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double r = hypot(i - 19.5, j - 19.5);
+            int cut = (r > 8 && r < 11) || (i == 5 && j > 4 && j < 30);
+            top[i * n + j] = cut ? 0.0f : 2.0f;
+        }
+    mesh_plate p;
+    plate_defaults(&p, n, 0.5, top);
+    p.gap_mm = 20;
+    p.label_top = "M7";
+    p.label_bottom = "SRC";
+    d2_err e = {0};
+    mesh *m = NULL;
+    CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
+    if (m) {
+        /* the ring's inner disc is an island: two parts */
+        check_closed(m, 2);
+        const char *path = tpath("mask.stl");
+        mesh_part part = {m, "mask", {0, 0, 0}};
+        CHECK(mesh_write(path, MESH_STL, &part, 1, NULL, &e) == 0);
+        check_admesh(path, 2, mesh_volume_mm3(m));
+        check_prusa(path, 2);
+    }
+    mesh_free(m);
+    free(top);
+}
+
+/* ---------------------------------------------------------------- files */
+
+TEST(stl_is_84_plus_50_bytes_per_facet_with_a_header_not_starting_with_solid)
+{
+    float *h = random_heights(16, 5, 1, 8, 0.1);
+    mesh_plate p;
+    plate_defaults(&p, 16, 0.4, h);
+    d2_err e = {0};
+    mesh *m = NULL;
+    CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
+    if (m) {
+        const char *path = tpath("size.stl");
+        mesh_part part = {m, "p", {0, 0, 0}};
+        size_t bytes = 0;
+        CHECK(mesh_write(path, MESH_STL, &part, 1, &bytes, &e) == 0);
+        struct stat st;
+        CHECK(stat(path, &st) == 0 && (size_t)st.st_size == 84 + 50 * mesh_facets(m));
+        CHECK(bytes == (size_t)st.st_size);
+        FILE *fp = fopen(path, "rb");
+        unsigned char hdr[84] = {0};
+        CHECK(fp && fread(hdr, 1, 84, fp) == 84);
+        if (fp) fclose(fp);
+        CHECK(memcmp(hdr, "solid", 5) != 0);
+        uint32_t cnt = hdr[80] | hdr[81] << 8 | hdr[82] << 16 | (uint32_t)hdr[83] << 24;
+        CHECK(cnt == mesh_facets(m));
+    }
+    mesh_free(m);
+    free(h);
+}
+
+TEST(every_format_loads_back_through_assimp_with_the_same_facets_and_volume)
+{
+    float *h = random_heights(16, 9, 0.5, 65, 0.016);
+    mesh_plate p;
+    plate_defaults(&p, 16, 0.4, h);
+    p.gap_mm = 5;
+    p.holes = 1;
+    d2_err e = {0};
+    mesh *m = NULL;
+    CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
+    if (!m) {
+        free(h);
+        return;
+    }
+    double vol = mesh_volume_mm3(m);
+    const char *fmts[] = {"stl", "3mf", "obj", "ply", "glb"};
+    for (int i = 0; i < 5; i++) {
+        mesh_format fmt;
+        CHECK(mesh_format_parse(fmts[i], &fmt, &e) == 0);
+        char name[32];
+        snprintf(name, sizeof name, "round.%s", fmts[i]);
+        const char *path = tpath(name);
+        mesh_part part = {m, "layer1", {0, 0, 0}};
+        CHECK(mesh_write(path, fmt, &part, 1, NULL, &e) == 0);
+        mesh_report r;
+        CHECK(mesh_check_file(path, &r, &e) == 0);
+        CHECK(r.facets == mesh_facets(m));
+        CHECK(r.closed);
+        CHECK(r.parts == 1);
+        CHECK_NEAR(r.volume_mm3, vol, 1e-6 * vol);
+        if (r.facets != mesh_facets(m)) printf("  %s: %zu facets\n", fmts[i], r.facets);
+    }
+    mesh_format f;
+    CHECK_ERR(mesh_format_parse("step", &f, &e), e, D2_EUSAGE, "expected stl, 3mf");
+    mesh_free(m);
+    free(h);
+}
+
+TEST(plates_beyond_100_mm_keep_their_corner_gaps_in_every_format)
+{
+    /* A checkerboard at 5.3 mm pitch spans 10..116 mm: its corner gaps
+     * (0.1 um) sit where six significant digits no longer separate them. */
+    int n = 20;
+    float *h = malloc(n * n * sizeof *h);
+    for (int i = 0; i < n * n; i++) h[i] = ((i / n + i % n) % 2) ? 1.2345f : 0.6789f;
+    mesh_plate p;
+    plate_defaults(&p, n, 5.3, h);
+    d2_err e = {0};
+    mesh *m = NULL;
+    CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
+    for (int i = 0; m && i < 5; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "big.%s", mesh_format_ext((mesh_format)i));
+        const char *path = tpath(name);
+        mesh_part part = {m, "big", {0, 0, 150}};
+        CHECK(mesh_write(path, (mesh_format)i, &part, 1, NULL, &e) == 0);
+        mesh_report r;
+        CHECK(mesh_check_file(path, &r, &e) == 0);
+        CHECK(r.closed && r.facets == mesh_facets(m));
+        if (!r.closed) printf("  %s: %zu non-manifold vertices\n", name, r.nonmanifold_vertices);
+    }
+    mesh_free(m);
+    free(h);
+}
+
+TEST(check_reports_open_nonmanifold_inconsistent_and_parts)
+{
+    /* a unit cube as 12 facets */
+    static const float V[8][3] = {{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {0, 1, 0},
+                                  {0, 0, 1}, {1, 0, 1}, {1, 1, 1}, {0, 1, 1}};
+    static const int F[12][3] = {{0, 2, 1}, {0, 3, 2}, {4, 5, 6}, {4, 6, 7}, {0, 1, 5}, {0, 5, 4},
+                                 {1, 2, 6}, {1, 6, 5}, {2, 3, 7}, {2, 7, 6}, {3, 0, 4}, {3, 4, 7}};
+    float soup[3][24 * 9];
+    for (int c = 0; c < 2; c++)
+        for (int f = 0; f < 12; f++)
+            for (int k = 0; k < 3; k++)
+                for (int q = 0; q < 3; q++)
+                    soup[0][(12 * c + f) * 9 + 3 * k + q] = V[F[f][k]][q] + (q == 0 ? 3.0f * c : 0);
+    mesh_report r;
+    d2_err e = {0};
+    CHECK(mesh_check_soup(soup[0], 12, &r, &e) == 0);
+    CHECK(r.closed && r.parts == 1 && r.edges == 18);
+    CHECK_NEAR(r.volume_mm3, 1, 1e-9);
+    CHECK_NEAR(r.area_mm2, 6, 1e-9);
+    CHECK(mesh_check_soup(soup[0], 24, &r, &e) == 0); /* two separate cubes */
+    CHECK(r.closed && r.parts == 2);
+    CHECK(mesh_check_soup(soup[0], 11, &r, &e) == 0); /* one facet missing */
+    CHECK(!r.closed && r.open_edges == 3);
+    memcpy(soup[1], soup[0], 12 * 9 * sizeof(float)); /* one facet flipped */
+    float tmp[3];
+    memcpy(tmp, soup[1] + 3, sizeof tmp);
+    memcpy(soup[1] + 3, soup[1] + 6, sizeof tmp);
+    memcpy(soup[1] + 6, tmp, sizeof tmp);
+    CHECK(mesh_check_soup(soup[1], 12, &r, &e) == 0);
+    CHECK(!r.closed && r.inconsistent_edges == 3);
+    /* a second cube sharing the edge x = 1, y = 1: four facets on it */
+    for (int f = 0; f < 12; f++)
+        for (int k = 0; k < 3; k++)
+            for (int q = 0; q < 3; q++)
+                soup[2][f * 9 + 3 * k + q] = V[F[f][k]][q] + (q < 2 ? 1.0f : 0);
+    memcpy(soup[1], soup[0], 12 * 9 * sizeof(float));
+    memcpy(soup[1] + 12 * 9, soup[2], 12 * 9 * sizeof(float));
+    CHECK(mesh_check_soup(soup[1], 24, &r, &e) == 0);
+    CHECK(!r.closed && r.nonmanifold_edges == 1);
+    /* touching at one corner only: a non-manifold vertex */
+    for (int f = 0; f < 12; f++)
+        for (int k = 0; k < 3; k++)
+            for (int q = 0; q < 3; q++) soup[1][(12 + f) * 9 + 3 * k + q] = V[F[f][k]][q] + 1.0f;
+    CHECK(mesh_check_soup(soup[1], 24, &r, &e) == 0);
+    CHECK(!r.closed && r.nonmanifold_vertices == 1 && r.nonmanifold_edges == 0);
+    CHECK_ERR(mesh_check_file(tpath("missing.stl"), &r, &e), e, D2_EINPUT, "missing.stl");
+}
+
+/* --------------------------------------------------------------- stack */
+
+static int write_npy(const char *path, int n, const float *v)
+{
+    size_t shape[2] = {(size_t)n, (size_t)n};
+    d2_err e = {0};
+    return npy_write(path, NPY_F32, 2, shape, v, &e);
+}
+
+/* An export folder of L layers of n x n at pitch 0.5 mm. */
+static const char *make_export(const char *name, int n, int layers, const float *const *h,
+                               double build_xy)
+{
+    static char dir[600];
+    snprintf(dir, sizeof dir, "%s/%s", t_tmpdir(), name);
+    mkdir(dir, 0777);
+    char js[8192], *p = js;
+    p += sprintf(p,
+                 "{\"format\": \"d2fab-export\", \"version\": 1, \"software\": \"test\",\n"
+                 " \"model\": {\"geometry\": {\"frequency_thz\": 0.4, \"pitch_mm\": 0.5, "
+                 "\"neurons\": %d, \"layers\": %d, \"gaps_mm\": [",
+                 n, layers);
+    for (int k = 0; k <= layers; k++) p += sprintf(p, "%s%g", k ? ", " : "", 7.0 + k);
+    p += sprintf(p,
+                 "]},\n  \"input\": {\"aperture_mm\": 12},\n"
+                 "  \"detector\": {\"size_mm\": 1.5, \"centers_mm\": [[-5, -5], [0, -5], [5, -5], "
+                 "[-7.5, 0], [-2.5, 0], [2.5, 0], [7.5, 0], [-5, 5], [0, 5], [5, 5]]},\n"
+                 "  \"material\": {\"index\": 1.7227, \"kappa\": 0.031}},\n"
+                 " \"pitch_mm\": 0.5, \"neurons\": %d, \"layers\": %d, \"base_mm\": 0.5,\n"
+                 " \"z_step_mm\": 0.016, \"levels\": 0,\n"
+                 " \"printer\": {\"name\": \"testprinter\", \"technology\": \"polyjet\", "
+                 "\"xy_resolution_mm\": 0.042, \"z_step_mm\": 0.016, \"build_volume_mm\": [%g, %g, "
+                 "200], \"min_feature_mm\": 0.1, \"pin_clearance_mm\": 0.1},\n"
+                 " \"layer_files\": [",
+                 n, layers, build_xy, build_xy);
+    for (int k = 0; k < layers; k++) {
+        char f[64], path[700];
+        snprintf(f, sizeof f, "layer%d_height.npy", k + 1);
+        snprintf(path, sizeof path, "%s/%s", dir, f);
+        write_npy(path, n, h[k]);
+        p += sprintf(p, "%s{\"index\": %d, \"heights_npy\": \"%s\"}", k ? ", " : "", k + 1, f);
+    }
+    p += sprintf(p, "]}\n");
+    char path[700];
+    snprintf(path, sizeof path, "%s/export.json", dir);
+    t_write_text(path, js);
+    return dir;
+}
+
+static int count_files(const char *dir)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls -A '%s' 2>/dev/null | wc -l", dir);
+    run(cmd, outbuf, sizeof outbuf);
+    return atoi(outbuf);
+}
+
+TEST(stack_writes_every_part_the_assembly_and_its_json)
+{
+    int n = 40, L = 2;
+    float *h[2] = {random_heights(n, 21, 0.5, 65, 0.016), random_heights(n, 22, 0.5, 65, 0.016)};
+    const char *exp = make_export("exp1", n, L, (const float *const *)h, 490);
+    const char *out = tpath("parts1");
+    mesh_stack_opts o;
+    mesh_stack_opts_default(&o);
+    mesh_stack_report rep;
+    d2_err e = {0};
+    CHECK(mesh_stack(exp, out, &o, &rep, &e) == 0);
+    if (e.code) printf("  %s\n", e.msg);
+    CHECK(rep.nparts == L + 2);
+    double z = 0;
+    size_t total = 0;
+    for (int i = 0; i < rep.nparts; i++) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/%s", out, rep.part[i].file);
+        mesh_report r;
+        CHECK(mesh_check_file(path, &r, &e) == 0);
+        CHECK(r.closed && r.parts == 1);
+        CHECK(r.facets == rep.part[i].facets);
+        CHECK(rep.part[i].bytes == 84 + 50 * rep.part[i].facets);
+        CHECK_NEAR(r.volume_mm3, rep.part[i].volume_mm3, 1e-6 * r.volume_mm3);
+        CHECK_NEAR(rep.part[i].z_mm, z, 1e-9);
+        check_admesh(path, 1, r.volume_mm3);
+        check_prusa(path, 1);
+        z += 7.0 + i;
+        total += r.facets;
+    }
+    CHECK(!strcmp(rep.part[0].name, "input") && !strcmp(rep.part[L + 1].name, "detector"));
+    char path[700];
+    snprintf(path, sizeof path, "%s/assembly.stl", out);
+    mesh_report r;
+    CHECK(mesh_check_file(path, &r, &e) == 0);
+    CHECK(r.closed && r.parts == (size_t)(L + 2) && r.facets == total);
+    CHECK_NEAR(r.hi[2], 24 + 3 + 1e-3 * (L + 1), 1e-4); /* detector top */
+    check_admesh(path, L + 2, r.volume_mm3);
+    check_prusa(path, L + 2);
+    snprintf(path, sizeof path, "%s/assembly.json", out);
+    char *txt = NULL;
+    size_t len;
+    CHECK(d2_read_file(path, 1 << 20, &txt, &len, &e) == 0);
+    CHECK(txt && strstr(txt, "\"d2fab-assembly\"") && strstr(txt, "\"z_mm\":\t15") &&
+          strstr(txt, "\"layer2.stl\"") && strstr(txt, "faces the source"));
+    free(txt);
+    /* the command line prints facets, bytes and volume per part */
+    char cmd[1600];
+    snprintf(cmd, sizeof cmd, "./d2fab mesh --export '%s' --out '%s' --format 3mf", exp,
+             tpath("parts1b"));
+    CHECK(run(cmd, outbuf, sizeof outbuf) == 0);
+    CHECK(strstr(outbuf, "layer1.3mf") && strstr(outbuf, "volume_mm3"));
+    snprintf(cmd, sizeof cmd, "./d2fab check '%s/assembly.3mf'", tpath("parts1b"));
+    CHECK(run(cmd, outbuf, sizeof outbuf) == 0);
+    CHECK(after(outbuf, "\n  parts") == 4);
+    free(h[0]);
+    free(h[1]);
+}
+
+TEST(stack_refuses_bad_heights_big_plates_and_misfit_pegs_writing_nothing)
+{
+    int n = 40;
+    float *h = random_heights(n, 31, 0.5, 65, 0.016);
+    const float *hs[1] = {h};
+    mesh_stack_opts o;
+    mesh_stack_opts_default(&o);
+    d2_err e = {0};
+    /* a plate larger than the build volume: both sizes in the message */
+    const char *exp = make_export("exp_big", n, 1, hs, 30);
+    const char *out = tpath("out_big");
+    CHECK_ERR(mesh_stack(exp, out, &o, NULL, &e), e, D2_EINPUT, "does not fit the build volume 30 x 30");
+    CHECK(strstr(e.msg, "40.0 x 40.0"));
+    CHECK(count_files(out) == 0);
+    /* negative and NaN heights */
+    h[77] = -0.2f;
+    exp = make_export("exp_neg", n, 1, hs, 490);
+    out = tpath("out_neg");
+    CHECK_ERR(mesh_stack(exp, out, &o, NULL, &e), e, D2_EINPUT, "must be >= 0");
+    CHECK(strstr(e.msg, "layer1_height.npy"));
+    CHECK(count_files(out) == 0);
+    h[77] = NAN;
+    exp = make_export("exp_nan", n, 1, hs, 490);
+    CHECK_ERR(mesh_stack(exp, out, &o, NULL, &e), e, D2_EINPUT, "layer1_height.npy");
+    CHECK(count_files(out) == 0);
+    h[77] = 1;
+    /* a post that does not fit the frame */
+    exp = make_export("exp_ok", n, 1, hs, 490);
+    o.frame.post_mm = 9.95;
+    CHECK_ERR(mesh_stack(exp, out, &o, NULL, &e), e, D2_EINPUT, "post of 9.95 mm does not fit");
+    o.frame.post_mm = 0;
+    o.frame.pin_mm = 4.5;
+    CHECK_ERR(mesh_stack(exp, out, &o, NULL, &e), e, D2_EINPUT, "does not fit on the 5 mm post");
+    o.frame.pin_mm = 0;
+    CHECK(count_files(out) == 0);
+    /* a gap shorter than the frame */
+    o.frame.thick_mm = 7.5;
+    CHECK_ERR(mesh_stack(exp, out, &o, NULL, &e), e, D2_EINPUT, "shorter than the frame thickness");
+    o.frame.thick_mm = 0;
+    CHECK(count_files(out) == 0);
+    /* a wrong export.json */
+    char path[700];
+    snprintf(path, sizeof path, "%s/export.json", exp);
+    t_write_text(path, "{\"format\": \"d2fab-model\", \"version\": 1}");
+    CHECK_ERR(mesh_stack(exp, out, &o, NULL, &e), e, D2_EINPUT, "expected \"d2fab-export\"");
+    CHECK_ERR(mesh_stack(tpath("nowhere"), out, &o, NULL, &e), e, D2_EINPUT, "export.json");
+    CHECK(count_files(out) == 0);
+    free(h);
+}
+
+TEST(plate_refuses_bad_heights_and_features)
+{
+    int n = 40;
+    float *h = random_heights(n, 41, 0.5, 8, 0.1);
+    mesh_plate p;
+    plate_defaults(&p, n, 0.5, h);
+    d2_err e = {0};
+    mesh *m = NULL;
+    h[5] = -1;
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "cell (row 0, col 5): top -1 mm");
+    h[5] = NAN;
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "must be finite");
+    h[5] = 1;
+    p.gap_mm = 1.2;
+    p.frame.thick_mm = 1;
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "reaches");
+    p.gap_mm = 0;
+    p.frame.thick_mm = 3;
+    p.label_top = "l1";
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "not in the label font");
+    p.label_top = "A VERY LONG LABEL";
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "does not fit the frame band");
+    p.label_top = NULL;
+    p.holes = 1;
+    p.frame.pin_len_mm = 2.95;
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "pin hole 3.05 mm deep");
+    p.frame.pin_len_mm = 1.5;
+    p.frame.clearance_mm = 3.5;
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "pin hole of 9 mm");
+    p.frame.clearance_mm = 0.1;
+    p.frame.key_mm = 0.1;
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "must exceed the pin clearance");
+    p.frame.key_mm = 1;
+    p.printer.build_mm[0] = p.printer.build_mm[1] = 35;
+    p.printer.build_mm[2] = 100;
+    snprintf(p.printer.name, sizeof p.printer.name, "tiny");
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT,
+              "plate 40.0 x 40.0 x 3.0 mm does not fit the build volume 35 x 35 x 100 mm of "
+              "printer tiny");
+    CHECK(m == NULL);
+    free(h);
+}
+
+TEST(check_command_exits_2_on_an_open_mesh)
+{
+    /* a binary STL with one triangle */
+    unsigned char buf[134] = {0};
+    memcpy(buf, "one triangle", 12);
+    buf[80] = 1;
+    float v[9] = {0, 0, 0, 1, 0, 0, 0, 1, 0};
+    memcpy(buf + 84 + 12, v, sizeof v);
+    const char *path = tpath("open.stl");
+    d2_err e = {0};
+    CHECK(d2_write_file(path, buf, sizeof buf, &e) == 0);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "./d2fab check '%s'", path);
+    CHECK(run(cmd, outbuf, sizeof outbuf) == 2);
+    CHECK(after(outbuf, "open edges") == 3);
+    CHECK(run("./d2fab check", outbuf, sizeof outbuf) == 1);
+    CHECK(run("./d2fab mesh --help", outbuf, sizeof outbuf) == 0);
+    CHECK(strstr(outbuf, "--frame-mm") && strstr(outbuf, "Exit status"));
+    CHECK(run("./d2fab mesh --export x --out y --frame-mm -3", outbuf, sizeof outbuf) == 1);
+    CHECK(strstr(outbuf, "--frame-mm '-3'"));
+}
+
+int main(void)
+{
+    RUN(mesh_of_checkerboard_is_closed);
+    RUN(mesh_of_random_heights_is_closed_and_passes_validators);
+    RUN(two_sided_random_grids_are_closed_or_refused_with_a_reason);
+    RUN(grid_refuses_cells_touching_along_an_edge_or_at_a_point);
+    RUN(diagonal_band_inside_both_cells_is_split_at_its_middle);
+    RUN(diagonal_through_cuts_give_separate_closed_parts);
+    RUN(plate_volume_equals_height_map_plus_frame_features);
+    RUN(top_view_of_a_layer_plate_is_its_height_map);
+    RUN(pins_enter_the_next_plates_holes_and_only_one_way_round);
+    RUN(through_cut_mask_plate_is_closed_and_its_island_a_second_part);
+    RUN(stl_is_84_plus_50_bytes_per_facet_with_a_header_not_starting_with_solid);
+    RUN(every_format_loads_back_through_assimp_with_the_same_facets_and_volume);
+    RUN(plates_beyond_100_mm_keep_their_corner_gaps_in_every_format);
+    RUN(check_reports_open_nonmanifold_inconsistent_and_parts);
+    RUN(stack_writes_every_part_the_assembly_and_its_json);
+    RUN(stack_refuses_bad_heights_big_plates_and_misfit_pegs_writing_nothing);
+    RUN(plate_refuses_bad_heights_and_features);
+    RUN(check_command_exits_2_on_an_open_mesh);
+    return t_finish();
+}
