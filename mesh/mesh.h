@@ -313,7 +313,9 @@ void mesh_stack_opts_default(mesh_stack_opts *o);
  * class where it fits), assembly.EXT (every part at its stack position) and
  * assembly.json (order, orientation, z of each optical surface, pitch, gaps,
  * frame and pin geometry). Every part is built and checked before the first
- * file is written, so a bad input leaves no file behind. rep (may be NULL)
+ * file is written, so a bad input leaves no file behind; an old assembly.json
+ * is removed before the first part is replaced and written last, so a run
+ * killed half-way never leaves one that describes other parts. rep (may be NULL)
  * receives facets, bytes and volume per part. */
 int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opts *o,
                mesh_stack_report *rep, d2_err *e);
