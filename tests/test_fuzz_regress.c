@@ -122,6 +122,7 @@ TEST(idx_inputs_are_read_or_refused_cleanly) { replay_target("idx", fuzz_idx, 4,
 TEST(png_inputs_are_read_or_refused_cleanly) { replay_target("png", fuzz_png, 6, 4); }
 TEST(config_inputs_are_read_or_refused_cleanly) { replay_target("config", fuzz_config, 5, 3); }
 TEST(profile_inputs_are_read_or_refused_cleanly) { replay_target("profile", fuzz_profile, 6, 4); }
+TEST(mesh_inputs_are_built_or_refused_cleanly) { replay_target("mesh", fuzz_mesh, 6, 3); }
 
 /* The checks themselves must be able to fail: a crash in a child is caught
  * and reported, not mistaken for a clean refusal. */
@@ -152,6 +153,7 @@ int main(void)
     RUN(png_inputs_are_read_or_refused_cleanly);
     RUN(config_inputs_are_read_or_refused_cleanly);
     RUN(profile_inputs_are_read_or_refused_cleanly);
+    RUN(mesh_inputs_are_built_or_refused_cleanly);
     RUN(a_crashing_input_is_reported);
     return t_finish();
 }

@@ -301,44 +301,31 @@ static void phase_maps(const char *dir, int n, int layers)
     free(v);
 }
 
-static const char *const *export_args(const char *in, const char *base_mm, const char *out)
-{
-    static char p[3][1024], b[32], o[1024];
-    static const char *args[32];
-    for (int l = 0; l < 3; l++) snprintf(p[l], sizeof p[l], "%s/p%d.npy", in, l + 1);
-    snprintf(b, sizeof b, "%s", base_mm);
-    snprintf(o, sizeof o, "%s", out);
-    const char *a[] = {"export", "--phase", p[0], p[1], p[2], "--pitch-mm", "0.4",
-                       "--frequency-thz", "0.4", "--printer", "objet-connex500", "--force",
-                       "--base-mm", b, "--out", o, "-q", NULL};
-    memcpy(args, a, sizeof a);
-    return args;
-}
-
-/* After a kill: every file of the export holds the previous complete version
- * (in a) or the new one (in b), parses, and export.json (which export removes
- * before replacing anything) is absent or agrees with every layer file.
- * Returns 1 when the folder mixes old and new files (the kill hit mid-way). */
-static int check_export(const char *work, const char *a, const char *b)
+/* After a kill: every file of the folder holds the previous complete version
+ * (in a) or the new one (in b) and parses; the index file (export.json,
+ * assembly.json), which the command removes before replacing anything and
+ * writes last, is absent or agrees with every other file. Returns 1 when the
+ * folder mixes old and new files (the kill hit mid-way). */
+static int check_outputs(const char *work, const char *a, const char *b, const char *index)
 {
     char names[64][64];
     int n = list_files(a, names, 64), na = 0, nb = 0, json = 0;
-    CHECK(n >= 7);
+    CHECK(n >= 4);
     for (int i = 0; i < n; i++) {
         const char *w = join(work, names[i]);
-        int is_json = !strcmp(names[i], "export.json");
+        int is_index = !strcmp(names[i], index);
         if (!exists(w)) {
-            if (!is_json) printf("  %s: %s is missing after the kill\n", t_cur, w);
-            CHECK(is_json);
+            if (!is_index) printf("  %s: %s is missing after the kill\n", t_cur, w);
+            CHECK(is_index);
             continue;
         }
-        /* Files that the two runs write identically (the previews) say nothing
-         * about which run wrote them. */
+        /* Files that the two runs write identically (previews, unchanged
+         * parts) say nothing about which run wrote them. */
         int sa = same_file(w, join(a, names[i])), sb = same_file(w, join(b, names[i]));
         if (!sa && !sb) printf("  %s: %s holds neither the old nor the new file\n", t_cur, w);
         CHECK(sa || sb);
         CHECK(parses(w));
-        if (is_json) json = sa ? 1 : 2;
+        if (is_index) json = sa ? 1 : 2;
         else if (sa && !sb) na++;
         else if (sb && !sa) nb++;
     }
@@ -347,29 +334,36 @@ static int check_export(const char *work, const char *a, const char *b)
     return na && nb;
 }
 
-TEST(export_killed_at_random_moments_leaves_old_or_new_files_never_truncated)
+/* Runs the command (args(out, 0) writes version A, args(out, 1) version B)
+ * into a and b, then `kills` times: work := a, start B into work, SIGKILL it
+ * (the first time as soon as a temporary file appears, then at random
+ * moments up to 1.1 x its run time) and check the folder. Finally B runs to
+ * the end in work: every file is B's and no temporary is left. */
+typedef const char *const *(*args_fn)(const char *out, int variant);
+
+static void kill_while_writing(args_fn args, const char *tag, const char *index, int kills)
 {
-    const char *in = tpath("exp-in"), *a = tpath("exp-a"), *b = tpath("exp-b");
-    const char *work = tpath("exp-work");
+    char a[1024], b[1024], work[1024];
+    snprintf(a, sizeof a, "%s/%s-a", t_tmpdir(), tag);
+    snprintf(b, sizeof b, "%s/%s-b", t_tmpdir(), tag);
+    snprintf(work, sizeof work, "%s/%s-work", t_tmpdir(), tag);
     const char *out;
-    phase_maps(in, 320, 3);
-    int rc = run(export_args(in, "1", a), &out);
-    if (rc) show("export A", rc, out);
+    int rc = run(args(a, 0), &out);
+    if (rc) show("version A", rc, out);
     CHECK(rc == 0);
     double t0 = now();
-    rc = run(export_args(in, "2", b), &out);
+    rc = run(args(b, 1), &out);
     double T = now() - t0;
-    if (rc) show("export B", rc, out);
+    if (rc) show("version B", rc, out);
     CHECK(rc == 0);
     char names[64][64];
-    int n = list_files(a, names, 64);
-    int kills = quick ? 3 : 8, mixed = 0, aimed_hit = 0;
+    int n = list_files(a, names, 64), mixed = 0, aimed_hit = 0;
     for (int k = 0; k < kills; k++) {
         rm_rf(work);
         d2_err e = {0};
         d2_mkdir_p(work, &e);
         for (int i = 0; i < n; i++) copy_file(join(a, names[i]), join(work, names[i]));
-        pid_t pid = spawn(export_args(in, "2", work), NULL);
+        pid_t pid = spawn(args(work, 1), NULL);
         if (k == 0) {
             /* Aimed: kill as soon as a temporary file shows up. */
             double until = now() + 20;
@@ -380,18 +374,64 @@ TEST(export_killed_at_random_moments_leaves_old_or_new_files_never_truncated)
         }
         kill(pid, SIGKILL);
         wait_for(pid);
-        mixed += check_export(work, a, b);
+        mixed += check_outputs(work, a, b, index);
     }
-    printf("  %d kills (export takes %.2f s): %d mid-way with old and new files side by side\n",
+    printf("  %d kills (a run takes %.2f s): %d mid-way with old and new files side by side\n",
            kills, T, mixed);
     CHECK(aimed_hit);
-    /* The next complete run writes everything and removes the leftovers. */
-    rc = run(export_args(in, "2", work), &out);
-    if (rc) show("export after the kills", rc, out);
+    rc = run(args(work, 1), &out);
+    if (rc) show("run after the kills", rc, out);
     CHECK(rc == 0);
     for (int i = 0; i < n; i++) CHECK(same_file(join(work, names[i]), join(b, names[i])));
     CHECK(count_temps(work) == 0);
     rm_rf(work);
+}
+
+/* Export of three 320 x 320 random phase maps; B has a thicker base. */
+static const char *const *export_args(const char *out, int variant)
+{
+    static char p[3][1024], o[1024];
+    static const char *args[32];
+    for (int l = 0; l < 3; l++) snprintf(p[l], sizeof p[l], "%s/p%d.npy", tpath("exp-in"), l + 1);
+    snprintf(o, sizeof o, "%s", out);
+    const char *a[] = {"export", "--phase", p[0], p[1], p[2], "--pitch-mm", "0.4",
+                       "--frequency-thz", "0.4", "--printer", "objet-connex500", "--force",
+                       "--base-mm", variant ? "2" : "1", "--out", o, "-q", NULL};
+    memcpy(args, a, sizeof a);
+    return args;
+}
+
+TEST(export_killed_at_random_moments_leaves_old_or_new_files_never_truncated)
+{
+    phase_maps(tpath("exp-in"), 320, 3);
+    kill_while_writing(export_args, "exp", "export.json", quick ? 3 : 8);
+}
+
+/* Meshes of an export of three 120 x 120 random phase maps; B has a wider
+ * frame. */
+static const char *const *mesh_args(const char *out, int variant)
+{
+    static char x[1024], o[1024];
+    static const char *args[32];
+    snprintf(x, sizeof x, "%s", tpath("mesh-export"));
+    snprintf(o, sizeof o, "%s", out);
+    const char *a[] = {"mesh", "--export", x, "--out", o, "--frame-mm", variant ? "12" : "10",
+                       "-q", NULL};
+    memcpy(args, a, sizeof a);
+    return args;
+}
+
+TEST(mesh_killed_at_random_moments_leaves_old_or_new_parts_never_truncated)
+{
+    const char *in = tpath("mesh-in"), *out;
+    phase_maps(in, 120, 3);
+    const char *ex[] = {"export", "--phase", join(in, "p1.npy"), join(in, "p2.npy"),
+                        join(in, "p3.npy"), "--pitch-mm", "0.4", "--frequency-thz", "0.4",
+                        "--out", tpath("mesh-export"), "-q", NULL};
+    int rc = run(ex, &out);
+    if (rc) show("export", rc, out);
+    CHECK(rc == 0);
+    kill_while_writing(mesh_args, "mesh", "assembly.json", quick ? 3 : 6);
 }
 
 /* ------------------------------------------------ killing training */
@@ -856,6 +896,7 @@ int main(void)
     setenv("D2FAB_WISDOM", tpath("wisdom"), 1);
     RUN(a_write_removes_stale_temporaries_of_its_file_but_not_a_live_writers);
     RUN(export_killed_at_random_moments_leaves_old_or_new_files_never_truncated);
+    RUN(mesh_killed_at_random_moments_leaves_old_or_new_parts_never_truncated);
     RUN(training_killed_during_checkpoints_resumes_to_the_same_model);
     RUN(resume_after_the_last_checkpoint_still_writes_the_model);
     RUN(model_json_layer_files_cannot_point_outside_the_model_folder);
