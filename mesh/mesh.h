@@ -184,8 +184,10 @@ typedef struct mesh_plate_info {
     double post_top_mm;     /* shoulder height (= gap), 0 without posts */
     double max_top_mm;      /* highest material in the active area */
     double ideal_volume_mm3;/* volume of the designed cells and features
-                               before the corner-gap separation (the mesh
-                               volume differs by < 1e-6 relative) */
+                               before the corner-gap separation: the mesh
+                               is smaller by the gap wedges, each under
+                               0.1 um x cell side x cell height (about
+                               1e-6 relative for 100 mm pillars) */
     double axis_mm[2];      /* optical axis in plate coordinates */
     int grid_nx, grid_ny;   /* rectilinear grid the solid was built on */
 } mesh_plate_info;
