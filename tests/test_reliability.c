@@ -112,8 +112,8 @@ static int wait_for(pid_t pid)
 /* Runs d2fab to the end; its stdout and stderr land in *out (static). */
 static int run(const char *const *args, const char **out)
 {
-    static char *text;
-    const char *log = tpath("run.log");
+    static char *text, log[1024];
+    if (!log[0]) snprintf(log, sizeof log, "%s/run.log", t_tmpdir());
     int rc = wait_for(spawn(args, log));
     free(text);
     text = NULL;
@@ -848,19 +848,27 @@ TEST(every_command_exits_1_on_a_bad_option_and_2_on_a_missing_file)
         CHECK(rc == 0 && strstr(out, "Exit status: 0 success") && strstr(out, "3 I/O"));
     }
     const char *missing = tpath("no-such-file.json"), *missing_dir = tpath("no-such-model");
+    /* The file the message must name, then the command line. */
+    const char *m = missing, *md = missing_dir, *ok = tpath("model-path-ok");
     const char *cases[][16] = {
-        {"train", "--config", missing, "--out", tpath("x-train"), NULL},
-        {"eval", "--model", missing_dir, NULL},
-        {"propagate", "--in", missing, "--out", tpath("x.npy"), "--distance-mm", "1",
+        {m, "train", "--config", m, "--out", tpath("x-train"), NULL},
+        {md, "eval", "--model", md, NULL},
+        {m, "propagate", "--in", m, "--out", tpath("x.npy"), "--distance-mm", "1",
          "--wavelength-mm", "0.75", "--pitch-mm", "0.4", NULL},
-        {"export", "--model", missing_dir, "--out", tpath("x-export"), NULL},
-        {"export", "--phase", missing, "--pitch-mm", "0.4", "--frequency-thz", "0.4", "--out",
+        {md, "export", "--model", md, "--out", tpath("x-export"), NULL},
+        {m, "export", "--phase", m, "--pitch-mm", "0.4", "--frequency-thz", "0.4", "--out",
          tpath("x-export"), NULL},
+        {md, "mesh", "--export", md, "--out", tpath("x-mesh"), NULL},
+        {m, "check", m, NULL},
+        {md, "tolerance", "--model", md, "--out", tpath("x-tol"), "--lateral-mm", "0.1", NULL},
+        {m, "tolerance", "--model", ok, "--out", tpath("x-tol"), "--config", m, NULL},
+        {md, "mask", "--model", md, "--out", tpath("x-mask"), "--digit", "3", NULL},
+        {m, "mask", "--model", ok, "--out", tpath("x-mask"), "--image", m, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        int rc = run(cases[i], &out);
-        const char *name = strcmp(cases[i][1], "--model") ? missing : missing_dir;
-        if (rc != 2 || !strstr(out, name)) show(cases[i][0], rc, out);
+        int rc = run(cases[i] + 1, &out);
+        const char *name = cases[i][0];
+        if (rc != 2 || !strstr(out, name)) show(cases[i][1], rc, out);
         CHECK(rc == 2 && strstr(out, name));
     }
     /* I/O: the output folder cannot be created. */
