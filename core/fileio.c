@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 struct d2_out {
@@ -394,4 +395,41 @@ int d2_path_inside(const char *dir, const char *name, const char *what, d2_err *
         if (n <= stop) return 0;
         joined[n] = 0;
     }
+}
+
+/* "12.3 GB", "456 MB", "789 kB": sizes in messages. */
+static void fmt_bytes(char *out, size_t cap, double b)
+{
+    if (b >= 1e12) snprintf(out, cap, "%.3g TB", b / 1e12);
+    else if (b >= 1e9) snprintf(out, cap, "%.3g GB", b / 1e9);
+    else if (b >= 1e6) snprintf(out, cap, "%.3g MB", b / 1e6);
+    else snprintf(out, cap, "%.3g kB", b / 1e3);
+}
+
+int d2_check_space(const char *dir, double bytes, const char *what, d2_err *e)
+{
+    char probe[PATH_MAX];
+    struct statvfs vfs;
+    if (!dir || !*dir) dir = ".";
+    if (snprintf(probe, sizeof probe, "%s", dir) >= (int)sizeof probe) return 0;
+    /* The folder may not exist yet: ask the nearest one that does. */
+    while (statvfs(probe, &vfs) != 0) {
+        char *slash = strrchr(probe, '/');
+        if (!slash) {
+            snprintf(probe, sizeof probe, ".");
+            if (statvfs(probe, &vfs) != 0) return 0;
+            break;
+        }
+        if (slash == probe) slash[1] = 0;
+        else *slash = 0;
+    }
+    double avail = (double)vfs.f_bavail * (double)vfs.f_frsize;
+    if (bytes > avail) {
+        char need[32], have[32];
+        fmt_bytes(need, sizeof need, bytes);
+        fmt_bytes(have, sizeof have, avail);
+        return d2_fail(e, D2_EIO, "%s: %s needs about %s of disk; the file system has %s free",
+                       dir, what ? what : "the output", need, have);
+    }
+    return 0;
 }

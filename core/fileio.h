@@ -55,4 +55,10 @@ int d2_path_join(char *out, size_t cap, const char *dir, const char *name, d2_er
  * a writer would follow) is refused. Returns 0 or D2_EINPUT. */
 int d2_path_inside(const char *dir, const char *name, const char *what, d2_err *e);
 
+/* Refuses, before anything is written, an output of about `bytes` bytes that
+ * the file system holding dir (or its nearest existing parent) has no room
+ * for: D2_EIO "DIR: WHAT needs about 12 GB of disk; the file system has 3 GB
+ * free". 0 when it fits or the free space cannot be told. */
+int d2_check_space(const char *dir, double bytes, const char *what, d2_err *e);
+
 #endif
