@@ -388,6 +388,13 @@ int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opt
     rep.seconds_mesh = d2_now() - t0;
 
     /* write */
+    /* Room on the disk for the parts and the assembly (binary STL: 50 bytes
+     * a facet; the other formats about 80) before anything is replaced. */
+    double facets = 0;
+    for (int i = 0; i < np; i++) facets += (double)mesh_facets(pt[i].m);
+    if ((rc = d2_check_space(out_dir, 2 * facets * (o->format == MESH_STL ? 50 : 80) + 1e5,
+                             "the meshes", e)))
+        goto fail;
     t0 = d2_now();
     if ((rc = d2_mkdir_p(out_dir, e))) goto fail;
     /* assembly.json goes first and comes back last, so a run killed half-way
