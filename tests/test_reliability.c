@@ -824,6 +824,19 @@ TEST(a_png_promising_more_pixels_than_it_holds_is_refused_before_decoding)
     CHECK(px == NULL);
 }
 
+
+TEST(an_output_larger_than_the_free_disk_is_refused_with_both_sizes)
+{
+    d2_err e = {0};
+    CHECK_ERR(d2_check_space(t_tmpdir(), 1e18, "the export", &e), e, D2_EIO,
+              "the export needs about 1e+06 TB of disk; the file system has");
+    CHECK(strstr(e.msg, t_tmpdir()) && strstr(e.msg, "free"));
+    /* A folder that does not exist yet is measured on its nearest parent. */
+    const char *deep = tpath("not/yet/there");
+    CHECK_ERR(d2_check_space(deep, 1e18, "the meshes", &e), e, D2_EIO, "not/yet/there");
+    CHECK(d2_check_space(deep, 1e3, "the meshes", &e) == 0);
+}
+
 /* ---------------------------------------------------------- exit codes */
 
 /* Bad option: 1. Missing input file: 2 (bad input), naming the file. A
@@ -914,6 +927,7 @@ int main(void)
     RUN(a_config_with_100000_neurons_is_refused_with_the_memory_it_needs);
     RUN(an_npy_header_claiming_2_to_the_40_elements_is_refused_before_reading);
     RUN(a_png_promising_more_pixels_than_it_holds_is_refused_before_decoding);
+    RUN(an_output_larger_than_the_free_disk_is_refused_with_both_sizes);
     RUN(every_command_exits_1_on_a_bad_option_and_2_on_a_missing_file);
     return t_finish();
 }
