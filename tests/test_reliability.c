@@ -714,14 +714,16 @@ TEST(a_checkpoint_pointer_cannot_leave_the_checkpoints_folder)
 }
 
 /* Files changed since `before` anywhere in the scratch folder other than
- * under out1/ and out2/ (and the test's own run.log and FFTW wisdom). */
-static int new_files_outside(const char *before, const char *out1, const char *out2)
+ * under out1/, out2/ and out3/ (and the test's own run.log and FFTW wisdom). */
+static int new_files_outside(const char *before, const char *out1, const char *out2,
+                             const char *out3)
 {
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
              "cd '%s' && find . -newer '%s' \\( -type f -o -type l \\) | "
-             "grep -v -e '^./%s/' -e '^./%s/' -e '^./run.log$' -e '^./wisdom$'",
-             t_tmpdir(), before, out1, out2);
+             "grep -v -e '^./%s/' -e '^./%s/' -e '^./%s/' -e '^./run.log$' "
+             "-e '^./wisdom$'",
+             t_tmpdir(), before, out1, out2, out3);
     FILE *p = popen(cmd, "r");
     int n = 0;
     char line[1024];
@@ -733,7 +735,7 @@ static int new_files_outside(const char *before, const char *out1, const char *o
     return n;
 }
 
-TEST(train_and_export_write_only_under_out)
+TEST(train_export_and_mesh_write_only_under_out)
 {
     const char *stamp = tpath("stamp");
     t_write_text(stamp, "");
@@ -748,7 +750,12 @@ TEST(train_and_export_write_only_under_out)
     if (rc) show("export", rc, out);
     CHECK(rc == 0);
     CHECK(exists(tpath("only-export/export.json")));
-    CHECK(new_files_outside(stamp, "only-train", "only-export") == 0);
+    const char *me[] = {"mesh", "--export", tpath("only-export"), "--out", tpath("only-mesh"), "-q",
+                        NULL};
+    rc = run(me, &out);
+    if (rc) show("mesh", rc, out);
+    CHECK(rc == 0 && exists(tpath("only-mesh/assembly.json")));
+    CHECK(new_files_outside(stamp, "only-train", "only-export", "only-mesh") == 0);
 }
 
 /* ------------------------------------------------------------- limits */
@@ -923,7 +930,7 @@ int main(void)
     RUN(model_json_layer_files_cannot_point_outside_the_model_folder);
     RUN(export_json_height_files_cannot_point_outside_the_export_folder);
     RUN(a_checkpoint_pointer_cannot_leave_the_checkpoints_folder);
-    RUN(train_and_export_write_only_under_out);
+    RUN(train_export_and_mesh_write_only_under_out);
     RUN(a_config_with_100000_neurons_is_refused_with_the_memory_it_needs);
     RUN(an_npy_header_claiming_2_to_the_40_elements_is_refused_before_reading);
     RUN(a_png_promising_more_pixels_than_it_holds_is_refused_before_decoding);
