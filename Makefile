@@ -115,10 +115,12 @@ demo: deps
 	./d2fab run --out demo-out
 
 # The tests under valgrind: memory errors and definite or indirect leaks fail
-# (still-reachable memory of system libraries at exit is fine). Long
+# (still-reachable memory of system libraries at exit is fine; what PLplot's
+# libltdl and fontconfig lose is suppressed in tests/valgrind.supp). Long
 # training tests run shortened (D2FAB_TEST_QUICK=1).
 VALGRIND := valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
-  --show-leak-kinds=definite,indirect --error-exitcode=99
+  --show-leak-kinds=definite,indirect --error-exitcode=99 \
+  --suppressions=$(CURDIR)/tests/valgrind.supp
 valgrind: deps
 	@$(MAKE) --no-print-directory tests
 	@scripts/fetch-data
