@@ -166,6 +166,20 @@ static int count_temps(const char *dir)
     return n;
 }
 
+/* Polls dir1 and dir2 (may be NULL) until a hidden temporary appears while
+ * pid runs (1) or pid exits first (0; not reaped). */
+static int wait_for_temp(pid_t pid, const char *dir1, const char *dir2)
+{
+    for (;;) {
+        if (count_temps(dir1) || (dir2 && count_temps(dir2))) return 1;
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid == pid)
+            return 0;
+        sleep_s(0.0002);
+    }
+}
+
 /* Regular files of dir (no temporaries), sorted; returns the count. */
 static int list_files(const char *dir, char names[][64], int max)
 {
@@ -359,22 +373,21 @@ static void kill_while_writing(args_fn args, const char *tag, const char *index,
     char names[64][64];
     int n = list_files(a, names, 64), mixed = 0, aimed_hit = 0;
     for (int k = 0; k < kills; k++) {
-        rm_rf(work);
-        d2_err e = {0};
-        d2_mkdir_p(work, &e);
-        for (int i = 0; i < n; i++) copy_file(join(a, names[i]), join(work, names[i]));
-        pid_t pid = spawn(args(work, 1), NULL);
-        if (k == 0) {
-            /* Aimed: kill as soon as a temporary file shows up. */
-            double until = now() + 20;
-            while (now() < until && !count_temps(work)) sleep_s(0.0005);
-            aimed_hit = count_temps(work) > 0;
-        } else {
-            sleep_s(1.1 * T * d2_rng_uniform(&rng));
+        /* The first kill is aimed at the moment a temporary file shows up;
+         * should the poll miss every write (a starved machine), try again. */
+        int aimed = k == 0;
+        for (int attempt = 0; attempt < (aimed ? 5 : 1) && !(aimed && aimed_hit); attempt++) {
+            rm_rf(work);
+            d2_err e = {0};
+            d2_mkdir_p(work, &e);
+            for (int i = 0; i < n; i++) copy_file(join(a, names[i]), join(work, names[i]));
+            pid_t pid = spawn(args(work, 1), NULL);
+            if (aimed) aimed_hit = wait_for_temp(pid, work, NULL);
+            else sleep_s(1.1 * T * d2_rng_uniform(&rng));
+            kill(pid, SIGKILL);
+            wait_for(pid);
+            mixed += check_outputs(work, a, b, index);
         }
-        kill(pid, SIGKILL);
-        wait_for(pid);
-        mixed += check_outputs(work, a, b, index);
     }
     printf("  %d kills (a run takes %.2f s): %d mid-way with old and new files side by side\n",
            kills, T, mixed);
@@ -511,10 +524,7 @@ TEST(training_killed_during_checkpoints_resumes_to_the_same_model)
         resumed += have;
         if (k == 0) {
             /* Aimed at the first checkpoint's writes. */
-            double until = now() + 30;
-            const char *ck = join(work, "checkpoints/epoch-0001");
-            while (now() < until && !count_temps(ck) && !count_temps(work)) sleep_s(0.0005);
-            partial += count_temps(ck) > 0 || count_temps(work) > 0;
+            partial += wait_for_temp(pid, join(work, "checkpoints/epoch-0001"), work);
         } else {
             sleep_s(T * d2_rng_uniform(&rng));
         }
