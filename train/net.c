@@ -33,6 +33,7 @@ struct d2_net {
     d2_geom g;
     int n, p, L, threads;
     float complex *H[D2_MAX_LAYERS + 1];
+    double H_z[D2_MAX_LAYERS + 1], H_lambda[D2_MAX_LAYERS + 1]; /* what each H is for */
     float complex *t[D2_MAX_LAYERS];
     fftwf_plan row_f, row_b, col_f, col_b;
     int det_r0[D2_MAX_DET], det_r1[D2_MAX_DET], det_c0[D2_MAX_DET], det_c1[D2_MAX_DET];
@@ -123,6 +124,8 @@ d2_net *net_new(const d2_geom *g, int threads, d2_err *e)
         net->H[k] = fftwf_malloc(pp * sizeof(float complex));
         if (!net->H[k]) goto oom;
         asm_transfer(net->H[k], p, g->pitch_mm, g->wavelength_mm, g->gap_mm[k]);
+        net->H_z[k] = g->gap_mm[k];
+        net->H_lambda[k] = g->wavelength_mm;
     }
     for (int l = 0; l < net->L; l++) {
         net->t[l] = fftwf_malloc(nn * sizeof(float complex));
@@ -232,8 +235,13 @@ void net_set_model(d2_net *net, const d2_model *m)
 
 void net_set_gap(d2_net *net, int k, double z_mm, double wavelength_mm)
 {
-    asm_transfer(net->H[k], net->p, net->g.pitch_mm,
-                 wavelength_mm > 0 ? wavelength_mm : net->g.wavelength_mm, z_mm);
+    double lam = wavelength_mm > 0 ? wavelength_mm : net->g.wavelength_mm;
+    /* A transfer function costs p^2 complex exponentials: keep it when the
+     * gap and wavelength are the ones it was made for. */
+    if (net->H_z[k] == z_mm && net->H_lambda[k] == lam) return;
+    asm_transfer(net->H[k], net->p, net->g.pitch_mm, lam, z_mm);
+    net->H_z[k] = z_mm;
+    net->H_lambda[k] = lam;
 }
 
 /* Rows 0..n-1 of w hold the padded input (columns n..p-1 already zero);

@@ -440,6 +440,59 @@ static int save_model(const char *dir, const d2_model *m, d2_err *e)
     return rc;
 }
 
+#define ADAM_B1 0.9
+#define ADAM_B2 0.999
+#define ADAM_EPS 1e-8f
+
+/* One Adam step of one layer: sum the threads' dL/dt*, pull it back through
+ * the batch's displacement, turn it into a phase gradient and update. The
+ * layers are independent, so they run on the pool. */
+typedef struct upd_job {
+    d2_model *m;
+    adam *a;
+    train_job *j;
+    int threads, n;
+    double pitch_mm;
+    int jitter;
+    const layer_pose *poses;
+    float complex **tbase;
+    float beta, scale, step, ibc2, max_phase;
+    float **pgrad;          /* [thread] n*n scratch */
+    float complex **qadj;   /* [thread] n*n scratch */
+} upd_job;
+
+static void update_layer(void *arg, int l, int tid)
+{
+    upd_job *u = arg;
+    size_t nn = (size_t)u->n * u->n;
+    float complex *g0 = u->j->grad[0][l];
+    float *ph = u->m->phase[l], *am = u->a->m[l], *av = u->a->v[l], *pg = u->pgrad[tid];
+    for (int k = 1; k < u->threads; k++) {
+        float complex *gk = u->j->grad[k][l];
+        for (size_t i = 0; i < nn; i++) g0[i] += gk[i];
+        memset(gk, 0, sizeof(float complex) * nn);
+    }
+    if (u->jitter) {
+        float complex *q = u->qadj[tid];
+        memset(q, 0, sizeof(float complex) * nn);
+        perturb_transform_adjoint(g0, u->n, u->pitch_mm, &u->poses[l], q);
+        net_phase_grad(q, u->tbase[l], u->beta, nn, pg);
+    } else {
+        /* Quantised phases pass their gradient straight through. */
+        net_phase_grad(g0, u->tbase[l], u->beta, nn, pg);
+    }
+    memset(g0, 0, sizeof(float complex) * nn);
+    const float b1 = (float)ADAM_B1, b2 = (float)ADAM_B2;
+    for (size_t i = 0; i < nn; i++) {
+        float gr = pg[i] * u->scale;
+        am[i] = b1 * am[i] + (1 - b1) * gr;
+        av[i] = b2 * av[i] + (1 - b2) * gr * gr;
+        ph[i] -= u->step * am[i] / (sqrtf(av[i] * u->ibc2) + ADAM_EPS);
+    }
+    if (u->max_phase < (float)(2 * M_PI))
+        for (size_t i = 0; i < nn; i++) ph[i] = fminf(fmaxf(ph[i], 0.0f), u->max_phase);
+}
+
 int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_err *e)
 {
     const d2_train_opts *t = &m->t;
@@ -452,8 +505,8 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
     adam a = {0};
     train_job j = {0};
     int *order = NULL;
-    float *pgrad = NULL;
-    float complex *tbase[D2_MAX_LAYERS] = {0}, *scratch = NULL, *qadj = NULL;
+    float **pgrad = NULL;
+    float complex *tbase[D2_MAX_LAYERS] = {0}, *scratch = NULL, **qadj = NULL;
     layer_pose poses[D2_MAX_LAYERS] = {{0}};
     d2_rng rng;
     int first_epoch = 0;
@@ -484,9 +537,14 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
     }
     int ntrain = t->train_limit > 0 && t->train_limit < tr.count ? t->train_limit : tr.count;
     if (!(order = d2_malloc(sizeof(int) * ntrain, "sample order", e))) goto fail;
-    if (!(pgrad = d2_malloc(sizeof(float) * nn, "phase gradient", e))) goto fail;
+    if (!(pgrad = d2_calloc((size_t)T, sizeof *pgrad, "phase gradients", e))) goto fail;
+    if (!(qadj = d2_calloc((size_t)T, sizeof *qadj, "transmission gradients", e))) goto fail;
+    for (int k = 0; k < T; k++) {
+        if (!(pgrad[k] = d2_malloc(sizeof(float) * nn, "phase gradient", e))) goto fail;
+        if (!(qadj[k] = d2_malloc(sizeof(float complex) * nn, "transmission gradient", e)))
+            goto fail;
+    }
     if (!(scratch = d2_malloc(sizeof(float complex) * nn, "transmission", e))) goto fail;
-    if (!(qadj = d2_malloc(sizeof(float complex) * nn, "transmission gradient", e))) goto fail;
     for (int l = 0; l < L; l++)
         if (!(tbase[l] = d2_malloc(sizeof(float complex) * nn, "transmission", e))) goto fail;
     int jitter = t->jitter_xy_mm > 0 || t->jitter_z_mm > 0 || t->jitter_rot_deg > 0;
@@ -505,7 +563,7 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
     j.model = m;
     j.threads = T;
 
-    const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    const double b1 = ADAM_B1, b2 = ADAM_B2;
     for (int epoch = first_epoch; epoch < t->epochs; epoch++) {
         double lr = t->lr * pow(t->lr_decay, epoch), t0 = d2_now();
         for (int i = 0; i < ntrain; i++) order[i] = i;
@@ -529,35 +587,10 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
             d2_pool_run(pool, train_part, &j, T);
             a.step++;
             double bc1 = 1 - pow(b1, (double)a.step), bc2 = 1 - pow(b2, (double)a.step);
-            float scale = 1.0f / j.bsz;
-            for (int l = 0; l < L; l++) {
-                float complex *g0 = j.grad[0][l];
-                float *ph = m->phase[l], *am = a.m[l], *av = a.v[l];
-                for (int k = 1; k < T; k++) {
-                    float complex *gk = j.grad[k][l];
-                    for (size_t i = 0; i < nn; i++) g0[i] += gk[i];
-                    memset(gk, 0, sizeof(float complex) * nn);
-                }
-                if (jitter) {
-                    memset(qadj, 0, sizeof(float complex) * nn);
-                    perturb_transform_adjoint(g0, n, g->pitch_mm, &poses[l], qadj);
-                    net_phase_grad(qadj, tbase[l], beta, nn, pgrad);
-                } else {
-                    /* Quantised phases pass their gradient straight through. */
-                    net_phase_grad(g0, tbase[l], beta, nn, pgrad);
-                }
-                memset(g0, 0, sizeof(float complex) * nn);
-                float fb1 = (float)b1, fb2 = (float)b2;
-                float step = (float)(lr / bc1), ibc2 = (float)(1.0 / bc2), feps = (float)eps;
-                for (size_t i = 0; i < nn; i++) {
-                    float gr = pgrad[i] * scale;
-                    am[i] = fb1 * am[i] + (1 - fb1) * gr;
-                    av[i] = fb2 * av[i] + (1 - fb2) * gr * gr;
-                    ph[i] -= step * am[i] / (sqrtf(av[i] * ibc2) + feps);
-                }
-                if (max_phase < (float)(2 * M_PI))
-                    for (size_t i = 0; i < nn; i++) ph[i] = fminf(fmaxf(ph[i], 0.0f), max_phase);
-            }
+            upd_job uj = {m, &a, &j, T, n, g->pitch_mm, jitter, poses, tbase, beta,
+                          1.0f / j.bsz, (float)(lr / bc1), (float)(1.0 / bc2), max_phase,
+                          pgrad, qadj};
+            d2_pool_run(pool, update_layer, &uj, L);
             for (int k = 0; k < T; k++) {
                 sum_loss += j.loss[k];
                 sum_correct += j.correct[k];
@@ -621,6 +654,8 @@ done:
         free(a.v[l]);
     }
     free(order);
+    for (int k = 0; pgrad && k < T; k++) free(pgrad[k]);
+    for (int k = 0; qadj && k < T; k++) free(qadj[k]);
     free(pgrad);
     free(scratch);
     free(qadj);

@@ -1,0 +1,844 @@
+/* The package's reports: report.json (numbers), report.html (one page a
+ * person reads offline: pictures embedded as data URIs, parts linked by
+ * relative paths) and PRINTING.txt (for the print shop). */
+#include "run/run_int.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/fileio.h"
+#include "core/util.h"
+
+/* ------------------------------------------------------------------------
+ * Shared facts
+ * ---------------------------------------------------------------------- */
+
+char *run_base64(const unsigned char *p, size_t n)
+{
+    static const char tab[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = malloc(4 * ((n + 2) / 3) + 1), *o = out;
+    if (!out) return NULL;
+    size_t i = 0;
+    for (; i + 2 < n; i += 3) {
+        unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = tab[(v >> 6) & 63];
+        *o++ = tab[v & 63];
+    }
+    if (i < n) {
+        unsigned v = (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0);
+        *o++ = tab[v >> 18];
+        *o++ = tab[(v >> 12) & 63];
+        *o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o = 0;
+    return out;
+}
+
+/* Total gap from the input plane to plane k (0 = input, L + 1 = detector). */
+static double plane_z(const d2_geom *g, int k)
+{
+    double z = 0;
+    for (int i = 0; i < k; i++) z += g->gap_mm[i];
+    return z;
+}
+
+static const char *technology_of(const run_state *s)
+{
+    return s->have_export ? s->ex.printer.technology : "other";
+}
+
+static int is_resin(const char *tech)
+{
+    return !strcmp(tech, "sla") || !strcmp(tech, "msla") || !strcmp(tech, "dlp");
+}
+
+/* How a plate goes on the build plate, by printer technology. */
+static const char *orientation_text(const run_state *s)
+{
+    const char *t = technology_of(s);
+    if (!strcmp(t, "polyjet"))
+        return "flat on the tray, flat datum face (engraved SRC) down, relief and posts up; "
+               "glossy finish";
+    if (is_resin(t))
+        return "flat, datum face (engraved SRC) on the build platform, no tilt, no supports";
+    if (!strcmp(t, "fdm"))
+        return "flat, datum face (engraved SRC) on the bed, 100 % infill, no supports";
+    return "flat, datum face (engraved SRC) down, relief and posts up";
+}
+
+static double print_time_h(const run_state *s, double height_mm)
+{
+    if (!s->have_export || !(s->ex.printer.z_speed_mm_per_h > 0)) return -1;
+    return height_mm / s->ex.printer.z_speed_mm_per_h;
+}
+
+static double mass_g(const run_state *s, double volume_mm3)
+{
+    if (!s->have_export || !(s->ex.material.density_g_cm3 > 0)) return -1;
+    return volume_mm3 * 1e-3 * s->ex.material.density_g_cm3;
+}
+
+static const char *status_name(run_status st)
+{
+    switch (st) {
+    case RUN_DONE: return "done";
+    case RUN_SKIPPED: return "skipped";
+    case RUN_FAILED: return "failed";
+    default: return "not run";
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * report.json
+ * ---------------------------------------------------------------------- */
+
+static cJSON *num_or_null(double v, int ok)
+{
+    return ok ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+}
+
+static cJSON *report_json(const run_state *s)
+{
+    const d2_geom *g = &s->model.g;
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return NULL;
+    cJSON_AddStringToObject(root, "format", "d2fab-run");
+    cJSON_AddNumberToObject(root, "version", 1);
+    cJSON_AddStringToObject(root, "software", "d2fab " D2FAB_VERSION);
+    cJSON_AddStringToObject(root, "config", s->c->path);
+    cJSON_AddNumberToObject(root, "seconds", s->res->seconds);
+
+    cJSON *st = cJSON_AddArrayToObject(root, "stages");
+    for (int k = 0; k < RUN_STAGES; k++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(st, o);
+        cJSON_AddStringToObject(o, "name", run_stage_names[k]);
+        cJSON_AddStringToObject(o, "status", status_name(s->res->status[k]));
+        cJSON_AddStringToObject(o, "note", s->res->note[k]);
+        if (k < RUN_STAGES - 1) cJSON_AddNumberToObject(o, "seconds", s->res->stage_seconds[k]);
+    }
+
+    cJSON *mo = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(mo, "kind", s->c->model_dir[0] ? "model" : "phase");
+    cJSON_AddStringToObject(mo, "path", s->c->model_dir[0] ? s->c->model_dir : s->c->phase_files[0]);
+    cJSON_AddNumberToObject(mo, "neurons", g->n);
+    cJSON_AddNumberToObject(mo, "layers", g->layers);
+    cJSON_AddNumberToObject(mo, "pitch_mm", g->pitch_mm);
+    cJSON_AddNumberToObject(mo, "design_frequency_thz", EXP_LIGHT_MM_THZ / g->wavelength_mm);
+    cJSON_AddItemToObject(mo, "gaps_mm", cJSON_CreateDoubleArray(g->gap_mm, g->layers + 1));
+    cJSON_AddStringToObject(mo, "dataset", s->model.t.dataset);
+
+    if (s->have_export) {
+        const export_report *x = &s->ex;
+        cJSON *pr = cJSON_AddObjectToObject(root, "printer");
+        cJSON_AddStringToObject(pr, "name", x->printer.name);
+        cJSON_AddStringToObject(pr, "display_name", x->printer.display_name);
+        cJSON_AddStringToObject(pr, "technology", x->printer.technology);
+        cJSON_AddNumberToObject(pr, "xy_resolution_mm", x->printer.xy_resolution_mm);
+        cJSON_AddNumberToObject(pr, "z_step_mm", x->printer.z_step_mm);
+        cJSON *ma = cJSON_AddObjectToObject(root, "material");
+        cJSON_AddStringToObject(ma, "name", x->material.name);
+        cJSON_AddStringToObject(ma, "display_name", x->material.display_name);
+        cJSON_AddNumberToObject(ma, "index", x->p.index);
+        cJSON_AddNumberToObject(ma, "kappa", x->p.kappa);
+        cJSON_AddItemToObject(ma, "density_g_cm3",
+                              num_or_null(x->material.density_g_cm3, x->material.density_g_cm3 > 0));
+        cJSON_AddNumberToObject(root, "frequency_thz", x->frequency_thz);
+        cJSON_AddNumberToObject(root, "wavelength_mm", x->p.wavelength_mm);
+        cJSON *sk = cJSON_AddObjectToObject(root, "stack");
+        cJSON_AddNumberToObject(sk, "power_transmission", x->power_transmission);
+        cJSON_AddNumberToObject(sk, "relief_volume_mm3", x->volume_mm3);
+        cJSON_AddNumberToObject(sk, "base_mm", x->p.base_mm);
+        cJSON_AddNumberToObject(sk, "period_mm", x->period_mm);
+        double z[D2_MAX_LAYERS + 2];
+        for (int k = 0; k <= g->layers + 1; k++) z[k] = plane_z(g, k);
+        cJSON_AddItemToObject(sk, "plane_z_mm", cJSON_CreateDoubleArray(z, g->layers + 2));
+    }
+
+    cJSON *acc = cJSON_AddObjectToObject(root, "accuracy");
+    cJSON_AddItemToObject(acc, "design", s->have_ev_model ? eval_to_json(&s->ev_model, g->ndet)
+                                                          : cJSON_CreateNull());
+    cJSON_AddItemToObject(acc, "as_printed", s->have_ev_export
+                                                 ? eval_to_json(&s->ev_export, g->ndet)
+                                                 : cJSON_CreateNull());
+    cJSON_AddItemToObject(acc, "masks", s->masks_json ? cJSON_Duplicate(s->masks_json, 1)
+                                                      : cJSON_CreateNull());
+    cJSON_AddItemToObject(acc, "tolerance", s->tolerance_json
+                                                ? cJSON_Duplicate(s->tolerance_json, 1)
+                                                : cJSON_CreateNull());
+
+    cJSON *parts = cJSON_AddArrayToObject(root, "parts");
+    for (int i = 0; i < s->nparts; i++) {
+        const run_part *p = &s->part[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(parts, o);
+        cJSON_AddStringToObject(o, "name", p->name);
+        cJSON_AddStringToObject(o, "kind", p->kind);
+        cJSON_AddStringToObject(o, "file", p->file);
+        cJSON_AddStringToObject(o, "material", s->ex.material.name);
+        cJSON_AddNumberToObject(o, "layer_height_mm", s->ex.printer.z_step_mm);
+        cJSON_AddStringToObject(o, "orientation", orientation_text(s));
+        cJSON_AddNumberToObject(o, "volume_mm3", p->volume_mm3);
+        double m = mass_g(s, p->volume_mm3), t = print_time_h(s, p->size_mm[2]);
+        cJSON_AddItemToObject(o, "mass_g", num_or_null(m, m >= 0));
+        cJSON_AddItemToObject(o, "print_time_h", num_or_null(t, t >= 0));
+        cJSON_AddItemToObject(o, "size_mm", cJSON_CreateDoubleArray(p->size_mm, 3));
+        cJSON_AddNumberToObject(o, "z_mm", p->z_mm);
+        cJSON_AddNumberToObject(o, "facets", (double)p->facets);
+        cJSON_AddNumberToObject(o, "bytes", (double)p->bytes);
+    }
+    cJSON_AddItemToObject(root, "assembly", s->assembly_file[0]
+                                                ? cJSON_CreateString(s->assembly_file)
+                                                : cJSON_CreateNull());
+    cJSON_AddStringToObject(root, "export", "export/export.json");
+    cJSON *pv = cJSON_AddArrayToObject(root, "previews");
+    for (int i = 0; i < s->npreviews; i++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(pv, o);
+        cJSON_AddStringToObject(o, "file", s->preview[i].file);
+        cJSON_AddStringToObject(o, "group", s->preview[i].group);
+        cJSON_AddStringToObject(o, "caption", s->preview[i].caption);
+    }
+    cJSON *w = cJSON_AddArrayToObject(root, "warnings");
+    for (int i = 0; i < s->nwarn; i++) cJSON_AddItemToArray(w, cJSON_CreateString(s->warn[i]));
+    return root;
+}
+
+/* ------------------------------------------------------------------------
+ * report.html
+ * ---------------------------------------------------------------------- */
+
+static void esc(FILE *f, const char *t)
+{
+    for (; *t; t++) {
+        switch (*t) {
+        case '&': fputs("&amp;", f); break;
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '"': fputs("&quot;", f); break;
+        default: fputc(*t, f);
+        }
+    }
+}
+
+/* An <img> with the PNG embedded, so the page is one file. */
+static int embed_png(FILE *f, const run_state *s, const char *rel, const char *alt, d2_err *e)
+{
+    char path[RUN_PATH_MAX + 128], *buf = NULL, *b64;
+    size_t n = 0;
+    int rc;
+    if ((rc = d2_path_join(path, sizeof path, s->o->out_dir, rel, e)) ||
+        (rc = d2_read_file(path, (size_t)64 << 20, &buf, &n, e)))
+        return rc;
+    b64 = run_base64((const unsigned char *)buf, n);
+    free(buf);
+    if (!b64) return d2_fail(e, D2_EIO, "out of memory embedding %s", path);
+    fputs("<img alt=\"", f);
+    esc(f, alt);
+    fprintf(f, "\" src=\"data:image/png;base64,%s\">", b64);
+    free(b64);
+    return 0;
+}
+
+static void pct(FILE *f, double v)
+{
+    fprintf(f, "%.2f&nbsp;%%", 100 * v);
+}
+
+/* Side view of the stack, to scale along z (the optical axis); the plates'
+ * height is drawn to its own scale. */
+static void stack_svg(FILE *f, const run_state *s)
+{
+    const d2_geom *g = &s->model.g;
+    int L = g->layers, np = L + 2;
+    double total = plane_z(g, L + 1);
+    const double W = 1040, H = 350, x0 = 150, x1 = W - 70, ytop = 60, yh = 180;
+    double sx = (x1 - x0) / total;
+    double active = g->n * g->pitch_mm;
+    double side = active + 2 * s->frame_width_mm;
+    double sy = yh / side, ymid = ytop + yh / 2;
+    fprintf(f, "<svg width=\"%.0f\" height=\"%.0f\" "
+            "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n",
+            W, H, W, H);
+    fprintf(f, "<defs><marker id=\"ar\" markerWidth=\"8\" markerHeight=\"8\" refX=\"7\" "
+            "refY=\"4\" orient=\"auto-start-reverse\"><path d=\"M0,0 L8,4 L0,8 z\" "
+            "fill=\"#333\"/></marker></defs>\n");
+    /* The source: a plane wave arriving from the left. */
+    fprintf(f, "<text x=\"10\" y=\"%.0f\">source, %.4g THz</text>\n", ymid - 50,
+            s->have_export ? s->ex.frequency_thz : EXP_LIGHT_MM_THZ / g->wavelength_mm);
+    fprintf(f, "<text x=\"10\" y=\"%.0f\">(plane wave)</text>\n", ymid - 35);
+    for (int i = -1; i <= 1; i++)
+        fprintf(f, "<line x1=\"20\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#c33\" "
+                "stroke-width=\"2\" marker-end=\"url(#ar)\"/>\n", ymid + 22 * i, x0 - 14,
+                ymid + 22 * i);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#999\" "
+            "stroke-dasharray=\"6 4\"/>\n", x0 - 20, ymid, x1 + 40, ymid);
+    for (int k = 0; k < np; k++) {
+        double z = plane_z(g, k), x = x0 + z * sx;
+        double th = s->plate_thick_mm[k];
+        if (!(th > 0)) th = k >= 1 && k <= L && s->have_export ? s->ex.layer[k - 1].max_mm : 2;
+        double wpx = fmax(3, th * sx);
+        char lb[32];
+        if (k == 0) snprintf(lb, sizeof lb, "%s", s->nmasks ? "input mask" : "input");
+        else if (k == L + 1) snprintf(lb, sizeof lb, "detector");
+        else snprintf(lb, sizeof lb, "layer %d", k);
+        /* Posts from this plate's frame to the next plate's datum face. */
+        if (k < np - 1 && s->post_mm > 0) {
+            double xn = x0 + plane_z(g, k + 1) * sx;
+            double off = (s->frame_width_mm - s->post_mm) / 2;
+            for (int side_i = 0; side_i < 2; side_i++) {
+                double y = side_i ? ymid + side * sy / 2 - (off + s->post_mm) * sy
+                                  : ymid - side * sy / 2 + off * sy;
+                fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
+                        "fill=\"#ddd\" stroke=\"#aaa\"/>\n", x + wpx, y, xn - x - wpx,
+                        s->post_mm * sy);
+            }
+        }
+        /* Frame (grey) and the active area (dark); the relief faces +z. */
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#999\"/>\n",
+                x, ymid - side * sy / 2, wpx, side * sy);
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n",
+                x, ymid - active * sy / 2, wpx, active * sy,
+                k == 0 || k == L + 1 ? "#444" : "#2a6f97");
+        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\" font-weight=\"bold\">"
+                "%s</text>\n", x + wpx / 2, ytop - 12, lb);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">z = %.4g mm</text>\n",
+                x + wpx / 2, ytop + yh + 20, z);
+        if (k > 0) {
+            double xp = x0 + plane_z(g, k - 1) * sx, yd = ytop + yh + 48;
+            fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#333\" "
+                    "marker-start=\"url(#ar)\" marker-end=\"url(#ar)\"/>\n", xp + 1, yd, x - 1,
+                    yd);
+            fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.4g mm</text>\n",
+                    (xp + x) / 2, yd - 6, g->gap_mm[k - 1]);
+        }
+    }
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">Gaps between the datum (source-side) faces, to "
+            "scale along the axis. Plates %.4g mm square (active area %.4g mm, dark; frame "
+            "grey, posts light grey), drawn to their own scale.</text>\n", x0 - 140, H - 14,
+            side, active);
+    fprintf(f, "</svg>\n");
+}
+
+/* The detector plane seen from the source: the aperture the digits fill and
+ * the ten detector squares, to scale. */
+static void detector_svg(FILE *f, const d2_geom *g)
+{
+    double side = g->n * g->pitch_mm, px = 300, sc = px / side;
+    fprintf(f, "<svg width=\"%.0f\" height=\"%.0f\" "
+            "font-family=\"sans-serif\" font-size=\"12\">\n", px + 20, px + 40);
+    fprintf(f, "<rect x=\"10\" y=\"10\" width=\"%.0f\" height=\"%.0f\" fill=\"#111\"/>\n", px,
+            px);
+    double ap = g->aperture_mm * sc;
+    fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" "
+            "stroke=\"#888\" stroke-dasharray=\"4 3\"/>\n", 10 + (px - ap) / 2,
+            10 + (px - ap) / 2, ap, ap);
+    for (int k = 0; k < g->ndet; k++) {
+        double d = g->det_size_mm * sc;
+        /* y grows downward in both the maps (row = y) and SVG. */
+        double cx = 10 + px / 2 + g->det_x_mm[k] * sc, cy = 10 + px / 2 + g->det_y_mm[k] * sc;
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#f2c14e\"/>"
+                "\n<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" dominant-baseline="
+                "\"central\">%d</text>\n", cx - d / 2, cy - d / 2, d, d, cx, cy, k);
+    }
+    fprintf(f, "<text x=\"10\" y=\"%.0f\">%.4g mm plane, %.4g mm detectors; dashed: input "
+            "aperture</text>\n</svg>\n", px + 32, side, g->det_size_mm);
+}
+
+static void stage_table(FILE *f, const run_state *s)
+{
+    fputs("<table><tr><th>stage</th><th>status</th><th>time</th><th>result</th></tr>\n", f);
+    for (int k = 0; k < RUN_STAGES; k++) {
+        fprintf(f, "<tr><td>%d. %s</td><td class=\"%s\">%s</td>", k + 1, run_stage_names[k],
+                status_name(s->res->status[k]), status_name(s->res->status[k]));
+        if (k < RUN_STAGES - 1) fprintf(f, "<td>%.0f&nbsp;s</td><td>", s->res->stage_seconds[k]);
+        else fputs("<td></td><td>", f);
+        esc(f, s->res->note[k]);
+        fputs("</td></tr>\n", f);
+    }
+    fputs("</table>\n", f);
+    fprintf(f, "<p>Stages 1-5 took %.0f s on %d CPU threads.</p>\n", s->res->seconds,
+            s->o->threads > 0 ? s->o->threads : d2_cpu_count());
+}
+
+static void accuracy_table(FILE *f, const run_state *s)
+{
+    fputs("<table><tr><th>what is simulated</th><th>accuracy</th><th>test images</th>"
+          "<th>detector efficiency</th></tr>\n", f);
+    if (s->have_ev_model) {
+        fputs("<tr><td>design: the trained phase layers</td><td>", f);
+        pct(f, s->ev_model.accuracy);
+        fprintf(f, "</td><td>%d</td><td>%.4f</td></tr>\n", s->ev_model.count,
+                s->ev_model.efficiency);
+    }
+    if (s->have_ev_export) {
+        fprintf(f, "<tr><td>as printed: heights in %.4g mm steps, absorption of %s at %.4g THz"
+                "</td><td>", s->ex.p.z_step_mm, s->ex.material.name, s->ex.frequency_thz);
+        pct(f, s->ev_export.accuracy);
+        fprintf(f, "</td><td>%d</td><td>%.4f</td></tr>\n", s->ev_export.count,
+                s->ev_export.efficiency);
+    }
+    fprintf(f, "<tr><td>with the printed input masks</td><td colspan=\"3\">");
+    if (s->masks_json)
+        fprintf(f, "%d of %d test digits read correctly through the printed masks (as "
+                "images %d, binarised %d)", s->mask_correct[2], s->mask_labelled,
+                s->mask_correct[0], s->mask_correct[1]);
+    else esc(f, s->res->note[3]);
+    fputs("</td></tr>\n<tr><td>under printing and assembly errors (Monte Carlo)</td>"
+          "<td colspan=\"3\">", f);
+    if (s->tolerance_json && s->tol.trials) {
+        fputs("mean ", f);
+        pct(f, s->tol.mean);
+        fputs(", worst ", f);
+        pct(f, s->tol.min);
+        fprintf(f, " over %d trials on %d test images (yield ", s->tol.trials, s->tol.images);
+        pct(f, s->tol.yield);
+        fputs(" at &ge; ", f);
+        pct(f, s->tol.spec);
+        fputs(")", f);
+    } else if (s->tolerance_json) {
+        fputs("no Monte-Carlo trials; see the tolerance section", f);
+    }
+    else esc(f, s->res->note[4]);
+    fputs("</td></tr>\n</table>\n", f);
+    if (s->have_ev_export) {
+        fputs("<p>Per-class accuracy as printed:", f);
+        for (int k = 0; k < s->model.g.ndet; k++)
+            fprintf(f, " %d:&nbsp;%.1f%%", k,
+                    s->ev_export.class_count[k]
+                        ? 100.0 * s->ev_export.class_correct[k] / s->ev_export.class_count[k]
+                        : 0.0);
+        fputs("</p>\n", f);
+    }
+}
+
+static void parts_table(FILE *f, const run_state *s)
+{
+    fputs("<table><tr><th>part</th><th>file</th><th>material</th><th>layer height</th>"
+          "<th>orientation</th><th>size (mm)</th><th>volume</th><th>mass</th>"
+          "<th>est. print time</th></tr>\n", f);
+    for (int i = 0; i < s->nparts; i++) {
+        const run_part *p = &s->part[i];
+        fputs("<tr><td>", f);
+        esc(f, p->what);
+        fputs("</td><td><a href=\"", f);
+        esc(f, p->file);
+        fputs("\">", f);
+        esc(f, p->file);
+        fputs("</a></td><td>", f);
+        esc(f, s->ex.material.display_name);
+        fprintf(f, "</td><td>%.4g mm</td><td>", s->ex.printer.z_step_mm);
+        fputs("flat, datum face (SRC) down", f);
+        fprintf(f, "</td><td>%.1f x %.1f x %.2f</td><td>%.0f&nbsp;mm&sup3;</td>", p->size_mm[0],
+                p->size_mm[1], p->size_mm[2], p->volume_mm3);
+        double m = mass_g(s, p->volume_mm3), t = print_time_h(s, p->size_mm[2]);
+        if (m >= 0) fprintf(f, "<td>%.1f&nbsp;g</td>", m);
+        else fputs("<td>-</td>", f);
+        if (t >= 0) fprintf(f, "<td>%.1f&nbsp;h</td></tr>\n", t);
+        else fputs("<td>not estimated</td></tr>\n", f);
+    }
+    fputs("</table>\n<p>Orientation: ", f);
+    esc(f, orientation_text(s));
+    fputs(". Details for the print shop: <a href=\"PRINTING.txt\">PRINTING.txt</a>.</p>\n", f);
+    if (print_time_h(s, 1) < 0)
+        fputs("<p>No print time is estimated: the printer profile gives no vertical build rate "
+              "(z_speed_mm_per_h).</p>\n", f);
+    else
+        fputs("<p>Print time = part height / the printer's vertical build rate, each part "
+              "printed alone; parts printed side by side in one job take about as long as the "
+              "tallest.</p>\n", f);
+}
+
+static void export_table(FILE *f, const run_state *s)
+{
+    const export_report *x = &s->ex;
+    fprintf(f, "<p>%s, n&nbsp;=&nbsp;%.5g, &kappa;&nbsp;=&nbsp;%.4g at %.4g THz (wavelength "
+            "%.5g mm): 2&pi; of phase needs %.4f mm of material; base %.4g mm; %s. Stack power "
+            "transmission %.4f (absorption and Fresnel reflection, %.1f&nbsp;%% per surface).</p>\n",
+            x->material.display_name, x->p.index, x->p.kappa, x->frequency_thz,
+            x->p.wavelength_mm, x->period_mm, x->p.base_mm,
+            x->p.levels ? "phase quantised to levels" : "heights in whole printer Z steps",
+            x->power_transmission, 100 * x->fresnel_r);
+    fputs("<table><tr><th>layer</th><th>min (mm)</th><th>max (mm)</th><th>mean (mm)</th>"
+          "<th>phase RMS error (rad)</th><th>volume (mm&sup3;)</th><th>mean amplitude</th>"
+          "<th>wrap cliffs (plain wrap)</th></tr>\n", f);
+    for (int k = 0; k < x->layers; k++) {
+        const exp_layer_stats *l = &x->layer[k];
+        fprintf(f, "<tr><td>%d</td><td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%.4f</td>"
+                "<td>%.0f</td><td>%.3f</td><td>%ld (%ld)</td></tr>\n", k + 1, l->min_mm,
+                l->max_mm, l->mean_mm, l->phase_rms_error_rad, l->volume_mm3, l->amp_mean,
+                l->wrap_jumps, l->wrap_jumps_plain);
+    }
+    fputs("</table>\n", f);
+}
+
+/* The masks: what each blocks and how the printed stack reads it. */
+static void masks_table(FILE *f, const run_state *s)
+{
+    fprintf(f, "<p>Stencils cut through an opaque plate with the layer plates' frame and "
+            "pins; each goes in front of layer 1, at %.4g&nbsp;mm. Islands (the counters of "
+            "0, 4, 6, 8, 9) are tied to the plate with bridges at least the printer's minimum "
+            "feature wide. Predictions are those of the stack as printed.</p>\n",
+            s->model.g.gap_mm[0]);
+    fputs("<table><tr><th>part</th><th>digit</th><th>islands</th><th>bridges</th>"
+          "<th>aperture blocked</th><th>read as: image</th><th>binarised</th>"
+          "<th>printed mask</th></tr>\n", f);
+    for (int i = 0; i < s->nmasks; i++) {
+        const run_mask *m = &s->mask_info[i];
+        fputs("<tr><td><a href=\"", f);
+        esc(f, s->part[i].file);
+        fputs("\">", f);
+        esc(f, s->part[i].file);
+        fprintf(f, "</a></td><td>%d</td><td>%d</td><td>%d</td><td>%.1f&nbsp;%%</td>", m->label,
+                m->islands, m->bridges, 100 * m->blocked_fraction);
+        for (int k = 0; k < 3; k++)
+            fprintf(f, "<td class=\"%s\">%d</td>", m->pred[k] == m->label ? "done" : "failed",
+                    m->pred[k]);
+        fputs("</tr>\n", f);
+    }
+    fputs("</table>\n", f);
+}
+
+/* The tolerance study: Monte Carlo, the worst single perturbations and the
+ * inverse tolerances. */
+static void tolerance_tables(FILE *f, const run_state *s)
+{
+    const run_tol *t = &s->tol;
+    fprintf(f, "<p>The stack as printed, on %d test images: nominal accuracy ", t->images);
+    pct(f, t->nominal);
+    fputs(". Every number and each trial's perturbations: <a href=\"tolerance/report.json\">"
+          "tolerance/report.json</a> and the CSV files beside it.</p>\n", f);
+    if (t->trials) {
+        fprintf(f, "<table><tr><th>Monte Carlo, %d trials</th><th>accuracy</th></tr>\n",
+                t->trials);
+        const char *name[] = {"mean", "standard deviation", "worst (min)", "best (max)",
+                              "90 % of trials reach", "50 % of trials reach",
+                              "10 % of trials reach"};
+        double v[] = {t->mean, t->std, t->min, t->max, t->p90, t->p50, t->p10};
+        for (int i = 0; i < 7; i++) {
+            fprintf(f, "<tr><td>%s</td><td>", name[i]);
+            pct(f, v[i]);
+            fputs("</td></tr>\n", f);
+        }
+        fputs("<tr><td>yield: trials at or above ", f);
+        pct(f, t->spec);
+        fputs("</td><td>", f);
+        pct(f, t->yield);
+        fputs(" (95&nbsp;% interval ", f);
+        pct(f, t->yield_lo);
+        fputs(" to ", f);
+        pct(f, t->yield_hi);
+        fputs(")</td></tr>\n</table>\n", f);
+    }
+    if (t->nsens) {
+        fputs("<table><tr><th>one perturbation alone (worst first)</th><th>magnitude</th>"
+              "<th>accuracy change (points)</th></tr>\n", f);
+        for (int i = 0; i < t->nsens; i++) {
+            fputs("<tr><td>", f);
+            esc(f, t->sens[i].what);
+            fprintf(f, "</td><td>&plusmn;%.4g</td><td>%+.2f</td></tr>\n", t->sens[i].magnitude,
+                    100 * t->sens[i].change);
+        }
+        fputs("</table>\n", f);
+    }
+    if (t->ninv) {
+        fputs("<table><tr><th>inverse tolerance (every layer)</th><th>configured</th>"
+              "<th>costs 1 point at</th><th>costs 5 points at</th></tr>\n", f);
+        for (int i = 0; i < t->ninv; i++) {
+            fputs("<tr><td>", f);
+            esc(f, t->inv[i].what);
+            fprintf(f, "</td><td>%.4g</td>", t->inv[i].ref);
+            double a[2] = {t->inv[i].at1, t->inv[i].at5};
+            for (int k = 0; k < 2; k++) {
+                if (isfinite(a[k])) fprintf(f, "<td>%.4g</td>", a[k]);
+                else fprintf(f, "<td>&gt; %.4g</td>", t->inv[i].max_tested);
+            }
+            fputs("</tr>\n", f);
+        }
+        fputs("</table>\n", f);
+    }
+}
+
+static int figures(FILE *f, const run_state *s, const char *group, d2_err *e)
+{
+    int any = 0, rc;
+    for (int i = 0; i < s->npreviews; i++) {
+        const run_preview *p = &s->preview[i];
+        if (strcmp(p->group, group)) continue;
+        if (!any) fputs("<div class=\"figs\">\n", f);
+        any = 1;
+        fprintf(f, "<figure class=\"%s\">",
+                !strcmp(group, "detector")    ? "wide"
+                : !strcmp(group, "tolerance") ? "plot"
+                : !strcmp(group, "mask")      ? "mask"
+                                              : "map");
+        if ((rc = embed_png(f, s, p->file, p->caption, e))) return rc;
+        fputs("<figcaption>", f);
+        esc(f, p->caption);
+        fputs("</figcaption></figure>\n", f);
+    }
+    if (any) fputs("</div>\n", f);
+    return 0;
+}
+
+static const char *css =
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}"
+    "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .5em;"
+    "text-align:left;vertical-align:top;font-size:.92em}th{background:#f3f3f3}"
+    ".figs{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;width:300px}"
+    "figure img{width:100%;image-rendering:pixelated;border:1px solid #ddd}"
+    "figure.wide{width:100%}figure.plot{width:760px}figure.svg{width:auto}"
+    "figure.mask{width:420px}"
+    "figcaption{font-size:.85em;color:#555}"
+    ".done{color:#1a7f37}.skipped,.failed{color:#b35900}.warn{color:#b35900}"
+    "code{background:#f3f3f3;padding:0 .2em}";
+
+static int write_html(const run_state *s, const char *path, d2_err *e)
+{
+    d2_out *o = d2_out_open(path, e);
+    if (!o) return e->code;
+    FILE *f = d2_out_fp(o);
+    const d2_geom *g = &s->model.g;
+    int rc = 0;
+    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+          "<title>d2fab print package</title>\n<style>", f);
+    fputs(css, f);
+    fputs("</style></head><body>\n<h1>d2fab print package</h1>\n<p>", f);
+    fprintf(f, "A %d-layer diffractive network of %d&nbsp;x&nbsp;%d neurons at %.4g&nbsp;mm "
+            "pitch, classifying %s digits", g->layers, g->n, g->n, g->pitch_mm,
+            !strcmp(s->model.t.dataset, "fashion") ? "Fashion-MNIST" : "MNIST");
+    if (s->have_export) {
+        fputs(", printed on the ", f);
+        esc(f, s->ex.printer.display_name);
+        fputs(" in ", f);
+        esc(f, s->ex.material.display_name);
+        fprintf(f, " for a %.4g&nbsp;THz source", s->ex.frequency_thz);
+    }
+    fputs(". Made by d2fab " D2FAB_VERSION " from <code>", f);
+    esc(f, s->c->path);
+    fputs("</code>. What to print and how: <a href=\"PRINTING.txt\">PRINTING.txt</a>; every "
+          "number: <a href=\"report.json\">report.json</a>.</p>\n", f);
+
+    fputs("<h2>Stages</h2>\n", f);
+    stage_table(f, s);
+    if (s->nwarn) {
+        fputs("<h2>Warnings</h2>\n<ul>\n", f);
+        for (int i = 0; i < s->nwarn; i++) {
+            fputs("<li class=\"warn\">", f);
+            esc(f, s->warn[i]);
+            fputs("</li>\n", f);
+        }
+        fputs("</ul>\n", f);
+    }
+
+    fputs("<h2>Accuracy before and after fabrication</h2>\n", f);
+    accuracy_table(f, s);
+
+    fputs("<h2>The stack</h2>\n", f);
+    stack_svg(f, s);
+    fputs("<p>Light travels left to right. Every part's flat datum face faces the source; "
+          "the gaps are datum to datum and are set by the posts on each part's frame.</p>\n", f);
+
+    fputs("<h2>Parts to print</h2>\n", f);
+    parts_table(f, s);
+    if (s->assembly_file[0]) {
+        fputs("<p>Assembly (every part in place, for a visual check): <a href=\"", f);
+        esc(f, s->assembly_file);
+        fputs("\">", f);
+        esc(f, s->assembly_file);
+        fputs("</a>, order and positions in <a href=\"", f);
+        esc(f, s->assembly_json);
+        fputs("\">", f);
+        esc(f, s->assembly_json);
+        fputs("</a>.</p>\n", f);
+    }
+
+    if (s->have_export) {
+        fputs("<h2>Layers: phase and height</h2>\n", f);
+        export_table(f, s);
+        if ((rc = figures(f, s, "phase", e)) || (rc = figures(f, s, "height", e))) goto fail;
+        fputs("<p>Height maps as <code>.npy</code> (float32 mm) and 16-bit PNG: "
+              "<a href=\"export/export.json\">export/export.json</a>.</p>\n", f);
+    }
+
+    fputs("<h2>Detector plane</h2>\n<div class=\"figs\"><figure class=\"svg\">", f);
+    detector_svg(f, g);
+    fputs("<figcaption>Detector layout, seen from the source (class numbers in the squares)"
+          "</figcaption></figure></div>\n", f);
+    if ((rc = figures(f, s, "detector", e))) goto fail;
+
+    fputs("<h2>Input masks</h2>\n", f);
+    if (!s->masks_json) {
+        fputs("<p class=\"skipped\">", f);
+        esc(f, s->res->note[3]);
+        fputs("</p>\n", f);
+    } else {
+        masks_table(f, s);
+    }
+    if ((rc = figures(f, s, "mask", e))) goto fail;
+
+    fputs("<h2>Tolerance</h2>\n", f);
+    if (!s->tolerance_json) {
+        fputs("<p class=\"skipped\">", f);
+        esc(f, s->res->note[4]);
+        fputs("</p>\n", f);
+    } else {
+        tolerance_tables(f, s);
+    }
+    if ((rc = figures(f, s, "tolerance", e))) goto fail;
+
+    fputs("</body></html>\n", f);
+    return d2_out_commit(o, e);
+fail:
+    d2_out_abort(o);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * PRINTING.txt
+ * ---------------------------------------------------------------------- */
+
+static int write_printing(const run_state *s, const char *path, d2_err *e)
+{
+    d2_out *o = d2_out_open(path, e);
+    if (!o) return e->code;
+    FILE *f = d2_out_fp(o);
+    const d2_geom *g = &s->model.g;
+    const export_report *x = &s->ex;
+    const char *tech = technology_of(s);
+    fprintf(f, "PRINTING: what to print and how\n"
+               "===============================\n\n");
+    fprintf(f, "Printer       %s (profile %s)\n", x->printer.display_name, x->printer.name);
+    fprintf(f, "Material      %s (profile %s) for every part\n", x->material.display_name,
+            x->material.name);
+    fprintf(f, "Layer height  %.4g mm (the printer's Z step)\n", x->printer.z_step_mm);
+    fprintf(f, "Units         millimetres\n");
+    fprintf(f, "Count         one of each part below\n\n");
+    fprintf(f, "The optics were computed for n = %.5g, kappa = %.4g at %.4g THz: another\n"
+               "material or a material mix changes the phase and the parts will not work.\n"
+               "Every relief height is a whole number of %.4g mm layers: print at exactly\n"
+               "this layer height; do not scale, hollow, smooth, repair or decimate the files.\n\n",
+            x->p.index, x->p.kappa, x->frequency_thz, x->printer.z_step_mm);
+
+    fprintf(f, "PARTS\n");
+    fprintf(f, "  %-26s %-30s %-21s %10s %8s %7s\n", "file", "part", "size x, y, z (mm)",
+            "volume", "mass", "time");
+    double tmax = 0;
+    for (int i = 0; i < s->nparts; i++) {
+        const run_part *p = &s->part[i];
+        char size[48], t[16], m[16];
+        double th = print_time_h(s, p->size_mm[2]), mg = mass_g(s, p->volume_mm3);
+        snprintf(size, sizeof size, "%.1f x %.1f x %.2f", p->size_mm[0], p->size_mm[1],
+                 p->size_mm[2]);
+        if (th >= 0) snprintf(t, sizeof t, "%.1f h", th), tmax = fmax(tmax, th);
+        else snprintf(t, sizeof t, "-");
+        if (mg >= 0) snprintf(m, sizeof m, "%.1f g", mg);
+        else snprintf(m, sizeof m, "-");
+        fprintf(f, "  %-26s %-30.30s %-21s %6.0f mm3 %8s %7s\n", p->file, p->what, size,
+                p->volume_mm3, m, t);
+    }
+    if (print_time_h(s, 1) >= 0)
+        fprintf(f, "  Time = part height / the printer's vertical build rate; side by side "
+                   "in one\n  job about %.1f h (the tallest part).\n", tmax);
+    else
+        fprintf(f, "  Print time not estimated: the printer profile gives no vertical build "
+                   "rate.\n");
+    fprintf(f, "\n");
+
+    fprintf(f, "ORIENTATION\n  %s.\n", orientation_text(s));
+    fprintf(f, "  Each plate has a flat datum face, engraved \"SRC\" (mirrored): it faces the\n"
+               "  source in the stack and is the reference for every gap. The relief (square\n"
+               "  pillars), the corner posts with their pins and the part label are on the\n"
+               "  other face.\n");
+    if (!strcmp(tech, "polyjet"))
+        fprintf(f, "  Print flat in the XY plane: the heights are whole Z steps only when the\n"
+                   "  plate lies flat. Use glossy mode, so support material touches only the\n"
+                   "  datum face and the pin holes.\n\n");
+    else if (is_resin(tech))
+        fprintf(f, "  Do not tilt the plates (usual for resin parts): a tilt turns the whole-\n"
+                   "  step heights into staircases. Print directly on the platform, no\n"
+                   "  supports; the first layers' spread (elephant foot) stays on the frame\n"
+                   "  edge.\n\n");
+    else if (!strcmp(tech, "fdm"))
+        fprintf(f, "  100 %% infill (voids change the refractive index), no supports, no\n"
+                   "  ironing. The first layer may be printed thicker only if the slicer\n"
+                   "  keeps the total heights.\n\n");
+    else
+        fprintf(f, "  Print flat so each height is a whole number of layers.\n\n");
+
+    fprintf(f, "SUPPORTS\n");
+    if (!strcmp(tech, "polyjet"))
+        fprintf(f, "  Support material fills the pin holes and the engraving under the datum\n"
+                   "  face; wash it out completely (water jet) - a support residue in a pin\n"
+                   "  hole tilts the next plate.\n\n");
+    else
+        fprintf(f, "  None: the datum face lies on the build plate; the pin holes and the\n"
+                   "  engraving open downward and bridge over less than 3 mm.\n\n");
+
+    fprintf(f, "POST-PROCESSING\n");
+    if (!strcmp(tech, "polyjet"))
+        fprintf(f, "  Remove the support (water jet, no sodium hydroxide bath longer than the\n"
+                   "  material sheet allows). Do not sand, polish or paint the active area.\n");
+    else if (is_resin(tech))
+        fprintf(f, "  Wash in IPA and post-cure as the resin's data sheet says (curing changes\n"
+                   "  the refractive index: keep it the same for every plate). Do not sand,\n"
+                   "  polish or coat the active area.\n");
+    else
+        fprintf(f, "  Remove brim and stringing. Do not sand or coat the active area.\n");
+    fprintf(f, "  Check each plate is flat (lay it on a flat surface) and the pins enter the\n"
+               "  next plate's holes with the designed play (+- %.3g mm).\n\n",
+            x->printer.pin_clearance_mm);
+
+    fprintf(f, "ASSEMBLY ORDER (source to detector, light travels toward the detector)\n");
+    for (int k = 0; k <= g->layers + 1; k++) {
+        const char *what = k == 0 ? (s->nmasks
+                                         ? "an input mask (one digit at a time)"
+                                         : "the input aperture plate")
+                           : k == g->layers + 1 ? "the detector plane" : NULL;
+        if (what)
+            fprintf(f, "  %d. %-40s datum at z = %7.2f mm\n", k + 1, what, plane_z(g, k));
+        else
+            fprintf(f, "  %d. layer %-34d datum at z = %7.2f mm\n", k + 1, k, plane_z(g, k));
+    }
+    fprintf(f, "  Stack each part on the previous one's posts, datum face toward the source:\n"
+               "  the pins go into its holes; one pin is offset, so a part fits only the\n"
+               "  right way round. Gaps (datum to datum):");
+    for (int k = 0; k <= g->layers; k++) fprintf(f, " %.4g", g->gap_mm[k]);
+    fprintf(f, " mm.\n");
+    if (s->assembly_file[0])
+        fprintf(f, "  %s shows the stack in place%s; assembly.json lists the order and z.\n",
+                s->assembly_file, s->nmasks ? " (without a mask)" : "");
+    fprintf(f, "\nThe simulated accuracy of these parts and the tolerance study are in "
+               "report.html.\n");
+    return d2_out_commit(o, e);
+}
+
+int run_write_reports(run_state *s, d2_err *e)
+{
+    /* report.json last: it is the index a program reads. On a failure the
+     * three are removed, so a folder never holds half a report. */
+    static const char *const names[3] = {"PRINTING.txt", "report.html", "report.json"};
+    char path[3][RUN_PATH_MAX + 32];
+    int rc = 0, k;
+    cJSON *j = report_json(s);
+    if (!j) return d2_fail(e, D2_EIO, "out of memory building report.json");
+    for (k = 0; k < 3 && !rc; k++) {
+        if ((rc = d2_path_join(path[k], sizeof path[k], s->o->out_dir, names[k], e))) break;
+        rc = k == 0 ? write_printing(s, path[k], e)
+             : k == 1 ? write_html(s, path[k], e)
+                      : cfg_write(path[k], j, e);
+    }
+    if (rc)
+        for (int i = 0; i < k; i++) unlink(path[i]);
+    cJSON_Delete(j);
+    return rc;
+}

@@ -1,0 +1,107 @@
+/* d2fab run: state shared by the pipeline (run.c) and the report writers
+ * (report.c). Not a public header. */
+#ifndef D2_RUN_INT_H
+#define D2_RUN_INT_H
+
+#include "export/export.h"
+#include "run/run.h"
+#include "train/train.h"
+
+#define RUN_MAX_PARTS 96
+#define RUN_MAX_PREVIEWS 160
+
+/* One file to print. */
+typedef struct run_part {
+    char name[48];          /* "layer1", "mask_0_3", "detector" */
+    char kind[16];          /* "layer", "mask", "input", "detector" */
+    char file[96];          /* relative to the package folder, "parts/layer1.stl" */
+    char what[160];         /* one line for the print shop */
+    double volume_mm3;
+    double size_mm[3];      /* outer size as printed (x, y, height) */
+    double z_mm;            /* datum (optical surface) position in the stack */
+    size_t facets, bytes;
+} run_part;
+
+/* One picture of the package. */
+typedef struct run_preview {
+    char file[96];          /* relative to the package folder */
+    char caption[160];
+    char group[16];         /* "phase", "height", "mask", "detector", "tolerance" */
+} run_preview;
+
+/* One input mask, for the report. */
+typedef struct run_mask {
+    int label, index;           /* true class and test-set index */
+    int islands, bridges;
+    double blocked_fraction;    /* of the binarised aperture's open area */
+    int pred[3];                /* read as: original image, binarised, printable mask */
+} run_mask;
+
+/* The tolerance study in brief, for the report. */
+#define RUN_TOL_ROWS 10
+typedef struct run_tol {
+    int images, trials;
+    double nominal;                  /* accuracy without perturbation */
+    double mean, std, min, max;      /* Monte Carlo at the configured magnitudes */
+    double p90, p50, p10;            /* 90 / 50 / 10 % of trials reach at least this */
+    double spec, yield, yield_lo, yield_hi;
+    int nsens;                       /* worst sensitivity rows */
+    struct { char what[96]; double magnitude, change; } sens[RUN_TOL_ROWS];
+    int ninv;                        /* inverse tolerances */
+    struct { char what[48]; double ref, at1, at5, max_tested; } inv[RUN_TOL_ROWS];
+    double seconds;
+    long inferences;
+} run_tol;
+
+/* Everything the stages produced, for the report. */
+typedef struct run_state {
+    const run_config *c;
+    const run_opts *o;
+    run_result *res;
+    d2_model model;             /* the trained design (stage 1) */
+    int have_model;
+    eval_result ev_model;       /* accuracy of the design */
+    int have_ev_model;
+    export_report ex;           /* stage 2 */
+    int have_export;
+    d2_model printed;           /* the export loaded back: what will be printed */
+    int have_printed;
+    eval_result ev_export;      /* accuracy of the exported heights (as printed) */
+    int have_ev_export;
+    int nparts;
+    run_part part[RUN_MAX_PARTS];
+    char assembly_file[96];     /* "assembly.stl", "" when not written */
+    char assembly_json[96];
+    double plate_thick_mm[D2_MAX_LAYERS + 2]; /* per stack plane, 0 unknown */
+    double frame_width_mm, post_mm;  /* from assembly.json, 0 unknown */
+    int nmasks;                 /* input mask parts made (stage 4), first in part[] */
+    run_mask mask_info[RUN_MAX_MASKS];
+    int mask_correct[3], mask_labelled; /* read correctly: original, binarised, mask */
+    int npreviews;
+    run_preview preview[RUN_MAX_PREVIEWS];
+    cJSON *masks_json;          /* the mask stage's summary, owned; NULL when none */
+    cJSON *tolerance_json;      /* the tolerance summary for report.json, owned; NULL: none */
+    run_tol tol;
+    double t_stage;             /* when the current stage began (d2_now) */
+    int nwarn, warn_logged;     /* warnings, and how many the log has shown */
+    char warn[32][512];
+} run_state;
+
+/* Adds a warning line for the report (dropped past 32). */
+void run_warn(run_state *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records a preview file (relative path) with its caption. */
+void run_add_preview(run_state *s, const char *group, const char *file, const char *caption);
+
+/* Checks a run config's "tolerance" section with the tolerance stage's
+ * reader (tol_config_read); the message names the section. */
+int run_tolerance_check(const char *file, const cJSON *section, d2_err *e);
+
+/* Writes OUT/report.json, OUT/report.html and OUT/PRINTING.txt (atomically,
+ * report.html last). Returns 0 or D2_EIO. */
+int run_write_reports(run_state *s, d2_err *e);
+
+/* Standard base64 of n bytes, NUL-terminated; caller frees. NULL when out of
+ * memory. */
+char *run_base64(const unsigned char *p, size_t n);
+
+#endif
