@@ -30,6 +30,7 @@
 #include "core/npy.h"
 #include "core/util.h"
 #include "export/export.h"
+#include "run/run.h"
 #include "tests/testlib.h"
 #include "train/model.h"
 
@@ -723,6 +724,47 @@ TEST(a_checkpoint_pointer_cannot_leave_the_checkpoints_folder)
     CHECK(rc == 2 && strstr(text, "outside the folder"));
 }
 
+
+TEST(run_config_paths_cannot_point_outside_the_config_folder)
+{
+    const char *dir = tpath("runcfg"), *outside = tpath("runcfg-outside-model");
+    d2_err e = {0};
+    CHECK(d2_mkdir_p(dir, &e) == 0);
+    small_model(outside);
+    small_model(join(dir, "inside-model"));
+    CHECK(symlink(outside, join(dir, "link-model")) == 0);
+    const char *cfg = join(dir, "run.json");
+    struct {
+        const char *json, *key, *why;
+    } bad[] = {
+        {"{\"model\": \"../runcfg-outside-model\"}", "model", "contains \"..\""},
+        {"{\"model\": \"/etc\"}", "model", "absolute path"},
+        {"{\"model\": \"link-model\"}", "model", "outside the folder"},
+        {"{\"phases\": {\"files\": [\"../outside.npy\"], \"pitch_mm\": 0.4, "
+         "\"frequency_thz\": 0.4}}",
+         "phases.files[0]", "contains \"..\""},
+        {"{\"model\": \"inside-model\", \"printer\": \"/etc/passwd.json\"}", "printer",
+         "absolute path"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        t_write_text(cfg, bad[i].json);
+        run_config c;
+        CHECK_ERR(run_config_load(cfg, &c, &e), e, D2_EINPUT, bad[i].why);
+        CHECK(strstr(e.msg, bad[i].key) && strstr(e.msg, cfg));
+    }
+    /* Inside the folder it loads; through the program a path out is bad input. */
+    t_write_text(cfg, "{\"model\": \"inside-model\"}");
+    run_config c;
+    CHECK(run_config_load(cfg, &c, &e) == 0);
+    run_config_free(&c);
+    t_write_text(cfg, bad[2].json);
+    const char *out;
+    const char *args[] = {"run", cfg, "--out", tpath("runcfg-pkg"), "-q", NULL};
+    int rc = run(args, &out);
+    if (rc != 2) show("run", rc, out);
+    CHECK(rc == 2 && strstr(out, "outside the folder") && !exists(tpath("runcfg-pkg")));
+}
+
 /* Files changed since `before` anywhere in the scratch folder other than
  * under out1/, out2/ and out3/ (and the test's own run.log and FFTW wisdom). */
 static int new_files_outside(const char *before, const char *out1, const char *out2,
@@ -894,6 +936,7 @@ TEST(every_command_exits_1_on_a_bad_option_and_2_on_a_missing_file)
         {m, "tolerance", "--model", ok, "--out", tpath("x-tol"), "--config", m, NULL},
         {md, "mask", "--model", md, "--out", tpath("x-mask"), "--digit", "3", NULL},
         {m, "mask", "--model", ok, "--out", tpath("x-mask"), "--image", m, NULL},
+        {m, "run", m, "--out", tpath("x-run"), NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         int rc = run(cases[i] + 1, &out);
@@ -940,6 +983,7 @@ int main(void)
     RUN(model_json_layer_files_cannot_point_outside_the_model_folder);
     RUN(export_json_height_files_cannot_point_outside_the_export_folder);
     RUN(a_checkpoint_pointer_cannot_leave_the_checkpoints_folder);
+    RUN(run_config_paths_cannot_point_outside_the_config_folder);
     RUN(train_export_and_mesh_write_only_under_out);
     RUN(a_config_with_100000_neurons_is_refused_with_the_memory_it_needs);
     RUN(an_npy_header_claiming_2_to_the_40_elements_is_refused_before_reading);
