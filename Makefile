@@ -1,14 +1,18 @@
 # d2fab: plain Makefile. `make` builds ./d2fab; objects live under build/.
-# Targets: all test demo bench sanitize fuzz clean deps data
+# Targets: all test demo bench sanitize valgrind fuzz clean deps data
 
 PKGS     := fftw3f libpng assimp libcjson plplot
 CC       ?= cc
 OPT      ?= -O3 -march=x86-64-v2 -mtune=generic
-CFLAGS_MATH := -fcx-limited-range -fno-math-errno
+# -fcx-limited-range where the compiler has it (gcc; clang 14 does not).
+CFLAGS_MATH := $(shell $(CC) -fcx-limited-range -Werror -x c -c -o /dev/null /dev/null \
+                 2>/dev/null && echo -fcx-limited-range) -fno-math-errno
 CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
 CPPFLAGS += -D_GNU_SOURCE -I. -MMD -MP
 BUILD    ?= build
+# The program; the sanitizer build puts its own into build-san/.
+BIN      ?= d2fab
 
 HAVE_PKGS := $(shell pkg-config --exists $(PKGS) 2>/dev/null && echo yes)
 ifeq ($(HAVE_PKGS),yes)
@@ -21,14 +25,20 @@ LIB_SRC  := $(wildcard core/*.c train/*.c export/*.c mesh/*.c run/*.c)
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 BENCH_SRC:= $(wildcard bench/bench_*.c)
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+FUZZ_NAMES := $(FUZZ_SRC:fuzz/fuzz_%.c=%)
+FUZZ_BINS  := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
+# The fuzz targets' checking functions, without their libFuzzer entry points,
+# for tests/test_fuzz_regress.c.
+FUZZ_REG_OBJ := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz-regress/%.o) $(BUILD)/fuzz-regress/fuzzlib.o
 
-.PHONY: all test demo bench sanitize fuzz clean deps data check-pkgs tests
-all: check-pkgs d2fab
+.PHONY: all test demo bench sanitize valgrind fuzz fuzz-build clean deps data check-pkgs tests
+all: check-pkgs $(BIN)
 
 check-pkgs:
 	@pkg-config --exists $(PKGS) 2>/dev/null || { \
@@ -44,16 +54,25 @@ $(BUILD)/libd2fab.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-d2fab: $(CLI_OBJ) $(BUILD)/libd2fab.a
+$(BIN): $(CLI_OBJ) $(BUILD)/libd2fab.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libd2fab.a $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/testlib.o $(BUILD)/libd2fab.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/tests/testlib.o $(BUILD)/libd2fab.a $(LDLIBS)
 
+$(BUILD)/fuzz-regress/%.o: fuzz/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DD2_FUZZ_REGRESS $(PKG_CFLAGS) $(CFLAGS) $(CFLAGS_MATH) $(WARN) -c $< -o $@
+
+$(BUILD)/tests/test_fuzz_regress: $(BUILD)/tests/test_fuzz_regress.o $(BUILD)/tests/testlib.o \
+  $(FUZZ_REG_OBJ) $(BUILD)/libd2fab.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/tests/testlib.o $(FUZZ_REG_OBJ) \
+	  $(BUILD)/libd2fab.a $(LDLIBS)
+
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libd2fab.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libd2fab.a $(LDLIBS)
 
-tests: check-pkgs d2fab $(TESTS)
+tests: check-pkgs $(BIN) $(TESTS)
 
 # Fashion-MNIST JSON -> IDX converter, run by scripts/fetch-data.
 $(BUILD)/tools/fashion2idx: $(BUILD)/scripts/fashion2idx.o $(BUILD)/libd2fab.a
@@ -67,19 +86,22 @@ data:
 	@scripts/fetch-data
 
 # The README's test command: installs what is missing, fetches MNIST, builds,
-# runs every tests/test_*.c program and prints the total.
+# runs every tests/test_*.c program and prints the total. Tests that run the
+# program itself take it from $D2FAB_BIN.
 test: deps
 	@$(MAKE) --no-print-directory tests
 	@scripts/fetch-data
-	@scripts/run-tests $(BUILD)/tests
+	@D2FAB_BIN=./$(BIN) scripts/run-tests $(BUILD)/tests
 
-# Tests under AddressSanitizer and UndefinedBehaviorSanitizer, in build-san/.
+# Tests (and the program they run) under AddressSanitizer and
+# UndefinedBehaviorSanitizer, in build-san/.
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 sanitize: deps
-	@$(MAKE) --no-print-directory BUILD=build-san \
-	  OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	  LDFLAGS="-fsanitize=address,undefined" tests
+	@$(MAKE) --no-print-directory BUILD=build-san BIN=build-san/d2fab \
+	  OPT="-O1 -fno-omit-frame-pointer $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" tests
 	@scripts/fetch-data
-	@D2FAB_SANITIZE=1 ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1 \
+	@D2FAB_SANITIZE=1 D2FAB_BIN=build-san/d2fab ASAN_OPTIONS=detect_leaks=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1 \
 	  scripts/run-tests build-san/tests
 
 bench: deps
@@ -92,8 +114,39 @@ demo: deps
 	@scripts/fetch-data
 	./d2fab run --out demo-out
 
+# The tests under valgrind: memory errors and definite or indirect leaks fail
+# (still-reachable memory of system libraries at exit is fine; what PLplot's
+# libltdl and fontconfig lose is suppressed in tests/valgrind.supp). Long
+# training tests run shortened (D2FAB_TEST_QUICK=1).
+VALGRIND := valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+  --show-leak-kinds=definite,indirect --error-exitcode=99 \
+  --suppressions=$(CURDIR)/tests/valgrind.supp
+valgrind: deps
+	@$(MAKE) --no-print-directory tests
+	@scripts/fetch-data
+	@D2FAB_TEST_QUICK=1 D2FAB_BIN=./$(BIN) D2FAB_TEST_WRAP="$(VALGRIND)" \
+	  scripts/run-tests $(BUILD)/tests
+
+# libFuzzer targets fuzz/fuzz_*.c, built with clang under ASan and UBSan into
+# build-fuzz/ and run one after another for FUZZ_SECONDS each (at nice 19) by
+# scripts/fuzz-run, which prints executions and coverage per target.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 600
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz-run build-fuzz/fuzz $(FUZZ_NAMES)
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=$(FUZZ_CC) \
+	  OPT="-O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
+	  $(FUZZ_NAMES:%=build-fuzz/fuzz/fuzz_%)
+
+$(FUZZ_BINS): $(BUILD)/fuzz/%: $(BUILD)/fuzz/%.o $(BUILD)/fuzz/fuzzlib.o $(BUILD)/libd2fab.a
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LDLIBS)
+
 clean:
-	rm -rf build build-san d2fab
+	rm -rf build build-san build-fuzz d2fab
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(BUILD)/tests/testlib.d \
-  $(BUILD)/scripts/fashion2idx.d
+  $(BUILD)/scripts/fashion2idx.d $(FUZZ_REG_OBJ:.o=.d) $(FUZZ_BINS:=.d) $(BUILD)/fuzz/fuzzlib.d

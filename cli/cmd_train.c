@@ -184,7 +184,8 @@ int cmd_eval(int argc, char **argv)
         }
     }
     if (!dir || optind < argc) {
-        fprintf(stderr, "d2fab eval: --model is required\n");
+        if (optind < argc) fprintf(stderr, "d2fab eval: unexpected argument '%s'\n", argv[optind]);
+        else fprintf(stderr, "d2fab eval: --model is required\n");
         eval_help(stderr);
         return 1;
     }

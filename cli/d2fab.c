@@ -12,8 +12,11 @@
 #include "train/model.h"
 
 const char *cli_exit_help =
-    "Exit status: 0 success, 1 usage error, 2 bad input (file, config, value),\n"
-    "3 I/O or system error. Every message names the file and what was wrong.\n";
+    "Exit status: 0 success; 1 usage error (unknown option, missing or malformed\n"
+    "argument); 2 bad input: an input file that is missing, of the wrong format or\n"
+    "with values out of range, or a size over a limit; 3 I/O or system error: a file\n"
+    "or folder that cannot be read or written (permissions, disk full), or not\n"
+    "enough memory. Every message names the file and what was wrong.\n";
 
 static const struct {
     const char *name;

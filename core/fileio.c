@@ -2,16 +2,21 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 struct d2_out {
     FILE *fp;
-    char *tmp; /* temporary file beside dst */
+    char *tmp;  /* temporary file beside dst */
     char *dst;
+    int lockfd; /* holds an flock on the temporary until it is renamed or
+                   removed, so clean_stale() knows the writer is alive */
 };
 
 /* Mode for a new output file: the existing file's permissions when replacing
@@ -58,6 +63,7 @@ d2_out *d2_out_open(const char *path, d2_err *e)
     }
     o = d2_calloc(1, sizeof *o, "output handle", e);
     if (!o) return NULL;
+    o->lockfd = -1;
     o->dst = strdup(path);
     /* ".NAME.tmp-XXXXXX" in the same folder, so rename() stays on one file
      * system and is atomic; the dot hides leftovers after a SIGKILL. */
@@ -70,13 +76,17 @@ d2_out *d2_out_open(const char *path, d2_err *e)
     size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
     memcpy(o->tmp, path, dirlen);
     snprintf(o->tmp + dirlen, n + 16 - dirlen, ".%s.tmp-XXXXXX", path + dirlen);
-    int fd = mkstemp(o->tmp);
+    int fd = mkostemp(o->tmp, O_CLOEXEC);
     if (fd < 0) {
         d2_fail(e, D2_EIO, "%s: cannot create a temporary file in its folder: %s", path,
                 strerror(errno));
         goto fail;
     }
     (void)fchmod(fd, out_mode(path)); /* best effort: the data matters more */
+    /* The lock lives as long as the open file; the duplicate keeps it past
+     * fclose until the rename. Best effort: without flock (some network file
+     * systems) a stale temporary is merely not cleaned up. */
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) o->lockfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     o->fp = fdopen(fd, "wb");
     if (!o->fp) {
         d2_fail(e, D2_EIO, "%s: %s", path, strerror(errno));
@@ -96,6 +106,7 @@ FILE *d2_out_fp(d2_out *o) { return o->fp; }
 
 static void out_free(d2_out *o)
 {
+    if (o->lockfd >= 0) close(o->lockfd);
     free(o->tmp);
     free(o->dst);
     free(o);
@@ -120,6 +131,43 @@ static void sync_dir(const char *path)
         close(fd);
     }
     free(d);
+}
+
+/* Removes the hidden temporaries ".NAME.tmp-XXXXXX" of the same destination
+ * that a killed writer left behind. A live writer holds an flock on its
+ * temporary and the kernel drops it when the process dies, so a temporary we
+ * can lock belongs to nobody. (A second process writing the same file at the
+ * same moment could lose its temporary in the instant between mkostemp and
+ * flock; its commit then fails cleanly. Concurrent writers of one file are
+ * not supported anyway: the last rename would win.) */
+static void clean_stale(const char *dst)
+{
+    const char *slash = strrchr(dst, '/');
+    const char *base = slash ? slash + 1 : dst;
+    char dir[PATH_MAX], prefix[NAME_MAX + 8];
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dst) snprintf(dir, sizeof dir, "/");
+    else if ((size_t)(slash - dst) < sizeof dir)
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - dst), dst);
+    else
+        return;
+    int plen = snprintf(prefix, sizeof prefix, ".%s.tmp-", base);
+    if (plen < 0 || (size_t)plen >= sizeof prefix) return;
+    DIR *d = opendir(dir);
+    if (!d) return;
+    int dfd = dirfd(d);
+    for (struct dirent *de; (de = readdir(d));) {
+        if (strncmp(de->d_name, prefix, (size_t)plen) != 0 ||
+            strlen(de->d_name) != (size_t)plen + 6)
+            continue;
+        int fd = openat(dfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0) continue;
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0)
+            (void)unlinkat(dfd, de->d_name, 0);
+        close(fd);
+    }
+    closedir(d);
 }
 
 int d2_out_commit(d2_out *o, d2_err *e)
@@ -153,6 +201,7 @@ int d2_out_commit(d2_out *o, d2_err *e)
         goto done;
     }
     sync_dir(o->dst);
+    clean_stale(o->dst);
     rc = 0;
 done:
     out_free(o);
@@ -346,4 +395,41 @@ int d2_path_inside(const char *dir, const char *name, const char *what, d2_err *
         if (n <= stop) return 0;
         joined[n] = 0;
     }
+}
+
+/* "12.3 GB", "456 MB", "789 kB": sizes in messages. */
+static void fmt_bytes(char *out, size_t cap, double b)
+{
+    if (b >= 1e12) snprintf(out, cap, "%.3g TB", b / 1e12);
+    else if (b >= 1e9) snprintf(out, cap, "%.3g GB", b / 1e9);
+    else if (b >= 1e6) snprintf(out, cap, "%.3g MB", b / 1e6);
+    else snprintf(out, cap, "%.3g kB", b / 1e3);
+}
+
+int d2_check_space(const char *dir, double bytes, const char *what, d2_err *e)
+{
+    char probe[PATH_MAX];
+    struct statvfs vfs;
+    if (!dir || !*dir) dir = ".";
+    if (snprintf(probe, sizeof probe, "%s", dir) >= (int)sizeof probe) return 0;
+    /* The folder may not exist yet: ask the nearest one that does. */
+    while (statvfs(probe, &vfs) != 0) {
+        char *slash = strrchr(probe, '/');
+        if (!slash) {
+            snprintf(probe, sizeof probe, ".");
+            if (statvfs(probe, &vfs) != 0) return 0;
+            break;
+        }
+        if (slash == probe) slash[1] = 0;
+        else *slash = 0;
+    }
+    double avail = (double)vfs.f_bavail * (double)vfs.f_frsize;
+    if (bytes > avail) {
+        char need[32], have[32];
+        fmt_bytes(need, sizeof need, bytes);
+        fmt_bytes(have, sizeof have, avail);
+        return d2_fail(e, D2_EIO, "%s: %s needs about %s of disk; the file system has %s free",
+                       dir, what ? what : "the output", need, have);
+    }
+    return 0;
 }

@@ -13,15 +13,19 @@
 typedef struct d2_out d2_out;
 
 /* Opens a temporary file ".NAME.tmp-XXXXXX" beside path for writing (a
- * SIGKILL can leave such a hidden file behind, never a truncated path). The
- * new file gets the permissions of the file it replaces, else 0666 & ~umask.
- * Returns NULL and fills e (D2_EIO, naming path) on failure. Finish with d2_out_commit (rename into place) or d2_out_abort
- * (remove the temporary); either frees the handle. */
+ * SIGKILL can leave such a hidden file behind, never a truncated path; the
+ * next successful write of the same path removes it). The writer holds an
+ * flock on the temporary while it lives. The new file gets the permissions of
+ * the file it replaces, else 0666 & ~umask. Returns NULL and fills e (D2_EIO,
+ * naming path) on failure. Finish with d2_out_commit (rename into place) or
+ * d2_out_abort (remove the temporary); either frees the handle. */
 d2_out *d2_out_open(const char *path, d2_err *e);
 /* The stdio stream to write to. Owned by the handle. */
 FILE *d2_out_fp(d2_out *o);
-/* Flushes, checks every write, fsyncs, closes and renames into place.
- * On any failure removes the temporary, fills e and returns D2_EIO. Frees o. */
+/* Flushes, checks every write, fsyncs, closes and renames into place, then
+ * removes stale temporaries of the same path whose writer is gone (no flock
+ * held: killed). On any failure removes the temporary, fills e and returns
+ * D2_EIO. Frees o. */
 int d2_out_commit(d2_out *o, d2_err *e);
 /* Discards the temporary file. d2_out_abort(NULL) is a no-op. Frees o. */
 void d2_out_abort(d2_out *o);
@@ -50,5 +54,11 @@ int d2_path_join(char *out, size_t cap, const char *dir, const char *name, d2_er
  * realpath(), so a link anywhere on the way counts, and a dangling link (which
  * a writer would follow) is refused. Returns 0 or D2_EINPUT. */
 int d2_path_inside(const char *dir, const char *name, const char *what, d2_err *e);
+
+/* Refuses, before anything is written, an output of about `bytes` bytes that
+ * the file system holding dir (or its nearest existing parent) has no room
+ * for: D2_EIO "DIR: WHAT needs about 12 GB of disk; the file system has 3 GB
+ * free". 0 when it fits or the free space cannot be told. */
+int d2_check_space(const char *dir, double bytes, const char *what, d2_err *e);
 
 #endif

@@ -5,6 +5,7 @@
 #include <png.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "fileio.h"
 
@@ -17,6 +18,33 @@ static int check_size(const char *path, long long w, long long h, d2_err *e)
     if (w < 1 || h < 1 || w > 0x7fffffff || h > 0x7fffffff || w * h > IMG_MAX_PIXELS)
         return d2_fail(e, D2_EINPUT, "%s: image size %lld x %lld is outside 1 .. %lld pixels",
                        path, w, h, IMG_MAX_PIXELS);
+    return 0;
+}
+
+/* Refuses, before anything is allocated, an image whose header promises more
+ * pixels than the file could hold: deflate expands at most 1032-fold, so W x H
+ * samples of the header's bit depth and colour type need at least
+ * rows x (row bytes + 1) / 1032 bytes of compressed data. A file below that is
+ * truncated or a decompression bomb. ihdr points at IHDR's 13 data bytes. */
+static int check_compressed_size(const char *path, const unsigned char *ihdr,
+                                 unsigned long long file_bytes, d2_err *e)
+{
+    unsigned long long w = (unsigned long long)ihdr[0] << 24 | (unsigned long long)ihdr[1] << 16 |
+                           (unsigned long long)ihdr[2] << 8 | ihdr[3];
+    unsigned long long h = (unsigned long long)ihdr[4] << 24 | (unsigned long long)ihdr[5] << 16 |
+                           (unsigned long long)ihdr[6] << 8 | ihdr[7];
+    unsigned depth = ihdr[8], type = ihdr[9];
+    unsigned chans = type == 2 ? 3 : type == 4 ? 2 : type == 6 ? 4 : 1;
+    if (check_size(path, (long long)w, (long long)h, e)) return D2_EINPUT;
+    if (depth < 1 || depth > 16) return 0; /* libpng reports it */
+    unsigned long long raw = h * ((w * chans * depth + 7) / 8 + 1);
+    unsigned long long need = raw / 1032;
+    if (file_bytes < need)
+        return d2_fail(e, D2_EINPUT,
+                       "%s: the header promises %llu x %llu pixels (%llu bytes of image data), "
+                       "which needs at least %llu bytes of compressed data; the file has %llu "
+                       "(truncated, or a decompression bomb)",
+                       path, w, h, raw, need, file_bytes);
     return 0;
 }
 
@@ -188,11 +216,16 @@ int img_read_gray(const char *path, int *w, int *h, float **out, d2_err *e)
         int code = errno == ENOENT || errno == ENOTDIR ? D2_EINPUT : D2_EIO;
         return d2_fail(e, code, "%s: cannot open: %s", path, strerror(errno));
     }
-    unsigned char sig[8];
-    size_t got = fread(sig, 1, 8, probe);
+    unsigned char sig[33]; /* signature and the IHDR chunk */
+    size_t got = fread(sig, 1, sizeof sig, probe);
+    struct stat st;
+    int have_size = fstat(fileno(probe), &st) == 0 && S_ISREG(st.st_mode);
     fclose(probe);
     if (got < 8 || png_sig_cmp(sig, 0, 8) != 0)
         return d2_fail(e, D2_EINPUT, "%s: not a PNG file (bad signature)", path);
+    if (got == sizeof sig && have_size && !memcmp(sig + 12, "IHDR", 4) &&
+        (rc = check_compressed_size(path, sig + 16, (unsigned long long)st.st_size, e)))
+        return rc;
     if (!png_image_begin_read_from_file(&im, path))
         return d2_fail(e, D2_EINPUT, "%s: cannot read PNG: %s", path, im.message);
     if (check_size(path, im.width, im.height, e)) goto done;

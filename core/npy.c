@@ -16,6 +16,7 @@
 
 #define NPY_MAX_BYTES (1ULL << 30)   /* data size limit, 1 GiB */
 #define NPY_MAX_HEADER 10000         /* as numpy's default max_header_size */
+#define NPY_MAX_DIM (1ULL << 40)     /* larger dimensions are refused while parsing */
 
 static size_t item_size(npy_dtype t) { return t == NPY_C64 ? 8 : 4; }
 static const char *dtype_descr(npy_dtype t) { return t == NPY_C64 ? "<c8" : "<f4"; }
@@ -130,10 +131,11 @@ static int hp_shape(hp *h, int *ndim, size_t *shape)
         unsigned long long v = 0;
         while (h->p < h->end && *h->p >= '0' && *h->p <= '9') {
             v = v * 10 + (unsigned long long)(*h->p++ - '0');
-            if (v > NPY_MAX_BYTES)
+            /* Far beyond the size limit, and no overflow in v * 10. */
+            if (v > NPY_MAX_DIM)
                 return d2_fail(h->e, D2_EINPUT,
-                               "%s: shape dimension exceeds the limit of %llu elements", h->path,
-                               NPY_MAX_BYTES);
+                               "%s: shape dimension over %llu; the data limit is %llu bytes "
+                               "(1 GiB)", h->path, NPY_MAX_DIM, NPY_MAX_BYTES);
         }
         hp_ws(h);
         if (h->p < h->end && *h->p == 'L') h->p++; /* Python 2 long suffix */
@@ -248,9 +250,13 @@ static int parse_header(const char *path, const char *text, size_t len, npy_arra
         }
     if (!data_bytes(a->dtype, a->ndim, a->shape)) {
         char s[96];
+        double need = (double)item_size(a->dtype);
+        for (int i = 0; i < a->ndim; i++) need *= (double)a->shape[i];
         shape_str(s, sizeof s, a->ndim, a->shape);
-        return d2_fail(e, D2_EINPUT, "%s: shape %s exceeds the limit of %llu bytes (1 GiB)", path,
-                       s, NPY_MAX_BYTES);
+        return d2_fail(e, D2_EINPUT,
+                       "%s: shape %s of %s needs %.4g GB of memory, which exceeds the limit of "
+                       "%llu bytes (1 GiB)",
+                       path, s, dtype_descr(a->dtype), need / 1e9, NPY_MAX_BYTES);
     }
     return 0;
 }

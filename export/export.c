@@ -441,6 +441,14 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
         goto fail;
     }
 
+    /* Room on the disk for every file at its largest (PNG data that does not
+     * compress grows by well under 1 %), before anything is replaced. */
+    int block = (600 + r->n - 1) / r->n;
+    if (block > 16) block = 16;
+    double nn = (double)r->n * r->n, per_layer = 128 + 4 * nn + 1.01 * (2 * nn + r->n) +
+                                                 1.01 * (3 * nn * block * block + r->n * block);
+    if ((rc = d2_check_space(out_dir, r->layers * (per_layer + 8192) + 65536, "the export", e)))
+        goto fail;
     /* All checks passed: now touch the output folder. */
     char json_path[PROFILE_PATH_MAX];
     if ((rc = d2_mkdir_p(out_dir, e))) goto fail;

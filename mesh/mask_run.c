@@ -400,8 +400,12 @@ int mask_run(const d2_model *m, const mask_source *src, int count, const mask_op
                      mesh_format_ext(o->format));
         if (i == 0 && o->write_mesh) {
             if ((rc = build_plate(&mm, g, o, rep, s, top, &msh, r->frame_label, e))) goto fail;
+            /* Room on the disk for `count` plates like this one (the frame
+             * makes most of each), refused before anything is written. */
+            double per = (double)mesh_facets(msh) * (o->format == MESH_STL ? 50 : 80) + 2e4;
             mesh_free(msh);
             msh = NULL;
+            if ((rc = d2_check_space(out_dir, per * count, "the masks", e))) goto fail;
             if (!r->frame_label[0])
                 warn(rep, "the frame labels (IN, SRC) do not fit the frame band at this "
                      "printer's font size: the masks are not engraved");

@@ -184,8 +184,10 @@ typedef struct mesh_plate_info {
     double post_top_mm;     /* shoulder height (= gap), 0 without posts */
     double max_top_mm;      /* highest material in the active area */
     double ideal_volume_mm3;/* volume of the designed cells and features
-                               before the corner-gap separation (the mesh
-                               volume differs by < 1e-6 relative) */
+                               before the corner-gap separation: the mesh
+                               is smaller by the gap wedges, each under
+                               0.1 um x cell side x cell height (about
+                               1e-6 relative for 100 mm pillars) */
     double axis_mm[2];      /* optical axis in plate coordinates */
     int grid_nx, grid_ny;   /* rectilinear grid the solid was built on */
 } mesh_plate_info;
@@ -313,7 +315,9 @@ void mesh_stack_opts_default(mesh_stack_opts *o);
  * class where it fits), assembly.EXT (every part at its stack position) and
  * assembly.json (order, orientation, z of each optical surface, pitch, gaps,
  * frame and pin geometry). Every part is built and checked before the first
- * file is written, so a bad input leaves no file behind. rep (may be NULL)
+ * file is written, so a bad input leaves no file behind; an old assembly.json
+ * is removed before the first part is replaced and written last, so a run
+ * killed half-way never leaves one that describes other parts. rep (may be NULL)
  * receives facets, bytes and volume per part. */
 int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opts *o,
                mesh_stack_report *rep, d2_err *e);

@@ -1,9 +1,11 @@
 /* d2fab mesh: an export folder -> one plate per part of the stack, the
  * assembly and assembly.json. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 #include "core/fileio.h"
@@ -386,8 +388,23 @@ int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opt
     rep.seconds_mesh = d2_now() - t0;
 
     /* write */
+    /* Room on the disk for the parts and the assembly (binary STL: 50 bytes
+     * a facet; the other formats about 80) before anything is replaced. */
+    double facets = 0;
+    for (int i = 0; i < np; i++) facets += (double)mesh_facets(pt[i].m);
+    if ((rc = d2_check_space(out_dir, 2 * facets * (o->format == MESH_STL ? 50 : 80) + 1e5,
+                             "the meshes", e)))
+        goto fail;
     t0 = d2_now();
     if ((rc = d2_mkdir_p(out_dir, e))) goto fail;
+    /* assembly.json goes first and comes back last, so a run killed half-way
+     * never leaves it describing parts it did not write (as export.json). */
+    if ((rc = d2_path_join(path, sizeof path, out_dir, "assembly.json", e))) goto fail;
+    if (unlink(path) != 0 && errno != ENOENT) {
+        rc = d2_fail(e, D2_EIO, "%s: cannot remove the old assembly.json: %s", path,
+                     strerror(errno));
+        goto fail;
+    }
     const char *ext = mesh_format_ext(o->format);
     mesh_part mp[MESH_MAX_PARTS];
     for (int i = 0; i < np; i++) {

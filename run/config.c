@@ -28,11 +28,15 @@ void run_config_default(run_config *c)
     c->mask_count = 1;
 }
 
-/* base_dir/value into out, or value itself when absolute. */
+/* base_dir/value into out (value itself when base_dir is NULL). A path named
+ * in a config file stays inside the config's folder: no absolute path, no
+ * "..", no symbolic link out of it, so a config handed over cannot make d2fab
+ * read elsewhere; files outside are given on the command line instead. */
 static int resolve(const char *file, const char *key, const char *base_dir, const char *value,
                    char *out, size_t cap, d2_err *e)
 {
     if (!value[0]) return d2_fail(e, D2_EINPUT, "%s: key \"%s\" is empty", file, key);
+    if (base_dir && d2_path_inside(base_dir, value, key, e)) return d2_err_prefix(e, "%s", file);
     const char *dir = value[0] == '/' || !base_dir ? "" : base_dir;
     int n = dir[0] ? snprintf(out, cap, "%s/%s", dir, value) : snprintf(out, cap, "%s", value);
     if (n < 0 || (size_t)n >= cap)

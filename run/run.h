@@ -115,7 +115,8 @@ void run_config_default(run_config *c);
  *                    "rotation_deg", "quantize", "sensitivity", "inverse",
  *                    "spec_accuracy_percent", ...) [no study]
  * Unknown keys, a value of the wrong type or out of range, both or neither of
- * "model" and "phases", and paths that do not exist fail with D2_EINPUT; the
+ * "model" and "phases", paths that do not exist and paths that leave the
+ * config's folder (absolute, "..", a symbolic link out) fail with D2_EINPUT; the
  * message names the file, the key path, the value and what is allowed. The
  * "tolerance" section is checked by the tolerance stage's reader
  * (tol_config_read). On failure c holds nothing to free. */

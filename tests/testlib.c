@@ -58,3 +58,9 @@ int t_finish(void)
     printf("%d passed, %d failed\n", t_pass, t_fail);
     return t_fail ? 1 : 0;
 }
+
+int t_quick(void)
+{
+    const char *q = getenv("D2FAB_TEST_QUICK");
+    return q && !strcmp(q, "1");
+}

@@ -49,6 +49,10 @@ const char *t_tmpdir(void);
 /* Writes a text file (for fixtures). */
 void t_write_text(const char *path, const char *text);
 
+/* 1 when D2FAB_TEST_QUICK=1 (make valgrind): long runs such as training take
+ * fewer samples, with checks that still fail on a broken result. */
+int t_quick(void);
+
 int t_finish(void); /* prints the count, returns the exit status */
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 #include "core/fileio.h"
@@ -33,7 +34,9 @@ void geom_default(d2_geom *g)
     g->pitch_mm = 0.4;
     g->n = 200;
     g->layers = 5;
-    for (int k = 0; k <= g->layers; k++) g->gap_mm[k] = 30.0;
+    /* Every gap a config may use, so "layers": 8 without "gaps_mm" gets 30 mm
+     * gaps rather than zeros. */
+    for (int k = 0; k <= D2_MAX_LAYERS; k++) g->gap_mm[k] = 30.0;
     g->pad = 2;
     g->aperture_mm = 44.8;
     geom_layout_343(g, 6.4, 16.0, 16.0);
@@ -56,6 +59,32 @@ void train_opts_default(d2_train_opts *t)
     t->seed = 1;
 }
 
+double geom_memory_bytes(double n, int layers, int pad, int threads)
+{
+    double p = pad * n, nn = n * n, L = layers;
+    /* net_new: L + 1 transfer functions (p x p complex), L transmissions, and
+     * per thread a p x p buffer and L + 2 n x n fields; the trainer: per
+     * thread L gradients and an input plane, then phases, Adam m and v and
+     * the undisplaced transmissions; the MNIST images (55 MB). */
+    return 8.0 * (L + 1) * p * p + 8.0 * L * nn +
+           threads * (8.0 * (p * p + (L + 2) * nn) + 8.0 * L * nn + 4.0 * nn) +
+           (4.0 * 3 + 8.0) * L * nn + 55e6;
+}
+
+int geom_check_memory(const d2_geom *g, int threads, d2_err *e)
+{
+    double need = geom_memory_bytes(g->n, g->layers, g->pad, threads);
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    double have = pages > 0 && size > 0 ? (double)pages * (double)size : INFINITY;
+    if (need > have)
+        return d2_fail(e, D2_EIO,
+                       "%d layers of %d x %d neurons with %d threads need about %.1f GB of "
+                       "memory; this machine has %.1f GB (use fewer --threads or a smaller "
+                       "network)",
+                       g->layers, g->n, g->n, threads, need / 1e9, have / 1e9);
+    return 0;
+}
+
 int geom_validate(const d2_geom *g, const char *file, d2_err *e)
 {
     if (!(g->wavelength_mm > 0) || !isfinite(g->wavelength_mm))
@@ -73,16 +102,15 @@ int geom_validate(const d2_geom *g, const char *file, d2_err *e)
     if (g->pad < 2 || g->pad > 4)
         return d2_fail(e, D2_EINPUT, "%s: key \"geometry.pad_factor\" = %d: must be in [2, 4]",
                        file, g->pad);
-    /* Memory: per worker a p x p buffer and L + 2 stored n x n fields, plus
-     * the L + 1 transfer functions and the training state. */
-    double p = (double)g->pad * g->n, nn = (double)g->n * g->n;
-    double bytes = 8.0 * (g->layers + 1) * p * p + 4 * 8.0 * (p * p + (g->layers + 2) * nn) +
-                   4.0 * 8 * g->layers * nn;
-    if (bytes > 16e9)
+    /* A network that 4 worker threads could not train in 16 GB is refused
+     * on any machine; train and eval check their thread count against this
+     * machine's memory too. */
+    double bytes = geom_memory_bytes(g->n, g->layers, g->pad, 4);
+    if (bytes > D2_MEMORY_LIMIT)
         return d2_fail(e, D2_EINPUT,
                        "%s: key \"geometry.neurons\" = %d: the network would need about %.1f GB "
-                       "of memory (limit 16 GB)",
-                       file, g->n, bytes / 1e9);
+                       "of memory (limit %.0f GB)",
+                       file, g->n, bytes / 1e9, D2_MEMORY_LIMIT / 1e9);
     double extent = g->n * g->pitch_mm;
     for (int k = 0; k <= g->layers; k++) {
         if (!(g->gap_mm[k] > 0) || !isfinite(g->gap_mm[k]))
@@ -186,12 +214,20 @@ int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *
     if (f > 0) g->wavelength_mm = C_MM_THZ / f;
     if (lam > 0) g->wavelength_mm = lam;
     if ((rc = cfg_num(&cg, geo, "pitch_mm", 0, g->pitch_mm, 1e-4, 100, &g->pitch_mm, e))) return rc;
-    if ((rc = cfg_int(&cg, geo, "neurons", 0, g->n, 4, D2_MAX_N, &iv, e))) return rc;
-    g->n = (int)iv;
     if ((rc = cfg_int(&cg, geo, "layers", 0, g->layers, 1, D2_MAX_LAYERS, &iv, e))) return rc;
     g->layers = (int)iv;
     if ((rc = cfg_int(&cg, geo, "pad_factor", 0, 2, 2, 4, &iv, e))) return rc;
     g->pad = (int)iv;
+    /* A plane far too large gets the memory it would need in the message. */
+    const cJSON *nv = geo ? cJSON_GetObjectItemCaseSensitive(geo, "neurons") : NULL;
+    if (cJSON_IsNumber(nv) && nv->valuedouble > D2_MAX_N && isfinite(nv->valuedouble))
+        return d2_fail(e, D2_EINPUT,
+                       "%s: key \"geometry.neurons\" = %.15g: must be an integer in [4, %d]; "
+                       "%.15g x %.15g neurons in %d layers would need about %.3g GB of memory",
+                       path, nv->valuedouble, D2_MAX_N, nv->valuedouble, nv->valuedouble,
+                       g->layers, geom_memory_bytes(nv->valuedouble, g->layers, g->pad, 1) / 1e9);
+    if ((rc = cfg_int(&cg, geo, "neurons", 0, g->n, 4, D2_MAX_N, &iv, e))) return rc;
+    g->n = (int)iv;
     if (geo && cJSON_GetObjectItemCaseSensitive(geo, "gaps_mm")) {
         const cJSON *ga = cJSON_GetObjectItemCaseSensitive(geo, "gaps_mm");
         if (cJSON_IsNumber(ga)) {

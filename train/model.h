@@ -76,6 +76,16 @@ void train_opts_default(d2_train_opts *t);
  * `col_mm` apart, each side size_mm. */
 void geom_layout_343(d2_geom *g, double size_mm, double row_mm, double col_mm);
 
+/* Memory a network needs (bytes, an estimate within some 10 %): n x n
+ * neurons (a double, so absurd sizes can be reported), L layers, FFT
+ * padding pad, `threads` training workers. */
+double geom_memory_bytes(double n, int layers, int pad, int threads);
+#define D2_MEMORY_LIMIT 16e9 /* bytes: geom_validate refuses networks that
+                                4 workers could not train within it */
+/* Fails with D2_EIO when g with `threads` workers needs more memory than
+ * this machine has (physical memory), naming both figures; 0 otherwise. */
+int geom_check_memory(const d2_geom *g, int threads, d2_err *e);
+
 /* Checks a geometry for physical sense before any work: pitch, wavelength,
  * n, memory, detectors inside the plane and not overlapping, and that a
  * pixel diffracts light far enough to reach the next layer. Messages name the

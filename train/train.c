@@ -183,7 +183,9 @@ int eval_model(const d2_model *m, const char *data_dir, int limit, int threads,
     d2_dataset ds = {0};
     d2_pool *pool = NULL;
     d2_net *net = NULL;
-    int rc = dataset_load(data_dir, m->t.dataset, 1, &ds, e);
+    int rc = geom_check_memory(&m->g, threads > 0 ? threads : d2_cpu_count(), e);
+    if (rc) return rc;
+    rc = dataset_load(data_dir, m->t.dataset, 1, &ds, e);
     if (rc) return rc;
     if (!(pool = d2_pool_new(threads, e)) || !(net = net_new(&m->g, d2_pool_threads(pool), e))) {
         rc = e->code ? e->code : D2_EIO;
@@ -314,7 +316,9 @@ static int load_checkpoint(const char *out, d2_model *m, adam *a, int *epoch, d2
     if ((rc = d2_read_file(path, 256, &txt, &len, e)))
         return d2_err_prefix(e, "--resume: no complete checkpoint in %s", out);
     txt[strcspn(txt, "\r\n")] = 0;
-    if ((rc = d2_path_inside(out, txt, "checkpoints/latest", e))) {
+    /* The pointer names a folder inside checkpoints/, not a link out of it. */
+    snprintf(dir, sizeof dir, "%s/checkpoints", out);
+    if ((rc = d2_path_inside(dir, txt, "checkpoints/latest", e))) {
         free(txt);
         return rc;
     }
@@ -332,6 +336,7 @@ static int load_checkpoint(const char *out, d2_model *m, adam *a, int *epoch, d2
     m->history = ck.history;
     ck.history = NULL;
     m->train_seconds = ck.train_seconds;
+    m->test_accuracy = ck.test_accuracy;
     model_free(&ck);
     int n = m->g.n, L = m->g.layers;
     size_t nn = (size_t)n * n;
@@ -353,19 +358,24 @@ static int load_checkpoint(const char *out, d2_model *m, adam *a, int *epoch, d2
     cJSON *st = NULL;
     snprintf(path, sizeof path, "%s/state.json", dir);
     if ((rc = cfg_load(path, &st, e))) return rc;
-    const cJSON *ep = cJSON_GetObjectItemCaseSensitive(st, "epoch");
-    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(st, "adam_step");
-    const cJSON *rg = cJSON_GetObjectItemCaseSensitive(st, "rng");
-    if (!cJSON_IsNumber(ep) || !cJSON_IsNumber(sp) || !cJSON_IsString(rg) ||
-        strlen(rg->valuestring) != 64) {
+    cfg_ctx c = {path, ""};
+    long ep, sp;
+    const char *rg;
+    if ((rc = cfg_int(&c, st, "epoch", 1, 0, 1, 10000, &ep, e)) ||
+        (rc = cfg_int(&c, st, "adam_step", 1, 0, 0, 1L << 50, &sp, e)) ||
+        (rc = cfg_str(&c, st, "rng", 1, NULL, &rg, e))) {
         cJSON_Delete(st);
-        return d2_fail(e, D2_EINPUT, "%s: needs \"epoch\", \"adam_step\" and \"rng\"", path);
+        return rc;
     }
-    *epoch = ep->valueint;
-    a->step = (long)sp->valuedouble;
+    if (strlen(rg) != 64 || strspn(rg, "0123456789abcdef") != 64) {
+        cJSON_Delete(st);
+        return d2_fail(e, D2_EINPUT, "%s: key \"rng\": expected 64 hexadecimal digits", path);
+    }
+    *epoch = (int)ep;
+    a->step = sp;
     for (int i = 0; i < 4; i++) {
         char part[17];
-        memcpy(part, rg->valuestring + 16 * i, 16);
+        memcpy(part, rg + 16 * i, 16);
         part[16] = 0;
         rng->s[i] = strtoull(part, NULL, 16);
     }
@@ -501,6 +511,8 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
     d2_rng rng;
     int first_epoch = 0;
 
+    /* Refused before anything is loaded or allocated. */
+    if ((rc = geom_check_memory(g, ro->threads > 0 ? ro->threads : d2_cpu_count(), e))) return rc;
     if ((rc = dataset_load(ro->data_dir, t->dataset, 0, &tr, e))) return rc;
     if ((rc = dataset_load(ro->data_dir, t->dataset, 1, &te, e))) goto done;
     if (!(pool = d2_pool_new(ro->threads, e))) goto fail;
@@ -618,6 +630,9 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
         if ((rc = save_checkpoint(out_dir, m, &a, epoch + 1, &rng, e))) goto done;
         if ((rc = save_model(out_dir, m, e))) goto done;
     }
+    /* Resumed from the last epoch's checkpoint (killed before the model files
+     * were written): nothing is left to train, but the model is still due. */
+    if (first_epoch >= t->epochs) rc = save_model(out_dir, m, e);
     goto done;
 fail:
     rc = e->code ? e->code : D2_EIO;

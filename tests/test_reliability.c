@@ -1,0 +1,994 @@
+/* Reliability and safety of the whole program, run as a user runs it: the real
+ * d2fab binary ($D2FAB_BIN, default ./d2fab) killed with SIGKILL while it
+ * writes, resumed, fed paths that try to leave their folder, sizes that would
+ * exhaust memory, bad options and missing files.
+ *
+ * Kill moments are random (seeded from the clock; D2FAB_TEST_SEED=N repeats a
+ * run) plus one kill aimed at the moment a temporary file exists, so at least
+ * one kill lands in the middle of a write. Training needs MNIST (make test
+ * fetches it; $D2FAB_DATA or data/). D2FAB_TEST_QUICK=1 (valgrind runs)
+ * makes fewer kills. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/fileio.h"
+#include "core/idx.h"
+#include "core/image.h"
+#include "core/npy.h"
+#include "core/util.h"
+#include "export/export.h"
+#include "run/run.h"
+#include "tests/testlib.h"
+#include "train/model.h"
+
+static d2_rng rng;
+static int quick;
+
+static const char *bin(void)
+{
+    const char *b = getenv("D2FAB_BIN");
+    return b && *b ? b : "./d2fab";
+}
+
+static char *tpath(const char *name)
+{
+    static char buf[16][1024];
+    static int k;
+    k = (k + 1) % 16;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", t_tmpdir(), name);
+    return buf[k];
+}
+
+static char *join(const char *dir, const char *name)
+{
+    static char buf[16][4096];
+    static int k;
+    k = (k + 1) % 16;
+    snprintf(buf[k], sizeof buf[k], "%.3000s/%.1000s", dir, name);
+    return buf[k];
+}
+
+static double now(void) { return d2_now(); }
+
+static void sleep_s(double s)
+{
+    if (s <= 0) return;
+    struct timespec ts = {(time_t)s, (long)((s - floor(s)) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+static int exists(const char *p)
+{
+    struct stat st;
+    return lstat(p, &st) == 0;
+}
+
+/* Starts d2fab with args (NULL-terminated, without the program name); its
+ * output goes to out_file (or /dev/null). */
+static pid_t spawn(const char *const *args, const char *out_file)
+{
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = bin();
+    for (int i = 0; args[i] && n < 63; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(out_file ? out_file : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Exit status, or 128 + signal. */
+static int wait_for(pid_t pid)
+{
+    int st = 0;
+    if (pid < 0) return -1;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Runs d2fab to the end; its stdout and stderr land in *out (static). */
+static int run(const char *const *args, const char **out)
+{
+    static char *text, log[1024];
+    if (!log[0]) snprintf(log, sizeof log, "%s/run.log", t_tmpdir());
+    int rc = wait_for(spawn(args, log));
+    free(text);
+    text = NULL;
+    d2_err e = {0};
+    if (d2_read_file(log, 1 << 20, &text, NULL, &e)) text = NULL;
+    if (out) *out = text ? text : "";
+    return rc;
+}
+
+/* Prints the output of a run that did not do what the test expected. */
+static void show(const char *what, int rc, const char *out)
+{
+    printf("  %s: %s: exit %d, output:\n%s\n", t_cur, what, rc, out);
+}
+
+static int same_file(const char *a, const char *b)
+{
+    char *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    d2_err e = {0};
+    int same = d2_read_file(a, 256u << 20, &x, &nx, &e) == 0 &&
+               d2_read_file(b, 256u << 20, &y, &ny, &e) == 0 && nx == ny && !memcmp(x, y, nx);
+    free(x);
+    free(y);
+    return same;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    char *x = NULL;
+    size_t n = 0;
+    d2_err e = {0};
+    if (d2_read_file(from, 256u << 20, &x, &n, &e) || d2_write_file(to, x, n, &e)) {
+        printf("  copy %s -> %s: %s\n", from, to, e.msg);
+        exit(3);
+    }
+    free(x);
+}
+
+static int is_temp(const char *name) { return name[0] == '.' && strstr(name, ".tmp-"); }
+
+/* Number of hidden temporaries ".NAME.tmp-XXXXXX" in dir. */
+static int count_temps(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d) return 0;
+    for (struct dirent *de; (de = readdir(d));) n += is_temp(de->d_name) != 0;
+    closedir(d);
+    return n;
+}
+
+/* Polls dir1 and dir2 (may be NULL) until a hidden temporary appears while
+ * pid runs (1) or pid exits first (0; not reaped). */
+static int wait_for_temp(pid_t pid, const char *dir1, const char *dir2)
+{
+    for (;;) {
+        if (count_temps(dir1) || (dir2 && count_temps(dir2))) return 1;
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid == pid)
+            return 0;
+        sleep_s(0.0002);
+    }
+}
+
+/* Regular files of dir (no temporaries), sorted; returns the count. */
+static int list_files(const char *dir, char names[][64], int max)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d) return 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        if (de->d_name[0] == '.' || n >= max) continue;
+        struct stat st;
+        if (stat(join(dir, de->d_name), &st) || !S_ISREG(st.st_mode)) continue;
+        snprintf(names[n++], 64, "%.63s", de->d_name);
+    }
+    closedir(d);
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            char t[64];
+            memcpy(t, names[j], 64);
+            memcpy(names[j], names[j - 1], 64);
+            memcpy(names[j - 1], t, 64);
+        }
+    return n;
+}
+
+static void rm_rf(const char *dir)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("  cannot remove %s\n", dir);
+}
+
+static int ends_with(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* The file parses as what its name says. */
+static int parses(const char *path)
+{
+    d2_err e = {0};
+    int ok = 0;
+    if (ends_with(path, ".npy")) {
+        npy_array a;
+        ok = npy_read(path, &a, &e) == 0;
+        npy_free(&a);
+    } else if (ends_with(path, ".png")) {
+        float *px = NULL;
+        int w, h;
+        ok = img_read_gray(path, &w, &h, &px, &e) == 0;
+        free(px);
+    } else if (ends_with(path, ".json")) {
+        cJSON *j = NULL;
+        ok = cfg_load(path, &j, &e) == 0;
+        cJSON_Delete(j);
+    } else if (ends_with(path, ".stl")) {
+        struct stat st;
+        char *b = NULL;
+        size_t n = 0;
+        if (stat(path, &st) == 0 && d2_read_file(path, 1u << 30, &b, &n, &e) == 0 && n >= 84) {
+            uint32_t facets;
+            memcpy(&facets, b + 80, 4);
+            ok = (uint64_t)n == 84 + 50 * (uint64_t)facets;
+        }
+        free(b);
+    } else {
+        ok = 1;
+    }
+    if (!ok) printf("  %s: %s does not parse: %s\n", t_cur, path, e.msg);
+    return ok;
+}
+
+/* ------------------------------------------------ stale temporary files */
+
+TEST(a_write_removes_stale_temporaries_of_its_file_but_not_a_live_writers)
+{
+    const char *dir = tpath("stale");
+    d2_err e = {0};
+    CHECK(d2_mkdir_p(dir, &e) == 0);
+    /* Left by killed writers of x.npy: removed by the next write of x.npy. */
+    t_write_text(join(dir, ".x.npy.tmp-AbC123"), "half");
+    t_write_text(join(dir, ".x.npy.tmp-zzzzzz"), "half");
+    /* Not temporaries of x.npy: kept. */
+    t_write_text(join(dir, ".y.npy.tmp-AbC123"), "other file");
+    t_write_text(join(dir, ".x.npy.tmp-1234567"), "other pattern");
+    t_write_text(join(dir, "x.npy.tmp-AbC123"), "not hidden");
+    /* A live writer holds its lock: kept. */
+    const char *live = join(dir, ".x.npy.tmp-LIVE00");
+    t_write_text(live, "in progress");
+    int pipefd[2];
+    CHECK(pipe(pipefd) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(live, O_RDONLY);
+        char c = flock(fd, LOCK_EX) == 0 ? 'y' : 'n';
+        if (write(pipefd[1], &c, 1) != 1) _exit(1);
+        pause();
+        _exit(0);
+    }
+    char c = 0;
+    CHECK(read(pipefd[0], &c, 1) == 1 && c == 'y');
+    CHECK(d2_write_file(join(dir, "x.npy"), "new", 3, &e) == 0);
+    CHECK(!exists(join(dir, ".x.npy.tmp-AbC123")));
+    CHECK(!exists(join(dir, ".x.npy.tmp-zzzzzz")));
+    CHECK(exists(join(dir, ".y.npy.tmp-AbC123")));
+    CHECK(exists(join(dir, ".x.npy.tmp-1234567")));
+    CHECK(exists(join(dir, "x.npy.tmp-AbC123")));
+    CHECK(exists(live));
+    kill(pid, SIGKILL);
+    wait_for(pid);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    /* Its writer is gone now: the next write removes it. */
+    CHECK(d2_write_file(join(dir, "x.npy"), "newer", 5, &e) == 0);
+    CHECK(!exists(live));
+}
+
+/* ----------------------------------------------------- killing export */
+
+/* Random phase maps for an export that takes a while to write. */
+static void phase_maps(const char *dir, int n, int layers)
+{
+    d2_err e = {0};
+    size_t shape[2] = {(size_t)n, (size_t)n};
+    float *v = malloc(sizeof(float) * (size_t)n * (size_t)n);
+    d2_mkdir_p(dir, &e);
+    for (int l = 0; l < layers; l++) {
+        for (size_t i = 0; i < (size_t)n * (size_t)n; i++)
+            v[i] = (float)(2 * M_PI * d2_rng_uniform(&rng));
+        char name[32];
+        snprintf(name, sizeof name, "p%d.npy", l + 1);
+        CHECK(npy_write(join(dir, name), NPY_F32, 2, shape, v, &e) == 0);
+    }
+    free(v);
+}
+
+/* After a kill: every file of the folder holds the previous complete version
+ * (in a) or the new one (in b) and parses; the index file (export.json,
+ * assembly.json), which the command removes before replacing anything and
+ * writes last, is absent or agrees with every other file. Returns 1 when the
+ * folder mixes old and new files (the kill hit mid-way). */
+static int check_outputs(const char *work, const char *a, const char *b, const char *index)
+{
+    char names[64][64];
+    int n = list_files(a, names, 64), na = 0, nb = 0, json = 0;
+    CHECK(n >= 4);
+    for (int i = 0; i < n; i++) {
+        const char *w = join(work, names[i]);
+        int is_index = !strcmp(names[i], index);
+        if (!exists(w)) {
+            if (!is_index) printf("  %s: %s is missing after the kill\n", t_cur, w);
+            CHECK(is_index);
+            continue;
+        }
+        /* Files that the two runs write identically (previews, unchanged
+         * parts) say nothing about which run wrote them. */
+        int sa = same_file(w, join(a, names[i])), sb = same_file(w, join(b, names[i]));
+        if (!sa && !sb) printf("  %s: %s holds neither the old nor the new file\n", t_cur, w);
+        CHECK(sa || sb);
+        CHECK(parses(w));
+        if (is_index) json = sa ? 1 : 2;
+        else if (sa && !sb) na++;
+        else if (sb && !sa) nb++;
+    }
+    if (json == 1) CHECK(nb == 0);
+    if (json == 2) CHECK(na == 0);
+    return na && nb;
+}
+
+/* Runs the command (args(out, 0) writes version A, args(out, 1) version B)
+ * into a and b, then `kills` times: work := a, start B into work, SIGKILL it
+ * (the first time as soon as a temporary file appears, then at random
+ * moments up to 1.1 x its run time) and check the folder. Finally B runs to
+ * the end in work: every file is B's and no temporary is left. */
+typedef const char *const *(*args_fn)(const char *out, int variant);
+
+static void kill_while_writing(args_fn args, const char *tag, const char *index, int kills)
+{
+    char a[1024], b[1024], work[1024];
+    snprintf(a, sizeof a, "%s/%s-a", t_tmpdir(), tag);
+    snprintf(b, sizeof b, "%s/%s-b", t_tmpdir(), tag);
+    snprintf(work, sizeof work, "%s/%s-work", t_tmpdir(), tag);
+    const char *out;
+    int rc = run(args(a, 0), &out);
+    if (rc) show("version A", rc, out);
+    CHECK(rc == 0);
+    double t0 = now();
+    rc = run(args(b, 1), &out);
+    double T = now() - t0;
+    if (rc) show("version B", rc, out);
+    CHECK(rc == 0);
+    char names[64][64];
+    int n = list_files(a, names, 64), mixed = 0, aimed_hit = 0;
+    for (int k = 0; k < kills; k++) {
+        /* The first kill is aimed at the moment a temporary file shows up;
+         * should the poll miss every write (a starved machine), try again. */
+        int aimed = k == 0;
+        for (int attempt = 0; attempt < (aimed ? 5 : 1) && !(aimed && aimed_hit); attempt++) {
+            rm_rf(work);
+            d2_err e = {0};
+            d2_mkdir_p(work, &e);
+            for (int i = 0; i < n; i++) copy_file(join(a, names[i]), join(work, names[i]));
+            pid_t pid = spawn(args(work, 1), NULL);
+            if (aimed) aimed_hit = wait_for_temp(pid, work, NULL);
+            else sleep_s(1.1 * T * d2_rng_uniform(&rng));
+            kill(pid, SIGKILL);
+            wait_for(pid);
+            mixed += check_outputs(work, a, b, index);
+        }
+    }
+    printf("  %d kills (a run takes %.2f s): %d mid-way with old and new files side by side\n",
+           kills, T, mixed);
+    CHECK(aimed_hit);
+    rc = run(args(work, 1), &out);
+    if (rc) show("run after the kills", rc, out);
+    CHECK(rc == 0);
+    for (int i = 0; i < n; i++) CHECK(same_file(join(work, names[i]), join(b, names[i])));
+    CHECK(count_temps(work) == 0);
+    rm_rf(work);
+}
+
+/* Export of three 320 x 320 random phase maps; B has a thicker base. */
+static const char *const *export_args(const char *out, int variant)
+{
+    static char p[3][1024], o[1024];
+    static const char *args[32];
+    for (int l = 0; l < 3; l++) snprintf(p[l], sizeof p[l], "%s/p%d.npy", tpath("exp-in"), l + 1);
+    snprintf(o, sizeof o, "%s", out);
+    const char *a[] = {"export", "--phase", p[0], p[1], p[2], "--pitch-mm", "0.4",
+                       "--frequency-thz", "0.4", "--printer", "objet-connex500", "--force",
+                       "--base-mm", variant ? "2" : "1", "--out", o, "-q", NULL};
+    memcpy(args, a, sizeof a);
+    return args;
+}
+
+TEST(export_killed_at_random_moments_leaves_old_or_new_files_never_truncated)
+{
+    phase_maps(tpath("exp-in"), 320, 3);
+    kill_while_writing(export_args, "exp", "export.json", quick ? 3 : 8);
+}
+
+/* Meshes of an export of three 120 x 120 random phase maps; B has a wider
+ * frame. */
+static const char *const *mesh_args(const char *out, int variant)
+{
+    static char x[1024], o[1024];
+    static const char *args[32];
+    snprintf(x, sizeof x, "%s", tpath("mesh-export"));
+    snprintf(o, sizeof o, "%s", out);
+    const char *a[] = {"mesh", "--export", x, "--out", o, "--frame-mm", variant ? "12" : "10",
+                       "-q", NULL};
+    memcpy(args, a, sizeof a);
+    return args;
+}
+
+TEST(mesh_killed_at_random_moments_leaves_old_or_new_parts_never_truncated)
+{
+    const char *in = tpath("mesh-in"), *out;
+    phase_maps(in, 120, 3);
+    const char *ex[] = {"export", "--phase", join(in, "p1.npy"), join(in, "p2.npy"),
+                        join(in, "p3.npy"), "--pitch-mm", "0.4", "--frequency-thz", "0.4",
+                        "--out", tpath("mesh-export"), "-q", NULL};
+    int rc = run(ex, &out);
+    if (rc) show("export", rc, out);
+    CHECK(rc == 0);
+    kill_while_writing(mesh_args, "mesh", "assembly.json", quick ? 3 : 6);
+}
+
+/* ------------------------------------------------ killing training */
+
+static const char *const *train_args(const char *out, int resume)
+{
+    static char o[1024];
+    static const char *args[32];
+    snprintf(o, sizeof o, "%s", out);
+    const char *a[] = {"train", "--config", "samples/quick.json", "--out", o, "--limit", "400",
+                       "--test-limit", "100", "--epochs", "3", "--threads", "2", "-q",
+                       resume ? "--resume" : NULL, NULL};
+    memcpy(args, a, sizeof a);
+    return args;
+}
+
+/* After a kill: model.json and the checkpoint named by checkpoints/latest
+ * load completely (every file they name parses). Returns the checkpoint's
+ * epoch, 0 when there is none yet. */
+static int check_train_dir(const char *work)
+{
+    d2_err e = {0};
+    d2_model m;
+    if (exists(join(work, "model.json"))) {
+        int rc = model_load(work, &m, &e);
+        if (rc) printf("  %s: %s\n", t_cur, e.msg);
+        CHECK(rc == 0);
+        model_free(&m);
+    }
+    char *txt = NULL;
+    const char *latest = join(work, "checkpoints/latest");
+    if (!exists(latest)) return 0;
+    CHECK(d2_read_file(latest, 256, &txt, NULL, &e) == 0);
+    if (!txt) return -1;
+    txt[strcspn(txt, "\n")] = 0;
+    int epoch = 0;
+    CHECK(sscanf(txt, "epoch-%d", &epoch) == 1 && epoch >= 1 && epoch <= 3);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/checkpoints/%.200s", work, txt);
+    free(txt);
+    int rc = model_load(dir, &m, &e);
+    if (rc) printf("  %s: checkpoint: %s\n", t_cur, e.msg);
+    CHECK(rc == 0);
+    model_free(&m);
+    const char *files[] = {"adam_m.npy", "adam_v.npy", "phase.npy", "state.json"};
+    for (int i = 0; i < 4; i++) CHECK(parses(join(dir, files[i])));
+    return epoch;
+}
+
+static const char *data_dir(void) { return dataset_default_dir(); }
+
+TEST(training_killed_during_checkpoints_resumes_to_the_same_model)
+{
+    char probe[1024];
+    snprintf(probe, sizeof probe, "%s/mnist/train-images-idx3-ubyte", data_dir());
+    if (!exists(probe)) {
+        printf("  %s: %s missing: run scripts/fetch-data\n", t_cur, probe);
+        CHECK(exists(probe));
+        return;
+    }
+    const char *ref = tpath("train-ref"), *work = tpath("train-work");
+    const char *out;
+    double t0 = now();
+    int rc = run(train_args(ref, 0), &out);
+    double T = now() - t0;
+    if (rc) show("reference training", rc, out);
+    CHECK(rc == 0);
+
+    /* --resume with nothing to resume from is bad input, naming the folder. */
+    rc = run(train_args(work, 1), &out);
+    CHECK(rc == 2 && strstr(out, "no complete checkpoint") && strstr(out, work));
+
+    int kills = quick ? 3 : 6, resumed = 0, partial = 0;
+    for (int k = 0; k < kills; k++) {
+        int have = exists(join(work, "checkpoints/latest"));
+        pid_t pid = spawn(train_args(work, have), NULL);
+        resumed += have;
+        if (k == 0) {
+            /* Aimed at the first checkpoint's writes. */
+            partial += wait_for_temp(pid, join(work, "checkpoints/epoch-0001"), work);
+        } else {
+            sleep_s(T * d2_rng_uniform(&rng));
+        }
+        kill(pid, SIGKILL);
+        wait_for(pid);
+        check_train_dir(work);
+    }
+    printf("  %d kills (training takes %.2f s), %d runs resumed, aimed kill mid-write: %s\n",
+           kills, T, resumed, partial ? "yes" : "no");
+    CHECK(partial);
+    int have = exists(join(work, "checkpoints/latest"));
+    rc = run(train_args(work, have), &out);
+    if (rc) show("final run", rc, out);
+    CHECK(rc == 0);
+    CHECK(check_train_dir(work) == 3);
+    for (int l = 1; l <= 3; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "layer%d.npy", l);
+        if (!same_file(join(work, name), join(ref, name)))
+            printf("  %s: %s differs from the uninterrupted run\n", t_cur, name);
+        CHECK(same_file(join(work, name), join(ref, name)));
+    }
+    d2_model m;
+    d2_err e = {0};
+    CHECK(model_load(work, &m, &e) == 0 && cJSON_GetArraySize(m.history) == 3);
+    model_free(&m);
+}
+
+TEST(resume_after_the_last_checkpoint_still_writes_the_model)
+{
+    /* A kill between the last checkpoint and the model files: resuming has
+     * no epoch left to train but must still write the final model. */
+    const char *ref = tpath("train-ref"), *work = tpath("train-last");
+    const char *out;
+    if (!exists(join(ref, "model.json"))) {
+        CHECK(run(train_args(ref, 0), &out) == 0);
+    }
+    d2_err e = {0};
+    char from[4096], to[4096], names[32][64];
+    snprintf(from, sizeof from, "%s/checkpoints/epoch-0003", ref);
+    snprintf(to, sizeof to, "%s/checkpoints/epoch-0003", work);
+    CHECK(d2_mkdir_p(to, &e) == 0);
+    int n = list_files(from, names, 32);
+    CHECK(n >= 8);
+    for (int i = 0; i < n; i++) copy_file(join(from, names[i]), join(to, names[i]));
+    copy_file(join(ref, "checkpoints/latest"), join(work, "checkpoints/latest"));
+    int rc = run(train_args(work, 1), &out);
+    if (rc) show("resume", rc, out);
+    CHECK(rc == 0);
+    for (int l = 1; l <= 3; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "layer%d.npy", l);
+        CHECK(same_file(join(work, name), join(ref, name)));
+    }
+    CHECK(parses(join(work, "model.json")));
+}
+
+
+/* ------------------------------------------------------------- paths */
+
+static const char small_config[] =
+    "{\"geometry\": {\"frequency_thz\": 0.4, \"pitch_mm\": 0.4, \"neurons\": 4, \"layers\": 2,"
+    " \"gaps_mm\": [20, 20, 20]},"
+    " \"input\": {\"aperture_mm\": 1.2, \"dataset\": \"mnist\"},"
+    " \"detector\": {\"layout\": \"custom\", \"size_mm\": 0.4,"
+    " \"centers_mm\": [[-0.4, 0], [0.4, 0]]}}";
+
+/* A valid 4 x 4, 2-layer model in dir. */
+static void small_model(const char *dir)
+{
+    d2_err e = {0};
+    cJSON *root = NULL;
+    d2_model m = {0};
+    CHECK(cfg_parse("small", small_config, &root, &e) == 0);
+    CHECK(config_read("small", root, &m.g, &m.t, &e) == 0);
+    CHECK(model_alloc(&m, &e) == 0);
+    CHECK(model_save(dir, &m, &e) == 0);
+    cJSON_Delete(root);
+    model_free(&m);
+}
+
+/* Rewrites dir/file with the first `from` replaced by `to`. */
+static void replace_in(const char *dir, const char *file, const char *from, const char *to)
+{
+    char *txt = NULL;
+    d2_err e = {0};
+    CHECK(d2_read_file(join(dir, file), 1 << 20, &txt, NULL, &e) == 0);
+    if (!txt) return;
+    char *at = strstr(txt, from);
+    CHECK(at != NULL);
+    if (at) {
+        size_t n = strlen(txt) + strlen(to) + 1;
+        char *out = malloc(n);
+        snprintf(out, n, "%.*s%s%s", (int)(at - txt), txt, to, at + strlen(from));
+        t_write_text(join(dir, file), out);
+        free(out);
+    }
+    free(txt);
+}
+
+/* Names a file outside a model folder in four ways; each must be refused
+ * with bad input naming the key, by the library and by `d2fab eval`. */
+TEST(model_json_layer_files_cannot_point_outside_the_model_folder)
+{
+    const char *outside = tpath("outside.npy");
+    float z[16] = {0};
+    size_t shape[2] = {4, 4};
+    d2_err e = {0};
+    CHECK(npy_write(outside, NPY_F32, 2, shape, z, &e) == 0);
+    struct {
+        const char *name, *why;
+    } bad[] = {
+        {"../outside.npy", "contains \"..\""},
+        {"/etc/passwd", "absolute path"},
+        {"link.npy", "outside the folder"},
+        {"sub/../../outside.npy", "contains \"..\""},
+        {"dirlink/outside.npy", "outside the folder"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char d[64];
+        snprintf(d, sizeof d, "model-path-%zu", i);
+        const char *dir = tpath(d);
+        small_model(dir);
+        CHECK(symlink(outside, join(dir, "link.npy")) == 0);
+        CHECK(symlink(t_tmpdir(), join(dir, "dirlink")) == 0);
+        char quoted[128];
+        snprintf(quoted, sizeof quoted, "\"%s\"", bad[i].name);
+        replace_in(dir, "model.json", "\"layer1.npy\"", quoted);
+        d2_model m;
+        CHECK_ERR(model_load(dir, &m, &e), e, D2_EINPUT, bad[i].why);
+        CHECK(strstr(e.msg, "layers[0]") != NULL);
+        const char *out;
+        const char *args[] = {"eval", "--model", dir, NULL};
+        int rc = run(args, &out);
+        if (rc != 2 || !strstr(out, "layers[0]")) show("eval", rc, out);
+        CHECK(rc == 2 && strstr(out, "layers[0]") && strstr(out, dir));
+    }
+    /* The untouched model loads: the refusals are about the paths. */
+    const char *ok = tpath("model-path-ok");
+    small_model(ok);
+    d2_model m;
+    CHECK(model_load(ok, &m, &e) == 0);
+    model_free(&m);
+}
+
+TEST(export_json_height_files_cannot_point_outside_the_export_folder)
+{
+    const char *model = tpath("exp-path-model"), *outside = tpath("outside-h.npy");
+    float h[16];
+    for (int i = 0; i < 16; i++) h[i] = 1.0f;
+    size_t shape[2] = {4, 4};
+    d2_err e = {0};
+    CHECK(npy_write(outside, NPY_F32, 2, shape, h, &e) == 0);
+    small_model(model);
+    const char *bad[][2] = {{"../outside-h.npy", "contains \"..\""},
+                            {"/etc/passwd", "absolute path"},
+                            {"link.npy", "outside the folder"}};
+    for (int i = 0; i < 3; i++) {
+        char d[64];
+        snprintf(d, sizeof d, "exp-path-%d", i);
+        const char *dir = tpath(d), *out;
+        const char *args[] = {"export", "--model", model, "--out", dir, "-q", NULL};
+        int rc = run(args, &out);
+        if (rc) show("export", rc, out);
+        CHECK(rc == 0);
+        d2_model m;
+        CHECK(export_load_as_model(dir, &m, &e) == 0);
+        model_free(&m);
+        CHECK(symlink(outside, join(dir, "link.npy")) == 0);
+        char quoted[128];
+        snprintf(quoted, sizeof quoted, "\"%s\"", bad[i][0]);
+        replace_in(dir, "export.json", "\"layer1_height.npy\"", quoted);
+        CHECK_ERR(export_load_as_model(dir, &m, &e), e, D2_EINPUT, bad[i][1]);
+        CHECK(strstr(e.msg, "layer_files[0].heights_npy") != NULL);
+        const char *ev[] = {"eval", "--model", dir, NULL};
+        rc = run(ev, &out);
+        CHECK(rc == 2 && strstr(out, "heights_npy"));
+    }
+}
+
+TEST(a_checkpoint_pointer_cannot_leave_the_checkpoints_folder)
+{
+    const char *out = tpath("ck-path"), *elsewhere = tpath("ck-elsewhere");
+    d2_err e = {0};
+    CHECK(d2_mkdir_p(join(out, "checkpoints"), &e) == 0);
+    small_model(join(elsewhere, "epoch-0001"));
+    const char *text;
+    /* "../..": refused by name; a link out of checkpoints/: refused too. */
+    t_write_text(join(out, "checkpoints/latest"), "../../ck-elsewhere/epoch-0001\n");
+    int rc = run(train_args(out, 1), &text);
+    CHECK(rc == 2 && strstr(text, "checkpoints/latest") && strstr(text, "\"..\""));
+    CHECK(symlink(join(elsewhere, "epoch-0001"), join(out, "checkpoints/epoch-0001")) == 0);
+    t_write_text(join(out, "checkpoints/latest"), "epoch-0001\n");
+    rc = run(train_args(out, 1), &text);
+    if (rc != 2) show("resume through a link", rc, text);
+    CHECK(rc == 2 && strstr(text, "outside the folder"));
+}
+
+
+TEST(run_config_paths_cannot_point_outside_the_config_folder)
+{
+    const char *dir = tpath("runcfg"), *outside = tpath("runcfg-outside-model");
+    d2_err e = {0};
+    CHECK(d2_mkdir_p(dir, &e) == 0);
+    small_model(outside);
+    small_model(join(dir, "inside-model"));
+    CHECK(symlink(outside, join(dir, "link-model")) == 0);
+    const char *cfg = join(dir, "run.json");
+    struct {
+        const char *json, *key, *why;
+    } bad[] = {
+        {"{\"model\": \"../runcfg-outside-model\"}", "model", "contains \"..\""},
+        {"{\"model\": \"/etc\"}", "model", "absolute path"},
+        {"{\"model\": \"link-model\"}", "model", "outside the folder"},
+        {"{\"phases\": {\"files\": [\"../outside.npy\"], \"pitch_mm\": 0.4, "
+         "\"frequency_thz\": 0.4}}",
+         "phases.files[0]", "contains \"..\""},
+        {"{\"model\": \"inside-model\", \"printer\": \"/etc/passwd.json\"}", "printer",
+         "absolute path"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        t_write_text(cfg, bad[i].json);
+        run_config c;
+        CHECK_ERR(run_config_load(cfg, &c, &e), e, D2_EINPUT, bad[i].why);
+        CHECK(strstr(e.msg, bad[i].key) && strstr(e.msg, cfg));
+    }
+    /* Inside the folder it loads; through the program a path out is bad input. */
+    t_write_text(cfg, "{\"model\": \"inside-model\"}");
+    run_config c;
+    CHECK(run_config_load(cfg, &c, &e) == 0);
+    run_config_free(&c);
+    t_write_text(cfg, bad[2].json);
+    const char *out;
+    const char *args[] = {"run", cfg, "--out", tpath("runcfg-pkg"), "-q", NULL};
+    int rc = run(args, &out);
+    if (rc != 2) show("run", rc, out);
+    CHECK(rc == 2 && strstr(out, "outside the folder") && !exists(tpath("runcfg-pkg")));
+}
+
+/* Files changed since `before` anywhere in the scratch folder other than
+ * under out1/, out2/ and out3/ (and the test's own run.log and FFTW wisdom). */
+static int new_files_outside(const char *before, const char *out1, const char *out2,
+                             const char *out3)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && find . -newer '%s' \\( -type f -o -type l \\) | "
+             "grep -v -e '^./%s/' -e '^./%s/' -e '^./%s/' -e '^./run.log$' "
+             "-e '^./wisdom$'",
+             t_tmpdir(), before, out1, out2, out3);
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+    char line[1024];
+    while (p && fgets(line, sizeof line, p)) {
+        printf("  %s: written outside --out: %s", t_cur, line);
+        n++;
+    }
+    if (p) pclose(p);
+    return n;
+}
+
+TEST(train_export_and_mesh_write_only_under_out)
+{
+    const char *stamp = tpath("stamp");
+    t_write_text(stamp, "");
+    sleep_s(1.05); /* -newer may compare whole seconds */
+    const char *out;
+    int rc = run(train_args(tpath("only-train"), 0), &out);
+    if (rc) show("train", rc, out);
+    CHECK(rc == 0);
+    const char *ex[] = {"export", "--model", tpath("only-train"), "--out", tpath("only-export"),
+                        "-q", NULL};
+    rc = run(ex, &out);
+    if (rc) show("export", rc, out);
+    CHECK(rc == 0);
+    CHECK(exists(tpath("only-export/export.json")));
+    const char *me[] = {"mesh", "--export", tpath("only-export"), "--out", tpath("only-mesh"), "-q",
+                        NULL};
+    rc = run(me, &out);
+    if (rc) show("mesh", rc, out);
+    CHECK(rc == 0 && exists(tpath("only-mesh/assembly.json")));
+    CHECK(new_files_outside(stamp, "only-train", "only-export", "only-mesh") == 0);
+}
+
+/* ------------------------------------------------------------- limits */
+
+TEST(a_config_with_100000_neurons_is_refused_with_the_memory_it_needs)
+{
+    const char *cfg = tpath("huge.json");
+    t_write_text(cfg, "{\"geometry\": {\"neurons\": 100000}}");
+    cJSON *root = NULL;
+    d2_err e = {0};
+    d2_geom g;
+    d2_train_opts t;
+    CHECK(cfg_load(cfg, &root, &e) == 0);
+    CHECK_ERR(config_read(cfg, root, &g, &t, &e), e, D2_EINPUT, "\"geometry.neurons\" = 100000");
+    CHECK(strstr(e.msg, "[4, 2048]") && strstr(e.msg, "GB of memory"));
+    cJSON_Delete(root);
+    const char *out;
+    const char *args[] = {"train", "--config", cfg, "--out", tpath("huge-out"), NULL};
+    int rc = run(args, &out);
+    CHECK(rc == 2 && strstr(out, "GB of memory") && strstr(out, cfg));
+    CHECK(!exists(tpath("huge-out")));
+    /* Within the range but more workers than memory: refused before loading. */
+    g.n = 2048;
+    g.layers = 16;
+    g.pad = 4;
+    CHECK_ERR(geom_check_memory(&g, 100000, &e), e, D2_EIO, "100000 threads need about");
+    CHECK(strstr(e.msg, "this machine has"));
+    CHECK(geom_check_memory(&g, 1, &e) == 0 || strstr(e.msg, "this machine has"));
+}
+
+TEST(an_npy_header_claiming_2_to_the_40_elements_is_refused_before_reading)
+{
+    const char *p = tpath("claim.npy");
+    char hdr[128];
+    int n = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, "
+                                      "'shape': (1099511627776,), }\n");
+    unsigned char buf[256] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)n, 0};
+    memcpy(buf + 10, hdr, (size_t)n);
+    FILE *f = fopen(p, "wb");
+    CHECK(f && fwrite(buf, 1, 10 + (size_t)n + 16, f) == 10 + (size_t)n + 16);
+    if (f) fclose(f);
+    npy_array a;
+    d2_err e = {0};
+    CHECK_ERR(npy_read(p, &a, &e), e, D2_EINPUT, "needs 4398 GB of memory");
+    CHECK(strstr(e.msg, "limit of 1073741824 bytes") && strstr(e.msg, "claim.npy"));
+    CHECK(a.data == NULL);
+}
+
+/* A PNG whose header promises far more pixels than its bytes can hold. */
+TEST(a_png_promising_more_pixels_than_it_holds_is_refused_before_decoding)
+{
+    static const unsigned char bomb[] = {
+        0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+        0, 0, 0x27, 0x10, 0, 0, 0x27, 0x10, 8, 0, 0, 0, 0, 0, 0, 0, 0, /* 10000 x 10000 */
+        0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xae, 0x42, 0x60, 0x82};
+    const char *p = tpath("bomb.png");
+    FILE *f = fopen(p, "wb");
+    CHECK(f && fwrite(bomb, 1, sizeof bomb, f) == sizeof bomb);
+    if (f) fclose(f);
+    float *px = NULL;
+    int w, h;
+    d2_err e = {0};
+    CHECK_ERR(img_read_gray(p, &w, &h, &px, &e), e, D2_EINPUT, "10000 x 10000 pixels");
+    CHECK(strstr(e.msg, "decompression bomb") && strstr(e.msg, "bomb.png"));
+    /* Over the pixel limit itself. */
+    unsigned char big[sizeof bomb];
+    memcpy(big, bomb, sizeof bomb);
+    big[18] = 0x4e, big[19] = 0x20, big[22] = 0x4e, big[23] = 0x20; /* 20000 x 20000 */
+    f = fopen(p, "wb");
+    CHECK(f && fwrite(big, 1, sizeof big, f) == sizeof big);
+    if (f) fclose(f);
+    CHECK_ERR(img_read_gray(p, &w, &h, &px, &e), e, D2_EINPUT, "outside 1 .. 134217728 pixels");
+    CHECK(px == NULL);
+}
+
+
+TEST(an_output_larger_than_the_free_disk_is_refused_with_both_sizes)
+{
+    d2_err e = {0};
+    CHECK_ERR(d2_check_space(t_tmpdir(), 1e18, "the export", &e), e, D2_EIO,
+              "the export needs about 1e+06 TB of disk; the file system has");
+    CHECK(strstr(e.msg, t_tmpdir()) && strstr(e.msg, "free"));
+    /* A folder that does not exist yet is measured on its nearest parent. */
+    const char *deep = tpath("not/yet/there");
+    CHECK_ERR(d2_check_space(deep, 1e18, "the meshes", &e), e, D2_EIO, "not/yet/there");
+    CHECK(d2_check_space(deep, 1e3, "the meshes", &e) == 0);
+}
+
+/* ---------------------------------------------------------- exit codes */
+
+/* Bad option: 1. Missing input file: 2 (bad input), naming the file. A
+ * folder that cannot be created (a file is in the way): 3 (I/O). */
+TEST(every_command_exits_1_on_a_bad_option_and_2_on_a_missing_file)
+{
+    static const char *const cmds[] = {"train", "eval", "propagate", "export", "mesh", "mask",
+                                       "tolerance", "check", "run"};
+    const char *out;
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        const char *bad[] = {cmds[i], "--no-such-option", NULL};
+        int rc = run(bad, &out);
+        if (strstr(out, "not built yet")) {
+            /* A stage that has not landed says so and fails (issue 2). */
+            CHECK(rc != 0);
+            continue;
+        }
+        if (rc != 1) show(cmds[i], rc, out);
+        CHECK(rc == 1);
+        const char *help[] = {cmds[i], "--help", NULL};
+        rc = run(help, &out);
+        CHECK(rc == 0 && strstr(out, "Exit status: 0 success") && strstr(out, "3 I/O"));
+    }
+    const char *missing = tpath("no-such-file.json"), *missing_dir = tpath("no-such-model");
+    /* The file the message must name, then the command line. */
+    const char *m = missing, *md = missing_dir, *ok = tpath("model-path-ok");
+    const char *cases[][16] = {
+        {m, "train", "--config", m, "--out", tpath("x-train"), NULL},
+        {md, "eval", "--model", md, NULL},
+        {m, "propagate", "--in", m, "--out", tpath("x.npy"), "--distance-mm", "1",
+         "--wavelength-mm", "0.75", "--pitch-mm", "0.4", NULL},
+        {md, "export", "--model", md, "--out", tpath("x-export"), NULL},
+        {m, "export", "--phase", m, "--pitch-mm", "0.4", "--frequency-thz", "0.4", "--out",
+         tpath("x-export"), NULL},
+        {md, "mesh", "--export", md, "--out", tpath("x-mesh"), NULL},
+        {m, "check", m, NULL},
+        {md, "tolerance", "--model", md, "--out", tpath("x-tol"), "--lateral-mm", "0.1", NULL},
+        {m, "tolerance", "--model", ok, "--out", tpath("x-tol"), "--config", m, NULL},
+        {md, "mask", "--model", md, "--out", tpath("x-mask"), "--digit", "3", NULL},
+        {m, "mask", "--model", ok, "--out", tpath("x-mask"), "--image", m, NULL},
+        {m, "run", m, "--out", tpath("x-run"), NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int rc = run(cases[i] + 1, &out);
+        const char *name = cases[i][0];
+        if (rc != 2 || !strstr(out, name)) show(cases[i][1], rc, out);
+        CHECK(rc == 2 && strstr(out, name));
+    }
+    /* I/O: the output folder cannot be created. */
+    const char *file = tpath("a-file");
+    t_write_text(file, "x");
+    const char *io[] = {"export", "--model", tpath("model-path-ok"), "--out",
+                        join(file, "sub"), "-q", NULL};
+    int rc = run(io, &out);
+    if (rc != 3) show("export into a file", rc, out);
+    CHECK(rc == 3 && strstr(out, file));
+    /* The program itself. */
+    const char *none[] = {NULL};
+    CHECK(run(none, &out) == 1);
+    const char *unknown[] = {"frobnicate", NULL};
+    CHECK(run(unknown, &out) == 1 && strstr(out, "frobnicate"));
+    const char *top[] = {"--help", NULL};
+    CHECK(run(top, &out) == 0 && strstr(out, "Exit status: 0 success"));
+}
+
+int main(void)
+{
+    const char *s = getenv("D2FAB_TEST_SEED");
+    unsigned long seed = s && *s ? strtoul(s, NULL, 10) : (unsigned long)time(NULL);
+    quick = t_quick();
+    d2_rng_seed(&rng, seed);
+    printf("kill moments from seed %lu (D2FAB_TEST_SEED=%lu repeats them)\n", seed, seed);
+    if (access(bin(), X_OK) != 0) {
+        printf("%s: not found or not executable (build it, or set D2FAB_BIN)\n", bin());
+        t_fail++;
+        return t_finish();
+    }
+    /* FFTW wisdom of the runs stays in the test's folder. */
+    setenv("D2FAB_WISDOM", tpath("wisdom"), 1);
+    RUN(a_write_removes_stale_temporaries_of_its_file_but_not_a_live_writers);
+    RUN(export_killed_at_random_moments_leaves_old_or_new_files_never_truncated);
+    RUN(mesh_killed_at_random_moments_leaves_old_or_new_parts_never_truncated);
+    RUN(training_killed_during_checkpoints_resumes_to_the_same_model);
+    RUN(resume_after_the_last_checkpoint_still_writes_the_model);
+    RUN(model_json_layer_files_cannot_point_outside_the_model_folder);
+    RUN(export_json_height_files_cannot_point_outside_the_export_folder);
+    RUN(a_checkpoint_pointer_cannot_leave_the_checkpoints_folder);
+    RUN(run_config_paths_cannot_point_outside_the_config_folder);
+    RUN(train_export_and_mesh_write_only_under_out);
+    RUN(a_config_with_100000_neurons_is_refused_with_the_memory_it_needs);
+    RUN(an_npy_header_claiming_2_to_the_40_elements_is_refused_before_reading);
+    RUN(a_png_promising_more_pixels_than_it_holds_is_refused_before_decoding);
+    RUN(an_output_larger_than_the_free_disk_is_refused_with_both_sizes);
+    RUN(every_command_exits_1_on_a_bad_option_and_2_on_a_missing_file);
+    return t_finish();
+}
