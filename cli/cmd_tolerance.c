@@ -271,7 +271,7 @@ int cmd_tolerance(int argc, char **argv)
             if (!strcmp(stacks[j].name, name)) {
                 char base[64];
                 memcpy(base, name, sizeof base);
-                snprintf(name, sizeof name, "%.56s-%d", base, i + 1);
+                snprintf(name, sizeof name, "%.48s-%d", base, (i + 1) % 1000000);
             }
         snprintf(probe, sizeof probe, "%s/export.json", dirs[i]);
         int is_export = access(probe, F_OK) == 0;
