@@ -65,30 +65,6 @@ static void tol_help(FILE *fp)
             TOL_MAX_TRIALS, cli_exit_help);
 }
 
-/* The mask stage's printable stencil of a test digit, as `d2fab mask`
- * makes it from a data-set image. */
-static int make_stencil(void *ctx, const d2_geom *g, const unsigned char *img, int rows, int cols,
-                        double threshold, double min_feature_mm, unsigned char *open)
-{
-    (void)ctx;
-    d2_err e = {0};
-    mask_map mm = {0};
-    mask_stats st;
-    float *f = malloc(sizeof(float) * (size_t)rows * cols);
-    if (!f) return D2_EIO;
-    for (size_t i = 0; i < (size_t)rows * cols; i++) f[i] = img[i] / 255.0f;
-    int rc = mask_check_image(g, f, rows, cols, threshold, 0, "test image", &e);
-    if (!rc) rc = mask_map_alloc(&mm, g->n, g->n, &e);
-    if (!rc) rc = mask_binarise(g, f, rows, cols, threshold, &mm, "test image", &e);
-    if (!rc)
-        rc = mask_make_printable(&mm, mask_min_px(min_feature_mm, g->pitch_mm), &st,
-                                 "test image", &e);
-    if (!rc) memcpy(open, mm.open, (size_t)g->n * g->n);
-    mask_map_free(&mm);
-    free(f);
-    return rc;
-}
-
 static int parse_scales(const char *s, tol_config *c)
 {
     double v[TOL_MAX_SCALES];
@@ -240,7 +216,7 @@ int cmd_tolerance(int argc, char **argv)
         snprintf(cfg.mask_png, sizeof cfg.mask_png, "%s", mask);
         cfg.stencil = 0;
     }
-    cfg.stencil_fn = make_stencil;
+    cfg.stencil_fn = mask_stencil_u8;
     if (limit > 0) cfg.limit = (int)limit;
     if (trials >= 0) cfg.trials = trials > 2000000000L ? 2000000000 : (int)trials;
     if (seed >= 0) cfg.seed = (uint64_t)seed;

@@ -844,3 +844,25 @@ fail:
     free(s);
     return e->code ? e->code : D2_EIO;
 }
+
+int mask_stencil_u8(void *ctx, const d2_geom *g, const unsigned char *img, int rows, int cols,
+                    double threshold, double min_feature_mm, unsigned char *open)
+{
+    (void)ctx;
+    d2_err e = {0};
+    mask_map mm = {0};
+    mask_stats st;
+    float *f = malloc(sizeof(float) * (size_t)rows * cols);
+    if (!f) return D2_EIO;
+    for (size_t i = 0; i < (size_t)rows * cols; i++) f[i] = img[i] / 255.0f;
+    int rc = mask_check_image(g, f, rows, cols, threshold, 0, "test image", &e);
+    if (!rc) rc = mask_map_alloc(&mm, g->n, g->n, &e);
+    if (!rc) rc = mask_binarise(g, f, rows, cols, threshold, &mm, "test image", &e);
+    if (!rc)
+        rc = mask_make_printable(&mm, mask_min_px(min_feature_mm, g->pitch_mm), &st,
+                                 "test image", &e);
+    if (!rc) memcpy(open, mm.open, (size_t)g->n * g->n);
+    mask_map_free(&mm);
+    free(f);
+    return rc;
+}

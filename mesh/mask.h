@@ -283,4 +283,13 @@ typedef struct mask_run_report {
 int mask_run(const d2_model *m, const mask_source *src, int count, const mask_opts *o,
              const char *out_dir, mask_result *res, mask_run_report *rep, d2_err *e);
 
+/* The printable stencil of a data-set image as `d2fab mask` makes it
+ * (binarised at threshold, openings narrower than min_feature_mm closed,
+ * islands bridged): open receives g->n * g->n bytes, 1 open, 0 plate. The
+ * signature is tolerance's tol_stencil_fn, so a tolerance study can read
+ * every test digit through its stencil; ctx is unused. Returns 0 or a D2_E*
+ * code. */
+int mask_stencil_u8(void *ctx, const d2_geom *g, const unsigned char *img, int rows, int cols,
+                    double threshold, double min_feature_mm, unsigned char *open);
+
 #endif

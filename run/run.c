@@ -744,31 +744,6 @@ static cJSON *tol_summary_json(const run_tol *t)
     return o;
 }
 
-/* The mask stage's printable stencil of a test digit, for a tolerance study
- * whose config reads every digit through its stencil ("input_mask":
- * "stencil"); the same steps as d2fab tolerance's. */
-static int run_stencil(void *ctx, const d2_geom *g, const unsigned char *img, int rows, int cols,
-                       double threshold, double min_feature_mm, unsigned char *open)
-{
-    (void)ctx;
-    d2_err e = {0};
-    mask_map mm = {0};
-    mask_stats st;
-    float *f = malloc(sizeof(float) * (size_t)rows * cols);
-    if (!f) return D2_EIO;
-    for (size_t i = 0; i < (size_t)rows * cols; i++) f[i] = img[i] / 255.0f;
-    int rc = mask_check_image(g, f, rows, cols, threshold, 0, "test image", &e);
-    if (!rc) rc = mask_map_alloc(&mm, g->n, g->n, &e);
-    if (!rc) rc = mask_binarise(g, f, rows, cols, threshold, &mm, "test image", &e);
-    if (!rc)
-        rc = mask_make_printable(&mm, mask_min_px(min_feature_mm, g->pitch_mm), &st,
-                                 "test image", &e);
-    if (!rc) memcpy(open, mm.open, (size_t)g->n * g->n);
-    mask_map_free(&mm);
-    free(f);
-    return rc;
-}
-
 static int stage_tolerance(run_state *s, d2_err *e)
 {
     const run_config *c = s->c;
@@ -785,7 +760,7 @@ static int stage_tolerance(run_state *s, d2_err *e)
     memset(&rep, 0, sizeof rep);
     tol_config_default(&tc);
     if ((rc = tol_config_read(c->path, c->tolerance, &tc, e))) return rc;
-    tc.stencil_fn = run_stencil;
+    tc.stencil_fn = mask_stencil_u8;
     /* The stack as printed: the export's heights, material and Z step. */
     if ((rc = out_path(s, "export", exp, sizeof exp, e)) ||
         (rc = out_path(s, "tolerance", dir, sizeof dir, e)) ||
