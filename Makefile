@@ -69,8 +69,8 @@ $(BUILD)/tests/test_fuzz_regress: $(BUILD)/tests/test_fuzz_regress.o $(BUILD)/te
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/tests/testlib.o $(FUZZ_REG_OBJ) \
 	  $(BUILD)/libd2fab.a $(LDLIBS)
 
-$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libd2fab.a
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libd2fab.a $(LDLIBS)
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/bench/benchlib.o $(BUILD)/libd2fab.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/bench/benchlib.o $(BUILD)/libd2fab.a $(LDLIBS)
 
 tests: check-pkgs $(BIN) $(TESTS)
 
@@ -148,5 +148,5 @@ $(FUZZ_BINS): $(BUILD)/fuzz/%: $(BUILD)/fuzz/%.o $(BUILD)/fuzz/fuzzlib.o $(BUILD
 clean:
 	rm -rf build build-san build-fuzz d2fab
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(BUILD)/tests/testlib.d \
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(BUILD)/tests/testlib.d $(BUILD)/bench/benchlib.d \
   $(BUILD)/scripts/fashion2idx.d $(FUZZ_REG_OBJ:.o=.d) $(FUZZ_BINS:=.d) $(BUILD)/fuzz/fuzzlib.d

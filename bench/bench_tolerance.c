@@ -14,44 +14,8 @@
 #include "core/config.h"
 #include "core/idx.h"
 #include "core/util.h"
+#include "bench/benchlib.h"
 #include "train/tolerance.h"
-
-typedef struct {
-    fftwf_plan plan;
-    fftwf_complex **buf;
-    int reps;
-} fft_job;
-
-static void fft_work(void *arg, int i, int tid)
-{
-    (void)tid;
-    fft_job *j = arg;
-    for (int r = 0; r < j->reps; r++) fftwf_execute_dft(j->plan, j->buf[i], j->buf[i]);
-}
-
-/* 2-D transforms per second on all threads of the pool. */
-static double fft_rate(d2_pool *pool, int p)
-{
-    int T = d2_pool_threads(pool);
-    fft_job j = {0};
-    j.buf = calloc(T, sizeof *j.buf);
-    for (int t = 0; t < T; t++) {
-        j.buf[t] = fftwf_malloc(sizeof(fftwf_complex) * p * p);
-        for (int i = 0; i < p * p; i++) j.buf[t][i] = (float)(i % 17) * 0.01f;
-    }
-    j.plan = fftwf_plan_dft_2d(p, p, j.buf[0], j.buf[0], FFTW_FORWARD, FFTW_MEASURE);
-    for (int i = 0; i < p * p; i++) j.buf[0][i] = (float)(i % 17) * 0.01f;
-    j.reps = 20;
-    d2_pool_run(pool, fft_work, &j, T);
-    j.reps = 300;
-    double t0 = d2_now();
-    d2_pool_run(pool, fft_work, &j, T);
-    double rate = (double)T * j.reps / (d2_now() - t0);
-    fftwf_destroy_plan(j.plan);
-    for (int t = 0; t < T; t++) fftwf_free(j.buf[t]);
-    free(j.buf);
-    return rate;
-}
 
 int main(int argc, char **argv)
 {
@@ -92,7 +56,7 @@ int main(int argc, char **argv)
         return 3;
     }
 
-    double fft1 = fft_rate(pool, p);
+    double fft1 = bench_fft_rate(pool, p);
     double acc;
     /* Warm-up and the nominal rate (nothing to recompute between calls). */
     tol_sim_eval(sim, &mag, 1, NULL, 1, &ds, images, pool, 0, &acc, NULL, NULL, &e);
@@ -118,7 +82,7 @@ int main(int argc, char **argv)
         tol_sim_eval(sim, &mag, 1, &d, 1, &ds, 1, pool, 0, &acc, NULL, NULL, &e);
     }
     double setup = (d2_now() - t0) / trials;
-    double fft2 = fft_rate(pool, p), fft = 0.5 * (fft1 + fft2), bound = fft / 12;
+    double fft2 = bench_fft_rate(pool, p), fft = 0.5 * (fft1 + fft2), bound = fft / 12;
 
     printf("fftwf %dx%d transforms, all cores: %.0f /s (before %.0f, after %.0f)\n", p, p, fft,
            fft1, fft2);

@@ -12,45 +12,9 @@
 
 #include "core/config.h"
 #include "core/util.h"
+#include "bench/benchlib.h"
 #include "train/net.h"
 #include "train/train.h"
-
-typedef struct {
-    fftwf_plan plan;
-    fftwf_complex **buf;
-    int reps;
-} fft_job;
-
-static void fft_work(void *arg, int i, int tid)
-{
-    (void)tid;
-    fft_job *j = arg;
-    for (int r = 0; r < j->reps; r++) fftwf_execute_dft(j->plan, j->buf[i], j->buf[i]);
-}
-
-/* Transforms per second on all threads of the pool. */
-static double fft_rate(d2_pool *pool, int p)
-{
-    int T = d2_pool_threads(pool);
-    fft_job j = {0};
-    j.buf = calloc(T, sizeof *j.buf);
-    for (int t = 0; t < T; t++) {
-        j.buf[t] = fftwf_malloc(sizeof(fftwf_complex) * p * p);
-        for (int i = 0; i < p * p; i++) j.buf[t][i] = (float)(i % 17) * 0.01f;
-    }
-    j.plan = fftwf_plan_dft_2d(p, p, j.buf[0], j.buf[0], FFTW_FORWARD, FFTW_MEASURE);
-    for (int i = 0; i < p * p; i++) j.buf[0][i] = (float)(i % 17) * 0.01f;
-    j.reps = 20;
-    d2_pool_run(pool, fft_work, &j, T); /* warm up */
-    j.reps = 400;
-    double t0 = d2_now();
-    d2_pool_run(pool, fft_work, &j, T);
-    double rate = (double)T * j.reps / (d2_now() - t0);
-    fftwf_destroy_plan(j.plan);
-    for (int t = 0; t < T; t++) fftwf_free(j.buf[t]);
-    free(j.buf);
-    return rate;
-}
 
 int main(int argc, char **argv)
 {
@@ -74,7 +38,7 @@ int main(int argc, char **argv)
     printf("geometry: %d layers of %d x %d, FFT size %d, batch %d, %d threads\n", m.g.layers,
            m.g.n, m.g.n, p, m.t.batch, T);
 
-    double fft1 = fft_rate(pool, p);
+    double fft1 = bench_fft_rate(pool, p);
     int per_train = 4 * (m.g.layers + 1), per_infer = 2 * (m.g.layers + 1);
     char out[] = "/tmp/d2fab-bench-XXXXXX";
     if (!mkdtemp(out)) return 3;
@@ -95,7 +59,7 @@ int main(int argc, char **argv)
     double t0 = d2_now();
     eval_net(net, &ds, train_images, pool, NULL, &r, NULL, &e);
     double infer_rate = r.count / (d2_now() - t0);
-    double fft2 = fft_rate(pool, p);
+    double fft2 = bench_fft_rate(pool, p);
     double fft = 0.5 * (fft1 + fft2);
 
     struct rusage ru;
