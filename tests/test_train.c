@@ -488,6 +488,20 @@ TEST(misalignment_training_runs_and_learns)
     model_free(&m);
 }
 
+TEST(same_seed_and_threads_give_the_same_model)
+{
+    d2_model a, b;
+    quick_run(0, 0.2, &a, "seed-a");
+    quick_run(0, 0.2, &b, "seed-b");
+    int same = 1;
+    for (int l = 0; l < a.g.layers; l++)
+        if (memcmp(a.phase[l], b.phase[l], sizeof(float) * a.g.n * a.g.n)) same = 0;
+    CHECK(same);
+    CHECK(a.test_accuracy == b.test_accuracy);
+    model_free(&b);
+    model_free(&a);
+}
+
 int main(void)
 {
     RUN(propagation_conserves_energy_of_a_band_limited_beam);
@@ -507,5 +521,6 @@ int main(void)
     RUN(axial_displacement_moves_the_layer_between_its_gaps);
     RUN(quantisation_aware_training_learns_and_saves_phases_on_the_levels);
     RUN(misalignment_training_runs_and_learns);
+    RUN(same_seed_and_threads_give_the_same_model);
     return t_finish();
 }
