@@ -510,7 +510,10 @@ done:
     return rc;
 }
 
-void input_from_image(const d2_geom *g, const float *img, int rows, int cols, float *out)
+/* One resampler for float (0..1) and 8-bit (0..255) images: exactly one of
+ * fimg and uimg is set. */
+static void resample_input(const d2_geom *g, const float *fimg, const unsigned char *uimg,
+                           int rows, int cols, float *out)
 {
     int n = g->n;
     /* The image fills a square of side aperture_mm; the longer side sets the
@@ -534,7 +537,8 @@ void input_from_image(const d2_geom *g, const float *img, int rows, int cols, fl
                         int uu = u0 + du, vv = v0 + dv;
                         if (uu < 0 || vv < 0 || uu >= cols || vv >= rows) continue;
                         double wgt = (du ? fu : 1 - fu) * (dv ? fv : 1 - fv);
-                        acc += wgt * img[(size_t)vv * cols + uu];
+                        size_t k = (size_t)vv * cols + uu;
+                        acc += wgt * (fimg ? fimg[k] : uimg[k] / 255.0f);
                     }
                 val = (float)acc;
             }
@@ -543,14 +547,12 @@ void input_from_image(const d2_geom *g, const float *img, int rows, int cols, fl
     }
 }
 
+void input_from_image(const d2_geom *g, const float *img, int rows, int cols, float *out)
+{
+    resample_input(g, img, NULL, rows, cols, out);
+}
+
 void input_from_u8(const d2_geom *g, const unsigned char *img, int rows, int cols, float *out)
 {
-    float *f = malloc(sizeof(float) * (size_t)rows * cols);
-    if (!f) {
-        memset(out, 0, sizeof(float) * g->n * g->n);
-        return;
-    }
-    for (size_t i = 0; i < (size_t)rows * cols; i++) f[i] = img[i] / 255.0f;
-    input_from_image(g, f, rows, cols, out);
-    free(f);
+    resample_input(g, NULL, img, rows, cols, out);
 }
