@@ -27,7 +27,8 @@ static void train_help(FILE *fp)
             "  -t, --threads N      worker threads                               [all cores]\n"
             "  -r, --resume         continue from DIR/checkpoints/latest\n"
             "  -i, --init MODEL     start from this model's phases (same geometry), e.g. to\n"
-            "                       fine-tune a trained model for misalignment        [zeros]\n"
+            "                       fine-tune a trained model for misalignment; model.json\n"
+            "                       records it under \"initialised_from\"             [zeros]\n"
             "Fabrication-aware training (override the config's training section):\n"
             "      --jitter-xy-mm D     random lateral layer shift per batch, uniform +-D mm  [0]\n"
             "      --jitter-z-mm D      random axial layer shift per batch, uniform +-D mm    [0]\n"
@@ -123,6 +124,7 @@ int cmd_train(int argc, char **argv)
         }
         for (int l = 0; l < m.g.layers; l++)
             memcpy(m.phase[l], s0.phase[l], sizeof(float) * m.g.n * m.g.n);
+        m.init = model_provenance(&s0, init);
         model_free(&s0);
     }
     train_run_opts ro = {data, (int)threads, resume, quiet ? NULL : stderr};

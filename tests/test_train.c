@@ -348,6 +348,50 @@ TEST(model_saves_and_loads_back_bit_exact)
     model_free(&m);
 }
 
+TEST(a_fine_tuned_model_records_what_it_started_from)
+{
+    d2_model a = {0}, b = {0}, c;
+    d2_err e = {0};
+    small_geom(&a.g, 0);
+    train_opts_default(&a.t);
+    a.t.lr = 0.05;
+    CHECK(model_alloc(&a, &e) == 0);
+    a.history = cJSON_CreateArray();
+    cJSON *h = cJSON_CreateObject();
+    cJSON_AddNumberToObject(h, "epoch", 1);
+    cJSON_AddItemToArray(a.history, h);
+    a.test_accuracy = 0.91;
+    a.train_seconds = 12;
+    b.g = a.g;
+    train_opts_default(&b.t);
+    b.t.lr = 0.01;
+    CHECK(model_alloc(&b, &e) == 0);
+    b.init = model_provenance(&a, "stage1");
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/stage2", t_tmpdir());
+    CHECK(model_save(dir, &b, &e) == 0);
+    CHECK(model_load(dir, &c, &e) == 0);
+    const cJSON *p = c.init;
+    CHECK(cJSON_IsObject(p));
+    const cJSON *mdl = cJSON_GetObjectItemCaseSensitive(p, "model");
+    CHECK(cJSON_IsString(mdl) && !strcmp(mdl->valuestring, "stage1"));
+    const cJSON *acc = cJSON_GetObjectItemCaseSensitive(p, "test_accuracy");
+    CHECK(cJSON_IsNumber(acc) && acc->valuedouble == 0.91);
+    const cJSON *tr = cJSON_GetObjectItemCaseSensitive(p, "training");
+    const cJSON *lr = cJSON_GetObjectItemCaseSensitive(tr, "learning_rate");
+    CHECK(cJSON_IsNumber(lr) && lr->valuedouble == 0.05);
+    CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(p, "history")) == 1);
+    /* A third stage keeps the whole chain. */
+    cJSON *chain = model_provenance(&c, "stage2");
+    const cJSON *deep = cJSON_GetObjectItemCaseSensitive(chain, "initialised_from");
+    mdl = cJSON_GetObjectItemCaseSensitive(deep, "model");
+    CHECK(cJSON_IsString(mdl) && !strcmp(mdl->valuestring, "stage1"));
+    cJSON_Delete(chain);
+    model_free(&c);
+    model_free(&b);
+    model_free(&a);
+}
+
 TEST(short_mnist_training_clearly_beats_chance)
 {
     const char *data = dataset_default_dir();
@@ -515,6 +559,7 @@ int main(void)
     RUN(energy_reaching_the_detector_plane_never_exceeds_the_input);
     RUN(bad_configs_fail_naming_the_key);
     RUN(model_saves_and_loads_back_bit_exact);
+    RUN(a_fine_tuned_model_records_what_it_started_from);
     RUN(short_mnist_training_clearly_beats_chance);
     RUN(whole_pixel_shift_equals_the_rolled_layer_with_zero_fill);
     RUN(perturbation_adjoint_is_the_transpose);

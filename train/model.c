@@ -171,7 +171,7 @@ int geom_validate(const d2_geom *g, const char *file, d2_err *e)
 
 static const char *const k_top[] = {"format", "version", "software", "geometry", "input",
                                     "detector", "material", "training", "layers", "history",
-                                    "test_accuracy", "train_seconds", "notes", NULL};
+                                    "initialised_from", "test_accuracy", "train_seconds", "notes", NULL};
 static const char *const k_geom[] = {"frequency_thz", "wavelength_mm", "pitch_mm", "neurons",
                                      "layers", "gaps_mm", "pad_factor", NULL};
 static const char *const k_input[] = {"aperture_mm", "dataset", NULL};
@@ -416,6 +416,7 @@ void model_free(d2_model *m)
         free(m->amp[l]);
     }
     cJSON_Delete(m->history);
+    cJSON_Delete(m->init);
     memset(m, 0, sizeof *m);
 }
 
@@ -454,6 +455,8 @@ int model_load(const char *dir, d2_model *m, d2_err *e)
     }
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(root, "history");
     if (cJSON_IsArray(h)) m->history = cJSON_Duplicate(h, 1);
+    const cJSON *ini = cJSON_GetObjectItemCaseSensitive(root, "initialised_from");
+    if (cJSON_IsObject(ini)) m->init = cJSON_Duplicate(ini, 1);
     const cJSON *acc = cJSON_GetObjectItemCaseSensitive(root, "test_accuracy");
     m->test_accuracy = cJSON_IsNumber(acc) ? acc->valuedouble : -1;
     const cJSON *ts = cJSON_GetObjectItemCaseSensitive(root, "train_seconds");
@@ -497,6 +500,7 @@ int model_save(const char *dir, const d2_model *m, d2_err *e)
     cJSON_AddItemToObject(root, "layers", layers);
     cJSON_AddItemToObject(root, "history",
                           m->history ? cJSON_Duplicate(m->history, 1) : cJSON_CreateArray());
+    if (m->init) cJSON_AddItemToObject(root, "initialised_from", cJSON_Duplicate(m->init, 1));
     if (m->test_accuracy >= 0) cJSON_AddNumberToObject(root, "test_accuracy", m->test_accuracy);
     cJSON_AddNumberToObject(root, "train_seconds", m->train_seconds);
     cJSON_AddStringToObject(root, "software", "d2fab " D2FAB_VERSION);
@@ -555,4 +559,18 @@ void input_from_image(const d2_geom *g, const float *img, int rows, int cols, fl
 void input_from_u8(const d2_geom *g, const unsigned char *img, int rows, int cols, float *out)
 {
     resample_input(g, NULL, img, rows, cols, out);
+}
+
+cJSON *model_provenance(const d2_model *m, const char *dir)
+{
+    cJSON *p = cJSON_CreateObject(), *cfg = config_to_json(&m->g, &m->t);
+    cJSON_AddStringToObject(p, "model", dir);
+    cJSON_AddItemToObject(p, "training", cJSON_DetachItemFromObjectCaseSensitive(cfg, "training"));
+    cJSON_Delete(cfg);
+    cJSON_AddItemToObject(p, "history",
+                          m->history ? cJSON_Duplicate(m->history, 1) : cJSON_CreateArray());
+    if (m->test_accuracy >= 0) cJSON_AddNumberToObject(p, "test_accuracy", m->test_accuracy);
+    cJSON_AddNumberToObject(p, "train_seconds", m->train_seconds);
+    if (m->init) cJSON_AddItemToObject(p, "initialised_from", cJSON_Duplicate(m->init, 1));
+    return p;
 }

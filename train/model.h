@@ -64,6 +64,8 @@ typedef struct d2_model {
     float *phase[D2_MAX_LAYERS];
     float *amp[D2_MAX_LAYERS];
     cJSON *history;        /* array of per-epoch objects, owned; may be NULL */
+    cJSON *init;           /* the model it was started from (--init): its path,
+                            * training, history and accuracy; owned; may be NULL */
     double test_accuracy;  /* < 0 when not evaluated */
     double train_seconds;
 } d2_model;
@@ -98,6 +100,10 @@ int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *
 /* Builds the JSON of g and t (sections "geometry", "input", "detector",
  * "material", "training"); caller owns the result. */
 cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t);
+/* What model.json records of a model another was started from (train --init):
+ * its folder, training settings, per-epoch history, accuracy and time, and its
+ * own provenance. */
+cJSON *model_provenance(const d2_model *m, const char *dir);
 
 /* Allocates phase maps (zero) for every layer. Returns 0 or D2_EIO. */
 int model_alloc(d2_model *m, d2_err *e);

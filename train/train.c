@@ -335,6 +335,11 @@ static int load_checkpoint(const char *out, d2_model *m, adam *a, int *epoch, d2
     cJSON_Delete(m->history);
     m->history = ck.history;
     ck.history = NULL;
+    if (ck.init) {
+        cJSON_Delete(m->init);
+        m->init = ck.init;
+        ck.init = NULL;
+    }
     m->train_seconds = ck.train_seconds;
     m->test_accuracy = ck.test_accuracy;
     model_free(&ck);
