@@ -808,6 +808,42 @@ TEST(train_export_and_mesh_write_only_under_out)
     if (rc) show("mesh", rc, out);
     CHECK(rc == 0 && exists(tpath("only-mesh/assembly.json")));
     CHECK(new_files_outside(stamp, "only-train", "only-export", "only-mesh") == 0);
+
+    /* --init from a model of other optics is refused, naming the key, and
+     * writes nothing; from the same optics it records where it started. */
+    char cfg[8192];
+    size_t len = 0;
+    FILE *f = fopen("samples/quick.json", "r");
+    CHECK(f != NULL);
+    if (!f) return;
+    len = fread(cfg, 1, sizeof cfg - 1, f);
+    fclose(f);
+    cfg[len] = 0;
+    char *gaps = strstr(cfg, "[20, 20, 20, 20]");
+    CHECK(gaps != NULL);
+    if (!gaps) return;
+    memcpy(gaps, "[20, 20, 25, 20]", 16);
+    const char *other = tpath("quick-gap25.json");
+    t_write_text(other, cfg);
+    const char *bad[] = {"train", "--config", other, "--init", tpath("only-train"), "--out",
+                         tpath("init-bad"), "--limit", "64", "--test-limit", "32", "--epochs", "1",
+                         "-q", NULL};
+    rc = run(bad, &out);
+    if (rc != 2 || !strstr(out, "gaps_mm[2]")) show("train --init", rc, out);
+    CHECK(rc == 2 && strstr(out, "gaps_mm[2]") && !exists(tpath("init-bad")));
+    const char *good[] = {"train", "--config", "samples/quick.json", "--init",
+                          tpath("only-train"), "--out", tpath("init-good"), "--limit", "64",
+                          "--test-limit", "32", "--epochs", "1", "-q", NULL};
+    rc = run(good, &out);
+    if (rc) show("train --init", rc, out);
+    CHECK(rc == 0);
+    d2_model m;
+    d2_err e = {0};
+    CHECK(model_load(tpath("init-good"), &m, &e) == 0);
+    const cJSON *from = cJSON_GetObjectItemCaseSensitive(m.init, "model");
+    CHECK(cJSON_IsString(from) && strstr(from->valuestring, "only-train"));
+    CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(m.init, "history")) == 3);
+    model_free(&m);
 }
 
 /* ------------------------------------------------------------- limits */

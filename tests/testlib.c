@@ -64,3 +64,9 @@ int t_quick(void)
     const char *q = getenv("D2FAB_TEST_QUICK");
     return q && !strcmp(q, "1");
 }
+
+int t_selected(const char *name)
+{
+    const char *only = getenv("D2FAB_TEST_ONLY");
+    return !only || !*only || strstr(name, only);
+}

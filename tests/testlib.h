@@ -1,5 +1,6 @@
 /* Minimal test harness: each test_*.c defines tests with TEST(name) and lists
- * them in main through RUN(name); the program ends with "N passed, N failed". */
+ * them in main through RUN(name); the program ends with "N passed, N failed".
+ * D2FAB_TEST_ONLY=part runs only the tests whose name contains it. */
 #ifndef D2_TESTLIB_H
 #define D2_TESTLIB_H
 
@@ -8,10 +9,13 @@
 
 extern int t_pass, t_fail, t_cur_failed;
 extern const char *t_cur;
+/* 1 unless $D2FAB_TEST_ONLY is set and not part of the test name. */
+int t_selected(const char *name);
 
 #define TEST(name) static void name(void)
 #define RUN(name)                                                        \
     do {                                                                 \
+        if (!t_selected(#name)) break;                                   \
         t_cur = #name;                                                   \
         t_cur_failed = 0;                                                \
         name();                                                          \
