@@ -19,15 +19,6 @@
 #include "core/npy.h"
 #include "tests/testlib.h"
 
-static char *tpath(const char *name)
-{
-    static char buf[8][1024];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", t_tmpdir(), name);
-    return buf[k];
-}
-
 static void write_bytes(const char *path, const void *b, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -60,7 +51,7 @@ static int count_entries(const char *dir)
 TEST(write_file_then_read_file_round_trips)
 {
     d2_err e = {0};
-    const char *p = tpath("rt.bin");
+    const char *p = t_path("rt.bin");
     CHECK(d2_write_file(p, "hello\0world", 11, &e) == 0);
     char *b = NULL;
     size_t n = 0;
@@ -72,14 +63,14 @@ TEST(write_file_then_read_file_round_trips)
 TEST(read_file_refuses_a_file_over_the_limit)
 {
     d2_err e = {0};
-    const char *p = tpath("big.bin");
+    const char *p = t_path("big.bin");
     char buf[100] = {0};
     write_bytes(p, buf, sizeof buf);
     char *b = NULL;
     CHECK_ERR(d2_read_file(p, 99, &b, NULL, &e), e, D2_EINPUT, "limit is 99 bytes");
     CHECK(b == NULL);
     CHECK(strstr(e.msg, p) != NULL);
-    CHECK_ERR(d2_read_file(tpath("nope.bin"), 99, &b, NULL, &e), e, D2_EINPUT, "nope.bin");
+    CHECK_ERR(d2_read_file(t_path("nope.bin"), 99, &b, NULL, &e), e, D2_EINPUT, "nope.bin");
     CHECK_ERR(d2_read_file(t_tmpdir(), 99, &b, NULL, &e), e, D2_EINPUT, "is a folder");
 }
 
@@ -131,7 +122,7 @@ TEST(failed_commit_removes_the_temporary_and_reports_the_file)
 TEST(output_into_a_missing_folder_fails_with_the_file_name)
 {
     d2_err e = {0};
-    const char *p = tpath("no/such/dir/x.npy");
+    const char *p = t_path("no/such/dir/x.npy");
     float v = 1;
     size_t sh[1] = {1};
     CHECK_ERR(npy_write(p, NPY_F32, 1, sh, &v, &e), e, D2_EIO, "no/such/dir/x.npy");
@@ -141,7 +132,7 @@ TEST(output_into_a_missing_folder_fails_with_the_file_name)
 TEST(new_files_follow_the_umask_and_rewrites_keep_permissions)
 {
     d2_err e = {0};
-    const char *p = tpath("perm.txt");
+    const char *p = t_path("perm.txt");
     CHECK(d2_write_file(p, "a", 1, &e) == 0);
     mode_t um = umask(027);
     umask(um);
@@ -156,13 +147,13 @@ TEST(new_files_follow_the_umask_and_rewrites_keep_permissions)
 TEST(mkdir_p_creates_nested_folders_and_accepts_existing_ones)
 {
     d2_err e = {0};
-    const char *p = tpath("a/b//c/");
+    const char *p = t_path("a/b//c/");
     CHECK(d2_mkdir_p(p, &e) == 0);
     CHECK(d2_mkdir_p(p, &e) == 0);
     struct stat st;
-    CHECK(stat(tpath("a/b/c"), &st) == 0 && S_ISDIR(st.st_mode));
-    write_bytes(tpath("afile"), "x", 1);
-    CHECK_ERR(d2_mkdir_p(tpath("afile/sub"), &e), e, D2_EIO, "afile");
+    CHECK(stat(t_path("a/b/c"), &st) == 0 && S_ISDIR(st.st_mode));
+    write_bytes(t_path("afile"), "x", 1);
+    CHECK_ERR(d2_mkdir_p(t_path("afile/sub"), &e), e, D2_EIO, "afile");
 }
 
 TEST(path_join_inserts_one_slash_and_checks_the_size)
@@ -183,8 +174,8 @@ TEST(path_inside_accepts_plain_names_and_links_that_stay_inside)
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/model", t_tmpdir());
     CHECK(d2_mkdir_p(dir, &e) == 0);
-    write_bytes(tpath("model/layer1.npy"), "x", 1);
-    CHECK(symlink("layer1.npy", tpath("model/alias.npy")) == 0);
+    write_bytes(t_path("model/layer1.npy"), "x", 1);
+    CHECK(symlink("layer1.npy", t_path("model/alias.npy")) == 0);
     CHECK(d2_path_inside(dir, "layer1.npy", "layers[0]", &e) == 0);
     CHECK(d2_path_inside(dir, "alias.npy", "layers[0]", &e) == 0);
     CHECK(d2_path_inside(dir, "./not-yet-written.npy", "layers[0]", &e) == 0);
@@ -203,13 +194,13 @@ TEST(path_inside_rejects_parent_absolute_and_links_out)
     CHECK_ERR(d2_path_inside(dir, "/etc/passwd", "layers[0]", &e), e, D2_EINPUT,
               "absolute path");
     CHECK_ERR(d2_path_inside(dir, "", "layers[0]", &e), e, D2_EINPUT, "empty");
-    CHECK(symlink("/etc/passwd", tpath("model2/out.npy")) == 0);
+    CHECK(symlink("/etc/passwd", t_path("model2/out.npy")) == 0);
     CHECK_ERR(d2_path_inside(dir, "out.npy", "layers[0]", &e), e, D2_EINPUT,
               "outside the folder");
-    CHECK(symlink("/", tpath("model2/root")) == 0);
+    CHECK(symlink("/", t_path("model2/root")) == 0);
     CHECK_ERR(d2_path_inside(dir, "root/etc/x.npy", "layers[0]", &e), e, D2_EINPUT,
               "outside the folder");
-    CHECK(symlink("/nonexistent-d2fab-target", tpath("model2/dangling.npy")) == 0);
+    CHECK(symlink("/nonexistent-d2fab-target", t_path("model2/dangling.npy")) == 0);
     CHECK_ERR(d2_path_inside(dir, "dangling.npy", "layers[0]", &e), e, D2_EINPUT,
               "missing target");
 }
@@ -282,7 +273,7 @@ TEST(npy_float32_2d_round_trips_exactly)
     float v[12];
     for (int i = 0; i < 12; i++) v[i] = (float)i * 0.37f - 1.5f;
     size_t sh[2] = {3, 4};
-    const char *p = tpath("f32.npy");
+    const char *p = t_path("f32.npy");
     CHECK(npy_write(p, NPY_F32, 2, sh, v, &e) == 0);
     CHECK((file_size(p) - 48) % 64 == 0);
     npy_array a;
@@ -301,7 +292,7 @@ TEST(npy_complex64_3d_round_trips_exactly)
     float v[2 * 3 * 5 * 2];
     for (int i = 0; i < 60; i++) v[i] = sinf((float)i);
     size_t sh[3] = {2, 3, 5};
-    const char *p = tpath("c64.npy");
+    const char *p = t_path("c64.npy");
     CHECK(npy_write(p, NPY_C64, 3, sh, v, &e) == 0);
     npy_array a;
     CHECK(npy_read(p, &a, &e) == 0);
@@ -316,7 +307,7 @@ TEST(npy_header_matches_what_numpy_writes)
     d2_err e = {0};
     float v[3] = {1, 2, 3};
     size_t sh[1] = {3};
-    const char *p = tpath("one.npy");
+    const char *p = t_path("one.npy");
     CHECK(npy_write(p, NPY_F32, 1, sh, v, &e) == 0);
     char *b = NULL;
     size_t n = 0;
@@ -332,7 +323,7 @@ TEST(npy_reads_versions_2_and_3_and_numpy_spelling_variants)
 {
     d2_err e = {0};
     npy_array a;
-    const char *p = tpath("v2.npy");
+    const char *p = t_path("v2.npy");
     make_npy(p, 2, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", 16);
     CHECK(npy_read(p, &a, &e) == 0 && a.ndim == 2 && a.shape[0] == 2);
     npy_free(&a);
@@ -348,7 +339,7 @@ TEST(npy_rejects_other_dtypes_orders_and_shapes)
 {
     d2_err e = {0};
     npy_array a;
-    const char *p = tpath("bad.npy");
+    const char *p = t_path("bad.npy");
     make_npy(p, 1, "{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", 8);
     CHECK_ERR(npy_read(p, &a, &e), e, D2_EINPUT, "'>f4' (big-endian float32)");
     CHECK(strstr(e.msg, "bad.npy") && strstr(e.msg, "expected '<f4'"));
@@ -375,7 +366,7 @@ TEST(npy_rejects_truncated_extra_and_foreign_files)
 {
     d2_err e = {0};
     npy_array a;
-    const char *p = tpath("trunc.npy");
+    const char *p = t_path("trunc.npy");
     make_npy(p, 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }", 47);
     CHECK_ERR(npy_read(p, &a, &e), e, D2_EINPUT, "needs 48 bytes; found 47 (file truncated)");
     CHECK(strstr(e.msg, "trunc.npy") && strstr(e.msg, "(3, 4)"));
@@ -391,14 +382,14 @@ TEST(npy_rejects_truncated_extra_and_foreign_files)
     CHECK_ERR(npy_read(p, &a, &e), e, D2_EINPUT, "version 4.0");
     write_bytes(p, "\x93NUMPY\x02\x00\xff\xff\xff\x7f", 12);
     CHECK_ERR(npy_read(p, &a, &e), e, D2_EINPUT, "header too long");
-    CHECK_ERR(npy_read(tpath("absent.npy"), &a, &e), e, D2_EINPUT, "absent.npy: cannot open");
+    CHECK_ERR(npy_read(t_path("absent.npy"), &a, &e), e, D2_EINPUT, "absent.npy: cannot open");
 }
 
 TEST(npy_rejects_malformed_header_dictionaries)
 {
     d2_err e = {0};
     npy_array a;
-    const char *p = tpath("hdr.npy");
+    const char *p = t_path("hdr.npy");
     static const char *bad[] = {
         "{'descr': '<f4', 'fortran_order': False}",
         "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'extra': 1}",
@@ -425,7 +416,7 @@ TEST(npy_read_map_names_the_first_non_finite_value)
     d2_err e = {0};
     float v[6] = {0, 1, 2, 3, 4, 5};
     size_t sh[2] = {2, 3};
-    const char *p = tpath("map.npy");
+    const char *p = t_path("map.npy");
     float *m = NULL;
     int r = 0, c = 0;
     CHECK(npy_write(p, NPY_F32, 2, sh, v, &e) == 0);
@@ -453,11 +444,11 @@ TEST(npy_write_refuses_shapes_it_cannot_read_back)
     d2_err e = {0};
     float v[16] = {0};
     size_t sh[4] = {2, 2, 2, 2};
-    CHECK_ERR(npy_write(tpath("four.npy"), NPY_F32, 4, sh, v, &e), e, D2_EUSAGE,
+    CHECK_ERR(npy_write(t_path("four.npy"), NPY_F32, 4, sh, v, &e), e, D2_EUSAGE,
               "1 to 3 dimensions");
     size_t z[2] = {0, 2};
-    CHECK_ERR(npy_write(tpath("zero.npy"), NPY_F32, 2, z, v, &e), e, D2_EUSAGE, "empty");
-    CHECK(file_size(tpath("four.npy")) < 0 && file_size(tpath("zero.npy")) < 0);
+    CHECK_ERR(npy_write(t_path("zero.npy"), NPY_F32, 2, z, v, &e), e, D2_EUSAGE, "empty");
+    CHECK(file_size(t_path("four.npy")) < 0 && file_size(t_path("zero.npy")) < 0);
 }
 
 /* ------------------------------------------------------------------- PNG */
@@ -467,7 +458,7 @@ TEST(png_gray8_round_trips_exactly)
     d2_err e = {0};
     uint8_t px[7 * 5];
     for (int i = 0; i < 35; i++) px[i] = (uint8_t)(i * 7);
-    const char *p = tpath("g8.png");
+    const char *p = t_path("g8.png");
     CHECK(img_write_gray8(p, 7, 5, px, &e) == 0);
     int w = 0, h = 0;
     float *g = NULL;
@@ -482,7 +473,7 @@ TEST(png_gray16_round_trips_exactly)
     uint16_t px[4 * 3];
     for (int i = 0; i < 12; i++) px[i] = (uint16_t)(i * 5957 + 1);
     px[11] = 65535;
-    const char *p = tpath("g16.png");
+    const char *p = t_path("g16.png");
     CHECK(img_write_gray16(p, 4, 3, px, &e) == 0);
     int w = 0, h = 0;
     float *g = NULL;
@@ -495,7 +486,7 @@ TEST(png_rgb_reads_back_as_luminance)
 {
     d2_err e = {0};
     uint8_t px[3 * 3] = {255, 0, 0, 0, 255, 0, 10, 20, 30};
-    const char *p = tpath("rgb.png");
+    const char *p = t_path("rgb.png");
     CHECK(img_write_rgb8(p, 3, 1, px, &e) == 0);
     int w = 0, h = 0;
     float *g = NULL;
@@ -519,7 +510,7 @@ TEST(png_palette_and_alpha_images_are_read)
     im.format = PNG_FORMAT_RGB_COLORMAP;
     im.colormap_entries = 2;
     uint8_t cmap[6] = {0, 0, 0, 255, 255, 255}, idx[2] = {1, 0};
-    const char *p = tpath("pal.png");
+    const char *p = t_path("pal.png");
     CHECK(png_image_write_to_file(&im, p, 0, idx, 0, cmap));
     int w = 0, h = 0;
     float *g = NULL;
@@ -543,7 +534,7 @@ TEST(png_reader_rejects_foreign_and_truncated_files)
     d2_err e = {0};
     int w, h;
     float *g = NULL;
-    const char *p = tpath("bad.png");
+    const char *p = t_path("bad.png");
     write_bytes(p, "GIF89a not a png", 16);
     CHECK_ERR(img_read_gray(p, &w, &h, &g, &e), e, D2_EINPUT, "bad.png: not a PNG file");
     uint8_t px[64 * 64];
@@ -553,8 +544,8 @@ TEST(png_reader_rejects_foreign_and_truncated_files)
     CHECK(n > 100 && truncate(p, n / 2) == 0);
     CHECK_ERR(img_read_gray(p, &w, &h, &g, &e), e, D2_EINPUT, "bad.png");
     CHECK(g == NULL);
-    CHECK_ERR(img_read_gray(tpath("absent.png"), &w, &h, &g, &e), e, D2_EINPUT, "cannot open");
-    CHECK_ERR(img_write_gray8(tpath("empty.png"), 0, 3, px, &e), e, D2_EUSAGE, "image size 0 x 3");
+    CHECK_ERR(img_read_gray(t_path("absent.png"), &w, &h, &g, &e), e, D2_EINPUT, "cannot open");
+    CHECK_ERR(img_write_gray8(t_path("empty.png"), 0, 3, px, &e), e, D2_EUSAGE, "image size 0 x 3");
 }
 
 TEST(colour_maps_hit_their_published_end_points)
@@ -601,7 +592,7 @@ TEST(colormap_png_is_scaled_and_clamped)
 {
     d2_err e = {0};
     float v[2] = {-5, 10};
-    const char *p = tpath("cm.png");
+    const char *p = t_path("cm.png");
     CHECK(img_write_colormap(p, 2, 1, v, 0, 1, CMAP_GRAY, 3, &e) == 0);
     int w = 0, h = 0;
     float *g = NULL;
@@ -619,7 +610,7 @@ static const char *const geo_keys[] = {"frequency_thz", "wavelength_mm", "pitch_
 TEST(config_reads_every_type_from_a_file)
 {
     d2_err e = {0};
-    const char *p = tpath("good.json");
+    const char *p = t_path("good.json");
     t_write_text(p, "{\n  \"geometry\": {\"frequency_thz\": 0.4, \"pitch_mm\": 0.4, \"neurons\": 200,\n"
                     "   \"gaps_mm\": [30, 30, 30], \"coupled\": true, \"dataset\": \"fashion\"}\n}\n");
     cJSON *root = NULL;
@@ -659,10 +650,10 @@ TEST(config_syntax_errors_give_line_and_column)
     CHECK_ERR(cfg_parse("x.json", "{\"a\": 1} {", &root, &e), e, D2_EINPUT, "x.json:1:10:");
     CHECK_ERR(cfg_parse("x.json", "{\"a\": NaN}", &root, &e), e, D2_EINPUT, "x.json:1:7:");
     CHECK_ERR(cfg_parse("x.json", "", &root, &e), e, D2_EINPUT, "x.json:1:1:");
-    const char *p = tpath("nul.json");
+    const char *p = t_path("nul.json");
     write_bytes(p, "{\"a\": 1}\0{", 10);
     CHECK_ERR(cfg_load(p, &root, &e), e, D2_EINPUT, "NUL byte at offset 8");
-    CHECK_ERR(cfg_load(tpath("absent.json"), &root, &e), e, D2_EINPUT, "absent.json");
+    CHECK_ERR(cfg_load(t_path("absent.json"), &root, &e), e, D2_EINPUT, "absent.json");
 }
 
 TEST(config_unknown_and_repeated_keys_are_named)
@@ -739,7 +730,7 @@ TEST(config_write_then_load_round_trips)
     cJSON *r = cJSON_CreateObject();
     cJSON_AddNumberToObject(r, "pitch_mm", 0.123456789012345);
     cJSON_AddStringToObject(r, "name", "x");
-    const char *p = tpath("w.json");
+    const char *p = t_path("w.json");
     CHECK(cfg_write(p, r, &e) == 0);
     cJSON_Delete(r);
     cJSON *q = NULL;
@@ -760,16 +751,16 @@ TEST(idx_images_and_labels_round_trip)
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/ds/mnist", t_tmpdir());
     CHECK(d2_mkdir_p(dir, &e) == 0);
-    CHECK(idx_write_images(tpath("ds/mnist/t10k-images-idx3-ubyte"), px, 3, 4, 5, &e) == 0);
-    CHECK(idx_write_labels(tpath("ds/mnist/t10k-labels-idx1-ubyte"), lab, 3, &e) == 0);
-    CHECK(file_size(tpath("ds/mnist/t10k-images-idx3-ubyte")) == 16 + 60);
+    CHECK(idx_write_images(t_path("ds/mnist/t10k-images-idx3-ubyte"), px, 3, 4, 5, &e) == 0);
+    CHECK(idx_write_labels(t_path("ds/mnist/t10k-labels-idx1-ubyte"), lab, 3, &e) == 0);
+    CHECK(file_size(t_path("ds/mnist/t10k-images-idx3-ubyte")) == 16 + 60);
     uint8_t *rp = NULL;
     int n = 0, r = 0, c = 0;
-    CHECK(idx_read_images(tpath("ds/mnist/t10k-images-idx3-ubyte"), &rp, &n, &r, &c, &e) == 0);
+    CHECK(idx_read_images(t_path("ds/mnist/t10k-images-idx3-ubyte"), &rp, &n, &r, &c, &e) == 0);
     CHECK(n == 3 && r == 4 && c == 5 && rp && memcmp(rp, px, 60) == 0);
     free(rp);
     d2_dataset ds;
-    CHECK(dataset_load(tpath("ds"), "mnist", 1, &ds, &e) == 0);
+    CHECK(dataset_load(t_path("ds"), "mnist", 1, &ds, &e) == 0);
     CHECK(ds.count == 3 && ds.rows == 4 && ds.cols == 5 && ds.labels && ds.labels[2] == 9);
     dataset_free(&ds);
     CHECK(ds.images == NULL);
@@ -781,7 +772,7 @@ TEST(idx_reader_rejects_wrong_magic_truncation_and_bad_labels)
     d2_err e = {0};
     uint8_t px[2 * 2 * 2] = {0}, lab[2] = {1, 2}, *out = NULL;
     int n, r, c;
-    const char *img = tpath("i-idx3"), *lb = tpath("l-idx1");
+    const char *img = t_path("i-idx3"), *lb = t_path("l-idx1");
     CHECK(idx_write_images(img, px, 2, 2, 2, &e) == 0);
     CHECK(idx_write_labels(lb, lab, 2, &e) == 0);
     CHECK_ERR(idx_read_images(lb, &out, &n, &r, &c, &e), e, D2_EINPUT,
@@ -811,16 +802,16 @@ TEST(dataset_load_checks_counts_names_and_presence)
     d2_err e = {0};
     uint8_t px[3 * 2 * 2] = {0}, lab[2] = {1, 2};
     d2_dataset ds;
-    CHECK(d2_mkdir_p(tpath("ds2/fashion"), &e) == 0);
-    CHECK(idx_write_images(tpath("ds2/fashion/train-images-idx3-ubyte"), px, 3, 2, 2, &e) == 0);
-    CHECK(idx_write_labels(tpath("ds2/fashion/train-labels-idx1-ubyte"), lab, 2, &e) == 0);
-    CHECK_ERR(dataset_load(tpath("ds2"), "fashion", 0, &ds, &e), e, D2_EINPUT,
+    CHECK(d2_mkdir_p(t_path("ds2/fashion"), &e) == 0);
+    CHECK(idx_write_images(t_path("ds2/fashion/train-images-idx3-ubyte"), px, 3, 2, 2, &e) == 0);
+    CHECK(idx_write_labels(t_path("ds2/fashion/train-labels-idx1-ubyte"), lab, 2, &e) == 0);
+    CHECK_ERR(dataset_load(t_path("ds2"), "fashion", 0, &ds, &e), e, D2_EINPUT,
               "holds 3 images but");
     CHECK(strstr(e.msg, "holds 2 labels") != NULL);
     CHECK(ds.images == NULL && ds.labels == NULL);
-    CHECK_ERR(dataset_load(tpath("ds2"), "fashion", 1, &ds, &e), e, D2_EINPUT,
+    CHECK_ERR(dataset_load(t_path("ds2"), "fashion", 1, &ds, &e), e, D2_EINPUT,
               "t10k-images-idx3-ubyte: not found; run scripts/fetch-data fashion");
-    CHECK_ERR(dataset_load(tpath("ds2"), "cifar", 0, &ds, &e), e, D2_EINPUT,
+    CHECK_ERR(dataset_load(t_path("ds2"), "cifar", 0, &ds, &e), e, D2_EINPUT,
               "expected \"mnist\" or \"fashion\"");
 }
 

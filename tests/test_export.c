@@ -20,24 +20,6 @@
 #define TWO_PI (2.0 * M_PI)
 #define WL_04 (EXP_LIGHT_MM_THZ / 0.4) /* 0.7495 mm */
 
-static char path_buf[64][1024];
-
-/* A path under the scratch folder (64 rotating buffers: keep a result only
- * for a few dozen calls). */
-static const char *tp(const char *name)
-{
-    static int k;
-    char *b = path_buf[k++ & 63];
-    snprintf(b, sizeof path_buf[0], "%s/%s", t_tmpdir(), name);
-    return b;
-}
-
-static int exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 /* Count of entries (other than . and ..) in a folder; -1 if it does not exist. */
 static int dir_entries(const char *dir)
 {
@@ -55,7 +37,7 @@ static int dir_entries(const char *dir)
 static void use_repo_printers(void)
 {
     char exe[PATH_MAX], dir[PATH_MAX + 32];
-    if (exists("printers/objet-connex500.json")) {
+    if (t_exists("printers/objet-connex500.json")) {
         setenv("D2FAB_PRINTERS", "printers", 1);
         return;
     }
@@ -84,21 +66,21 @@ static const char *fixture_profiles(void)
 {
     static char dir[1024];
     if (dir[0]) return dir;
-    snprintf(dir, sizeof dir, "%s", tp("profiles"));
-    mkdir_or_die(tp("profiles/materials"));
-    t_write_text(tp("profiles/tiny.json"),
+    snprintf(dir, sizeof dir, "%s", t_path("profiles"));
+    mkdir_or_die(t_path("profiles/materials"));
+    t_write_text(t_path("profiles/tiny.json"),
                  "{\"name\": \"tiny\", \"technology\": \"msla\", \"xy_resolution_mm\": 0.05,\n"
                  " \"z_step_mm\": 0.016, \"build_volume_mm\": [30, 30, 50],\n"
                  " \"min_feature_mm\": 0.1, \"pin_clearance_mm\": 0.1, \"z_speed_mm_per_h\": 10}\n");
-    t_write_text(tp("profiles/coarse.json"),
+    t_write_text(t_path("profiles/coarse.json"),
                  "{\"name\": \"coarse\", \"technology\": \"fdm\", \"xy_resolution_mm\": 0.4,\n"
                  " \"z_step_mm\": 0.05, \"build_volume_mm\": [250, 210, 220],\n"
                  " \"min_feature_mm\": 0.45, \"pin_clearance_mm\": 0.3}\n");
-    t_write_text(tp("profiles/flat.json"),
+    t_write_text(t_path("profiles/flat.json"),
                  "{\"name\": \"flat\", \"technology\": \"sla\", \"xy_resolution_mm\": 0.05,\n"
                  " \"z_step_mm\": 0.016, \"build_volume_mm\": [300, 300, 1],\n"
                  " \"min_feature_mm\": 0.1, \"pin_clearance_mm\": 0.1}\n");
-    t_write_text(tp("profiles/materials/twopoint.json"),
+    t_write_text(t_path("profiles/materials/twopoint.json"),
                  "{\"name\": \"twopoint\", \"points\": [\n"
                  "  {\"frequency_thz\": 0.2, \"index\": 1.70, \"kappa\": 0.02},\n"
                  "  {\"frequency_thz\": 0.6, \"index\": 1.66, \"kappa\": 0.06}],\n"
@@ -449,7 +431,7 @@ TEST(material_is_interpolated_in_frequency_and_clamped_outside)
     material_profile m;
     d2_err e = {0};
     fixture_profiles();
-    CHECK(material_load(tp("profiles/materials/twopoint.json"), &m, &e) == 0);
+    CHECK(material_load(t_path("profiles/materials/twopoint.json"), &m, &e) == 0);
     double n, k;
     CHECK(material_at(&m, 0.4, &n, &k) == 0);
     CHECK_NEAR(n, 1.68, 1e-12);
@@ -530,7 +512,7 @@ TEST(user_profile_folder_is_searched_first_and_paths_work)
     CHECK(printer_find(&pp, "tiny", &p, &e) == 0);
     CHECK_NEAR(p.z_speed_mm_per_h, 10, 0);
     printer_free(&p);
-    CHECK(printer_find(&pp, tp("profiles/coarse.json"), &p, &e) == 0);
+    CHECK(printer_find(&pp, t_path("profiles/coarse.json"), &p, &e) == 0);
     CHECK(!strcmp(p.name, "coarse") && p.z_speed_mm_per_h == 0);
     printer_free(&p);
     /* the shipped ones are still there */
@@ -559,16 +541,16 @@ static void bad_profile(const char *name, const char *text, int material, const 
 {
     char rel[128];
     snprintf(rel, sizeof rel, "bad/%s%s.json", material ? "materials/" : "", name);
-    mkdir_or_die(tp("bad/materials"));
-    t_write_text(tp(rel), text);
+    mkdir_or_die(t_path("bad/materials"));
+    t_write_text(t_path(rel), text);
     d2_err e = {0};
     if (material) {
         material_profile m;
-        CHECK_ERR(material_load(tp(rel), &m, &e), e, D2_EINPUT, needle);
+        CHECK_ERR(material_load(t_path(rel), &m, &e), e, D2_EINPUT, needle);
         CHECK(m.json == NULL);
     } else {
         printer_profile p;
-        CHECK_ERR(printer_load(tp(rel), &p, &e), e, D2_EINPUT, needle);
+        CHECK_ERR(printer_load(t_path(rel), &p, &e), e, D2_EINPUT, needle);
         CHECK(p.json == NULL);
     }
 }
@@ -637,22 +619,22 @@ TEST(bad_phase_files_are_refused_with_a_clear_message)
     float map[20];
     for (int k = 0; k < 20; k++) map[k] = 0.1f * (float)k;
     map[7] = NAN;
-    write_map(tp("nan.npy"), map, 4, 5 - 1); /* 4 x 4, NaN at row 1, column 3 */
-    CHECK_ERR(exp_read_phase(tp("nan.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT,
+    write_map(t_path("nan.npy"), map, 4, 5 - 1); /* 4 x 4, NaN at row 1, column 3 */
+    CHECK_ERR(exp_read_phase(t_path("nan.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT,
               "row 1, column 3 is nan");
     map[7] = 0;
-    write_map(tp("rect.npy"), map, 4, 5);
-    CHECK_ERR(exp_read_phase(tp("rect.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT,
+    write_map(t_path("rect.npy"), map, 4, 5);
+    CHECK_ERR(exp_read_phase(t_path("rect.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT,
               "4 x 5: layers must be square");
-    write_raw_npy(tp("f64.npy"), "<f8", "(4, 4)", 16 * 8);
-    CHECK_ERR(exp_read_phase(tp("f64.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT, "float64");
-    write_raw_npy(tp("c64.npy"), "<c8", "(4, 4)", 16 * 8);
-    CHECK_ERR(exp_read_phase(tp("c64.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT, "complex64");
-    write_raw_npy(tp("cube.npy"), "<f4", "(2, 4, 4)", 32 * 4);
-    CHECK_ERR(exp_read_phase(tp("cube.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT,
+    write_raw_npy(t_path("f64.npy"), "<f8", "(4, 4)", 16 * 8);
+    CHECK_ERR(exp_read_phase(t_path("f64.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT, "float64");
+    write_raw_npy(t_path("c64.npy"), "<c8", "(4, 4)", 16 * 8);
+    CHECK_ERR(exp_read_phase(t_path("c64.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT, "complex64");
+    write_raw_npy(t_path("cube.npy"), "<f4", "(2, 4, 4)", 32 * 4);
+    CHECK_ERR(exp_read_phase(t_path("cube.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT,
               "shape (2, 4, 4): expected a 2-D phase map");
-    t_write_text(tp("text.npy"), "not a numpy file");
-    CHECK_ERR(exp_read_phase(tp("text.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT, "text.npy");
+    t_write_text(t_path("text.npy"), "not a numpy file");
+    CHECK_ERR(exp_read_phase(t_path("text.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT, "text.npy");
     CHECK(v == NULL);
 }
 
@@ -661,15 +643,15 @@ TEST(png_phase_maps_need_and_use_their_stated_range)
     uint16_t px[64];
     for (int k = 0; k < 64; k++) px[k] = (uint16_t)(k * 1000);
     d2_err e = {0};
-    CHECK(img_write_gray16(tp("ph.png"), 8, 8, px, &e) == 0);
+    CHECK(img_write_gray16(t_path("ph.png"), 8, 8, px, &e) == 0);
     float *v = NULL;
     int n;
-    CHECK_ERR(exp_read_phase(tp("ph.png"), 0, 0, 0, &v, &n, &e), e, D2_EUSAGE, "--png-range-rad");
+    CHECK_ERR(exp_read_phase(t_path("ph.png"), 0, 0, 0, &v, &n, &e), e, D2_EUSAGE, "--png-range-rad");
     uint8_t rgb[64 * 3] = {0};
-    CHECK(img_write_rgb8(tp("rgb.png"), 8, 8, rgb, &e) == 0);
-    CHECK_ERR(exp_read_phase(tp("rgb.png"), 1, 0, TWO_PI, &v, &n, &e), e, D2_EINPUT,
+    CHECK(img_write_rgb8(t_path("rgb.png"), 8, 8, rgb, &e) == 0);
+    CHECK_ERR(exp_read_phase(t_path("rgb.png"), 1, 0, TWO_PI, &v, &n, &e), e, D2_EINPUT,
               "colour PNG: a phase map must be grey");
-    CHECK(exp_read_phase(tp("ph.png"), 1, 0, TWO_PI, &v, &n, &e) == 0);
+    CHECK(exp_read_phase(t_path("ph.png"), 1, 0, TWO_PI, &v, &n, &e) == 0);
     CHECK(n == 8);
     if (v) {
         CHECK_NEAR(v[0], 0, 1e-6);
@@ -681,16 +663,16 @@ TEST(png_phase_maps_need_and_use_their_stated_range)
 TEST(layers_of_different_sizes_are_refused)
 {
     float a[64] = {0}, b[100] = {0};
-    write_map(tp("s8.npy"), a, 8, 8);
-    write_map(tp("s10.npy"), b, 10, 10);
-    const char *files[] = {tp("s8.npy"), tp("s10.npy")};
+    write_map(t_path("s8.npy"), a, 8, 8);
+    write_map(t_path("s10.npy"), b, 10, 10);
+    const char *files[] = {t_path("s8.npy"), t_path("s10.npy")};
     exp_phase_input in = {files, 2, 0.4, WL_04, NULL, 0, 0, 0, 0};
     d2_model m;
     d2_err e = {0};
     CHECK_ERR(exp_model_from_phases(&in, &m, &e), e, D2_EINPUT, "same size");
     CHECK(strstr(e.msg, "s10.npy") && strstr(e.msg, "10 x 10") && strstr(e.msg, "8 x 8"));
     double gaps[2] = {30, 30};
-    const char *one[] = {tp("s8.npy")};
+    const char *one[] = {t_path("s8.npy")};
     exp_phase_input in2 = {one, 1, 0.4, WL_04, gaps, 2, 0, 0, 0};
     CHECK(exp_model_from_phases(&in2, &m, &e) == 0);
     CHECK(m.g.n == 8 && m.g.layers == 1 && m.g.gap_mm[1] == 30);
@@ -707,10 +689,10 @@ static int export_bare(const char *out, export_opts *o, export_report *r, d2_err
     d2_model m;
     float map[32 * 32];
     make_phase(map, 32, centre, 0.6, 5);
-    write_map(tp("bare1.npy"), map, 32, 32);
+    write_map(t_path("bare1.npy"), map, 32, 32);
     make_phase(map, 32, centre, 0.6, 6);
-    write_map(tp("bare2.npy"), map, 32, 32);
-    const char *files[] = {tp("bare1.npy"), tp("bare2.npy")};
+    write_map(t_path("bare2.npy"), map, 32, 32);
+    const char *files[] = {t_path("bare1.npy"), t_path("bare2.npy")};
     exp_phase_input in = {files, 2, 0.4, WL_04, NULL, 0, 0, 0, 0};
     if (exp_model_from_phases(&in, &m, e)) return -99;
     export_source src = {&m, NULL, "phase", files[0]};
@@ -732,7 +714,7 @@ TEST(bad_export_inputs_fail_and_write_nothing)
     export_opts o;
     export_report r;
     d2_err e = {0};
-    const char *out = tp("never");
+    const char *out = t_path("never");
 
     opts_for(&o, "objet-connex500", "verobp");
     o.index = 1.0;
@@ -769,9 +751,9 @@ TEST(bad_export_inputs_fail_and_write_nothing)
     /* --force: written, with the warning recorded */
     opts_for(&o, "coarse", "hips");
     o.force = 1;
-    CHECK(export_bare(tp("forced"), &o, &r, &e, 0) == 0);
+    CHECK(export_bare(t_path("forced"), &o, &r, &e, 0) == 0);
     CHECK(r.nwarn >= 1 && strstr(r.warn[0], "pitch 0.4 mm is below"));
-    CHECK(exists(tp("forced/export.json")));
+    CHECK(t_exists(t_path("forced/export.json")));
     export_report_free(&r);
 }
 
@@ -781,36 +763,36 @@ TEST(a_failed_write_leaves_no_export_json_and_removes_this_runs_files)
     export_report r;
     d2_err e = {0};
     opts_for(&o, "objet-connex500", "verobp");
-    const char *out = tp("halfway");
+    const char *out = t_path("halfway");
     CHECK(export_bare(out, &o, &r, &e, 0) == 0);
     export_report_free(&r);
-    CHECK(exists(tp("halfway/export.json")));
+    CHECK(t_exists(t_path("halfway/export.json")));
     /* layer 2's PNG cannot be put in place: a folder holds its name */
-    unlink(tp("halfway/layer2_height.png"));
-    mkdir_or_die(tp("halfway/layer2_height.png/x"));
+    unlink(t_path("halfway/layer2_height.png"));
+    mkdir_or_die(t_path("halfway/layer2_height.png/x"));
     CHECK(export_bare(out, &o, &r, &e, 0) != 0);
     export_report_free(&r);
-    CHECK(!exists(tp("halfway/export.json")));
-    CHECK(!exists(tp("halfway/layer1_height.npy")));
-    CHECK(!exists(tp("halfway/layer1_preview.png")));
-    CHECK(!exists(tp("halfway/layer2_height.npy")));
+    CHECK(!t_exists(t_path("halfway/export.json")));
+    CHECK(!t_exists(t_path("halfway/layer1_height.npy")));
+    CHECK(!t_exists(t_path("halfway/layer1_preview.png")));
+    CHECK(!t_exists(t_path("halfway/layer2_height.npy")));
 }
 
 TEST(export_writes_every_file_and_loads_back_as_the_printed_model)
 {
-    const char *mdir = tp("model");
+    const char *mdir = t_path("model");
     save_model(mdir, 32, 2, 0, 0, 0.8);
     d2_model m;
     d2_err e = {0};
     CHECK(model_load(mdir, &m, &e) == 0);
     cJSON *mj = NULL;
-    CHECK(cfg_load(tp("model/model.json"), &mj, &e) == 0);
+    CHECK(cfg_load(t_path("model/model.json"), &mj, &e) == 0);
     export_opts o;
     opts_for(&o, "tiny", "twopoint");
     o.force = 1; /* the plate is 2.8 mm wider than the tiny printer */
     export_report r;
     export_source src = {&m, mj, "model", mdir};
-    const char *out = tp("exp");
+    const char *out = t_path("exp");
     int rc = export_stack(&src, &o, out, &r, &e);
     CHECK(rc == 0);
     if (rc) printf("  %s\n", e.msg);
@@ -829,12 +811,12 @@ TEST(export_writes_every_file_and_loads_back_as_the_printed_model)
         const char *kinds[] = {"height.npy", "height.png", "preview.png"};
         for (int q = 0; q < 3; q++) {
             snprintf(name, sizeof name, "exp/layer%d_%s", k, kinds[q]);
-            CHECK(exists(tp(name)));
+            CHECK(t_exists(t_path(name)));
         }
     }
     /* the 16-bit PNG holds round(h / png_scale_mm) */
     cJSON *ej = NULL;
-    CHECK(cfg_load(tp("exp/export.json"), &ej, &e) == 0);
+    CHECK(cfg_load(t_path("exp/export.json"), &ej, &e) == 0);
     const cJSON *lf = cJSON_GetArrayItem(cJSON_GetObjectItem(ej, "layer_files"), 0);
     double scale = cJSON_GetNumberValue(cJSON_GetObjectItem(lf, "png_scale_mm"));
     CHECK_NEAR(scale, 0.001, 1e-12);
@@ -843,8 +825,8 @@ TEST(export_writes_every_file_and_loads_back_as_the_printed_model)
     CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(ej, "phase_offset")), "auto"));
     float *png = NULL, *hn = NULL;
     int w, hh, rows, cols;
-    CHECK(img_read_gray(tp("exp/layer1_height.png"), &w, &hh, &png, &e) == 0);
-    CHECK(npy_read_map(tp("exp/layer1_height.npy"), &hn, &rows, &cols, &e) == 0);
+    CHECK(img_read_gray(t_path("exp/layer1_height.png"), &w, &hh, &png, &e) == 0);
+    CHECK(npy_read_map(t_path("exp/layer1_height.npy"), &hn, &rows, &cols, &e) == 0);
     if (png && hn && w == 32 && rows == 32) {
         double worst = 0;
         for (int k = 0; k < 32 * 32; k++)
@@ -882,7 +864,7 @@ TEST(export_writes_every_file_and_loads_back_as_the_printed_model)
 
 TEST(a_model_trained_coupled_keeps_the_plain_wrap_and_its_base)
 {
-    const char *mdir = tp("coupled");
+    const char *mdir = t_path("coupled");
     save_model(mdir, 32, 1, 1, 0, 0.8);
     d2_model m;
     d2_err e = {0};
@@ -894,8 +876,8 @@ TEST(a_model_trained_coupled_keeps_the_plain_wrap_and_its_base)
     /* never into a model folder: it would then read as an export */
     CHECK_ERR(export_stack(&src, &o, mdir, &r, &e), e, D2_EUSAGE, "holds a model");
     export_report_free(&r);
-    CHECK(!exists(tp("coupled/export.json")));
-    CHECK(export_stack(&src, &o, tp("coupled-exp"), &r, &e) == 0);
+    CHECK(!t_exists(t_path("coupled/export.json")));
+    CHECK(export_stack(&src, &o, t_path("coupled-exp"), &r, &e) == 0);
     CHECK(r.layer[0].offset_rad == 0 && r.p.offset_auto == 0);
     CHECK_NEAR(r.p.base_mm, 0.512, 1e-12); /* geom_default's 0.5 mm up to the 16 um grid */
     int found = 0;
@@ -912,7 +894,7 @@ TEST(levels_export_uses_whole_level_offsets_on_the_z_grid)
     o.levels = 4;
     export_report r;
     d2_err e = {0};
-    CHECK(export_bare(tp("lv"), &o, &r, &e, 2.0) == 0);
+    CHECK(export_bare(t_path("lv"), &o, &r, &e, 2.0) == 0);
     for (int k = 0; k < 2; k++) {
         double s = r.layer[k].offset_rad * 4 / TWO_PI;
         CHECK_NEAR(s, nearbyint(s), 1e-9);

@@ -18,23 +18,6 @@
 #include "train/train.h"
 #include "testlib.h"
 
-static char path_buf[32][1024];
-
-/* A path under the scratch folder (32 rotating buffers). */
-static const char *tp(const char *name)
-{
-    static int k;
-    char *b = path_buf[k++ & 31];
-    snprintf(b, sizeof path_buf[0], "%s/%s", t_tmpdir(), name);
-    return b;
-}
-
-static int exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 /* A rows x cols mask whose binarised aperture is open where open(r, c) says;
  * amplitude 1 on open pixels, 0.2 elsewhere. */
 typedef int (*shape_fn)(int r, int c, const void *arg);
@@ -183,7 +166,7 @@ TEST(nested_rings_hold_with_wide_bridges)
         CHECK(mask_make_printable(&m, w, &st, "nested wide", &e) == 0);
         char png[32];
         snprintf(png, sizeof png, "nested_w%d.png", w);
-        CHECK(mask_write_preview(tp(png), &m, &e) == 0);
+        CHECK(mask_write_preview(t_path(png), &m, &e) == 0);
         if (st.islands != 3) printf("  w %d: %d islands\n", w, st.islands);
         CHECK(st.islands == 3 && st.bridges == 3);
         /* each bridge at least w wide across rings 4 and 5 pixels wide */
@@ -443,33 +426,33 @@ TEST(grey_and_rgb_pngs_are_read_palette_and_alpha_are_refused)
     for (int i = 0; i < 28 * 28 * 4; i++) px[i] = (uint8_t)(i % 7 == 0 ? 255 : 0);
     mask_source s;
     d2_err e = {0};
-    write_png(tp("grey digit.png"), PNG_FORMAT_GRAY, 28, 28, px, NULL, 0);
-    CHECK(mask_source_png(tp("grey digit.png"), 3, &s, &e) == 0);
+    write_png(t_path("grey digit.png"), PNG_FORMAT_GRAY, 28, 28, px, NULL, 0);
+    CHECK(mask_source_png(t_path("grey digit.png"), 3, &s, &e) == 0);
     CHECK(s.rows == 28 && s.cols == 28 && s.label == 3 && s.index == -1);
     CHECK(!strcmp(s.name, "mask_grey_digit"));
     CHECK(s.img[0] == 1.0f && s.img[1] == 0.0f);
     mask_source_free(&s);
-    write_png(tp("rgb.png"), PNG_FORMAT_RGB, 28, 28, px, NULL, 0);
-    CHECK(mask_source_png(tp("rgb.png"), -1, &s, &e) == 0);
+    write_png(t_path("rgb.png"), PNG_FORMAT_RGB, 28, 28, px, NULL, 0);
+    CHECK(mask_source_png(t_path("rgb.png"), -1, &s, &e) == 0);
     CHECK(s.rows == 28 && s.label == -1);
     mask_source_free(&s);
 
-    write_png(tp("ga.png"), PNG_FORMAT_GA, 28, 28, px, NULL, 0);
-    CHECK_ERR(mask_source_png(tp("ga.png"), -1, &s, &e), e, D2_EINPUT,
+    write_png(t_path("ga.png"), PNG_FORMAT_GA, 28, 28, px, NULL, 0);
+    CHECK_ERR(mask_source_png(t_path("ga.png"), -1, &s, &e), e, D2_EINPUT,
               "ga.png: a PNG with an alpha channel or transparency is not supported");
-    write_png(tp("rgba.png"), PNG_FORMAT_RGBA, 28, 28, px, NULL, 0);
-    CHECK_ERR(mask_source_png(tp("rgba.png"), -1, &s, &e), e, D2_EINPUT,
+    write_png(t_path("rgba.png"), PNG_FORMAT_RGBA, 28, 28, px, NULL, 0);
+    CHECK_ERR(mask_source_png(t_path("rgba.png"), -1, &s, &e), e, D2_EINPUT,
               "flatten it onto black and save it as grey or RGB");
     uint8_t cmap[2 * 3] = {0, 0, 0, 255, 255, 255}, idx[28 * 28];
     for (int i = 0; i < 28 * 28; i++) idx[i] = px[i] ? 1 : 0;
-    write_png(tp("pal.png"), PNG_FORMAT_RGB_COLORMAP, 28, 28, idx, cmap, 2);
-    CHECK_ERR(mask_source_png(tp("pal.png"), -1, &s, &e), e, D2_EINPUT,
+    write_png(t_path("pal.png"), PNG_FORMAT_RGB_COLORMAP, 28, 28, idx, cmap, 2);
+    CHECK_ERR(mask_source_png(t_path("pal.png"), -1, &s, &e), e, D2_EINPUT,
               "pal.png: a palette (indexed-colour) PNG is not supported for a mask: save it as "
               "grey or RGB");
-    t_write_text(tp("text.png"), "not a png\n");
-    CHECK_ERR(mask_source_png(tp("text.png"), -1, &s, &e), e, D2_EINPUT,
+    t_write_text(t_path("text.png"), "not a png\n");
+    CHECK_ERR(mask_source_png(t_path("text.png"), -1, &s, &e), e, D2_EINPUT,
               "text.png: not a readable PNG");
-    CHECK_ERR(mask_source_png(tp("missing.png"), -1, &s, &e), e, D2_EINPUT, "missing.png");
+    CHECK_ERR(mask_source_png(t_path("missing.png"), -1, &s, &e), e, D2_EINPUT, "missing.png");
     CHECK(s.img == NULL);
 }
 
@@ -483,11 +466,11 @@ TEST(preview_shows_original_binarised_and_classes_side_by_side)
     mask_stats st;
     d2_err e = {0};
     CHECK(mask_make_printable(&m, 1, &st, "ring", &e) == 0);
-    CHECK(mask_write_preview(tp("ring.png"), &m, &e) == 0);
+    CHECK(mask_write_preview(t_path("ring.png"), &m, &e) == 0);
     png_image im;
     memset(&im, 0, sizeof im);
     im.version = PNG_IMAGE_VERSION;
-    CHECK(png_image_begin_read_from_file(&im, tp("ring.png")));
+    CHECK(png_image_begin_read_from_file(&im, t_path("ring.png")));
     im.format = PNG_FORMAT_RGB;
     /* the crop holds the ring (radius 7) and a 3 px margin; three panels, two
      * 8 px gaps */
@@ -513,7 +496,7 @@ TEST(preview_shows_original_binarised_and_classes_side_by_side)
     CHECK(seen[MASK_BRIDGE] && seen[MASK_ISLAND] && seen[MASK_OPEN] && seen[MASK_OPAQUE]);
     free(px);
     mask_map_free(&m);
-    CHECK(exists(tp("ring.png")));
+    CHECK(t_exists(t_path("ring.png")));
 }
 
 TEST(slab_optics_follow_thickness_index_and_kappa)
@@ -655,17 +638,17 @@ TEST(run_writes_previews_meshes_and_one_line_per_mask_and_meshes_pass_validators
     small_model(&m);
     mask_opts o;
     run_opts(&o);
-    digit_png(tp("zero.png"), 0);
-    digit_png(tp("rings.png"), 1);
-    digit_png(tp("one.png"), 2);
+    digit_png(t_path("zero.png"), 0);
+    digit_png(t_path("rings.png"), 1);
+    digit_png(t_path("one.png"), 2);
     mask_source src[3];
     d2_err e = {0};
-    CHECK(mask_source_png(tp("zero.png"), 0, &src[0], &e) == 0);
-    CHECK(mask_source_png(tp("rings.png"), 8, &src[1], &e) == 0);
-    CHECK(mask_source_png(tp("one.png"), 1, &src[2], &e) == 0);
+    CHECK(mask_source_png(t_path("zero.png"), 0, &src[0], &e) == 0);
+    CHECK(mask_source_png(t_path("rings.png"), 8, &src[1], &e) == 0);
+    CHECK(mask_source_png(t_path("one.png"), 1, &src[2], &e) == 0);
     mask_result res[3];
     mask_run_report rep;
-    const char *out = tp("run1");
+    const char *out = t_path("run1");
     int rc = mask_run(&m, src, 3, &o, out, res, &rep, &e);
     if (rc) printf("  %s\n", e.msg);
     CHECK(rc == 0);
@@ -676,7 +659,7 @@ TEST(run_writes_previews_meshes_and_one_line_per_mask_and_meshes_pass_validators
     for (int i = 0; i < 3; i++) {
         CHECK(res[i].st.parts == 1);
         snprintf(p, sizeof p, "%s/%s", out, res[i].png_file);
-        CHECK(exists(p));
+        CHECK(t_exists(p));
         snprintf(p, sizeof p, "%s/%s", out, res[i].mesh_file);
         CHECK(file_size(p) == 84 + 50 * (long)res[i].facets);
         check_validators(p);
@@ -708,13 +691,13 @@ TEST(stencil_volume_is_the_full_plate_less_the_open_pixels)
     mask_opts o;
     run_opts(&o);
     o.thick_mm = 2.0;
-    digit_png(tp("vol.png"), 1);
+    digit_png(t_path("vol.png"), 1);
     mask_source s;
     d2_err e = {0};
-    CHECK(mask_source_png(tp("vol.png"), -1, &s, &e) == 0);
+    CHECK(mask_source_png(t_path("vol.png"), -1, &s, &e) == 0);
     mask_result res;
     mask_run_report rep;
-    CHECK(mask_run(&m, &s, 1, &o, tp("vol"), &res, &rep, &e) == 0);
+    CHECK(mask_run(&m, &s, 1, &o, t_path("vol"), &res, &rep, &e) == 0);
     CHECK_NEAR(rep.thick_mm, 2.0, 1e-12); /* 125 Z steps */
     /* the same plate with every cell opaque */
     float *top = malloc(64 * 64 * sizeof *top);
@@ -748,13 +731,13 @@ TEST(run_predictions_are_the_forward_model_on_each_input)
     mask_opts o;
     run_opts(&o);
     o.write_mesh = 0;
-    digit_png(tp("p.png"), 1);
+    digit_png(t_path("p.png"), 1);
     mask_source s;
     d2_err e = {0};
-    CHECK(mask_source_png(tp("p.png"), 3, &s, &e) == 0);
+    CHECK(mask_source_png(t_path("p.png"), 3, &s, &e) == 0);
     mask_result res;
     mask_run_report rep;
-    CHECK(mask_run(&m, &s, 1, &o, tp("pred"), &res, &rep, &e) == 0);
+    CHECK(mask_run(&m, &s, 1, &o, t_path("pred"), &res, &rep, &e) == 0);
     CHECK(!res.mesh_file[0] && res.facets == 0);
     /* recompute independently */
     d2_net *net = net_new(&m.g, 1, &e);
@@ -792,13 +775,13 @@ TEST(carrier_run_reports_uniform_phase_and_absorption_of_the_digit)
     o.mode = MASK_CARRIER_RECESS;
     o.thick_mm = 1.0;
     o.depth_mm = 0.5;
-    digit_png(tp("c.png"), 1);
+    digit_png(t_path("c.png"), 1);
     mask_source s;
     d2_err e = {0};
-    CHECK(mask_source_png(tp("c.png"), -1, &s, &e) == 0);
+    CHECK(mask_source_png(t_path("c.png"), -1, &s, &e) == 0);
     mask_result res;
     mask_run_report rep;
-    CHECK(mask_run(&m, &s, 1, &o, tp("carrier"), &res, &rep, &e) == 0);
+    CHECK(mask_run(&m, &s, 1, &o, t_path("carrier"), &res, &rep, &e) == 0);
     CHECK(res.st.islands == 0 && res.st.bridges == 0);
     /* 1 mm and 0.5 mm are 62.5 and 31.25 Z steps: rounded to 63 and 31 */
     CHECK_NEAR(rep.thick_mm, 63 * 0.016, 1e-12);
@@ -820,9 +803,9 @@ TEST(carrier_run_reports_uniform_phase_and_absorption_of_the_digit)
     cJSON_Delete(sum);
     /* a recess through the whole plate is refused */
     o.depth_mm = 1.0;
-    CHECK_ERR(mask_run(&m, &s, 1, &o, tp("carrier2"), &res, &rep, &e), e, D2_EINPUT,
+    CHECK_ERR(mask_run(&m, &s, 1, &o, t_path("carrier2"), &res, &rep, &e), e, D2_EINPUT,
               "carrier recess 1.008 mm deep in a 1.008 mm plate: the digit would be cut through");
-    CHECK(!exists(tp("carrier2")));
+    CHECK(!t_exists(t_path("carrier2")));
     mask_source_free(&s);
     model_free(&m);
 }
@@ -833,27 +816,27 @@ TEST(bad_source_in_a_run_writes_nothing)
     small_model(&m);
     mask_opts o;
     run_opts(&o);
-    digit_png(tp("b0.png"), 0);
-    digit_png(tp("b1.png"), 3); /* empty */
+    digit_png(t_path("b0.png"), 0);
+    digit_png(t_path("b1.png"), 3); /* empty */
     mask_source src[2];
     d2_err e = {0};
-    CHECK(mask_source_png(tp("b0.png"), 0, &src[0], &e) == 0);
-    CHECK(mask_source_png(tp("b1.png"), 0, &src[1], &e) == 0);
+    CHECK(mask_source_png(t_path("b0.png"), 0, &src[0], &e) == 0);
+    CHECK(mask_source_png(t_path("b1.png"), 0, &src[1], &e) == 0);
     mask_result res[2];
     mask_run_report rep;
-    CHECK_ERR(mask_run(&m, src, 2, &o, tp("bad"), res, &rep, &e), e, D2_EINPUT,
+    CHECK_ERR(mask_run(&m, src, 2, &o, t_path("bad"), res, &rep, &e), e, D2_EINPUT,
               "b1.png: the image is empty");
-    CHECK(!exists(tp("bad")));
+    CHECK(!t_exists(t_path("bad")));
     /* an earlier run's files stay as they were */
-    CHECK(mask_run(&m, src, 1, &o, tp("bad"), res, &rep, &e) == 0);
+    CHECK(mask_run(&m, src, 1, &o, t_path("bad"), res, &rep, &e) == 0);
     char p[1100];
-    snprintf(p, sizeof p, "%s/masks.jsonl", tp("bad"));
+    snprintf(p, sizeof p, "%s/masks.jsonl", t_path("bad"));
     long before = file_size(p);
-    CHECK_ERR(mask_run(&m, src, 2, &o, tp("bad"), res, &rep, &e), e, D2_EINPUT,
+    CHECK_ERR(mask_run(&m, src, 2, &o, t_path("bad"), res, &rep, &e), e, D2_EINPUT,
               "b1.png: the image is empty");
     CHECK(file_size(p) == before && count_lines(p) == 1);
     /* the same name twice */
-    CHECK_ERR(mask_run(&m, (mask_source[]){src[0], src[0]}, 2, &o, tp("dup"), res, &rep, &e), e,
+    CHECK_ERR(mask_run(&m, (mask_source[]){src[0], src[0]}, 2, &o, t_path("dup"), res, &rep, &e), e,
               D2_EINPUT, "would both be written as mask_b0");
     /* a failure while writing removes this run's files */
     char dir[1100];
@@ -862,9 +845,9 @@ TEST(bad_source_in_a_run_writes_nothing)
     CHECK(d2_mkdir_p(p, &e) == 0);
     CHECK(mask_run(&m, src, 1, &o, dir, res, &rep, &e) != 0);
     snprintf(p, sizeof p, "%s/late/mask_b0.png", t_tmpdir());
-    CHECK(!exists(p));
+    CHECK(!t_exists(p));
     snprintf(p, sizeof p, "%s/late/masks.jsonl", t_tmpdir());
-    CHECK(!exists(p));
+    CHECK(!t_exists(p));
     for (int i = 0; i < 2; i++) mask_source_free(&src[i]);
     model_free(&m);
 }

@@ -19,16 +19,6 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-static char tmpf[64][600];
-static int ntmp;
-
-static const char *tpath(const char *name)
-{
-    char *p = tmpf[ntmp++ % 64];
-    snprintf(p, 600, "%s/%s", t_tmpdir(), name);
-    return p;
-}
-
 /* Runs a shell command; returns its exit status and its output (stdout and
  * stderr) in out. */
 static int run(const char *cmd, char *out, size_t cap)
@@ -195,7 +185,7 @@ TEST(mesh_of_checkerboard_is_closed)
         check_nonneg(m);
         double v = (double)ideal * MESH_Q_MM * MESH_Q_MM * MESH_QZ_MM;
         CHECK_NEAR(mesh_volume_mm3(m), v, 1e-4 * v);
-        const char *path = tpath("checker.stl");
+        const char *path = t_path("checker.stl");
         mesh_part part = {m, "checker", {0, 0, 0}};
         CHECK(mesh_write(path, MESH_STL, &part, 1, NULL, &e) == 0);
         check_admesh(path, 1, v);
@@ -222,7 +212,7 @@ TEST(mesh_of_random_heights_is_closed_and_passes_validators)
         }
         check_closed(m, 1);
         check_nonneg(m);
-        const char *path = tpath("random.stl");
+        const char *path = t_path("random.stl");
         mesh_part part = {m, "layer", {0, 0, 0}};
         size_t bytes = 0;
         CHECK(mesh_write(path, MESH_STL, &part, 1, &bytes, &e) == 0);
@@ -432,7 +422,7 @@ TEST(top_view_of_a_layer_plate_is_its_height_map)
             worst = fmax(worst, fabs(top - h[(size_t)i * n + j]));
         }
     CHECK(worst < 1.5e-4); /* heights are built on a 0.1 um grid */
-    CHECK(img_write_colormap(tpath("topview.png"), n, n, img, 0.6f, 1.65f, CMAP_VIRIDIS, 8, &e) == 0);
+    CHECK(img_write_colormap(t_path("topview.png"), n, n, img, 0.6f, 1.65f, CMAP_VIRIDIS, 8, &e) == 0);
     free(img);
     mesh_free(m);
     free(h);
@@ -514,7 +504,7 @@ TEST(through_cut_mask_plate_is_closed_and_its_island_a_second_part)
     if (m) {
         /* the ring's inner disc is an island: two parts */
         check_closed(m, 2);
-        const char *path = tpath("mask.stl");
+        const char *path = t_path("mask.stl");
         mesh_part part = {m, "mask", {0, 0, 0}};
         CHECK(mesh_write(path, MESH_STL, &part, 1, NULL, &e) == 0);
         check_admesh(path, 2, mesh_volume_mm3(m));
@@ -535,7 +525,7 @@ TEST(stl_is_84_plus_50_bytes_per_facet_with_a_header_not_starting_with_solid)
     mesh *m = NULL;
     CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
     if (m) {
-        const char *path = tpath("size.stl");
+        const char *path = t_path("size.stl");
         mesh_part part = {m, "p", {0, 0, 0}};
         size_t bytes = 0;
         CHECK(mesh_write(path, MESH_STL, &part, 1, &bytes, &e) == 0);
@@ -575,7 +565,7 @@ TEST(every_format_loads_back_through_assimp_with_the_same_facets_and_volume)
         CHECK(mesh_format_parse(fmts[i], &fmt, &e) == 0);
         char name[32];
         snprintf(name, sizeof name, "round.%s", fmts[i]);
-        const char *path = tpath(name);
+        const char *path = t_path(name);
         mesh_part part = {m, "layer1", {0, 0, 0}};
         CHECK(mesh_write(path, fmt, &part, 1, NULL, &e) == 0);
         mesh_report r;
@@ -607,7 +597,7 @@ TEST(plates_beyond_100_mm_keep_their_corner_gaps_in_every_format)
     for (int i = 0; m && i < 5; i++) {
         char name[32];
         snprintf(name, sizeof name, "big.%s", mesh_format_ext((mesh_format)i));
-        const char *path = tpath(name);
+        const char *path = t_path(name);
         mesh_part part = {m, "big", {0, 0, 150}};
         CHECK(mesh_write(path, (mesh_format)i, &part, 1, NULL, &e) == 0);
         mesh_report r;
@@ -664,7 +654,7 @@ TEST(check_reports_open_nonmanifold_inconsistent_and_parts)
             for (int q = 0; q < 3; q++) soup[1][(12 + f) * 9 + 3 * k + q] = V[F[f][k]][q] + 1.0f;
     CHECK(mesh_check_soup(soup[1], 24, &r, &e) == 0);
     CHECK(!r.closed && r.nonmanifold_vertices == 1 && r.nonmanifold_edges == 0);
-    CHECK_ERR(mesh_check_file(tpath("missing.stl"), &r, &e), e, D2_EINPUT, "missing.stl");
+    CHECK_ERR(mesh_check_file(t_path("missing.stl"), &r, &e), e, D2_EINPUT, "missing.stl");
 }
 
 /* --------------------------------------------------------------- stack */
@@ -729,7 +719,7 @@ TEST(stack_writes_every_part_the_assembly_and_its_json)
     int n = 40, L = 2;
     float *h[2] = {random_heights(n, 21, 0.5, 65, 0.016), random_heights(n, 22, 0.5, 65, 0.016)};
     const char *exp = make_export("exp1", n, L, (const float *const *)h, 490);
-    const char *out = tpath("parts1");
+    const char *out = t_path("parts1");
     mesh_stack_opts o;
     mesh_stack_opts_default(&o);
     mesh_stack_report rep;
@@ -773,10 +763,10 @@ TEST(stack_writes_every_part_the_assembly_and_its_json)
     /* the command line prints facets, bytes and volume per part */
     char cmd[1600];
     snprintf(cmd, sizeof cmd, "./d2fab mesh --export '%s' --out '%s' --format 3mf", exp,
-             tpath("parts1b"));
+             t_path("parts1b"));
     CHECK(run(cmd, outbuf, sizeof outbuf) == 0);
     CHECK(strstr(outbuf, "layer1.3mf") && strstr(outbuf, "volume_mm3"));
-    snprintf(cmd, sizeof cmd, "./d2fab check '%s/assembly.3mf'", tpath("parts1b"));
+    snprintf(cmd, sizeof cmd, "./d2fab check '%s/assembly.3mf'", t_path("parts1b"));
     CHECK(run(cmd, outbuf, sizeof outbuf) == 0);
     CHECK(after(outbuf, "\n  parts") == 4);
     free(h[0]);
@@ -793,14 +783,14 @@ TEST(stack_refuses_bad_heights_big_plates_and_misfit_pegs_writing_nothing)
     d2_err e = {0};
     /* a plate larger than the build volume: both sizes in the message */
     const char *exp = make_export("exp_big", n, 1, hs, 30);
-    const char *out = tpath("out_big");
+    const char *out = t_path("out_big");
     CHECK_ERR(mesh_stack(exp, out, &o, NULL, &e), e, D2_EINPUT, "does not fit the build volume 30 x 30");
     CHECK(strstr(e.msg, "40.0 x 40.0"));
     CHECK(count_files(out) == 0);
     /* negative and NaN heights */
     h[77] = -0.2f;
     exp = make_export("exp_neg", n, 1, hs, 490);
-    out = tpath("out_neg");
+    out = t_path("out_neg");
     CHECK_ERR(mesh_stack(exp, out, &o, NULL, &e), e, D2_EINPUT, "must be >= 0");
     CHECK(strstr(e.msg, "layer1_height.npy"));
     CHECK(count_files(out) == 0);
@@ -828,7 +818,7 @@ TEST(stack_refuses_bad_heights_big_plates_and_misfit_pegs_writing_nothing)
     snprintf(path, sizeof path, "%s/export.json", exp);
     t_write_text(path, "{\"format\": \"d2fab-model\", \"version\": 1}");
     CHECK_ERR(mesh_stack(exp, out, &o, NULL, &e), e, D2_EINPUT, "expected \"d2fab-export\"");
-    CHECK_ERR(mesh_stack(tpath("nowhere"), out, &o, NULL, &e), e, D2_EINPUT, "export.json");
+    CHECK_ERR(mesh_stack(t_path("nowhere"), out, &o, NULL, &e), e, D2_EINPUT, "export.json");
     CHECK(count_files(out) == 0);
     free(h);
 }
@@ -884,7 +874,7 @@ TEST(check_command_exits_2_on_an_open_mesh)
     buf[80] = 1;
     float v[9] = {0, 0, 0, 1, 0, 0, 0, 1, 0};
     memcpy(buf + 84 + 12, v, sizeof v);
-    const char *path = tpath("open.stl");
+    const char *path = t_path("open.stl");
     d2_err e = {0};
     CHECK(d2_write_file(path, buf, sizeof buf, &e) == 0);
     char cmd[700];

@@ -43,15 +43,6 @@ static const char *bin(void)
     return b && *b ? b : "./d2fab";
 }
 
-static char *tpath(const char *name)
-{
-    static char buf[16][1024];
-    static int k;
-    k = (k + 1) % 16;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", t_tmpdir(), name);
-    return buf[k];
-}
-
 static char *join(const char *dir, const char *name)
 {
     static char buf[16][4096];
@@ -256,7 +247,7 @@ static int parses(const char *path)
 
 TEST(a_write_removes_stale_temporaries_of_its_file_but_not_a_live_writers)
 {
-    const char *dir = tpath("stale");
+    const char *dir = t_path("stale");
     d2_err e = {0};
     CHECK(d2_mkdir_p(dir, &e) == 0);
     /* Left by killed writers of x.npy: removed by the next write of x.npy. */
@@ -406,7 +397,7 @@ static const char *const *export_args(const char *out, int variant)
 {
     static char p[3][1024], o[1024];
     static const char *args[32];
-    for (int l = 0; l < 3; l++) snprintf(p[l], sizeof p[l], "%s/p%d.npy", tpath("exp-in"), l + 1);
+    for (int l = 0; l < 3; l++) snprintf(p[l], sizeof p[l], "%s/p%d.npy", t_path("exp-in"), l + 1);
     snprintf(o, sizeof o, "%s", out);
     const char *a[] = {"export", "--phase", p[0], p[1], p[2], "--pitch-mm", "0.4",
                        "--frequency-thz", "0.4", "--printer", "objet-connex500", "--force",
@@ -417,7 +408,7 @@ static const char *const *export_args(const char *out, int variant)
 
 TEST(export_killed_at_random_moments_leaves_old_or_new_files_never_truncated)
 {
-    phase_maps(tpath("exp-in"), 320, 3);
+    phase_maps(t_path("exp-in"), 320, 3);
     kill_while_writing(export_args, "exp", "export.json", quick ? 3 : 8);
 }
 
@@ -427,7 +418,7 @@ static const char *const *mesh_args(const char *out, int variant)
 {
     static char x[1024], o[1024];
     static const char *args[32];
-    snprintf(x, sizeof x, "%s", tpath("mesh-export"));
+    snprintf(x, sizeof x, "%s", t_path("mesh-export"));
     snprintf(o, sizeof o, "%s", out);
     const char *a[] = {"mesh", "--export", x, "--out", o, "--frame-mm", variant ? "12" : "10",
                        "-q", NULL};
@@ -437,11 +428,11 @@ static const char *const *mesh_args(const char *out, int variant)
 
 TEST(mesh_killed_at_random_moments_leaves_old_or_new_parts_never_truncated)
 {
-    const char *in = tpath("mesh-in"), *out;
+    const char *in = t_path("mesh-in"), *out;
     phase_maps(in, 120, 3);
     const char *ex[] = {"export", "--phase", join(in, "p1.npy"), join(in, "p2.npy"),
                         join(in, "p3.npy"), "--pitch-mm", "0.4", "--frequency-thz", "0.4",
-                        "--out", tpath("mesh-export"), "-q", NULL};
+                        "--out", t_path("mesh-export"), "-q", NULL};
     int rc = run(ex, &out);
     if (rc) show("export", rc, out);
     CHECK(rc == 0);
@@ -506,7 +497,7 @@ TEST(training_killed_during_checkpoints_resumes_to_the_same_model)
         CHECK(exists(probe));
         return;
     }
-    const char *ref = tpath("train-ref"), *work = tpath("train-work");
+    const char *ref = t_path("train-ref"), *work = t_path("train-work");
     const char *out;
     double t0 = now();
     int rc = run(train_args(ref, 0), &out);
@@ -558,7 +549,7 @@ TEST(resume_after_the_last_checkpoint_still_writes_the_model)
 {
     /* A kill between the last checkpoint and the model files: resuming has
      * no epoch left to train but must still write the final model. */
-    const char *ref = tpath("train-ref"), *work = tpath("train-last");
+    const char *ref = t_path("train-ref"), *work = t_path("train-last");
     const char *out;
     if (!exists(join(ref, "model.json"))) {
         CHECK(run(train_args(ref, 0), &out) == 0);
@@ -630,7 +621,7 @@ static void replace_in(const char *dir, const char *file, const char *from, cons
  * with bad input naming the key, by the library and by `d2fab eval`. */
 TEST(model_json_layer_files_cannot_point_outside_the_model_folder)
 {
-    const char *outside = tpath("outside.npy");
+    const char *outside = t_path("outside.npy");
     float z[16] = {0};
     size_t shape[2] = {4, 4};
     d2_err e = {0};
@@ -647,7 +638,7 @@ TEST(model_json_layer_files_cannot_point_outside_the_model_folder)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char d[64];
         snprintf(d, sizeof d, "model-path-%zu", i);
-        const char *dir = tpath(d);
+        const char *dir = t_path(d);
         small_model(dir);
         CHECK(symlink(outside, join(dir, "link.npy")) == 0);
         CHECK(symlink(t_tmpdir(), join(dir, "dirlink")) == 0);
@@ -664,7 +655,7 @@ TEST(model_json_layer_files_cannot_point_outside_the_model_folder)
         CHECK(rc == 2 && strstr(out, "layers[0]") && strstr(out, dir));
     }
     /* The untouched model loads: the refusals are about the paths. */
-    const char *ok = tpath("model-path-ok");
+    const char *ok = t_path("model-path-ok");
     small_model(ok);
     d2_model m;
     CHECK(model_load(ok, &m, &e) == 0);
@@ -673,7 +664,7 @@ TEST(model_json_layer_files_cannot_point_outside_the_model_folder)
 
 TEST(export_json_height_files_cannot_point_outside_the_export_folder)
 {
-    const char *model = tpath("exp-path-model"), *outside = tpath("outside-h.npy");
+    const char *model = t_path("exp-path-model"), *outside = t_path("outside-h.npy");
     float h[16];
     for (int i = 0; i < 16; i++) h[i] = 1.0f;
     size_t shape[2] = {4, 4};
@@ -686,7 +677,7 @@ TEST(export_json_height_files_cannot_point_outside_the_export_folder)
     for (int i = 0; i < 3; i++) {
         char d[64];
         snprintf(d, sizeof d, "exp-path-%d", i);
-        const char *dir = tpath(d), *out;
+        const char *dir = t_path(d), *out;
         const char *args[] = {"export", "--model", model, "--out", dir, "-q", NULL};
         int rc = run(args, &out);
         if (rc) show("export", rc, out);
@@ -708,7 +699,7 @@ TEST(export_json_height_files_cannot_point_outside_the_export_folder)
 
 TEST(a_checkpoint_pointer_cannot_leave_the_checkpoints_folder)
 {
-    const char *out = tpath("ck-path"), *elsewhere = tpath("ck-elsewhere");
+    const char *out = t_path("ck-path"), *elsewhere = t_path("ck-elsewhere");
     d2_err e = {0};
     CHECK(d2_mkdir_p(join(out, "checkpoints"), &e) == 0);
     small_model(join(elsewhere, "epoch-0001"));
@@ -727,7 +718,7 @@ TEST(a_checkpoint_pointer_cannot_leave_the_checkpoints_folder)
 
 TEST(run_config_paths_cannot_point_outside_the_config_folder)
 {
-    const char *dir = tpath("runcfg"), *outside = tpath("runcfg-outside-model");
+    const char *dir = t_path("runcfg"), *outside = t_path("runcfg-outside-model");
     d2_err e = {0};
     CHECK(d2_mkdir_p(dir, &e) == 0);
     small_model(outside);
@@ -759,10 +750,10 @@ TEST(run_config_paths_cannot_point_outside_the_config_folder)
     run_config_free(&c);
     t_write_text(cfg, bad[2].json);
     const char *out;
-    const char *args[] = {"run", cfg, "--out", tpath("runcfg-pkg"), "-q", NULL};
+    const char *args[] = {"run", cfg, "--out", t_path("runcfg-pkg"), "-q", NULL};
     int rc = run(args, &out);
     if (rc != 2) show("run", rc, out);
-    CHECK(rc == 2 && strstr(out, "outside the folder") && !exists(tpath("runcfg-pkg")));
+    CHECK(rc == 2 && strstr(out, "outside the folder") && !exists(t_path("runcfg-pkg")));
 }
 
 /* Files changed since `before` anywhere in the scratch folder other than
@@ -789,24 +780,24 @@ static int new_files_outside(const char *before, const char *out1, const char *o
 
 TEST(train_export_and_mesh_write_only_under_out)
 {
-    const char *stamp = tpath("stamp");
+    const char *stamp = t_path("stamp");
     t_write_text(stamp, "");
     sleep_s(1.05); /* -newer may compare whole seconds */
     const char *out;
-    int rc = run(train_args(tpath("only-train"), 0), &out);
+    int rc = run(train_args(t_path("only-train"), 0), &out);
     if (rc) show("train", rc, out);
     CHECK(rc == 0);
-    const char *ex[] = {"export", "--model", tpath("only-train"), "--out", tpath("only-export"),
+    const char *ex[] = {"export", "--model", t_path("only-train"), "--out", t_path("only-export"),
                         "-q", NULL};
     rc = run(ex, &out);
     if (rc) show("export", rc, out);
     CHECK(rc == 0);
-    CHECK(exists(tpath("only-export/export.json")));
-    const char *me[] = {"mesh", "--export", tpath("only-export"), "--out", tpath("only-mesh"), "-q",
+    CHECK(exists(t_path("only-export/export.json")));
+    const char *me[] = {"mesh", "--export", t_path("only-export"), "--out", t_path("only-mesh"), "-q",
                         NULL};
     rc = run(me, &out);
     if (rc) show("mesh", rc, out);
-    CHECK(rc == 0 && exists(tpath("only-mesh/assembly.json")));
+    CHECK(rc == 0 && exists(t_path("only-mesh/assembly.json")));
     CHECK(new_files_outside(stamp, "only-train", "only-export", "only-mesh") == 0);
 
     /* --init from a model of other optics is refused, naming the key, and
@@ -823,23 +814,23 @@ TEST(train_export_and_mesh_write_only_under_out)
     CHECK(gaps != NULL);
     if (!gaps) return;
     memcpy(gaps, "[20, 20, 25, 20]", 16);
-    const char *other = tpath("quick-gap25.json");
+    const char *other = t_path("quick-gap25.json");
     t_write_text(other, cfg);
-    const char *bad[] = {"train", "--config", other, "--init", tpath("only-train"), "--out",
-                         tpath("init-bad"), "--limit", "64", "--test-limit", "32", "--epochs", "1",
+    const char *bad[] = {"train", "--config", other, "--init", t_path("only-train"), "--out",
+                         t_path("init-bad"), "--limit", "64", "--test-limit", "32", "--epochs", "1",
                          "-q", NULL};
     rc = run(bad, &out);
     if (rc != 2 || !strstr(out, "gaps_mm[2]")) show("train --init", rc, out);
-    CHECK(rc == 2 && strstr(out, "gaps_mm[2]") && !exists(tpath("init-bad")));
+    CHECK(rc == 2 && strstr(out, "gaps_mm[2]") && !exists(t_path("init-bad")));
     const char *good[] = {"train", "--config", "samples/quick.json", "--init",
-                          tpath("only-train"), "--out", tpath("init-good"), "--limit", "64",
+                          t_path("only-train"), "--out", t_path("init-good"), "--limit", "64",
                           "--test-limit", "32", "--epochs", "1", "-q", NULL};
     rc = run(good, &out);
     if (rc) show("train --init", rc, out);
     CHECK(rc == 0);
     d2_model m;
     d2_err e = {0};
-    CHECK(model_load(tpath("init-good"), &m, &e) == 0);
+    CHECK(model_load(t_path("init-good"), &m, &e) == 0);
     const cJSON *from = cJSON_GetObjectItemCaseSensitive(m.init, "model");
     CHECK(cJSON_IsString(from) && strstr(from->valuestring, "only-train"));
     CHECK(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(m.init, "history")) == 3);
@@ -850,7 +841,7 @@ TEST(train_export_and_mesh_write_only_under_out)
 
 TEST(a_config_with_100000_neurons_is_refused_with_the_memory_it_needs)
 {
-    const char *cfg = tpath("huge.json");
+    const char *cfg = t_path("huge.json");
     t_write_text(cfg, "{\"geometry\": {\"neurons\": 100000}}");
     cJSON *root = NULL;
     d2_err e = {0};
@@ -861,10 +852,10 @@ TEST(a_config_with_100000_neurons_is_refused_with_the_memory_it_needs)
     CHECK(strstr(e.msg, "[4, 2048]") && strstr(e.msg, "GB of memory"));
     cJSON_Delete(root);
     const char *out;
-    const char *args[] = {"train", "--config", cfg, "--out", tpath("huge-out"), NULL};
+    const char *args[] = {"train", "--config", cfg, "--out", t_path("huge-out"), NULL};
     int rc = run(args, &out);
     CHECK(rc == 2 && strstr(out, "GB of memory") && strstr(out, cfg));
-    CHECK(!exists(tpath("huge-out")));
+    CHECK(!exists(t_path("huge-out")));
     /* Within the range but more workers than memory: refused before loading. */
     g.n = 2048;
     g.layers = 16;
@@ -876,7 +867,7 @@ TEST(a_config_with_100000_neurons_is_refused_with_the_memory_it_needs)
 
 TEST(an_npy_header_claiming_2_to_the_40_elements_is_refused_before_reading)
 {
-    const char *p = tpath("claim.npy");
+    const char *p = t_path("claim.npy");
     char hdr[128];
     int n = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, "
                                       "'shape': (1099511627776,), }\n");
@@ -899,7 +890,7 @@ TEST(a_png_promising_more_pixels_than_it_holds_is_refused_before_decoding)
         0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
         0, 0, 0x27, 0x10, 0, 0, 0x27, 0x10, 8, 0, 0, 0, 0, 0, 0, 0, 0, /* 10000 x 10000 */
         0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xae, 0x42, 0x60, 0x82};
-    const char *p = tpath("bomb.png");
+    const char *p = t_path("bomb.png");
     FILE *f = fopen(p, "wb");
     CHECK(f && fwrite(bomb, 1, sizeof bomb, f) == sizeof bomb);
     if (f) fclose(f);
@@ -927,7 +918,7 @@ TEST(an_output_larger_than_the_free_disk_is_refused_with_both_sizes)
               "the export needs about 1e+06 TB of disk; the file system has");
     CHECK(strstr(e.msg, t_tmpdir()) && strstr(e.msg, "free"));
     /* A folder that does not exist yet is measured on its nearest parent. */
-    const char *deep = tpath("not/yet/there");
+    const char *deep = t_path("not/yet/there");
     CHECK_ERR(d2_check_space(deep, 1e18, "the meshes", &e), e, D2_EIO, "not/yet/there");
     CHECK(d2_check_space(deep, 1e3, "the meshes", &e) == 0);
 }
@@ -955,24 +946,24 @@ TEST(every_command_exits_1_on_a_bad_option_and_2_on_a_missing_file)
         rc = run(help, &out);
         CHECK(rc == 0 && strstr(out, "Exit status: 0 success") && strstr(out, "3 I/O"));
     }
-    const char *missing = tpath("no-such-file.json"), *missing_dir = tpath("no-such-model");
+    const char *missing = t_path("no-such-file.json"), *missing_dir = t_path("no-such-model");
     /* The file the message must name, then the command line. */
-    const char *m = missing, *md = missing_dir, *ok = tpath("model-path-ok");
+    const char *m = missing, *md = missing_dir, *ok = t_path("model-path-ok");
     const char *cases[][16] = {
-        {m, "train", "--config", m, "--out", tpath("x-train"), NULL},
+        {m, "train", "--config", m, "--out", t_path("x-train"), NULL},
         {md, "eval", "--model", md, NULL},
-        {m, "propagate", "--in", m, "--out", tpath("x.npy"), "--distance-mm", "1",
+        {m, "propagate", "--in", m, "--out", t_path("x.npy"), "--distance-mm", "1",
          "--wavelength-mm", "0.75", "--pitch-mm", "0.4", NULL},
-        {md, "export", "--model", md, "--out", tpath("x-export"), NULL},
+        {md, "export", "--model", md, "--out", t_path("x-export"), NULL},
         {m, "export", "--phase", m, "--pitch-mm", "0.4", "--frequency-thz", "0.4", "--out",
-         tpath("x-export"), NULL},
-        {md, "mesh", "--export", md, "--out", tpath("x-mesh"), NULL},
+         t_path("x-export"), NULL},
+        {md, "mesh", "--export", md, "--out", t_path("x-mesh"), NULL},
         {m, "check", m, NULL},
-        {md, "tolerance", "--model", md, "--out", tpath("x-tol"), "--lateral-mm", "0.1", NULL},
-        {m, "tolerance", "--model", ok, "--out", tpath("x-tol"), "--config", m, NULL},
-        {md, "mask", "--model", md, "--out", tpath("x-mask"), "--digit", "3", NULL},
-        {m, "mask", "--model", ok, "--out", tpath("x-mask"), "--image", m, NULL},
-        {m, "run", m, "--out", tpath("x-run"), NULL},
+        {md, "tolerance", "--model", md, "--out", t_path("x-tol"), "--lateral-mm", "0.1", NULL},
+        {m, "tolerance", "--model", ok, "--out", t_path("x-tol"), "--config", m, NULL},
+        {md, "mask", "--model", md, "--out", t_path("x-mask"), "--digit", "3", NULL},
+        {m, "mask", "--model", ok, "--out", t_path("x-mask"), "--image", m, NULL},
+        {m, "run", m, "--out", t_path("x-run"), NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         int rc = run(cases[i] + 1, &out);
@@ -981,9 +972,9 @@ TEST(every_command_exits_1_on_a_bad_option_and_2_on_a_missing_file)
         CHECK(rc == 2 && strstr(out, name));
     }
     /* I/O: the output folder cannot be created. */
-    const char *file = tpath("a-file");
+    const char *file = t_path("a-file");
     t_write_text(file, "x");
-    const char *io[] = {"export", "--model", tpath("model-path-ok"), "--out",
+    const char *io[] = {"export", "--model", t_path("model-path-ok"), "--out",
                         join(file, "sub"), "-q", NULL};
     int rc = run(io, &out);
     if (rc != 3) show("export into a file", rc, out);
@@ -1010,7 +1001,7 @@ int main(void)
         return t_finish();
     }
     /* FFTW wisdom of the runs stays in the test's folder. */
-    setenv("D2FAB_WISDOM", tpath("wisdom"), 1);
+    setenv("D2FAB_WISDOM", t_path("wisdom"), 1);
     RUN(a_write_removes_stale_temporaries_of_its_file_but_not_a_live_writers);
     RUN(export_killed_at_random_moments_leaves_old_or_new_files_never_truncated);
     RUN(mesh_killed_at_random_moments_leaves_old_or_new_parts_never_truncated);

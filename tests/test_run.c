@@ -23,21 +23,6 @@ static char root[PATH_MAX];   /* the repository: d2fab, samples/, printers/ */
 static char model_dir[PATH_MAX];
 static int have_model;
 
-static const char *tmp(const char *name)
-{
-    static char buf[16][PATH_MAX];
-    static int k;
-    char *b = buf[k++ & 15];
-    snprintf(b, PATH_MAX, "%s/%s", t_tmpdir(), name);
-    return b;
-}
-
-static int exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
 /* The repository root: two folders above build/tests/test_run, else ".". */
 static void find_root(void)
 {
@@ -53,7 +38,7 @@ static void find_root(void)
     }
     char probe[PATH_MAX + 32];
     snprintf(probe, sizeof probe, "%s/samples/quick.json", exe);
-    if (exists(probe)) snprintf(root, sizeof root, "%s", exe);
+    if (t_exists(probe)) snprintf(root, sizeof root, "%s", exe);
 }
 
 /* Runs d2fab with args; stdout and stderr go to log. Returns the exit status. */
@@ -101,7 +86,7 @@ static int quick_model(void)
     m.t.epochs = 1;
     m.t.train_limit = 1500;
     m.t.test_limit = 200;
-    snprintf(model_dir, sizeof model_dir, "%s", tmp("model"));
+    snprintf(model_dir, sizeof model_dir, "%s", t_path("model"));
     train_run_opts ro = {dataset_default_dir(), 0, 0, NULL};
     int rc = model_alloc(&m, &e);
     if (!rc) rc = train_model(&m, model_dir, &ro, &e);
@@ -277,7 +262,7 @@ static int check_html_refs(const char *pkg)
                           !strncmp(ref, "data:", 5);
             char full[2 * PATH_MAX];
             snprintf(full, sizeof full, "%s/%s", pkg, ref);
-            if (outside || !exists(full)) {
+            if (outside || !t_exists(full)) {
                 printf("  report.html refers to \"%s\", %s\n", ref,
                        outside ? "outside the package" : "which does not exist");
                 CHECK(0);
@@ -313,7 +298,7 @@ static const char *stage_status(const cJSON *rep, const char *name)
 static int validators_accept(const char *stl)
 {
     char cmd[3 * PATH_MAX], log[PATH_MAX];
-    snprintf(log, sizeof log, "%s", tmp("validator.log"));
+    snprintf(log, sizeof log, "%s", t_path("validator.log"));
     snprintf(cmd, sizeof cmd, "admesh '%s' > '%s' 2>&1", stl, log);
     if (system(cmd) != 0) return 0;
     int ok = file_has(log, "Total disconnected facets        :     0") &&
@@ -332,7 +317,7 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
         CHECK(0);
         return;
     }
-    const char *pkg = tmp("pkg"), *log = tmp("run.log"), *cfgp = tmp("run.json");
+    const char *pkg = t_path("pkg"), *log = t_path("run.log"), *cfgp = t_path("run.json");
     char cfg[4 * PATH_MAX], args[4 * PATH_MAX];
     snprintf(cfg, sizeof cfg,
              "{\"model\": \"model\", \"printer\": \"objet-connex500\", \"material\": \"verobp\","
@@ -390,9 +375,9 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     CHECK(file_has(path, "Layer height  0.016 mm"));
     for (int k = 1; k <= 3; k++) {
         snprintf(path, sizeof path, "%s/previews/layer%d_phase.png", pkg, k);
-        CHECK(exists(path));
+        CHECK(t_exists(path));
         snprintf(path, sizeof path, "%s/previews/layer%d_height.png", pkg, k);
-        CHECK(exists(path));
+        CHECK(t_exists(path));
     }
 
     /* Every part passes the mesh validators: 3 layers, the detector and the
@@ -422,21 +407,21 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(as, "parts")) {
         const char *f = cJSON_GetStringValue(cJSON_GetObjectItem(p, "file"));
         snprintf(path, sizeof path, "%s/%s", pkg, f ? f : "?");
-        CHECK(exists(path));
+        CHECK(t_exists(path));
         nf++;
     }
     const cJSON *imf = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(as, "input_masks"), "files");
     cJSON_ArrayForEach(p, imf) {
         snprintf(path, sizeof path, "%s/%s", pkg, cJSON_GetStringValue(p));
-        CHECK(exists(path));
+        CHECK(t_exists(path));
         nf++;
     }
     CHECK(nf == cJSON_GetArraySize(parts));
     const char *af = cJSON_GetStringValue(
         cJSON_GetObjectItem(cJSON_GetObjectItem(as, "assembly"), "file"));
     snprintf(path, sizeof path, "%s/%s", pkg, af ? af : "?");
-    CHECK(af && exists(path));
+    CHECK(af && t_exists(path));
     cJSON_Delete(as);
 
     /* The tolerance study's nominal accuracy is eval's on the first 100
@@ -450,7 +435,7 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     CHECK(json_num(rep, "accuracy", "tolerance", "nominal_accuracy") == e100.accuracy);
     CHECK(json_num(rep, "accuracy", "tolerance", "trials") == 3);
     snprintf(path, sizeof path, "%s/tolerance/yield.png", pkg);
-    CHECK(exists(path));
+    CHECK(t_exists(path));
     cJSON_Delete(rep);
 }
 
@@ -473,22 +458,22 @@ TEST(a_failing_stage_is_named_and_leaves_no_report_behind)
         CHECK(0);
         return;
     }
-    const char *pkg = tmp("pkg-fail"), *log = tmp("fail.log"), *cfgp = tmp("fail.json");
+    const char *pkg = t_path("pkg-fail"), *log = t_path("fail.log"), *cfgp = t_path("fail.json");
     char args[4 * PATH_MAX], path[PATH_MAX + 64];
     write_config(cfgp, "{\"model\": \"model\", \"test_limit\": 100}");
     snprintf(args, sizeof args, "run '%s' --out '%s' --data '%s'", cfgp, pkg,
              dataset_default_dir());
     CHECK(d2fab(args, log) == 0);
     snprintf(path, sizeof path, "%s/report.json", pkg);
-    CHECK(exists(path));
+    CHECK(t_exists(path));
     /* The same package again without the test images: the model stage
      * fails, and the earlier report is gone with it. */
-    snprintf(args, sizeof args, "run '%s' --out '%s' --data '%s'", cfgp, pkg, tmp("no-data"));
+    snprintf(args, sizeof args, "run '%s' --out '%s' --data '%s'", cfgp, pkg, t_path("no-data"));
     CHECK(d2fab(args, log) == 2);
     CHECK(file_has(log, "model stage:") && file_has(log, "fetch-data"));
-    CHECK(!exists(path));
+    CHECK(!t_exists(path));
     snprintf(path, sizeof path, "%s/report.html", pkg);
-    CHECK(!exists(path));
+    CHECK(!t_exists(path));
     snprintf(path, sizeof path, "%s/previews", pkg);
     CHECK(hidden_files(pkg) == 0 && hidden_files(path) == 0);
     /* An unknown printer stops the run at the export stage, naming both. */
@@ -506,7 +491,7 @@ TEST(run_refuses_an_output_folder_that_is_not_a_package)
         CHECK(0);
         return;
     }
-    const char *dir = tmp("busy"), *log = tmp("busy.log"), *cfgp = tmp("busy.json");
+    const char *dir = t_path("busy"), *log = t_path("busy.log"), *cfgp = t_path("busy.json");
     char args[4 * PATH_MAX], path[PATH_MAX + 64];
     d2_err e = {0};
     CHECK(d2_mkdir_p(dir, &e) == 0);
@@ -518,12 +503,12 @@ TEST(run_refuses_an_output_folder_that_is_not_a_package)
     CHECK(d2fab(args, log) == 1);
     CHECK(file_has(log, "thesis.tex") && file_has(log, "not part of a print package"));
     snprintf(path, sizeof path, "%s/export", dir);
-    CHECK(!exists(path));
+    CHECK(!t_exists(path));
     /* A bad config fails before anything is written, with exit status 2. */
     write_config(cfgp, "{\"model\": \"model\", \"test_limt\": 100}");
-    snprintf(args, sizeof args, "run '%s' --out '%s'", cfgp, tmp("never"));
+    snprintf(args, sizeof args, "run '%s' --out '%s'", cfgp, t_path("never"));
     CHECK(d2fab(args, log) == 2);
-    CHECK(file_has(log, "test_limit") && !exists(tmp("never")));
+    CHECK(file_has(log, "test_limit") && !t_exists(t_path("never")));
     CHECK(d2fab("run", log) == 1 && file_has(log, "--out DIR is required"));
 }
 
@@ -534,7 +519,7 @@ TEST(rerun_replaces_the_earlier_package_and_phase_maps_run_like_a_model)
         return;
     }
     /* Bare phase maps (as from PyTorch) with the quick geometry. */
-    const char *pkg = tmp("pkg-phase"), *log = tmp("phase.log"), *cfgp = tmp("phase.json");
+    const char *pkg = t_path("pkg-phase"), *log = t_path("phase.log"), *cfgp = t_path("phase.json");
     char cfg[4 * PATH_MAX], args[4 * PATH_MAX], path[PATH_MAX + 64];
     snprintf(cfg, sizeof cfg,
              "{\"phases\": {\"files\": [\"model/layer1.npy\", \"model/layer2.npy\", "
@@ -572,10 +557,10 @@ TEST(rerun_replaces_the_earlier_package_and_phase_maps_run_like_a_model)
     /* Files an earlier run left in the package's folders are replaced. */
     snprintf(path, sizeof path, "%s/previews/layer9_phase.png", pkg);
     t_write_text(path, "stale");
-    CHECK(d2_mkdir_p(tmp("pkg-phase/parts"), &e) == 0);
-    t_write_text(tmp("pkg-phase/parts/layer9.stl"), "stale");
+    CHECK(d2_mkdir_p(t_path("pkg-phase/parts"), &e) == 0);
+    t_write_text(t_path("pkg-phase/parts/layer9.stl"), "stale");
     CHECK(d2fab(args, log) == 0);
-    CHECK(!exists(path) && !exists(tmp("pkg-phase/parts/layer9.stl")));
+    CHECK(!t_exists(path) && !t_exists(t_path("pkg-phase/parts/layer9.stl")));
 }
 
 int main(void)

@@ -1,7 +1,9 @@
 #include "testlib.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/err.h"
@@ -69,4 +71,19 @@ int t_selected(const char *name)
 {
     const char *only = getenv("D2FAB_TEST_ONLY");
     return !only || !*only || strstr(name, only);
+}
+
+const char *t_path(const char *name)
+{
+    static char buf[64][PATH_MAX];
+    static int k;
+    char *b = buf[k++ & 63];
+    snprintf(b, PATH_MAX, "%s/%s", t_tmpdir(), name);
+    return b;
+}
+
+int t_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
 }

@@ -50,6 +50,11 @@ void t_check_err(int rc, const void *err, int want, const char *needle, const ch
 
 /* A fresh scratch folder under build/ (or $TMPDIR), removed at exit. */
 const char *t_tmpdir(void);
+/* NAME under that folder, in one of 64 rotating buffers: keep a result only for
+ * a few dozen calls. */
+const char *t_path(const char *name);
+/* 1 when PATH exists (stat, so a link counts only if its target exists). */
+int t_exists(const char *path);
 /* Writes a text file (for fixtures). */
 void t_write_text(const char *path, const char *text);
 
