@@ -1,6 +1,5 @@
 /* d2fab train / d2fab eval */
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,22 +114,8 @@ int cmd_train(int argc, char **argv)
             model_free(&m);
             return cli_error("train", rc, e.msg);
         }
-        /* Phases carry over only to the same optics. */
-        char diff[256] = "";
-        if (s0.g.n != m.g.n || s0.g.layers != m.g.layers)
-            snprintf(diff, sizeof diff, "%d layers of %d x %d, the config %d of %d x %d",
-                     s0.g.layers, s0.g.n, s0.g.n, m.g.layers, m.g.n, m.g.n);
-        else if (fabs(s0.g.pitch_mm - m.g.pitch_mm) > 1e-9 * m.g.pitch_mm)
-            snprintf(diff, sizeof diff, "pitch %g mm, the config's geometry.pitch_mm %g",
-                     s0.g.pitch_mm, m.g.pitch_mm);
-        else if (fabs(s0.g.wavelength_mm - m.g.wavelength_mm) > 1e-9 * m.g.wavelength_mm)
-            snprintf(diff, sizeof diff, "wavelength %g mm, the config's %g mm", s0.g.wavelength_mm,
-                     m.g.wavelength_mm);
-        for (int k = 0; !diff[0] && k <= m.g.layers; k++)
-            if (fabs(s0.g.gap_mm[k] - m.g.gap_mm[k]) > 1e-9 * m.g.gap_mm[k])
-                snprintf(diff, sizeof diff, "gap %d is %g mm, the config's geometry.gaps_mm[%d] %g",
-                         k, s0.g.gap_mm[k], k, m.g.gap_mm[k]);
-        if (diff[0]) {
+        char diff[256];
+        if (!geom_same_optics(&s0.g, &m.g, diff, sizeof diff)) {
             fprintf(stderr,
                     "d2fab train: --init %s: not the geometry of %s (%s); phases carry over only "
                     "to the same geometry\n",

@@ -85,6 +85,25 @@ int geom_check_memory(const d2_geom *g, int threads, d2_err *e)
     return 0;
 }
 
+
+int geom_same_optics(const d2_geom *from, const d2_geom *cfg, char *why, size_t cap)
+{
+    why[0] = 0;
+    if (from->n != cfg->n || from->layers != cfg->layers)
+        snprintf(why, cap, "%d layers of %d x %d, the config %d of %d x %d", from->layers,
+                 from->n, from->n, cfg->layers, cfg->n, cfg->n);
+    else if (fabs(from->pitch_mm - cfg->pitch_mm) > 1e-9 * cfg->pitch_mm)
+        snprintf(why, cap, "pitch %g mm, the config's geometry.pitch_mm %g", from->pitch_mm,
+                 cfg->pitch_mm);
+    else if (fabs(from->wavelength_mm - cfg->wavelength_mm) > 1e-9 * cfg->wavelength_mm)
+        snprintf(why, cap, "wavelength %g mm, the config's %g mm", from->wavelength_mm,
+                 cfg->wavelength_mm);
+    for (int k = 0; !why[0] && k <= cfg->layers; k++)
+        if (fabs(from->gap_mm[k] - cfg->gap_mm[k]) > 1e-9 * cfg->gap_mm[k])
+            snprintf(why, cap, "gap %d is %g mm, the config's geometry.gaps_mm[%d] %g", k,
+                     from->gap_mm[k], k, cfg->gap_mm[k]);
+    return !why[0];
+}
 int geom_validate(const d2_geom *g, const char *file, d2_err *e)
 {
     if (!(g->wavelength_mm > 0) || !isfinite(g->wavelength_mm))
@@ -171,7 +190,8 @@ int geom_validate(const d2_geom *g, const char *file, d2_err *e)
 
 static const char *const k_top[] = {"format", "version", "software", "geometry", "input",
                                     "detector", "material", "training", "layers", "history",
-                                    "initialised_from", "test_accuracy", "train_seconds", "notes", NULL};
+                                    "initialised_from", "test_accuracy", "train_seconds",
+                                    "notes", NULL};
 static const char *const k_geom[] = {"frequency_thz", "wavelength_mm", "pitch_mm", "neurons",
                                      "layers", "gaps_mm", "pad_factor", NULL};
 static const char *const k_input[] = {"aperture_mm", "dataset", NULL};

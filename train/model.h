@@ -87,6 +87,10 @@ double geom_memory_bytes(double n, int layers, int pad, int threads);
 /* Fails with D2_EIO when g with `threads` workers needs more memory than
  * this machine has (physical memory), naming both figures; 0 otherwise. */
 int geom_check_memory(const d2_geom *g, int threads, d2_err *e);
+/* 1 when a model of geometry `from` can start training one of `cfg` (same
+ * layers, neurons, pitch, wavelength and gaps); else 0 with the first
+ * difference, naming the config key, in why. */
+int geom_same_optics(const d2_geom *from, const d2_geom *cfg, char *why, size_t cap);
 
 /* Checks a geometry for physical sense before any work: pitch, wavelength,
  * n, memory, detectors inside the plane and not overlapping, and that a
