@@ -424,6 +424,51 @@ TEST(short_mnist_training_clearly_beats_chance)
     model_free(&m);
 }
 
+/* Every model in samples/ was trained by the config named beside it (its last
+ * stage), loads, and still classifies the first test images about as well as
+ * the accuracy its model.json claims for all 10000. */
+TEST(shipped_models_match_their_configs_and_classify)
+{
+    static const char *const ship[][2] = {
+        {"samples/mnist-model", "samples/paper-mnist-refine.json"},
+        {"samples/fashion-model", "samples/paper-fashion-refine.json"},
+        {"samples/mnist-jitter-model", "samples/paper-mnist-jitter-more.json"},
+        {"samples/mnist-qat4-model", "samples/paper-mnist-qat4.json"},
+    };
+    const char *data = dataset_default_dir();
+    int limit = t_quick() ? 30 : 500;
+    for (size_t k = 0; k < sizeof ship / sizeof ship[0]; k++) {
+        d2_model m = {0};
+        d2_geom g;
+        d2_train_opts t;
+        cJSON *root = NULL;
+        d2_err e = {0};
+        char why[256] = "";
+        int ok = cfg_load(ship[k][1], &root, &e) == 0 &&
+                 config_read(ship[k][1], root, &g, &t, &e) == 0 && model_load(ship[k][0], &m, &e) == 0;
+        cJSON_Delete(root);
+        if (!ok) printf("  %s: %s\n", ship[k][0], e.msg);
+        CHECK(ok);
+        if (!ok) continue;
+        if (!geom_same_optics(&m.g, &g, why, sizeof why)) printf("  %s: %s\n", ship[k][0], why);
+        CHECK(geom_same_optics(&m.g, &g, why, sizeof why));
+        CHECK(!strcmp(m.t.dataset, t.dataset));
+        CHECK(m.t.loss == t.loss && m.t.batch == t.batch && m.t.seed == t.seed);
+        CHECK(m.t.temperature == t.temperature && m.t.lr == t.lr && m.t.lr_decay == t.lr_decay);
+        CHECK(m.t.jitter_xy_mm == t.jitter_xy_mm && m.t.jitter_z_mm == t.jitter_z_mm);
+        CHECK(m.t.quant_levels == t.quant_levels);
+        CHECK(m.test_accuracy > 0.85);
+        eval_result r;
+        CHECK(eval_model(&m, data, limit, 0, NULL, NULL, &r, &e) == 0);
+        printf("  %s: %.1f%% on the first %d test images (model.json: %.2f%% on %s)\n",
+               ship[k][0], 100 * r.accuracy, r.count, 100 * m.test_accuracy,
+               m.t.test_limit ? "a subset" : "all");
+        CHECK(r.count == limit);
+        if (!t_quick()) CHECK(r.accuracy > m.test_accuracy - 0.05);
+        model_free(&m);
+    }
+}
+
 TEST(whole_pixel_shift_equals_the_rolled_layer_with_zero_fill)
 {
     int n = 16;
@@ -561,6 +606,7 @@ int main(void)
     RUN(model_saves_and_loads_back_bit_exact);
     RUN(a_fine_tuned_model_records_what_it_started_from);
     RUN(short_mnist_training_clearly_beats_chance);
+    RUN(shipped_models_match_their_configs_and_classify);
     RUN(whole_pixel_shift_equals_the_rolled_layer_with_zero_fill);
     RUN(perturbation_adjoint_is_the_transpose);
     RUN(axial_displacement_moves_the_layer_between_its_gaps);
