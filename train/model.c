@@ -85,7 +85,6 @@ int geom_check_memory(const d2_geom *g, int threads, d2_err *e)
     return 0;
 }
 
-
 int geom_same_optics(const d2_geom *from, const d2_geom *cfg, char *why, size_t cap)
 {
     why[0] = 0;
@@ -104,6 +103,7 @@ int geom_same_optics(const d2_geom *from, const d2_geom *cfg, char *why, size_t 
                      from->gap_mm[k], k, cfg->gap_mm[k]);
     return !why[0];
 }
+
 int geom_validate(const d2_geom *g, const char *file, d2_err *e)
 {
     if (!(g->wavelength_mm > 0) || !isfinite(g->wavelength_mm))
