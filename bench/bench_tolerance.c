@@ -15,7 +15,7 @@
 #include "core/idx.h"
 #include "core/util.h"
 #include "bench/benchlib.h"
-#include "train/tolerance.h"
+#include "tolerance/tolerance.h"
 
 int main(int argc, char **argv)
 {

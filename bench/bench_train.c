@@ -13,7 +13,7 @@
 #include "core/config.h"
 #include "core/util.h"
 #include "bench/benchlib.h"
-#include "train/net.h"
+#include "optics/optics.h"
 #include "train/train.h"
 
 int main(int argc, char **argv)

@@ -11,7 +11,7 @@
 #include "core/config.h"
 #include "core/idx.h"
 #include "export/export.h"
-#include "mesh/mask.h"
+#include "mask/mask.h"
 
 #define CMD "mask"
 #define MAX_IMAGES 256

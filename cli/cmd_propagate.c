@@ -8,7 +8,7 @@
 
 #include "cli/cmds.h"
 #include "core/npy.h"
-#include "train/net.h"
+#include "optics/optics.h"
 
 static void help(FILE *fp)
 {

@@ -10,8 +10,8 @@
 #include "core/config.h"
 #include "core/idx.h"
 #include "core/util.h"
-#include "mesh/mask.h"
-#include "train/tolerance.h"
+#include "mask/mask.h"
+#include "tolerance/tolerance.h"
 
 static void tol_help(FILE *fp)
 {

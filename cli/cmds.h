@@ -23,7 +23,7 @@ int cli_num(const char *cmd, const char *opt, const char *s, double lo, double h
 int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
 /* Loads a model directory (model.json) or an export directory (export.json:
  * the heights that will be printed, as phases and amplitudes). */
-#include "train/model.h"
+#include "optics/optics.h"
 int cli_load_model(const char *dir, d2_model *m, d2_err *e);
 /* The exit-status paragraph shared by every --help. */
 extern const char *cli_exit_help;

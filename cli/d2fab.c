@@ -9,7 +9,7 @@
 #include "cli/cmds.h"
 #include "core/err.h"
 #include "export/export.h"
-#include "train/model.h"
+#include "optics/optics.h"
 
 const char *cli_exit_help =
     "Exit status: 0 success; 1 usage error (unknown option, missing or malformed\n"

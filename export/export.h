@@ -33,7 +33,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/err.h"
-#include "train/model.h"
+#include "optics/optics.h"
 
 /* ---------------------------------------------------------------------------
  * Printer and material profiles (export/profile.c)

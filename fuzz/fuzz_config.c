@@ -16,7 +16,7 @@
 #include "core/npy.h"
 #include "export/export.h"
 #include "fuzz/fuzzlib.h"
-#include "train/model.h"
+#include "optics/optics.h"
 
 /* Layer files for n = 4 models, a file outside the folders and links to it. */
 static void fixtures(void)

@@ -12,7 +12,7 @@
 #include "core/npy.h"
 #include "core/util.h"
 #include "mesh/mesh_int.h"
-#include "train/model.h"
+#include "optics/optics.h"
 
 /* Parts touching in the stack (post shoulders on the next datum face) are
  * raised by this much per part in the assembly file, so that no two parts

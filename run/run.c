@@ -14,9 +14,9 @@
 #include "core/config.h"
 #include "core/fileio.h"
 #include "core/image.h"
-#include "mesh/mask.h"
+#include "mask/mask.h"
 #include "mesh/mesh.h"
-#include "train/tolerance.h"
+#include "tolerance/tolerance.h"
 
 #define TWO_PI (2.0 * M_PI)
 

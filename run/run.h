@@ -29,7 +29,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/err.h"
-#include "train/model.h"
+#include "optics/optics.h"
 
 #define RUN_PATH_MAX 1024
 #define RUN_MAX_MASKS 64

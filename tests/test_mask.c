@@ -1,4 +1,4 @@
-/* Tests for mesh/mask: binarising, narrow openings, islands and bridges,
+/* Tests for mask: binarising, narrow openings, islands and bridges,
  * pinches, bad inputs, previews, carrier optics, and (mask_run) the files a
  * mask run writes. */
 #include <math.h>
@@ -13,8 +13,8 @@
 #include "core/fileio.h"
 #include "core/image.h"
 #include "core/util.h"
-#include "mesh/mask.h"
-#include "train/net.h"
+#include "mask/mask.h"
+#include "optics/optics.h"
 #include "train/train.h"
 #include "testlib.h"
 

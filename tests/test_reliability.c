@@ -32,7 +32,7 @@
 #include "export/export.h"
 #include "run/run.h"
 #include "tests/testlib.h"
-#include "train/model.h"
+#include "optics/optics.h"
 
 static d2_rng rng;
 static int quick;

@@ -16,11 +16,10 @@
 #include "core/npy.h"
 #include "core/util.h"
 #include "export/export.h"
-#include "mesh/mask.h"
+#include "mask/mask.h"
 #include "tests/testlib.h"
-#include "train/net.h"
-#include "train/perturb.h"
-#include "train/tolerance.h"
+#include "optics/optics.h"
+#include "tolerance/tolerance.h"
 #include "train/train.h"
 
 #define IMAGES 60

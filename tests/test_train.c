@@ -10,8 +10,7 @@
 #include "core/npy.h"
 #include "core/util.h"
 #include "tests/testlib.h"
-#include "train/net.h"
-#include "train/perturb.h"
+#include "optics/optics.h"
 #include "train/train.h"
 
 static double energy(const float complex *f, size_t n)

@@ -13,8 +13,7 @@
 #include "core/image.h"
 #include "core/npy.h"
 #include "core/util.h"
-#include "train/net.h"
-#include "train/perturb.h"
+#include "optics/optics.h"
 
 int eval_argmax(const float *det, int ndet)
 {

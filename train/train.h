@@ -7,7 +7,7 @@
 
 #include "core/idx.h"
 #include "core/util.h"
-#include "train/model.h"
+#include "optics/optics.h"
 
 /* Run-time settings that are not part of the model. */
 typedef struct train_run_opts {

@@ -11,8 +11,8 @@
 
 #include "core/config.h"
 #include "core/fileio.h"
-#include "mesh/mask.h"
-#include "train/net.h"
+#include "mask/mask.h"
+#include "optics/optics.h"
 #include "train/train.h"
 
 #define C_MM_THZ 0.299792458

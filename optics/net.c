@@ -8,8 +8,7 @@
  * FFTs: (2n + 2p) 1-D transforms instead of 4p, 3/4 of the work at pad 2. The
  * column passes run on blocks of COLB adjacent columns with the product by H
  * fused in between, so each block stays in cache. */
-#include "train/net.h"
-#include "train/perturb.h"
+#include "optics/optics.h"
 
 #include <fftw3.h>
 #include <math.h>

@@ -50,7 +50,7 @@
 #include "core/err.h"
 #include "core/idx.h"
 #include "mesh/mesh.h"
-#include "train/model.h"
+#include "optics/optics.h"
 
 #define MASK_DEFAULT_THRESHOLD 0.5
 /* --image files: at most this many image pixels per plane pixel across the

@@ -1,5 +1,5 @@
 /* Geometry, configs and model directories. */
-#include "train/model.h"
+#include "optics/optics.h"
 
 #include <math.h>
 #include <stdio.h>

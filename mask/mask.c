@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/image.h"
-#include "mesh/mask.h"
+#include "mask/mask.h"
 
 const uint8_t mask_class_rgb[MASK_NCLASS][3] = {
     [MASK_OPAQUE] = {0, 0, 0},      [MASK_OPEN] = {255, 255, 255},

@@ -1,4 +1,4 @@
-#include "train/perturb.h"
+#include "optics/optics.h"
 
 #include <math.h>
 #include <string.h>

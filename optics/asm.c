@@ -4,7 +4,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "train/net.h"
+#include "optics/optics.h"
 
 void asm_transfer(float complex *H, int p, double pitch_mm, double wavelength_mm, double z_mm)
 {

@@ -1,7 +1,7 @@
 /* The tolerance simulator: configs, stacks, one perturbed trial, the
  * analyses (nominal, sensitivity, inverse, Monte Carlo) and the statistics.
  * Reports and plots are in tolreport.c. */
-#include "train/tolerance.h"
+#include "tolerance/tolerance.h"
 
 #include <complex.h>
 #include <math.h>
@@ -13,8 +13,7 @@
 #include "core/fileio.h"
 #include "core/image.h"
 #include "core/npy.h"
-#include "train/net.h"
-#include "train/perturb.h"
+#include "optics/optics.h"
 
 #define C_MM_THZ 0.299792458
 

@@ -10,7 +10,7 @@
 
 #include "core/config.h"
 #include "core/fileio.h"
-#include "train/tolerance.h"
+#include "tolerance/tolerance.h"
 
 /* ---- labels ------------------------------------------------------------- */
 

@@ -57,7 +57,7 @@
 
 #include "core/idx.h"
 #include "core/util.h"
-#include "train/model.h"
+#include "optics/optics.h"
 
 #define TOL_MAX_MODELS 8
 #define TOL_MAX_SCALES 16

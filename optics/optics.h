@@ -1,0 +1,269 @@
+/* d2fab optics: the optical model every stage shares (train, eval, export
+ * loading, mask re-simulation, tolerance): geometry, detectors and materials,
+ * model files, the band-limited angular-spectrum propagator, the network
+ * forward model and its adjoint on FFTW, and perturbations of the stack. It
+ * knows nothing of command lines. */
+#ifndef D2_OPTICS_H
+#define D2_OPTICS_H
+
+#include <complex.h>
+#include <cjson/cJSON.h>
+
+#include "core/err.h"
+#include "core/util.h"
+
+/* The diffractive network: geometry, model files.
+ *
+ * Coordinates: the optical axis is z; every plane is an n x n grid of square
+ * pixels of pitch pitch_mm centred on the axis. Pixel (row i, column j) has its
+ * centre at x = (j - (n-1)/2) * pitch, y = (i - (n-1)/2) * pitch (row = y, as in
+ * the .npy files). Planes: input (the digit aperture) -> gap 0 -> layer 1 ->
+ * gap 1 -> ... -> layer L -> gap L -> detector plane. */
+
+#define D2_MAX_LAYERS 16
+#define D2_MAX_DET 10
+#define D2_MAX_N 2048
+
+typedef enum { LOSS_SOFTMAX = 0, LOSS_MSE = 1 } d2_loss;
+
+typedef struct d2_geom {
+    double wavelength_mm;            /* free-space wavelength (c / f) */
+    double pitch_mm;                 /* neuron pitch, same on every plane */
+    int n;                           /* neurons per side */
+    int layers;                      /* 1..D2_MAX_LAYERS */
+    double gap_mm[D2_MAX_LAYERS + 1];/* gap k: plane k -> plane k+1 (0 = input) */
+    int pad;                         /* FFT size = pad * n (>= 2) */
+    double aperture_mm;              /* side of the square the 28x28 image fills */
+    int ndet;                        /* detector regions (10) */
+    double det_size_mm;              /* side of each square detector */
+    double det_x_mm[D2_MAX_DET], det_y_mm[D2_MAX_DET]; /* detector centres */
+    /* Material coupling: amplitude exp(-2 pi kappa h / lambda) with
+     * h = base + (phi mod 2pi) lambda / (2 pi (index - 1)). */
+    int coupled;
+    double index, kappa, base_mm;
+    double max_relief_mm;  /* > 0: phases limited to the relief this allows */
+} d2_geom;
+
+typedef struct d2_train_opts {
+    char dataset[16];      /* "mnist" or "fashion" */
+    d2_loss loss;
+    double temperature;    /* softmax temperature on normalised energies */
+    double lr;             /* Adam learning rate (rad per step scale) */
+    double lr_decay;       /* multiply lr by this each epoch */
+    int batch;
+    int epochs;
+    unsigned long seed;
+    int train_limit;       /* 0 = all training images */
+    int test_limit;        /* 0 = all test images */
+    /* fabrication-aware training (0 = off) */
+    double jitter_xy_mm, jitter_z_mm, jitter_rot_deg;
+    int quant_levels;      /* phase levels per 2 pi, 0 = continuous */
+    double quant_z_step_mm;/* or quantise the implied thickness to this step */
+} d2_train_opts;
+
+/* A model: geometry + per-layer phase (float radians, n*n, row-major), and an
+ * optional per-layer amplitude (NULL = 1, i.e. phase-only or the coupled
+ * amplitude derived from the phase when g.coupled). */
+typedef struct d2_model {
+    d2_geom g;
+    d2_train_opts t;
+    float *phase[D2_MAX_LAYERS];
+    float *amp[D2_MAX_LAYERS];
+    cJSON *history;        /* array of per-epoch objects, owned; may be NULL */
+    cJSON *init;           /* the model it was started from (--init): its path,
+                            * training, history and accuracy; owned; may be NULL */
+    double test_accuracy;  /* < 0 when not evaluated */
+    double train_seconds;
+} d2_model;
+
+/* Default geometry: Lin et al. 2018 (0.4 THz, 0.4 mm pitch, 5 x 200 x 200,
+ * 30 mm gaps, 3-4-3 detectors) and default training options. */
+void geom_default(d2_geom *g);
+void train_opts_default(d2_train_opts *t);
+/* Places the 10 detectors in the 3-4-3 layout, rows `row_mm` apart, columns
+ * `col_mm` apart, each side size_mm. */
+void geom_layout_343(d2_geom *g, double size_mm, double row_mm, double col_mm);
+
+/* Memory a network needs (bytes, an estimate within some 10 %): n x n
+ * neurons (a double, so absurd sizes can be reported), L layers, FFT
+ * padding pad, `threads` training workers. */
+double geom_memory_bytes(double n, int layers, int pad, int threads);
+#define D2_MEMORY_LIMIT 16e9 /* bytes: geom_validate refuses networks that
+                                4 workers could not train within it */
+/* Fails with D2_EIO when g with `threads` workers needs more memory than
+ * this machine has (physical memory), naming both figures; 0 otherwise. */
+int geom_check_memory(const d2_geom *g, int threads, d2_err *e);
+/* 1 when a model of geometry `from` can start training one of `cfg` (same
+ * layers, neurons, pitch, wavelength and gaps); else 0 with the first
+ * difference, naming the config key, in why. */
+int geom_same_optics(const d2_geom *from, const d2_geom *cfg, char *why, size_t cap);
+
+/* Checks a geometry for physical sense before any work: pitch, wavelength,
+ * n, memory, detectors inside the plane and not overlapping, and that a
+ * pixel diffracts light far enough to reach the next layer. Messages name the
+ * config key (file is used as the prefix). */
+int geom_validate(const d2_geom *g, const char *file, d2_err *e);
+
+/* Reads a training config or a model.json's geometry/input/detector/material/
+ * training sections into g and t (unknown keys are errors). */
+int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *t, d2_err *e);
+/* Builds the JSON of g and t (sections "geometry", "input", "detector",
+ * "material", "training"); caller owns the result. */
+cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t);
+/* What model.json records of a model another was started from (train --init):
+ * its folder, training settings, per-epoch history, accuracy and time, and its
+ * own provenance. */
+cJSON *model_provenance(const d2_model *m, const char *dir);
+
+/* Allocates phase maps (zero) for every layer. Returns 0 or D2_EIO. */
+int model_alloc(d2_model *m, d2_err *e);
+/* Loads DIR/model.json and its layerK.npy files (names checked to stay in
+ * DIR; phases must be finite and n x n). */
+int model_load(const char *dir, d2_model *m, d2_err *e);
+/* Saves DIR/model.json, DIR/layerK.npy (phase wrapped to [0, 2pi)) and
+ * DIR/layerK.png previews; every file atomic. Creates DIR. */
+int model_save(const char *dir, const d2_model *m, d2_err *e);
+void model_free(d2_model *m);
+
+/* Resamples a rows x cols grey image (0..1) onto the n x n input plane as an
+ * amplitude aperture of side aperture_mm centred on the axis (bilinear on the
+ * image's pixel centres; zero outside). out has n*n floats. */
+void input_from_image(const d2_geom *g, const float *img, int rows, int cols, float *out);
+void input_from_u8(const d2_geom *g, const unsigned char *img, int rows, int cols, float *out);
+
+/* Phase step (rad) that quantisation-aware training and its saved model use:
+ * 2 pi / quant_levels, or the phase of one z step of material,
+ * 2 pi (index - 1) z_step / lambda; 0 when neither is set. */
+double train_phase_step(const d2_geom *g, const d2_train_opts *t);
+/* Largest phase the material relief allows (2 pi when unlimited). */
+double geom_max_phase(const d2_geom *g);
+
+/* Detector region of detector k in pixel units: rows [*r0, *r1), cols [*c0, *c1). */
+void geom_det_rect(const d2_geom *g, int k, int *r0, int *r1, int *c0, int *c1);
+
+/* the forward model and its adjoint on FFTW.
+ *
+ * A d2_net owns the FFTW plans (made once per size, wisdom kept in
+ * $D2FAB_WISDOM or ~/.cache/d2fab/wisdom-fftwf), the band-limited
+ * angular-spectrum transfer function of every gap, the complex transmission
+ * of every layer and one workspace per thread. net_infer and net_grad may be
+ * called concurrently with different tid values. */
+
+typedef struct d2_net d2_net;
+
+/* Builds plans and transfer functions for g, with workspaces for `threads`
+ * concurrent callers. Returns NULL and fills e on failure. */
+d2_net *net_new(const d2_geom *g, int threads, d2_err *e);
+void net_free(d2_net *net);
+const d2_geom *net_geom(const d2_net *net);
+
+/* Sets layer l's transmission from a phase map (and amplitude map, or NULL:
+ * unit amplitude, or the material-coupled amplitude when g->coupled). */
+void net_set_phase(d2_net *net, int l, const float *phase, const float *amp);
+/* Transmission of a phase map: amp * exp(i phi) with phi quantised to
+ * step_rad (0: not quantised) and amp the given map, 1, or the
+ * material-coupled amplitude when g->coupled and amp is NULL. */
+void net_phase_to_t(const d2_geom *g, const float *phase, const float *amp, float step_rad,
+                    size_t count, float complex *t);
+/* Sets layer l's complex transmission directly (n*n values, copied). */
+void net_set_transmission(d2_net *net, int l, const float complex *t);
+/* Sets all layers of a model. */
+void net_set_model(d2_net *net, const d2_model *m);
+/* Recomputes the transfer function of gap k for distance z_mm (axial
+ * perturbation) at wavelength_mm (0 = the geometry's). */
+void net_set_gap(d2_net *net, int k, double z_mm, double wavelength_mm);
+
+/* Forward pass of one input amplitude (n*n floats). Fills det[ndet] with the
+ * optical energy in each detector (input energy normalised to 1: sum of
+ * in^2 = 1 maps to 1) and, if intensity is not NULL, the n*n output
+ * intensity. Returns the total energy reaching the output plane. */
+double net_infer(d2_net *net, const float *in, float *det, float *intensity, int tid);
+
+/* Forward + adjoint pass for one sample: adds dLoss/dt* (the Wirtinger
+ * derivative with respect to the conjugate of each layer's transmission, n*n
+ * complex per layer) into gt[l] and returns the loss; det receives the
+ * detector energies. Being linear in the per-sample terms, gt can be summed
+ * over a batch and turned into phase gradients once with net_phase_grad. */
+double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double temperature,
+                float complex **gt, float *det, int tid);
+
+/* Phase gradient from dL/dt*: grad = 2 Re(conj(gt) t (i - beta)), where t is
+ * the transmission the phases produced and beta = kappa / (index - 1) for a
+ * material-coupled amplitude (0 for phase-only, see net_phase_beta). */
+void net_phase_grad(const float complex *gt, const float complex *t, float beta, size_t count,
+                    float *grad);
+float net_phase_beta(const d2_geom *g);
+/* The current transmission of layer l (n*n, owned by the network). */
+const float complex *net_transmission(const d2_net *net, int l);
+
+/* Loss and dLoss/dE for detector energies E (for tests). */
+double net_loss(const float *det, int ndet, int label, d2_loss loss, double temperature,
+                double *dl_de);
+
+/* Plain free-space propagation of a complex n x n field over z_mm with the
+ * band-limited angular spectrum (zero-padded to pad*n). One-off use (the
+ * `propagate` command and tests): plans are made on each call. */
+int asm_propagate(float complex *field, int n, double pitch_mm, double wavelength_mm, double z_mm,
+                  int pad, d2_err *e);
+
+/* Fills H (p*p, FFT order) with the band-limited transfer function
+ * exp(i 2 pi z sqrt(1/lambda^2 - fx^2 - fy^2)) for a p x p grid of pitch dx,
+ * zero for evanescent and band-limited-out frequencies, and scaled by 1/(p*p)
+ * so an unnormalised forward + backward FFT pair applies it exactly. */
+void asm_transfer(float complex *H, int p, double pitch_mm, double wavelength_mm, double z_mm);
+
+/* perturbations of the optical stack, shared by fabrication-
+ * aware training and the tolerance simulator. They act on a layer's complex
+ * transmission and on the gap distances, so the one forward model (net.h)
+ * serves both.
+ *
+ * A displaced layer's transmission on the fixed simulation grid is
+ * out(x) = t(R^-1 (x - d)): the printed pattern moved by d = (dx, dy) and
+ * rotated by `rot_deg` (counter-clockwise, about the plane centre). Sampled
+ * bilinearly in the complex values of t on its pixel centres, zero outside
+ * the layer (the opaque frame). A shift by a whole number of pixels with no
+ * rotation is exactly the rolled layer with zero fill; a fractional shift
+ * area-weights the neighbouring pixels, as a box detector of one pixel would. */
+
+typedef struct layer_pose {
+    double dx_mm, dy_mm; /* lateral displacement of the layer */
+    double dz_mm;        /* axial displacement (+ = towards the detector) */
+    double rot_deg;      /* in-plane rotation, counter-clockwise */
+} layer_pose;
+
+/* out = t displaced by pose (dz ignored here: see perturb_gaps). n x n. out
+ * must not alias t. */
+void perturb_transform(const float complex *t, int n, double pitch_mm, const layer_pose *pose,
+                       float complex *out);
+
+/* The same for a layer printed at scale times its design size (pixel-pitch
+ * error, shrinkage: scale 0.998 is 0.2 % small), scaled about the plane
+ * centre before the rotation and shift: out(x) = t(R^-1 (x - d) / scale).
+ * scale must be > 0; 1 gives exactly perturb_transform. */
+void perturb_transform_scaled(const float complex *t, int n, double pitch_mm,
+                              const layer_pose *pose, double scale, float complex *out);
+
+/* Adjoint of perturb_transform (its transpose; the weights are real): adds
+ * to gt the gradient with respect to t given the gradient gout with respect
+ * to out. */
+void perturb_transform_adjoint(const float complex *gout, int n, double pitch_mm,
+                               const layer_pose *pose, float complex *gt);
+
+/* Gap distances of a stack whose layers are displaced axially: layer l sits
+ * between gap l and gap l + 1, so its dz lengthens gap l and shortens gap
+ * l + 1. gaps has g->layers + 1 entries. */
+void perturb_gaps(const d2_geom *g, const layer_pose *poses, double *gaps);
+
+/* True when the pose moves nothing (all components zero). */
+int perturb_is_identity(const layer_pose *pose);
+
+/* Phase quantisation: phase rounded to the nearest multiple of step_rad after
+ * wrapping to [0, 2 pi); step_rad <= 0 leaves it unchanged. */
+float perturb_quantize_phase(float phase, float step_rad);
+
+/* Draws a pose with each component uniform in +-max (max_xy_mm for x and y,
+ * max_z_mm, max_rot_deg). */
+void perturb_draw_uniform(d2_rng *r, double max_xy_mm, double max_z_mm, double max_rot_deg,
+                          layer_pose *pose);
+
+#endif
