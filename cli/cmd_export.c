@@ -328,7 +328,7 @@ int cmd_export(int argc, char **argv)
         }
         exp_phase_input in = {phase_files, nphase, pitch,
                               o.wavelength_mm > 0 ? o.wavelength_mm
-                                                  : EXP_LIGHT_MM_THZ / o.frequency_thz,
+                                                  : opt_wavelength_mm(o.frequency_thz),
                               gaps, ngaps, have_range, lo, hi};
         if ((rc = exp_model_from_phases(&in, &m, &e))) return cli_error(CMD, rc, e.msg);
         src.kind = "phase";

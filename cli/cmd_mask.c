@@ -15,7 +15,6 @@
 
 #define CMD "mask"
 #define MAX_IMAGES 256
-#define C_MM_THZ 0.299792458
 
 static void mask_help(FILE *fp)
 {
@@ -79,36 +78,15 @@ static void mask_help(FILE *fp)
             MASK_CARRIER_THICK_MM, MASK_CARRIER_DEPTH_MM, cli_exit_help);
 }
 
-/* The printer and material of an export folder, when --model is one. */
-typedef struct export_info {
-    cJSON *root;
-    const cJSON *printer;   /* the whole profile */
-    const char *material;  /* name */
-    double index, kappa, frequency_thz;
-} export_info;
-
-static int read_export_info(const char *dir, export_info *x, d2_err *e)
+/* The export folder --model names, when it is one (else *x stays empty). */
+static int read_export_info(const char *dir, export_folder *x, d2_err *e)
 {
     char path[4096];
     memset(x, 0, sizeof *x);
     if (snprintf(path, sizeof path, "%s/export.json", dir) >= (int)sizeof path ||
         access(path, F_OK) != 0)
         return 0;
-    int rc = cfg_load(path, &x->root, e);
-    if (rc) return rc;
-    x->printer = cJSON_GetObjectItemCaseSensitive(x->root, "printer");
-    const cJSON *mat = cJSON_GetObjectItemCaseSensitive(x->root, "material");
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(mat, "name");
-    const cJSON *idx = cJSON_GetObjectItemCaseSensitive(mat, "index");
-    const cJSON *kap = cJSON_GetObjectItemCaseSensitive(mat, "kappa");
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(x->root, "frequency_thz");
-    if (cJSON_IsString(name) && cJSON_IsNumber(idx) && cJSON_IsNumber(kap) && cJSON_IsNumber(f)) {
-        x->material = name->valuestring;
-        x->index = idx->valuedouble;
-        x->kappa = kap->valuedouble;
-        x->frequency_thz = f->valuedouble;
-    }
-    return 0;
+    return export_folder_load(dir, x, e);
 }
 
 static void print_result(const mask_source *s, const mask_result *r, double pitch)
@@ -228,7 +206,7 @@ int cmd_mask(int argc, char **argv)
     }
 
     d2_model m = {0};
-    export_info x = {0};
+    export_folder x = {0};
     mask_source *src = NULL;
     mask_result *res = NULL;
     d2_dataset ds = {0};
@@ -241,22 +219,23 @@ int cmd_mask(int argc, char **argv)
     /* printer: --printer, else the export's, else the default */
     profile_path path;
     profile_path_init(&path, profiles);
-    if (printer || !x.printer) {
+    /* the export's material, when it names one at a known frequency */
+    const char *xmat = x.have_material && x.material[0] && x.frequency_thz > 0 ? x.material : NULL;
+    if (printer || !x.have_printer) {
         if ((rc = printer_find(&path, printer ? printer : "objet-connex500", &pp, &e))) goto done;
         have_pp = 1;
         if ((rc = mesh_printer_from_json(pp.json, pp.path, "", &o.printer, &e))) goto done;
-    } else if ((rc = mesh_printer_from_json(x.printer, model_dir, "export.json: printer",
-                                            &o.printer, &e))) {
-        goto done;
+    } else {
+        mesh_printer_from_profile(&x.printer, &o.printer);
     }
     o.printer_name = o.printer.name;
 
     /* material optics at the frequency */
-    double f_model = C_MM_THZ / m.g.wavelength_mm;
+    double f_model = opt_frequency_thz(m.g.wavelength_mm);
     double f = freq > 0 ? freq : f_model;
-    o.wavelength_mm = C_MM_THZ / f;
-    if (material || !x.material || fabs(f - x.frequency_thz) > 1e-9 * f) {
-        if ((rc = material_find(&path, material ? material : x.material ? x.material : "verobp",
+    o.wavelength_mm = opt_wavelength_mm(f);
+    if (material || !xmat || fabs(f - x.frequency_thz) > 1e-9 * f) {
+        if ((rc = material_find(&path, material ? material : xmat ? xmat : "verobp",
                                 &mp, &e)))
             goto done;
         have_mp = 1;
@@ -267,7 +246,7 @@ int cmd_mask(int argc, char **argv)
     } else {
         o.index = x.index;
         o.kappa = x.kappa;
-        o.material_name = x.material;
+        o.material_name = xmat;
     }
     if (freq > 0 && fabs(freq - f_model) > 1e-6 * f_model)
         fprintf(stderr, "d2fab %s: note: --frequency-thz %.4g sets only the plate's material "
@@ -333,7 +312,7 @@ done:
     dataset_free(&ds);
     if (have_pp) printer_free(&pp);
     if (have_mp) material_free(&mp);
-    cJSON_Delete(x.root);
+    export_folder_free(&x);
     model_free(&m);
     return d2_exit_code(rc);
 }

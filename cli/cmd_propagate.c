@@ -61,7 +61,7 @@ int cmd_propagate(int argc, char **argv)
         help(stderr);
         return 1;
     }
-    if (f > 0) lam = 0.299792458 / f;
+    if (f > 0) lam = opt_wavelength_mm(f);
     d2_err e = {0};
     npy_array a;
     int rc = npy_read(in, &a, &e);

@@ -1,5 +1,4 @@
-/* The export stage: checks, per-layer heights, the files and export.json, and
- * loading an export back as a model. */
+/* The export stage: checks, per-layer heights, the files and export.json. */
 #include "export/export.h"
 
 #include <errno.h>
@@ -68,7 +67,7 @@ static int resolve_params(const d2_model *m, const export_opts *o, export_report
     if (o->frequency_thz != 0) {
         if (!(isfinite(o->frequency_thz) && o->frequency_thz > 0))
             return d2_fail(e, D2_EINPUT, "frequency %g THz: must be > 0", o->frequency_thz);
-        p->wavelength_mm = EXP_LIGHT_MM_THZ / o->frequency_thz;
+        p->wavelength_mm = opt_wavelength_mm(o->frequency_thz);
     } else if (o->wavelength_mm != 0) {
         if (!(isfinite(o->wavelength_mm) && o->wavelength_mm > 0))
             return d2_fail(e, D2_EINPUT, "wavelength %g mm: must be > 0", o->wavelength_mm);
@@ -78,7 +77,7 @@ static int resolve_params(const d2_model *m, const export_opts *o, export_report
     }
     if (!(isfinite(p->wavelength_mm) && p->wavelength_mm > 0))
         return d2_fail(e, D2_EINPUT, "wavelength %g mm: must be > 0", p->wavelength_mm);
-    r->frequency_thz = EXP_LIGHT_MM_THZ / p->wavelength_mm;
+    r->frequency_thz = opt_frequency_thz(p->wavelength_mm);
     if (fabs(p->wavelength_mm - g->wavelength_mm) > 1e-3 * g->wavelength_mm)
         warn(r, "exporting for %.6g mm (%.6g THz) but the model was designed for %.6g mm: the "
              "diffraction between layers differs, expect lower accuracy", p->wavelength_mm,
@@ -406,7 +405,7 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
             warn(r, "the stack cannot be loaded back as a model for eval or tolerance: %.200s",
                  ge.msg);
     }
-    r->period_mm = exp_period_mm(r->p.wavelength_mm, r->p.index);
+    r->period_mm = opt_period_mm(r->p.wavelength_mm, r->p.index);
     /* Heights never exceed base + one period (+ half a Z step of rounding). */
     if ((rc = check_printer(o, r->p.base_mm + r->period_mm + 0.5 * r->p.z_step_mm, r, e)))
         return rc;
@@ -428,7 +427,7 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
         r->volume_mm3 += r->layer[k].volume_mm3;
         r->power_transmission *= r->layer[k].power_mean;
     }
-    r->fresnel_r = exp_fresnel_r(r->p.index);
+    r->fresnel_r = opt_fresnel_r(r->p.index);
     r->power_transmission *= pow(1 - r->fresnel_r, 2 * r->layers);
     if (r->printer.z_speed_mm_per_h > 0) r->print_time_h = max_h / r->printer.z_speed_mm_per_h;
 
@@ -473,118 +472,5 @@ fail:
     free(written);
     cJSON_Delete(json);
     for (int k = 0; k < D2_MAX_LAYERS; k++) free(h[k]);
-    return rc;
-}
-
-/* --------------------------------------------------------------------------
- * Loading an export back
- * ------------------------------------------------------------------------ */
-
-int export_load_as_model(const char *dir, d2_model *m, d2_err *e)
-{
-    memset(m, 0, sizeof *m);
-    m->test_accuracy = -1;
-    char path[PROFILE_PATH_MAX];
-    cJSON *root = NULL;
-    int rc;
-    if ((rc = d2_path_join(path, sizeof path, dir, "export.json", e))) return rc;
-    if ((rc = cfg_load(path, &root, e))) return rc;
-    cfg_ctx c = {path, ""};
-    const char *fmt;
-    const cJSON *model, *mat, *files;
-    double wl, index, kappa, pitch;
-    long n, layers, version;
-    if (!cJSON_IsObject(root)) {
-        rc = d2_fail(e, D2_EINPUT, "%s: expected a JSON object (an export report)", path);
-        goto fail;
-    }
-    if ((rc = cfg_str(&c, root, "format", 1, NULL, &fmt, e))) goto fail;
-    if (strcmp(fmt, "d2fab-export")) {
-        rc = d2_fail(e, D2_EINPUT, "%s: key \"format\": \"%s\", expected \"d2fab-export\"", path,
-                     fmt);
-        goto fail;
-    }
-    if ((rc = cfg_int(&c, root, "version", 1, 1, 1, 1, &version, e)) ||
-        (rc = cfg_num(&c, root, "wavelength_mm", 1, 0, 1e-6, 1e6, &wl, e)) ||
-        (rc = cfg_num(&c, root, "pitch_mm", 1, 0, 1e-6, 1e6, &pitch, e)) ||
-        (rc = cfg_int(&c, root, "neurons", 1, 0, 1, D2_MAX_N, &n, e)) ||
-        (rc = cfg_int(&c, root, "layers", 1, 0, 1, D2_MAX_LAYERS, &layers, e)) ||
-        (rc = cfg_object(&c, root, "model", &model, e)) ||
-        (rc = cfg_object(&c, root, "material", &mat, e)))
-        goto fail;
-    if (!model || !mat) {
-        rc = d2_fail(e, D2_EINPUT, "%s: missing key \"%s\"", path, model ? "material" : "model");
-        goto fail;
-    }
-    cfg_ctx mc = {path, "material"};
-    if ((rc = cfg_num(&mc, mat, "index", 1, 0, 1, 10, &index, e)) ||
-        (rc = cfg_num(&mc, mat, "kappa", 1, 0, 0, 10, &kappa, e)))
-        goto fail;
-    if (index <= 1) {
-        rc = d2_fail(e, D2_EINPUT, "%s: key \"material.index\": %g: must be > 1", path, index);
-        goto fail;
-    }
-    if ((rc = config_read(path, model, &m->g, &m->t, e))) goto fail;
-    if (m->g.n != n || m->g.layers != layers || fabs(m->g.pitch_mm - pitch) > 1e-9 * pitch) {
-        rc = d2_fail(e, D2_EINPUT, "%s: \"model\" says %d layers of %d x %g mm but the export "
-                     "has %ld of %ld x %g mm", path, m->g.layers, m->g.n, m->g.pitch_mm, layers,
-                     n, pitch);
-        goto fail;
-    }
-    files = cJSON_GetObjectItemCaseSensitive(root, "layer_files");
-    if (!cJSON_IsArray(files) || cJSON_GetArraySize(files) != layers) {
-        rc = d2_fail(e, D2_EINPUT, "%s: key \"layer_files\": expected an array of %ld entries",
-                     path, layers);
-        goto fail;
-    }
-    size_t cnt = (size_t)n * (size_t)n;
-    for (int k = 0; k < layers; k++) {
-        const cJSON *l = cJSON_GetArrayItem(files, k);
-        char kp[32];
-        snprintf(kp, sizeof kp, "layer_files[%d]", k);
-        cfg_ctx lc = {path, kp};
-        const char *name;
-        char key[48], lp[PROFILE_PATH_MAX];
-        int rows = 0, cols = 0;
-        snprintf(key, sizeof key, "%s.heights_npy", kp);
-        if (!cJSON_IsObject(l)) {
-            rc = d2_fail(e, D2_EINPUT, "%s: key \"%s\": expected an object", path, kp);
-            goto fail;
-        }
-        /* The heights are read into amp[k] and turned into amplitudes in place. */
-        if ((rc = cfg_str(&lc, l, "heights_npy", 1, NULL, &name, e)) ||
-            (rc = d2_path_inside(dir, name, key, e)) ||
-            (rc = d2_path_join(lp, sizeof lp, dir, name, e)) ||
-            (rc = npy_read_map(lp, &m->amp[k], &rows, &cols, e)))
-            goto fail;
-        if (rows != n || cols != n) {
-            rc = d2_fail(e, D2_EINPUT, "%s: %d x %d heights, expected %ld x %ld (export.json)", lp,
-                         rows, cols, n, n);
-            goto fail;
-        }
-        float *hv = m->amp[k];
-        for (size_t i = 0; i < cnt; i++)
-            if (!(hv[i] >= 0)) {
-                rc = d2_fail(e, D2_EINPUT, "%s: height %g mm at row %zu, column %zu: heights "
-                             "must be >= 0", lp, (double)hv[i], i / (size_t)n, i % (size_t)n);
-                goto fail;
-            }
-        if (!(m->phase[k] = d2_malloc(cnt * sizeof(float), "layer phase", e))) {
-            rc = D2_EIO;
-            goto fail;
-        }
-        exp_transmission(hv, cnt, index, kappa, wl, m->phase[k], NULL);
-        exp_transmission(hv, cnt, index, kappa, wl, NULL, hv);
-    }
-    m->g.wavelength_mm = wl;
-    m->g.coupled = 0; /* amplitudes are explicit */
-    m->g.index = index;
-    m->g.kappa = kappa;
-    cJSON_Delete(root);
-    return 0;
-fail:
-    cJSON_Delete(root);
-    model_free(m);
-    memset(m, 0, sizeof *m);
     return rc;
 }

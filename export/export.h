@@ -75,10 +75,17 @@ typedef struct material_profile {
     cJSON *json;                   /* owned */
 } material_profile;
 
-/* Reads and validates a printer profile: every key known, numbers in range
- * (xy 0.001-10 mm, z step 0.001-2 mm, build volume 1-10000 mm, min feature
- * 0.001-20 mm, clearance 0-5 mm, z speed 0.01-10000 mm/h), "name" equal to
- * the file stem. On failure *p holds nothing to free. Free with printer_free. */
+/* Validates a printer profile object, the one check every stage uses (a
+ * printers/NAME.json, or the "printer" section of export.json that mesh, mask
+ * and tolerance read back): every key known, numbers in range (xy
+ * 0.001-10 mm, z step 0.001-2 mm, build volume 1-10000 mm, min feature
+ * 0.001-10 mm, clearance 0-5 mm, z speed 0.01-10000 mm/h). file and key name
+ * the source in messages (key "" at the top level). p->json and p->path are
+ * left empty; nothing to free. */
+int printer_from_json(const cJSON *obj, const char *file, const char *key, printer_profile *p,
+                      d2_err *e);
+/* Reads a printer profile file: printer_from_json, and "name" equal to the
+ * file stem. On failure *p holds nothing to free. Free with printer_free. */
 int printer_load(const char *path, printer_profile *p, d2_err *e);
 /* Releases p->json; printer_free(NULL) is a no-op. */
 void printer_free(printer_profile *p);
@@ -120,7 +127,6 @@ void profile_names_free(char **names, int count);
  * Phase -> height (export/height.c)
  * ------------------------------------------------------------------------- */
 
-#define EXP_LIGHT_MM_THZ 0.299792458 /* c in mm * THz: lambda_mm = c / f_thz */
 #define EXP_FRAME_MARGIN_MM 10.0     /* frame width assumed each side of the
                                         plate for the build-volume estimate */
 #define EXP_MAX_LEVELS 4096
@@ -154,12 +160,6 @@ typedef struct exp_layer_stats {
 /* Checks p: finite values in range; the message names the parameter. */
 int exp_params_check(const exp_params *p, d2_err *e);
 
-/* Material thickness for 2 pi of phase: lambda / (n - 1), mm. */
-double exp_period_mm(double wavelength_mm, double index);
-
-/* Fresnel power reflection at one air/material surface, normal incidence. */
-double exp_fresnel_r(double index);
-
 /* The offset objective E(c) of the top of this file for a rows x cols phase
  * map (radians, any range), unquantised. For tests and reports. */
 double exp_offset_objective(const float *phase, int rows, int cols, double c,
@@ -180,13 +180,6 @@ int exp_layer_heights(const exp_params *p, const float *phase, int n, double pit
 /* Counts 4-neighbour pairs of a height map whose heights differ by more than
  * period_mm / 2 (the cliffs a phase wrap makes). */
 long exp_count_jumps(const float *h, int rows, int cols, double period_mm);
-
-/* The inverse, for loading a stack back and for the tolerance simulator:
- * heights h_mm (count values, whole thickness incl. base) -> phase
- * 2 pi (n - 1) h / lambda wrapped to [0, 2 pi) and amplitude
- * exp(-2 pi kappa h / lambda). Either output may be NULL. */
-void exp_transmission(const float *h_mm, size_t count, double index, double kappa,
-                      double wavelength_mm, float *phase, float *amp);
 
 /* The 16-bit PNG scale (mm per count): 1 um, or a divisor of the Z step near
  * 1 um so that printable heights are stored exactly, coarser only when
@@ -289,12 +282,49 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
                  export_report *r, d2_err *e);
 void export_report_free(export_report *r);
 
-/* Loads an export folder back as a model: geometry from export.json's
- * "model" section (config_read), the export's wavelength, and per layer
- * phase = 2 pi (n - 1) h / lambda mod 2 pi and amplitude
- * exp(-2 pi kappa h / lambda) from layerK_height.npy (names checked to stay in
- * dir). The material coupling is switched off (the amplitudes are explicit);
- * the uniform Fresnel loss is not included. Release with model_free. */
+/* ---------------------------------------------------------------------------
+ * Reading an export folder back (export/folder.c): the one reader of
+ * export.json and its layer heights, for every stage that takes an export.
+ * ------------------------------------------------------------------------- */
+
+typedef struct export_folder {
+    char json_path[PROFILE_PATH_MAX]; /* DIR/export.json, for messages */
+    cJSON *root;                  /* export.json as read; owned */
+    int n, layers;
+    double pitch_mm;
+    double wavelength_mm;         /* 0 when export.json gives none */
+    double frequency_thz;         /* 0 when export.json gives none */
+    double base_mm, z_step_mm;    /* 0 when not given */
+    d2_geom g;                    /* the "model" section (config_read) */
+    d2_train_opts t;
+    int have_material;            /* "material": name (may be ""), index, kappa */
+    char material[PROFILE_NAME_MAX];
+    double index, kappa;
+    int have_printer;             /* "printer", validated by printer_from_json */
+    printer_profile printer;      /* its json and path are empty */
+    const cJSON *printer_json;    /* the section itself, inside root */
+    float *height_mm[D2_MAX_LAYERS]; /* n*n heights per layer (mm, whole
+                                        thickness incl. base); owned */
+} export_folder;
+
+/* Reads DIR/export.json and its layer_files[k].heights_npy (names checked to
+ * stay in DIR, n x n, every height >= 0): format "d2fab-export" version 1;
+ * pitch_mm, neurons, layers and a "model" section that agrees with them are
+ * required; wavelength_mm, frequency_thz, base_mm, z_step_mm, "material" (index
+ * in (1, 10], kappa in [0, 10]) and "printer" are optional, checked when
+ * present. A stage that needs an optional part checks have_* itself. On
+ * failure *x holds nothing to free; else release with export_folder_free
+ * (a stage may take a height_mm[k] and set it to NULL). */
+int export_folder_load(const char *dir, export_folder *x, d2_err *e);
+/* Frees what x owns; export_folder_free(NULL) is a no-op. */
+void export_folder_free(export_folder *x);
+
+/* Loads an export folder back as a model (export_folder_load; wavelength_mm
+ * and "material" required): the "model" section's geometry, the export's
+ * wavelength, and per layer phase = 2 pi (n - 1) h / lambda mod 2 pi and
+ * amplitude exp(-2 pi kappa h / lambda) from the heights. The material
+ * coupling is switched off (the amplitudes are explicit); the uniform Fresnel
+ * loss is not included. Release with model_free. */
 int export_load_as_model(const char *dir, d2_model *m, d2_err *e);
 
 #endif

@@ -24,17 +24,6 @@ static double wrap_pm(double x)
     return w > M_PI ? w - TWO_PI : w;
 }
 
-double exp_period_mm(double wavelength_mm, double index)
-{
-    return wavelength_mm / (index - 1.0);
-}
-
-double exp_fresnel_r(double index)
-{
-    double r = (index - 1.0) / (index + 1.0);
-    return r * r;
-}
-
 int exp_params_check(const exp_params *p, d2_err *e)
 {
     if (!(isfinite(p->wavelength_mm) && p->wavelength_mm > 0))
@@ -295,7 +284,7 @@ long exp_count_jumps(const float *h, int rows, int cols, double period_mm)
 static void heights_for(const exp_params *p, const float *phase, size_t n, double c, float *h,
                         double *err_sq, double *err_max)
 {
-    double P = exp_period_mm(p->wavelength_mm, p->index);
+    double P = opt_period_mm(p->wavelength_mm, p->index);
     double dz = p->z_step_mm;
     double sq = 0, mx = 0;
     for (size_t k = 0; k < n; k++) {
@@ -337,7 +326,7 @@ int exp_layer_heights(const exp_params *p, const float *phase, int n, double pit
     if (p->offset_auto && (rc = exp_offset_choose(phase, n, n, p->levels, p->jump_weight, &c, e)))
         return rc;
     c = wrap_2pi(c);
-    double P = exp_period_mm(p->wavelength_mm, p->index);
+    double P = opt_period_mm(p->wavelength_mm, p->index);
 
     /* The plain wrap first (offset 0), into h, for the comparison figures. */
     heights_for(p, phase, cnt, 0, h, NULL, NULL);
@@ -358,7 +347,7 @@ int exp_layer_heights(const exp_params *p, const float *phase, int n, double pit
     st->max_mm = -INFINITY;
     st->amp_min = INFINITY;
     st->amp_max = -INFINITY;
-    double att = TWO_PI * p->kappa / p->wavelength_mm;
+    double att = opt_attenuation_per_mm(p->wavelength_mm, p->kappa);
     for (size_t k = 0; k < cnt; k++) {
         double hh = h[k], a = exp(-att * hh);
         sum += hh;
@@ -374,18 +363,6 @@ int exp_layer_heights(const exp_params *p, const float *phase, int n, double pit
     st->amp_mean = asum / (double)cnt;
     st->power_mean = psum / (double)cnt;
     return 0;
-}
-
-void exp_transmission(const float *h_mm, size_t count, double index, double kappa,
-                      double wavelength_mm, float *phase, float *amp)
-{
-    double kphi = TWO_PI * (index - 1.0) / wavelength_mm;
-    double katt = TWO_PI * kappa / wavelength_mm;
-    for (size_t k = 0; k < count; k++) {
-        double h = h_mm[k];
-        if (phase) phase[k] = (float)wrap_2pi(kphi * h);
-        if (amp) amp[k] = (float)exp(-katt * h);
-    }
 }
 
 double exp_png_scale(double max_mm, double z_step_mm)

@@ -72,39 +72,52 @@ static int check_name(const char *path, const char *name, d2_err *e)
     return 0;
 }
 
-int printer_load(const char *path, printer_profile *p, d2_err *e)
+int printer_from_json(const cJSON *obj, const char *file, const char *key, printer_profile *p,
+                      d2_err *e)
 {
     static const char *const keys[] = {"name", "display_name", "technology", "xy_resolution_mm",
                                        "z_step_mm", "build_volume_mm", "min_feature_mm",
                                        "pin_clearance_mm", "z_speed_mm_per_h", "notes",
                                        "sources", NULL};
     memset(p, 0, sizeof *p);
+    cfg_ctx c = {file, key ? key : ""};
+    int tech = 0, nb = 0, rc;
+    if (!cJSON_IsObject(obj)) {
+        if (key && key[0])
+            return d2_fail(e, D2_EINPUT, "%s: key \"%s\": expected a printer profile object",
+                           file, key);
+        return d2_fail(e, D2_EINPUT, "%s: expected a JSON object (a printer profile)", file);
+    }
+    if ((rc = cfg_check_keys(&c, obj, keys, e)) ||
+        (rc = copy_str(&c, obj, "name", 1, p->name, sizeof p->name, e)) ||
+        (rc = copy_str(&c, obj, "display_name", 0, p->display_name, sizeof p->display_name, e)))
+        goto fail;
+    if (!p->display_name[0]) snprintf(p->display_name, sizeof p->display_name, "%s", p->name);
+    if ((rc = cfg_enum(&c, obj, "technology", 1, 0, printer_technologies, &tech, e))) goto fail;
+    snprintf(p->technology, sizeof p->technology, "%s", printer_technologies[tech]);
+    if ((rc = cfg_num(&c, obj, "xy_resolution_mm", 1, 0, 0.001, 10, &p->xy_resolution_mm, e)) ||
+        (rc = cfg_num(&c, obj, "z_step_mm", 1, 0, 0.001, 2, &p->z_step_mm, e)) ||
+        (rc = cfg_num_array(&c, obj, "build_volume_mm", 3, 3, 1, 10000, p->build_mm, &nb, e)) ||
+        (rc = cfg_num(&c, obj, "min_feature_mm", 1, 0, 0.001, 10, &p->min_feature_mm, e)) ||
+        (rc = cfg_num(&c, obj, "pin_clearance_mm", 1, 0, 0, 5, &p->pin_clearance_mm, e)) ||
+        (rc = cfg_num(&c, obj, "z_speed_mm_per_h", 0, 0, 0.01, 10000, &p->z_speed_mm_per_h, e)))
+        goto fail;
+    if (!cJSON_GetObjectItemCaseSensitive(obj, "z_speed_mm_per_h")) p->z_speed_mm_per_h = 0;
+    if ((rc = check_notes_sources(&c, obj, e))) goto fail;
+    return 0;
+fail:
+    memset(p, 0, sizeof *p);
+    return rc;
+}
+
+int printer_load(const char *path, printer_profile *p, d2_err *e)
+{
+    memset(p, 0, sizeof *p);
     cJSON *root = NULL;
     int rc = cfg_load(path, &root, e);
     if (rc) return rc;
-    cfg_ctx c = {path, ""};
-    int tech = 0, nb = 0;
-    if (!cJSON_IsObject(root)) {
-        rc = d2_fail(e, D2_EINPUT, "%s: expected a JSON object (a printer profile)", path);
+    if ((rc = printer_from_json(root, path, "", p, e)) || (rc = check_name(path, p->name, e)))
         goto fail;
-    }
-    if ((rc = cfg_check_keys(&c, root, keys, e))) goto fail;
-    if ((rc = copy_str(&c, root, "name", 1, p->name, sizeof p->name, e))) goto fail;
-    if ((rc = check_name(path, p->name, e))) goto fail;
-    if ((rc = copy_str(&c, root, "display_name", 0, p->display_name, sizeof p->display_name, e)))
-        goto fail;
-    if (!p->display_name[0]) snprintf(p->display_name, sizeof p->display_name, "%s", p->name);
-    if ((rc = cfg_enum(&c, root, "technology", 1, 0, printer_technologies, &tech, e))) goto fail;
-    snprintf(p->technology, sizeof p->technology, "%s", printer_technologies[tech]);
-    if ((rc = cfg_num(&c, root, "xy_resolution_mm", 1, 0, 0.001, 10, &p->xy_resolution_mm, e)) ||
-        (rc = cfg_num(&c, root, "z_step_mm", 1, 0, 0.001, 2, &p->z_step_mm, e)) ||
-        (rc = cfg_num_array(&c, root, "build_volume_mm", 3, 3, 1, 10000, p->build_mm, &nb, e)) ||
-        (rc = cfg_num(&c, root, "min_feature_mm", 1, 0, 0.001, 20, &p->min_feature_mm, e)) ||
-        (rc = cfg_num(&c, root, "pin_clearance_mm", 1, 0, 0, 5, &p->pin_clearance_mm, e)) ||
-        (rc = cfg_num(&c, root, "z_speed_mm_per_h", 0, 0, 0.01, 10000, &p->z_speed_mm_per_h, e)))
-        goto fail;
-    if (!cJSON_GetObjectItemCaseSensitive(root, "z_speed_mm_per_h")) p->z_speed_mm_per_h = 0;
-    if ((rc = check_notes_sources(&c, root, e))) goto fail;
     snprintf(p->path, sizeof p->path, "%s", path);
     p->json = root;
     return 0;

@@ -684,11 +684,10 @@ int mask_make_carrier(mask_map *m, int min_px, mask_stats *st, const char *name,
 void mask_slab_optics(double thick_mm, double index, double kappa, double wavelength_mm,
                       mask_slab *s)
 {
-    double r = (index - 1) / (index + 1);
-    r *= r;
+    double r = opt_fresnel_r(index);
     s->thick_mm = thick_mm;
-    s->phase_rad = 2 * M_PI * (index - 1) * thick_mm / wavelength_mm;
-    s->amplitude = exp(-2 * M_PI * kappa * thick_mm / wavelength_mm);
+    s->phase_rad = opt_phase_of_thickness(thick_mm, wavelength_mm, index);
+    s->amplitude = opt_amplitude(thick_mm, wavelength_mm, kappa);
     s->power = s->amplitude * s->amplitude * (1 - r) * (1 - r);
 }
 

@@ -15,7 +15,6 @@
 #include "optics/optics.h"
 #include "train/train.h"
 
-#define C_MM_THZ 0.299792458
 
 void mask_opts_default(mask_opts *o)
 {
@@ -167,8 +166,7 @@ static int check_opts(const d2_geom *g, const mask_opts *o, int count, mask_run_
                 : o->mode == MASK_CARRIER_RELIEF ? rep->thick_mm + rep->depth_mm
                                                  : 0;
     mask_slab_optics(td, o->index, o->kappa, o->wavelength_mm, &rep->digit);
-    double r = (o->index - 1) / (o->index + 1);
-    r *= r;
+    double r = opt_fresnel_r(o->index);
     rep->thick_1pct_mm = o->kappa > 0 ? o->wavelength_mm / (4 * M_PI * o->kappa) *
                                             log((1 - r) * (1 - r) / 0.01)
                                       : -1;
@@ -285,7 +283,7 @@ static cJSON *summary_json(const mask_run_report *rep, const mask_opts *o, const
     cJSON_AddStringToObject(mat, "name", o->material_name ? o->material_name : "");
     cJSON_AddNumberToObject(mat, "index", sig6(o->index));
     cJSON_AddNumberToObject(mat, "kappa", sig6(o->kappa));
-    cJSON_AddNumberToObject(j, "frequency_thz", sig6(C_MM_THZ / o->wavelength_mm));
+    cJSON_AddNumberToObject(j, "frequency_thz", sig6(opt_frequency_thz(o->wavelength_mm)));
     cJSON_AddNumberToObject(j, "wavelength_mm", sig6(o->wavelength_mm));
     if (o->mode == MASK_STENCIL) {
         cJSON *op = slab_json(&rep->opaque);
@@ -417,7 +415,7 @@ int mask_run(const d2_model *m, const mask_source *src, int count, const mask_op
             warn(rep, "the opaque part (%.3g mm of %s) passes %.1f %% of the power at %.4g THz: "
                  "cover its source side with metal foil, or print it at least %.1f mm thick "
                  "(--thick-mm) for 1 %%", rep->thick_mm, o->material_name ? o->material_name : "material",
-                 100 * rep->opaque.power, C_MM_THZ / o->wavelength_mm, rep->thick_1pct_mm);
+                 100 * rep->opaque.power, opt_frequency_thz(o->wavelength_mm), rep->thick_1pct_mm);
         else
             warn(rep, "the material does not absorb (kappa 0): the opaque part passes %.1f %% of "
                  "the power; cover its source side with metal foil", 100 * rep->opaque.power);

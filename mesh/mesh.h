@@ -43,6 +43,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/err.h"
+#include "export/export.h"
 
 #define MESH_Q_MM 1e-4   /* x, y grid unit (mm) */
 #define MESH_QZ_MM 5e-5  /* z grid unit (mm) */
@@ -114,9 +115,11 @@ typedef struct mesh_printer {
     double pin_clearance_mm;   /* clearance per side for a printed pin in a hole */
 } mesh_printer;
 
+/* The builder's facts of a validated printer profile (export.h). */
+void mesh_printer_from_profile(const printer_profile *p, mesh_printer *pr);
 /* Reads a printer profile object (printers/NAME.json, or export.json's
- * "printer" section); file and key path name the source in messages. Unknown
- * keys are ignored (the profile belongs to the export stage). */
+ * "printer" section) with the export stage's one validation,
+ * printer_from_json; file and key path name the source in messages. */
 int mesh_printer_from_json(const cJSON *obj, const char *file, const char *path, mesh_printer *pr,
                            d2_err *e);
 

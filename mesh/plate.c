@@ -13,25 +13,25 @@
 #define MERGE_Q 40 /* 4 um */
 #define MAX_CELLS 2048 /* D2_MAX_N: the largest model */
 
+void mesh_printer_from_profile(const printer_profile *p, mesh_printer *pr)
+{
+    memset(pr, 0, sizeof *pr);
+    snprintf(pr->name, sizeof pr->name, "%s", p->name);
+    memcpy(pr->build_mm, p->build_mm, sizeof pr->build_mm);
+    pr->xy_resolution_mm = p->xy_resolution_mm;
+    pr->z_step_mm = p->z_step_mm;
+    pr->min_feature_mm = p->min_feature_mm;
+    pr->pin_clearance_mm = p->pin_clearance_mm;
+}
+
 int mesh_printer_from_json(const cJSON *obj, const char *file, const char *path, mesh_printer *pr,
                            d2_err *e)
 {
-    cfg_ctx c = {file, path};
-    const char *name = NULL;
-    double bv[3];
-    int n = 0;
+    printer_profile p;
     memset(pr, 0, sizeof *pr);
-    if (!cJSON_IsObject(obj))
-        return d2_fail(e, D2_EINPUT, "%s: %s: expected a printer profile object", file, path);
-    if (cfg_str(&c, obj, "name", 1, NULL, &name, e) ||
-        cfg_num_array(&c, obj, "build_volume_mm", 3, 3, 1.0, 10000.0, bv, &n, e) ||
-        cfg_num(&c, obj, "xy_resolution_mm", 1, 0, 1e-4, 10.0, &pr->xy_resolution_mm, e) ||
-        cfg_num(&c, obj, "z_step_mm", 1, 0, 1e-4, 10.0, &pr->z_step_mm, e) ||
-        cfg_num(&c, obj, "min_feature_mm", 1, 0, 1e-4, 10.0, &pr->min_feature_mm, e) ||
-        cfg_num(&c, obj, "pin_clearance_mm", 1, 0, 0.0, 5.0, &pr->pin_clearance_mm, e))
-        return e->code;
-    snprintf(pr->name, sizeof pr->name, "%s", name);
-    memcpy(pr->build_mm, bv, sizeof bv);
+    int rc = printer_from_json(obj, file, path, &p, e);
+    if (rc) return rc;
+    mesh_printer_from_profile(&p, pr);
     return 0;
 }
 

@@ -200,245 +200,202 @@ static void warn(mesh_stack_report *rep, const char *fmt, double a, double b)
     snprintf(rep->warn[rep->nwarn++], sizeof rep->warn[0], fmt, a, b);
 }
 
-int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opts *o,
-               mesh_stack_report *rep_out, d2_err *e)
-{
-    int rc = D2_EINPUT;
-    char path[4096];
-    cJSON *root = NULL;
-    d2_model md;
-    memset(&md, 0, sizeof md);
-    part pt[MESH_MAX_PARTS];
-    memset(pt, 0, sizeof pt);
-    float *heights[D2_MAX_LAYERS] = {0};
-    int np = 0;
-    mesh_stack_report rep;
-    memset(&rep, 0, sizeof rep);
-
-    if ((rc = d2_path_join(path, sizeof path, export_dir, "export.json", e)) ||
-        (rc = cfg_load(path, &root, e)))
-        goto fail;
-    cfg_ctx c = {path, ""};
-    const char *fmt = NULL;
-    long version, n, layers;
-    double pitch, base = 0;
-    const cJSON *model = NULL, *prj = NULL, *files;
-    if ((rc = cfg_str(&c, root, "format", 1, NULL, &fmt, e))) goto fail;
-    if (strcmp(fmt, "d2fab-export")) {
-        rc = d2_fail(e, D2_EINPUT, "%s: key \"format\": \"%s\", expected \"d2fab-export\"", path,
-                     fmt);
-        goto fail;
-    }
-    if ((rc = cfg_int(&c, root, "version", 1, 1, 1, 1, &version, e)) ||
-        (rc = cfg_num(&c, root, "pitch_mm", 1, 0, 0.01, 100, &pitch, e)) ||
-        (rc = cfg_int(&c, root, "neurons", 1, 0, 1, D2_MAX_N, &n, e)) ||
-        (rc = cfg_int(&c, root, "layers", 1, 0, 1, D2_MAX_LAYERS, &layers, e)) ||
-        (rc = cfg_num(&c, root, "base_mm", 0, 0, 0, 100, &base, e)) ||
-        (rc = cfg_object(&c, root, "model", &model, e)) ||
-        (rc = cfg_object(&c, root, "printer", &prj, e)))
-        goto fail;
-    if (!model || !prj) {
-        rc = d2_fail(e, D2_EINPUT, "%s: missing key \"%s\"", path, model ? "printer" : "model");
-        goto fail;
-    }
-    if ((rc = config_read(path, model, &md.g, &md.t, e))) goto fail;
-    if (md.g.n != n || md.g.layers != layers || fabs(md.g.pitch_mm - pitch) > 1e-9 * pitch) {
-        rc = d2_fail(e, D2_EINPUT,
-                     "%s: \"model\" says %d layers of %d x %d at %g mm but the export has %ld of "
-                     "%ld x %ld at %g mm",
-                     path, md.g.layers, md.g.n, md.g.n, md.g.pitch_mm, layers, n, n, pitch);
-        goto fail;
-    }
+/* What mesh_stack works on: the export, the printer and frame, the parts. */
+typedef struct stack_job {
+    export_folder x;
     mesh_printer pr;
-    if ((rc = mesh_printer_from_json(prj, path, "printer", &pr, e))) goto fail;
     mesh_frame fr;
-    mesh_frame_for_stack(&fr, &pr, &o->frame, base);
+    part pt[MESH_MAX_PARTS];
+    int np;
+    mesh_stack_report rep;
+} stack_job;
 
-    files = cJSON_GetObjectItemCaseSensitive(root, "layer_files");
-    if (!cJSON_IsArray(files) || cJSON_GetArraySize(files) != layers) {
-        rc = d2_fail(e, D2_EINPUT, "%s: key \"layer_files\": expected an array of %ld entries",
-                     path, layers);
-        goto fail;
-    }
-    for (int k = 0; k < layers; k++) {
-        const cJSON *l = cJSON_GetArrayItem(files, k);
-        char kp[48], key[64], lp[4096];
-        snprintf(kp, sizeof kp, "layer_files[%d]", k);
-        snprintf(key, sizeof key, "%s.heights_npy", kp);
-        cfg_ctx lc = {path, kp};
-        const char *name;
-        int rows, cols;
-        if (!cJSON_IsObject(l)) {
-            rc = d2_fail(e, D2_EINPUT, "%s: key \"%s\": expected an object", path, kp);
-            goto fail;
+/* The input plate: the frame thickness everywhere but the aperture. */
+static int input_plate(stack_job *j, part *p, d2_err *e)
+{
+    int n = j->x.n;
+    double pitch = j->x.pitch_mm, half = 0.5 * j->x.g.aperture_mm + 1e-9;
+    float T = (float)j->fr.thick_mm;
+    snprintf(p->name, sizeof p->name, "input");
+    snprintf(p->label, sizeof p->label, "IN");
+    p->top = d2_malloc((size_t)n * n * sizeof *p->top, "input plate", e);
+    if (!p->top) return D2_EIO;
+    for (int i = 0; i < n; i++)
+        for (int j2 = 0; j2 < n; j2++) {
+            double x = (j2 - 0.5 * (n - 1)) * pitch, y = (i - 0.5 * (n - 1)) * pitch;
+            p->top[(size_t)i * n + j2] = (fabs(x) < half && fabs(y) < half) ? 0.0f : T;
         }
-        if ((rc = cfg_str(&lc, l, "heights_npy", 1, NULL, &name, e)) ||
-            (rc = d2_path_inside(export_dir, name, key, e)) ||
-            (rc = d2_path_join(lp, sizeof lp, export_dir, name, e)) ||
-            (rc = npy_read_map(lp, &heights[k], &rows, &cols, e)))
-            goto fail;
-        if (rows != n || cols != n) {
-            rc = d2_fail(e, D2_EINPUT, "%s: %d x %d heights, expected %ld x %ld (export.json)", lp,
-                         rows, cols, n, n);
-            goto fail;
-        }
-        for (size_t i = 0; i < (size_t)n * n; i++)
-            if (!(heights[k][i] >= 0)) {
-                rc = d2_fail(e, D2_EINPUT,
-                             "%s: height %g mm at row %zu, column %zu: heights must be >= 0", lp,
-                             (double)heights[k][i], i / (size_t)n, i % (size_t)n);
-                goto fail;
-            }
-    }
+    p->gap_mm = j->x.g.gap_mm[0];
+    p->holes = 0;
+    return 0;
+}
 
-    /* the parts, in stack order */
-    double z = 0;
+/* The detector plate: windows cut through, each labelled with its class. */
+static int detector_plate(stack_job *j, part *p, d2_err *e)
+{
+    const d2_geom *g = &j->x.g;
+    int n = j->x.n;
     size_t cells = (size_t)n * n;
-    float T = (float)fr.thick_mm;
-    if (!o->no_input) {
-        part *p = pt + np++;
-        snprintf(p->name, sizeof p->name, "input");
-        snprintf(p->label, sizeof p->label, "IN");
-        p->top = d2_malloc(cells * sizeof *p->top, "input plate", e);
-        if (!p->top) {
-            rc = D2_EIO;
-            goto fail;
-        }
-        double half = 0.5 * md.g.aperture_mm + 1e-9;
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++) {
-                double x = (j - 0.5 * (n - 1)) * pitch, y = (i - 0.5 * (n - 1)) * pitch;
-                p->top[(size_t)i * n + j] = (fabs(x) < half && fabs(y) < half) ? 0.0f : T;
-            }
-        p->gap_mm = md.g.gap_mm[0];
-        p->holes = 0;
+    snprintf(p->name, sizeof p->name, "detector");
+    snprintf(p->label, sizeof p->label, "DET");
+    p->top = d2_malloc(cells * sizeof *p->top, "detector plate", e);
+    if (!p->top) return D2_EIO;
+    for (size_t i = 0; i < cells; i++) p->top[i] = (float)j->fr.thick_mm;
+    int kpx = (int)ceil(j->fr.font_px_mm / j->x.pitch_mm - 1e-9);
+    for (int k = 0; k < g->ndet; k++) {
+        int r0, r1, c0, c1;
+        geom_det_rect(g, k, &r0, &r1, &c0, &c1);
+        for (int r = r0; r < r1; r++)
+            for (int cc = c0; cc < c1; cc++) p->top[(size_t)r * n + cc] = 0.0f;
     }
-    z = o->no_input ? md.g.gap_mm[0] : 0;
-    for (int k = 0; k < layers; k++) {
-        part *p = pt + np++;
+    for (int k = 0; k < g->ndet; k++)
+        det_label(p->top, n, g, k, kpx, (float)(j->fr.thick_mm - j->fr.engrave_mm));
+    p->gap_mm = 0;
+    p->holes = 1;
+    return 0;
+}
+
+/* The parts in stack order with their z, and the fabrication warnings. */
+static int stack_parts(stack_job *j, const mesh_stack_opts *o, d2_err *e)
+{
+    const d2_geom *g = &j->x.g;
+    double pitch = j->x.pitch_mm;
+    int rc;
+    if (!o->no_input && (rc = input_plate(j, j->pt + j->np++, e))) return rc;
+    for (int k = 0; k < j->x.layers; k++) {
+        part *p = j->pt + j->np++;
         snprintf(p->name, sizeof p->name, "layer%d", k + 1);
         snprintf(p->label, sizeof p->label, "L%d", k + 1);
-        p->heights = heights[k];
-        p->gap_mm = md.g.gap_mm[k + 1];
+        p->heights = j->x.height_mm[k];
+        p->gap_mm = g->gap_mm[k + 1];
         p->holes = 1;
     }
-    {
-        part *p = pt + np++;
-        snprintf(p->name, sizeof p->name, "detector");
-        snprintf(p->label, sizeof p->label, "DET");
-        p->top = d2_malloc(cells * sizeof *p->top, "detector plate", e);
-        if (!p->top) {
-            rc = D2_EIO;
-            goto fail;
-        }
-        for (size_t i = 0; i < cells; i++) p->top[i] = T;
-        int kpx = (int)ceil(fr.font_px_mm / pitch - 1e-9);
-        for (int k = 0; k < md.g.ndet; k++) {
-            int r0, r1, c0, c1;
-            geom_det_rect(&md.g, k, &r0, &r1, &c0, &c1);
-            for (int r = r0; r < r1; r++)
-                for (int cc = c0; cc < c1; cc++) p->top[(size_t)r * n + cc] = 0.0f;
-        }
-        for (int k = 0; k < md.g.ndet; k++)
-            det_label(p->top, (int)n, &md.g, k, kpx, (float)(fr.thick_mm - fr.engrave_mm));
-        p->gap_mm = 0;
-        p->holes = 1;
+    if ((rc = detector_plate(j, j->pt + j->np++, e))) return rc;
+    double z = o->no_input ? g->gap_mm[0] : 0;
+    for (int i = 0; i < j->np; i++) {
+        j->pt[i].z_mm = z;
+        z += j->pt[i].gap_mm;
     }
-    for (int i = 0; i < np; i++) {
-        pt[i].z_mm = z;
-        z += pt[i].gap_mm;
-    }
-    if (fr.clearance_mm > 0.25 * pitch)
-        warn(&rep,
+    if (j->fr.clearance_mm > 0.25 * pitch)
+        warn(&j->rep,
              "lateral play of the pins (+- %g mm clearance) exceeds a quarter pitch (%g mm): "
              "expect accuracy loss unless the model was trained with lateral jitter",
-             fr.clearance_mm, 0.25 * pitch);
-    if (pr.xy_resolution_mm > 0 && pitch < 2 * pr.xy_resolution_mm)
-        warn(&rep, "pitch %g mm is below twice the printer's xy resolution (%g mm)", pitch,
-             pr.xy_resolution_mm);
+             j->fr.clearance_mm, 0.25 * pitch);
+    if (j->pr.xy_resolution_mm > 0 && pitch < 2 * j->pr.xy_resolution_mm)
+        warn(&j->rep, "pitch %g mm is below twice the printer's xy resolution (%g mm)", pitch,
+             j->pr.xy_resolution_mm);
+    return 0;
+}
 
-    /* build and check every part before writing anything */
-    double t0 = d2_now();
-    for (int i = 0; i < np; i++) {
+/* Builds and checks every part before anything is written. */
+static int stack_build(stack_job *j, d2_err *e)
+{
+    int rc;
+    for (int i = 0; i < j->np; i++) {
         mesh_plate p;
         memset(&p, 0, sizeof p);
-        p.rows = p.cols = (int)n;
-        p.pitch_mm = pitch;
-        p.top_mm = pt[i].top ? pt[i].top : pt[i].heights;
-        p.gap_mm = pt[i].gap_mm;
-        p.holes = pt[i].holes;
-        p.label_top = pt[i].label;
+        p.rows = p.cols = j->x.n;
+        p.pitch_mm = j->x.pitch_mm;
+        p.top_mm = j->pt[i].top ? j->pt[i].top : j->pt[i].heights;
+        p.gap_mm = j->pt[i].gap_mm;
+        p.holes = j->pt[i].holes;
+        p.label_top = j->pt[i].label;
         p.label_bottom = "SRC";
-        p.frame = fr;
-        p.printer = pr;
-        if ((rc = mesh_build_plate(&p, &pt[i].m, &pt[i].info, e))) {
-            d2_err_prefix(e, "%s: %s", path, pt[i].name);
-            goto fail;
+        p.frame = j->fr;
+        p.printer = j->pr;
+        if ((rc = mesh_build_plate(&p, &j->pt[i].m, &j->pt[i].info, e))) {
+            d2_err_prefix(e, "%s: %s", j->x.json_path, j->pt[i].name);
+            return rc;
         }
         mesh_report r;
-        if ((rc = mesh_check(pt[i].m, &r, e))) goto fail;
-        if (!r.closed || r.parts != 1) {
-            rc = d2_fail(e, D2_EIO,
-                         "%s: internal error: the %s mesh is not one closed solid (%zu open, %zu "
-                         "non-manifold edges, %zu parts)",
-                         path, pt[i].name, r.open_edges, r.nonmanifold_edges, r.parts);
-            goto fail;
-        }
+        if ((rc = mesh_check(j->pt[i].m, &r, e))) return rc;
+        if (!r.closed || r.parts != 1)
+            return d2_fail(e, D2_EIO,
+                           "%s: internal error: the %s mesh is not one closed solid (%zu open, "
+                           "%zu non-manifold edges, %zu parts)",
+                           j->x.json_path, j->pt[i].name, r.open_edges, r.nonmanifold_edges,
+                           r.parts);
     }
-    rep.seconds_mesh = d2_now() - t0;
+    return 0;
+}
 
-    /* write */
+/* Writes the parts, the assembly and assembly.json into out_dir. */
+static int stack_write(stack_job *j, const char *export_dir, const char *out_dir,
+                       const mesh_stack_opts *o, d2_err *e)
+{
+    int rc, np = j->np;
+    part *pt = j->pt;
+    char path[4096];
     /* Room on the disk for the parts and the assembly (binary STL: 50 bytes
      * a facet; the other formats about 80) before anything is replaced. */
     double facets = 0;
     for (int i = 0; i < np; i++) facets += (double)mesh_facets(pt[i].m);
     if ((rc = d2_check_space(out_dir, 2 * facets * (o->format == MESH_STL ? 50 : 80) + 1e5,
                              "the meshes", e)))
-        goto fail;
-    t0 = d2_now();
-    if ((rc = d2_mkdir_p(out_dir, e))) goto fail;
+        return rc;
+    if ((rc = d2_mkdir_p(out_dir, e))) return rc;
     /* assembly.json goes first and comes back last, so a run killed half-way
      * never leaves it describing parts it did not write (as export.json). */
-    if ((rc = d2_path_join(path, sizeof path, out_dir, "assembly.json", e))) goto fail;
-    if (unlink(path) != 0 && errno != ENOENT) {
-        rc = d2_fail(e, D2_EIO, "%s: cannot remove the old assembly.json: %s", path,
-                     strerror(errno));
-        goto fail;
-    }
+    if ((rc = d2_path_join(path, sizeof path, out_dir, "assembly.json", e))) return rc;
+    if (unlink(path) != 0 && errno != ENOENT)
+        return d2_fail(e, D2_EIO, "%s: cannot remove the old assembly.json: %s", path,
+                       strerror(errno));
     const char *ext = mesh_format_ext(o->format);
     mesh_part mp[MESH_MAX_PARTS];
     for (int i = 0; i < np; i++) {
-        mesh_stack_part *sp = rep.part + i;
+        mesh_stack_part *sp = j->rep.part + i;
         memcpy(sp->name, pt[i].name, sizeof sp->name);
         snprintf(sp->file, sizeof sp->file, "%.24s.%.8s", pt[i].name, ext);
         mesh_part one = {pt[i].m, pt[i].name, {0, 0, 0}};
         if ((rc = d2_path_join(path, sizeof path, out_dir, sp->file, e)) ||
             (rc = mesh_write(path, o->format, &one, 1, &sp->bytes, e)))
-            goto fail;
+            return rc;
         sp->facets = mesh_facets(pt[i].m);
         sp->volume_mm3 = mesh_volume_mm3(pt[i].m);
         sp->z_mm = pt[i].z_mm;
         memcpy(sp->size_mm, pt[i].info.size_mm, sizeof sp->size_mm);
         mp[i] = (mesh_part){pt[i].m, pt[i].name, {0, 0, pt[i].z_mm + i * ASSEMBLY_SEP_MM}};
-        rep.assembly_facets += sp->facets;
+        j->rep.assembly_facets += sp->facets;
     }
-    rep.nparts = np;
-    snprintf(rep.assembly_file, sizeof rep.assembly_file, "assembly.%s", ext);
-    if ((rc = d2_path_join(path, sizeof path, out_dir, rep.assembly_file, e)) ||
-        (rc = mesh_write(path, o->format, mp, np, &rep.assembly_bytes, e)))
-        goto fail;
+    j->rep.nparts = np;
+    snprintf(j->rep.assembly_file, sizeof j->rep.assembly_file, "assembly.%s", ext);
+    if ((rc = d2_path_join(path, sizeof path, out_dir, j->rep.assembly_file, e)) ||
+        (rc = mesh_write(path, o->format, mp, np, &j->rep.assembly_bytes, e)))
+        return rc;
     if ((rc = d2_path_join(path, sizeof path, out_dir, "assembly.json", e)) ||
-        (rc = write_json(path, export_dir, &md.g, &pr, &fr, pt, np, &rep, o->format, e)))
-        goto fail;
-    rep.seconds_write = d2_now() - t0;
-    rc = 0;
-fail:
-    if (rep_out) *rep_out = rep;
-    for (int i = 0; i < np; i++) {
-        mesh_free(pt[i].m);
-        free(pt[i].top);
+        (rc = write_json(path, export_dir, &j->x.g, &j->pr, &j->fr, pt, np, &j->rep, o->format,
+                         e)))
+        return rc;
+    return 0;
+}
+
+int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opts *o,
+               mesh_stack_report *rep_out, d2_err *e)
+{
+    stack_job *j = d2_calloc(1, sizeof *j, "mesh stack", e);
+    if (!j) return D2_EIO;
+    int rc = export_folder_load(export_dir, &j->x, e);
+    if (rc) goto done;
+    if (!j->x.have_printer) {
+        rc = d2_fail(e, D2_EINPUT, "%s: missing key \"printer\"", j->x.json_path);
+        goto done;
     }
-    for (int k = 0; k < D2_MAX_LAYERS; k++) free(heights[k]);
-    cJSON_Delete(root);
+    mesh_printer_from_profile(&j->x.printer, &j->pr);
+    mesh_frame_for_stack(&j->fr, &j->pr, &o->frame, j->x.base_mm);
+    if ((rc = stack_parts(j, o, e))) goto done;
+    double t0 = d2_now();
+    if ((rc = stack_build(j, e))) goto done;
+    j->rep.seconds_mesh = d2_now() - t0;
+    t0 = d2_now();
+    if ((rc = stack_write(j, export_dir, out_dir, o, e))) goto done;
+    j->rep.seconds_write = d2_now() - t0;
+done:
+    if (rep_out) *rep_out = j->rep;
+    for (int i = 0; i < j->np; i++) {
+        mesh_free(j->pt[i].m);
+        free(j->pt[i].top);
+    }
+    export_folder_free(&j->x);
+    free(j);
     return rc;
 }

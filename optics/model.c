@@ -12,7 +12,6 @@
 #include "core/image.h"
 #include "core/npy.h"
 
-#define C_MM_THZ 0.299792458 /* speed of light in mm * THz (lambda_mm = C_MM_THZ / f_THz) */
 
 void geom_layout_343(d2_geom *g, double size_mm, double row_mm, double col_mm)
 {
@@ -30,7 +29,7 @@ void geom_layout_343(d2_geom *g, double size_mm, double row_mm, double col_mm)
 void geom_default(d2_geom *g)
 {
     memset(g, 0, sizeof *g);
-    g->wavelength_mm = C_MM_THZ / 0.4;
+    g->wavelength_mm = opt_wavelength_mm(0.4);
     g->pitch_mm = 0.4;
     g->n = 200;
     g->layers = 5;
@@ -226,12 +225,12 @@ int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *
     long iv;
     if ((rc = cfg_num(&cg, geo, "frequency_thz", 0, 0, 1e-3, 1e3, &f, e))) return rc;
     if ((rc = cfg_num(&cg, geo, "wavelength_mm", 0, 0, 1e-3, 1e3, &lam, e))) return rc;
-    if (f > 0 && lam > 0 && fabs(C_MM_THZ / f - lam) > 1e-3 * lam)
+    if (f > 0 && lam > 0 && fabs(opt_wavelength_mm(f) - lam) > 1e-3 * lam)
         return d2_fail(e, D2_EINPUT,
                        "%s: keys \"geometry.frequency_thz\" = %g and \"geometry.wavelength_mm\" = "
                        "%g disagree (c / f = %g mm): give one of them",
-                       path, f, lam, C_MM_THZ / f);
-    if (f > 0) g->wavelength_mm = C_MM_THZ / f;
+                       path, f, lam, opt_wavelength_mm(f));
+    if (f > 0) g->wavelength_mm = opt_wavelength_mm(f);
     if (lam > 0) g->wavelength_mm = lam;
     if ((rc = cfg_num(&cg, geo, "pitch_mm", 0, g->pitch_mm, 1e-4, 100, &g->pitch_mm, e))) return rc;
     if ((rc = cfg_int(&cg, geo, "layers", 0, g->layers, 1, D2_MAX_LAYERS, &iv, e))) return rc;
@@ -360,7 +359,7 @@ cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON *geo = cJSON_AddObjectToObject(root, "geometry");
-    cJSON_AddNumberToObject(geo, "frequency_thz", C_MM_THZ / g->wavelength_mm);
+    cJSON_AddNumberToObject(geo, "frequency_thz", opt_frequency_thz(g->wavelength_mm));
     cJSON_AddNumberToObject(geo, "wavelength_mm", g->wavelength_mm);
     cJSON_AddNumberToObject(geo, "pitch_mm", g->pitch_mm);
     cJSON_AddNumberToObject(geo, "neurons", g->n);
@@ -406,14 +405,14 @@ double train_phase_step(const d2_geom *g, const d2_train_opts *t)
 {
     if (t->quant_levels > 0) return 2 * M_PI / t->quant_levels;
     if (t->quant_z_step_mm > 0)
-        return 2 * M_PI * (g->index - 1) * t->quant_z_step_mm / g->wavelength_mm;
+        return opt_phase_of_thickness(t->quant_z_step_mm, g->wavelength_mm, g->index);
     return 0;
 }
 
 double geom_max_phase(const d2_geom *g)
 {
     if (!(g->max_relief_mm > 0)) return 2 * M_PI;
-    double ph = 2 * M_PI * (g->index - 1) * g->max_relief_mm / g->wavelength_mm;
+    double ph = opt_phase_of_thickness(g->max_relief_mm, g->wavelength_mm, g->index);
     return ph < 2 * M_PI ? ph : 2 * M_PI;
 }
 

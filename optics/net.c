@@ -206,18 +206,15 @@ void net_phase_to_t(const d2_geom *g, const float *phase, const float *amp, floa
                     size_t count, float complex *t)
 {
     /* Coupled material: a = exp(-2 pi kappa h / lambda), h = base + wrap(phi) c. */
-    double alpha = 2.0 * M_PI * g->kappa / g->wavelength_mm;
-    double c = g->wavelength_mm / (2.0 * M_PI * (g->index - 1.0));
+    double alpha = opt_attenuation_per_mm(g->wavelength_mm, g->kappa);
+    double c = opt_mm_per_rad(g->wavelength_mm, g->index);
     for (size_t i = 0; i < count; i++) {
         float ph = perturb_quantize_phase(phase[i], step_rad);
         float a = 1.0f;
         if (amp)
             a = amp[i];
-        else if (g->coupled) {
-            double w = fmod((double)ph, 2.0 * M_PI);
-            if (w < 0) w += 2.0 * M_PI;
-            a = (float)exp(-alpha * (g->base_mm + w * c));
-        }
+        else if (g->coupled)
+            a = (float)exp(-alpha * opt_thickness_mm(ph, g->base_mm, c));
         t[i] = a * (cosf(ph) + I * sinf(ph));
     }
 }

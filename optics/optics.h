@@ -141,6 +141,39 @@ double geom_max_phase(const d2_geom *g);
 /* Detector region of detector k in pixel units: rows [*r0, *r1), cols [*c0, *c1). */
 void geom_det_rect(const d2_geom *g, int k, int *r0, int *r1, int *c0, int *c1);
 
+/* Materials (optics/material.c): the physics of a relief plate, written once
+ * for every stage. A plate of refractive index n (relative to air) and
+ * extinction coefficient kappa, thickness h, delays light of free-space
+ * wavelength lambda by the phase 2 pi (n - 1) h / lambda relative to air and
+ * passes the amplitude exp(-2 pi kappa h / lambda); each air/material surface
+ * reflects the power R = ((n - 1) / (n + 1))^2 at normal incidence. */
+
+#define OPT_C_MM_THZ 0.299792458 /* speed of light in mm * THz: lambda_mm = c / f_thz */
+
+/* lambda = c / f (mm from THz) and f = c / lambda (THz from mm). */
+double opt_wavelength_mm(double frequency_thz);
+double opt_frequency_thz(double wavelength_mm);
+/* Material thickness for 2 pi of phase, lambda / (n - 1), mm. */
+double opt_period_mm(double wavelength_mm, double index);
+/* Thickness per radian of phase, lambda / (2 pi (n - 1)), mm. */
+double opt_mm_per_rad(double wavelength_mm, double index);
+/* Phase of thick_mm of material, 2 pi (n - 1) h / lambda, rad (not wrapped). */
+double opt_phase_of_thickness(double thick_mm, double wavelength_mm, double index);
+/* Amplitude attenuation per mm, 2 pi kappa / lambda: amplitude exp(-a h). */
+double opt_attenuation_per_mm(double wavelength_mm, double kappa);
+/* Amplitude through thick_mm of material, exp(-2 pi kappa h / lambda). */
+double opt_amplitude(double thick_mm, double wavelength_mm, double kappa);
+/* Fresnel power reflection at one air/material surface, normal incidence. */
+double opt_fresnel_r(double index);
+/* The thickness a phase map asks for: base_mm + (phase mod 2 pi) * mm_per_rad
+ * (mm_per_rad from opt_mm_per_rad). */
+double opt_thickness_mm(double phase_rad, double base_mm, double mm_per_rad);
+/* Heights h_mm (count values, the whole thickness) -> phase
+ * 2 pi (n - 1) h / lambda wrapped to [0, 2 pi) and amplitude
+ * exp(-2 pi kappa h / lambda). Either output may be NULL. */
+void opt_heights_to_transmission(const float *h_mm, size_t count, double index, double kappa,
+                                 double wavelength_mm, float *phase, float *amp);
+
 /* the forward model and its adjoint on FFTW.
  *
  * A d2_net owns the FFTW plans (made once per size, wisdom kept in

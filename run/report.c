@@ -132,7 +132,7 @@ static cJSON *report_json(const run_state *s)
     cJSON_AddNumberToObject(mo, "neurons", g->n);
     cJSON_AddNumberToObject(mo, "layers", g->layers);
     cJSON_AddNumberToObject(mo, "pitch_mm", g->pitch_mm);
-    cJSON_AddNumberToObject(mo, "design_frequency_thz", EXP_LIGHT_MM_THZ / g->wavelength_mm);
+    cJSON_AddNumberToObject(mo, "design_frequency_thz", opt_frequency_thz(g->wavelength_mm));
     cJSON_AddItemToObject(mo, "gaps_mm", cJSON_CreateDoubleArray(g->gap_mm, g->layers + 1));
     cJSON_AddStringToObject(mo, "dataset", s->model.t.dataset);
 
@@ -273,7 +273,7 @@ static void stack_svg(FILE *f, const run_state *s)
             "fill=\"#333\"/></marker></defs>\n");
     /* The source: a plane wave arriving from the left. */
     fprintf(f, "<text x=\"10\" y=\"%.0f\">source, %.4g THz</text>\n", ymid - 50,
-            s->have_export ? s->ex.frequency_thz : EXP_LIGHT_MM_THZ / g->wavelength_mm);
+            s->have_export ? s->ex.frequency_thz : opt_frequency_thz(g->wavelength_mm));
     fprintf(f, "<text x=\"10\" y=\"%.0f\">(plane wave)</text>\n", ymid - 35);
     for (int i = -1; i <= 1; i++)
         fprintf(f, "<line x1=\"20\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#c33\" "

@@ -206,7 +206,7 @@ static int stage_model(run_state *s, d2_err *e)
         exp_phase_input in = {files,
                               c->nphase,
                               c->phase_pitch_mm,
-                              EXP_LIGHT_MM_THZ / c->phase_frequency_thz,
+                              opt_wavelength_mm(c->phase_frequency_thz),
                               c->phase_gaps_mm,
                               c->phase_ngaps,
                               c->phase_png_range,
@@ -250,7 +250,7 @@ static int stage_model(run_state *s, d2_err *e)
     s->have_ev_model = 1;
     stage_done(s, ST_MODEL, "%d layer%s of %d x %d at %.4g mm pitch, %.4g THz, gaps %.4g mm; "
                "accuracy %.2f %% on %d %s test images", g->layers, g->layers > 1 ? "s" : "",
-               g->n, g->n, g->pitch_mm, EXP_LIGHT_MM_THZ / g->wavelength_mm, g->gap_mm[0],
+               g->n, g->n, g->pitch_mm, opt_frequency_thz(g->wavelength_mm), g->gap_mm[0],
                100 * s->ev_model.accuracy, s->ev_model.count, m->t.dataset);
     return 0;
 }

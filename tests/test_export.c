@@ -15,10 +15,11 @@
 #include "core/npy.h"
 #include "core/util.h"
 #include "export/export.h"
+#include "mesh/mesh.h"
 #include "testlib.h"
 
 #define TWO_PI (2.0 * M_PI)
-#define WL_04 (EXP_LIGHT_MM_THZ / 0.4) /* 0.7495 mm */
+#define WL_04 opt_wavelength_mm(0.4) /* 0.7495 mm */
 
 /* Count of entries (other than . and ..) in a folder; -1 if it does not exist. */
 static int dir_entries(const char *dir)
@@ -179,11 +180,11 @@ TEST(two_pi_at_0p4_thz_in_verobp_is_1p037_mm_of_material)
 {
     /* lambda = c / f = 0.299792458 / 0.4 = 0.749481 mm; / (1.7227 - 1) = 1.037057 mm */
     CHECK_NEAR(WL_04, 0.749481, 1e-6);
-    CHECK_NEAR(exp_period_mm(WL_04, 1.7227), 1.037057, 1e-5);
+    CHECK_NEAR(opt_period_mm(WL_04, 1.7227), 1.037057, 1e-5);
     /* 6.06 mrad of phase per micrometre (PHYSICS.md: 6.05) */
-    CHECK_NEAR(TWO_PI / (1000 * exp_period_mm(WL_04, 1.7227)), 6.0586e-3, 1e-6);
+    CHECK_NEAR(TWO_PI / (1000 * opt_period_mm(WL_04, 1.7227)), 6.0586e-3, 1e-6);
     /* Fresnel: ((n-1)/(n+1))^2 = (0.7227/2.7227)^2 = 0.07045 per surface */
-    CHECK_NEAR(exp_fresnel_r(1.7227), 0.070455, 1e-5);
+    CHECK_NEAR(opt_fresnel_r(1.7227), 0.070455, 1e-5);
 }
 
 TEST(heights_follow_the_formula_before_quantisation)
@@ -195,7 +196,7 @@ TEST(heights_follow_the_formula_before_quantisation)
     exp_layer_stats st;
     d2_err e = {0};
     CHECK(exp_layer_heights(&p, ph, 4, 0.4, h, &st, &e) == 0);
-    double P = exp_period_mm(WL_04, 1.7227);
+    double P = opt_period_mm(WL_04, 1.7227);
     CHECK_NEAR(h[0], 0.512, 1e-6);
     CHECK_NEAR(h[1], 0.512 + 0.5 * P, 1e-6);
     CHECK_NEAR(h[2], 0.512 + 0.75 * P, 1e-6);
@@ -215,7 +216,7 @@ TEST(heights_follow_the_formula_before_quantisation)
 TEST(absorption_through_1p04_mm_of_verobp_leaves_0p76_amplitude)
 {
     float h = 1.04f, a, ph;
-    exp_transmission(&h, 1, 1.7227, 0.031, WL_04, &ph, &a);
+    opt_heights_to_transmission(&h, 1, 1.7227, 0.031, WL_04, &ph, &a);
     CHECK_NEAR(a, 0.7632, 5e-4);
     /* 1.04 mm is just over one period: phase 2 pi (1.04 / 1.037057 - 1) */
     CHECK_NEAR(ph, TWO_PI * (1.04 / 1.037057 - 1), 1e-4);
@@ -281,7 +282,7 @@ TEST(k_levels_phase_error_is_at_most_pi_over_k)
     CHECK(st.phase_max_error_rad <= M_PI / 8 * (1 + 1e-4));
     CHECK_NEAR(st.phase_rms_error_rad, (TWO_PI / 8) / sqrt(12.0), 0.03 * 0.2267);
     /* only 8 distinct heights */
-    double P = exp_period_mm(WL_04, 1.7227);
+    double P = opt_period_mm(WL_04, 1.7227);
     int off = 0;
     for (int k = 0; k < n * n; k++) {
         double q = (h[k] - 0.512) / (P / 8);
@@ -303,7 +304,7 @@ TEST(heights_turn_back_into_the_same_phase)
     exp_layer_stats st;
     d2_err e = {0};
     CHECK(exp_layer_heights(&p, ph, n, 0.4, h, &st, &e) == 0);
-    exp_transmission(h, (size_t)n * n, p.index, p.kappa, p.wavelength_mm, back, amp);
+    opt_heights_to_transmission(h, (size_t)n * n, p.index, p.kappa, p.wavelength_mm, back, amp);
     /* back = phi + offset + 2 pi (n-1) base / lambda (mod 2 pi) */
     double cst = st.offset_rad + TWO_PI * 0.7227 * 0.512 / WL_04;
     double worst = 0;
@@ -588,6 +589,31 @@ TEST(bad_profiles_are_refused_naming_file_key_and_range)
                 "\"kappa\": 0.1, \"loss\": 2}]}", 1, "loss");
 }
 
+/* One printer check for every stage: a profile export refuses is refused by
+ * mesh and mask too (a min feature of 15 mm once passed export and failed in
+ * mesh), with the same key and range in the message. */
+TEST(a_printer_profile_is_judged_by_one_set_of_ranges_in_every_stage)
+{
+    t_write_text(t_path("p15.json"), "{\"name\": \"p15\", \"technology\": \"sla\", "
+                 "\"xy_resolution_mm\": 0.05, \"z_step_mm\": 0.02, \"build_volume_mm\": [100, 100, "
+                 "100], \"min_feature_mm\": 15, \"pin_clearance_mm\": 0.1}");
+    d2_err e = {0};
+    printer_profile p;
+    CHECK_ERR(printer_load(t_path("p15.json"), &p, &e), e, D2_EINPUT, "min_feature_mm");
+    CHECK(strstr(e.msg, "10") != NULL);
+    cJSON *obj = NULL;
+    CHECK(cfg_load(t_path("p15.json"), &obj, &e) == 0);
+    mesh_printer mp;
+    CHECK_ERR(mesh_printer_from_json(obj, "export.json", "printer", &mp, &e), e, D2_EINPUT,
+              "printer.min_feature_mm");
+    /* and what passes one passes the other, with the same numbers */
+    cJSON_ReplaceItemInObject(obj, "min_feature_mm", cJSON_CreateNumber(10));
+    CHECK(printer_from_json(obj, "x.json", "", &p, &e) == 0);
+    CHECK(mesh_printer_from_json(obj, "x.json", "", &mp, &e) == 0);
+    CHECK(mp.min_feature_mm == 10 && mp.z_step_mm == p.z_step_mm && mp.build_mm[2] == 100);
+    cJSON_Delete(obj);
+}
+
 TEST(bad_parameters_are_refused)
 {
     exp_params p = base_params();
@@ -801,7 +827,7 @@ TEST(export_writes_every_file_and_loads_back_as_the_printed_model)
     CHECK_NEAR(r.p.kappa, 0.04, 1e-12);
     CHECK_NEAR(r.p.base_mm, 1.008, 1e-12);
     /* stack transmission = prod mean(a^2) * (1 - R)^(2L) */
-    double R = exp_fresnel_r(1.68);
+    double R = opt_fresnel_r(1.68);
     CHECK_NEAR(r.power_transmission,
                r.layer[0].power_mean * r.layer[1].power_mean * pow(1 - R, 4), 1e-12);
     double mx = fmax(r.layer[0].max_mm, r.layer[1].max_mm);
@@ -836,6 +862,28 @@ TEST(export_writes_every_file_and_loads_back_as_the_printed_model)
     free(png);
     cJSON_Delete(ej);
 
+
+    /* the one reader of the folder: every section and the heights as written */
+    export_folder x;
+    rc = export_folder_load(out, &x, &e);
+    CHECK(rc == 0);
+    if (!rc) {
+        CHECK(x.n == 32 && x.layers == 2 && x.have_material && x.have_printer);
+        CHECK(!strcmp(x.material, "twopoint") && !strcmp(x.printer.name, "tiny"));
+        CHECK_NEAR(x.index, 1.68, 1e-12);
+        CHECK_NEAR(x.base_mm, r.p.base_mm, 1e-9);
+        CHECK_NEAR(x.wavelength_mm, WL_04, 1e-12);
+        CHECK(x.printer.z_step_mm == 0.016 && x.g.gap_mm[1] == m.g.gap_mm[1]);
+        int same = hn != NULL;
+        for (int k = 0; same && k < 32 * 32; k++) same = x.height_mm[0][k] == hn[k];
+        CHECK(same);
+        export_folder_free(&x);
+    }
+    /* a layer file that is gone fails naming it, with nothing to free */
+    CHECK(rename(t_path("exp/layer2_height.npy"), t_path("exp/l2.npy")) == 0);
+    CHECK_ERR(export_folder_load(out, &x, &e), e, D2_EINPUT, "layer2_height.npy");
+    CHECK(x.root == NULL && x.height_mm[0] == NULL);
+    CHECK(rename(t_path("exp/l2.npy"), t_path("exp/layer2_height.npy")) == 0);
     d2_model back;
     rc = export_load_as_model(out, &back, &e);
     CHECK(rc == 0);
@@ -924,6 +972,7 @@ int main(void)
     RUN(user_profile_folder_is_searched_first_and_paths_work);
     RUN(unknown_printer_or_material_lists_the_known_ones);
     RUN(bad_profiles_are_refused_naming_file_key_and_range);
+    RUN(a_printer_profile_is_judged_by_one_set_of_ranges_in_every_stage);
     RUN(bad_parameters_are_refused);
     RUN(bad_phase_files_are_refused_with_a_clear_message);
     RUN(png_phase_maps_need_and_use_their_stated_range);

@@ -502,7 +502,7 @@ TEST(preview_shows_original_binarised_and_classes_side_by_side)
 TEST(slab_optics_follow_thickness_index_and_kappa)
 {
     mask_slab s;
-    double wl = 0.299792458 / 0.4; /* 0.7495 mm */
+    double wl = opt_wavelength_mm(0.4); /* 0.7495 mm */
     double full = wl / (1.7227 - 1);  /* 1.037 mm of material = 2 pi */
     mask_slab_optics(full, 1.7227, 0.031, wl, &s);
     CHECK_NEAR(s.phase_rad, 2 * M_PI, 1e-12);
@@ -557,7 +557,7 @@ static void run_opts(mask_opts *o)
 {
     mask_opts_default(o);
     objet(&o->printer);
-    o->wavelength_mm = 0.299792458 / 0.4;
+    o->wavelength_mm = opt_wavelength_mm(0.4);
     o->index = 1.7227;
     o->kappa = 0.031;
     o->material_name = "verobp";
@@ -787,7 +787,7 @@ TEST(carrier_run_reports_uniform_phase_and_absorption_of_the_digit)
     CHECK_NEAR(rep.thick_mm, 63 * 0.016, 1e-12);
     CHECK_NEAR(rep.depth_mm, 31 * 0.016, 1e-12);
     CHECK_NEAR(rep.digit.thick_mm, 32 * 0.016, 1e-12);
-    double wl = 0.299792458 / 0.4, t = 32 * 0.016;
+    double wl = opt_wavelength_mm(0.4), t = 32 * 0.016;
     CHECK_NEAR(rep.digit.phase_rad, 2 * M_PI * 0.7227 * t / wl, 1e-9);
     CHECK_NEAR(rep.digit.amplitude, exp(-2 * M_PI * 0.031 * t / wl), 1e-9);
     char p[1100];

@@ -539,7 +539,7 @@ TEST(rerun_replaces_the_earlier_package_and_phase_maps_run_like_a_model)
         files[k] = fb[k];
     }
     double gap = 20;
-    exp_phase_input in = {files, 3, 0.4, EXP_LIGHT_MM_THZ / 0.4, &gap, 1, 0, 0, 0};
+    exp_phase_input in = {files, 3, 0.4, opt_wavelength_mm(0.4), &gap, 1, 0, 0, 0};
     d2_model m;
     d2_err e = {0};
     eval_result ev;

@@ -13,9 +13,9 @@
 #include "core/fileio.h"
 #include "core/image.h"
 #include "core/npy.h"
+#include "export/export.h"
 #include "optics/optics.h"
 
-#define C_MM_THZ 0.299792458
 
 /* ---- kinds and units ---------------------------------------------------- */
 
@@ -379,68 +379,36 @@ void tol_stack_free(tol_stack *s)
 /* The export's material, base, Z step and heights. */
 static int read_export(tol_stack *s, const char *dir, d2_err *e)
 {
-    char path[1200], lp[1200];
-    cJSON *root = NULL;
-    int rc;
-    if ((rc = d2_path_join(path, sizeof path, dir, "export.json", e))) return rc;
-    if ((rc = cfg_load(path, &root, e))) return rc;
-    cfg_ctx c = {path, ""};
-    const cJSON *mat, *printer, *files;
-    double wl;
-    if ((rc = cfg_object(&c, root, "material", &mat, e)) ||
-        (rc = cfg_object(&c, root, "printer", &printer, e)))
+    export_folder x;
+    int rc = export_folder_load(dir, &x, e);
+    if (rc) return rc;
+    double wl = x.wavelength_mm;
+    if (!x.have_material || !(wl > 0)) {
+        rc = d2_fail(e, D2_EINPUT, "%s: missing key \"%s\"", x.json_path,
+                     x.have_material ? "wavelength_mm" : "material");
         goto done;
-    cfg_ctx cm = {path, "material"};
-    if ((rc = cfg_num_range(&cm, mat, "index", 1, 0, 1, 10, CFG_LO_OPEN, &s->index, e)) ||
-        (rc = cfg_num(&cm, mat, "kappa", 1, 0, 0, 10, &s->kappa, e)) ||
-        (rc = cfg_num(&c, root, "base_mm", 1, 0, 0, 1000, &s->base_mm, e)) ||
-        (rc = cfg_num(&c, root, "wavelength_mm", 1, 0, 1e-6, 1e6, &wl, e)))
+    }
+    if (x.n != s->m.g.n || x.layers != s->m.g.layers) {
+        rc = d2_fail(e, D2_EINPUT, "%s: %d layers of %d x %d, the loaded model has %d of %d x %d",
+                     x.json_path, x.layers, x.n, x.n, s->m.g.layers, s->m.g.n, s->m.g.n);
         goto done;
+    }
     if (fabs(wl - s->m.g.wavelength_mm) > 1e-9 * wl) {
         rc = d2_fail(e, D2_EINPUT, "%s: key \"wavelength_mm\" = %g differs from the loaded "
-                     "model's %g mm", path, wl, s->m.g.wavelength_mm);
+                     "model's %g mm", x.json_path, wl, s->m.g.wavelength_mm);
         goto done;
     }
-    s->z_step_mm = 0;
-    if (printer) {
-        cfg_ctx cp = {path, "printer"};
-        if ((rc = cfg_num(&cp, printer, "z_step_mm", 0, 0, 0, 10, &s->z_step_mm, e))) goto done;
-        if ((rc = cfg_num(&cp, printer, "min_feature_mm", 0, 0, 0, 20, &s->min_feature_mm, e)))
-            goto done;
-    }
-    files = cJSON_GetObjectItemCaseSensitive(root, "layer_files");
-    if (!cJSON_IsArray(files) || cJSON_GetArraySize(files) != s->m.g.layers) {
-        rc = d2_fail(e, D2_EINPUT, "%s: key \"layer_files\": expected an array of %d entries",
-                     path, s->m.g.layers);
-        goto done;
-    }
-    for (int l = 0; l < s->m.g.layers; l++) {
-        char kp[40], key[64];
-        snprintf(kp, sizeof kp, "layer_files[%d]", l);
-        snprintf(key, sizeof key, "%s.heights_npy", kp);
-        cfg_ctx lc = {path, kp};
-        const char *name;
-        int rows, cols;
-        if ((rc = cfg_str(&lc, cJSON_GetArrayItem(files, l), "heights_npy", 1, NULL, &name, e)) ||
-            (rc = d2_path_inside(dir, name, key, e)) ||
-            (rc = d2_path_join(lp, sizeof lp, dir, name, e)) ||
-            (rc = npy_read_map(lp, &s->height_mm[l], &rows, &cols, e)))
-            goto done;
-        if (rows != s->m.g.n || cols != s->m.g.n) {
-            rc = d2_fail(e, D2_EINPUT, "%s: %d x %d heights, expected %d x %d", lp, rows, cols,
-                         s->m.g.n, s->m.g.n);
-            goto done;
-        }
-        size_t nn = (size_t)rows * cols;
-        for (size_t i = 0; i < nn; i++)
-            if (s->height_mm[l][i] < 0) {
-                rc = d2_fail(e, D2_EINPUT, "%s: negative height %g mm at pixel %zu", lp,
-                             s->height_mm[l][i], i);
-                goto done;
-            }
+    s->index = x.index;
+    s->kappa = x.kappa;
+    s->base_mm = x.base_mm;
+    s->z_step_mm = x.have_printer ? x.printer.z_step_mm : 0;
+    if (x.have_printer) s->min_feature_mm = x.printer.min_feature_mm;
+    for (int l = 0; l < x.layers; l++) {
+        s->height_mm[l] = x.height_mm[l];
+        x.height_mm[l] = NULL;
     }
 done:
-    cJSON_Delete(root);
+    export_folder_free(&x);
     return rc;
 }
 
@@ -468,17 +436,14 @@ int tol_stack_init(tol_stack *s, d2_model *m, const char *export_dir, const char
     s->z_step_mm = s->m.t.quant_z_step_mm;
     /* The thickness the phase implies, as net_phase_to_t takes it for the
      * coupled amplitude. */
-    double c = g->wavelength_mm / (2 * M_PI * (s->index - 1));
+    double c = opt_mm_per_rad(g->wavelength_mm, s->index);
     for (int l = 0; l < g->layers; l++) {
         if (!(s->height_mm[l] = d2_malloc(nn * sizeof(float), "thickness map", e))) {
             rc = D2_EIO;
             goto fail;
         }
-        for (size_t i = 0; i < nn; i++) {
-            double w = fmod((double)s->m.phase[l][i], 2 * M_PI);
-            if (w < 0) w += 2 * M_PI;
-            s->height_mm[l][i] = (float)(s->base_mm + w * c);
-        }
+        for (size_t i = 0; i < nn; i++)
+            s->height_mm[l][i] = (float)opt_thickness_mm(s->m.phase[l][i], s->base_mm, c);
     }
     return 0;
 fail:
@@ -534,7 +499,8 @@ int tol_bind(const tol_config *c, const tol_stack *s, tol_mag *mag, d2_err *e)
             }
         }
         if (k == TOL_WAVELENGTH) {
-            double lim = unit == TOL_U_THZ ? 0.5 * C_MM_THZ / g->wavelength_mm : 0.5 * g->wavelength_mm;
+            double lim = unit == TOL_U_THZ ? 0.5 * opt_frequency_thz(g->wavelength_mm)
+                                           : 0.5 * g->wavelength_mm;
             if (mag->v[k][0] >= lim)
                 return d2_fail(e, D2_EINPUT, "tolerance %s = %g %s: must be below half the "
                                "design value (%g %s) for %s",
@@ -685,7 +651,7 @@ static void realise(const tol_mag *mag, double scale, const tol_draw *d, const d
     r->wl_val = V(TOL_WAVELENGTH, 0, 0);
     if (r->wl_val != 0) {
         if (mag->unit[TOL_WAVELENGTH] == TOL_U_THZ)
-            r->lambda = C_MM_THZ / (C_MM_THZ / g->wavelength_mm + r->wl_val);
+            r->lambda = opt_wavelength_mm(opt_frequency_thz(g->wavelength_mm) + r->wl_val);
         else
             r->lambda = g->wavelength_mm + r->wl_val;
     }
@@ -942,7 +908,7 @@ static int apply_layer(tol_sim *sim, const tol_mag *mag, real *r, int l, uint64_
         }
         double lam0 = g->wavelength_mm, lam = r->lambda, n0 = s->index, n1 = s->index + r->dn;
         double k0 = s->kappa, k1 = fmax(0.0, s->kappa + r->dk);
-        double period = lam0 / (n0 - 1);
+        double period = opt_period_mm(lam0, n0);
         const float *T = s->height_mm[l];
         for (size_t i = 0; i < nn; i++) {
             double t = T[i];
@@ -1343,7 +1309,7 @@ static double kind_cap(const tol_result *res, int k)
 {
     const d2_geom *g = &res->s->m.g;
     const tol_stack *s = res->s;
-    double side = g->n * g->pitch_mm, period = g->wavelength_mm / (s->index - 1);
+    double side = g->n * g->pitch_mm, period = opt_period_mm(g->wavelength_mm, s->index);
     double gmin = INFINITY;
     for (int j = 0; j <= g->layers; j++) gmin = fmin(gmin, g->gap_mm[j]);
     switch (k) {
@@ -1357,7 +1323,7 @@ static double kind_cap(const tol_result *res, int k)
     case TOL_INDEX: return 0.9 * (s->index - 1);
     case TOL_KAPPA: return 1;
     case TOL_WAVELENGTH:
-        return res->mag.unit[k] == TOL_U_THZ ? 0.45 * C_MM_THZ / g->wavelength_mm
+        return res->mag.unit[k] == TOL_U_THZ ? 0.45 * opt_frequency_thz(g->wavelength_mm)
                                              : 0.45 * g->wavelength_mm;
     case TOL_DET_SHIFT: return 0.25 * side;
     case TOL_DET_NOISE: return 10;
