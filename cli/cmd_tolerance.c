@@ -85,15 +85,134 @@ static int parse_scales(const char *s, tol_config *c)
     return 0;
 }
 
-/* Label of a model: its folder's last component. */
-static void model_name(const char *dir, char *out, size_t cap)
+/* The flags that override the config. */
+typedef struct tol_flags {
+    const char *cfgpath, *lat, *ax, *rot, *quant, *dist, *sweep, *mask;
+    long limit, trials, seed;
+    double spec;
+    int nosens, noinv;
+} tol_flags;
+
+/* The config file, then the flags over it. 0, or the exit status. */
+static int make_config(const tol_flags *f, tol_config *cfg)
 {
-    size_t len = strlen(dir);
-    while (len > 1 && dir[len - 1] == '/') len--;
-    size_t a = len;
-    while (a > 0 && dir[a - 1] != '/') a--;
-    snprintf(out, cap, "%.*s", (int)(len - a), dir + a);
-    if (!*out) snprintf(out, cap, "model");
+    d2_err e = {0};
+    double v;
+    tol_config_default(cfg);
+    if (f->cfgpath) {
+        cJSON *root = NULL;
+        int rc = cfg_load(f->cfgpath, &root, &e);
+        if (!rc) rc = tol_config_read(f->cfgpath, root, cfg, &e);
+        cJSON_Delete(root);
+        if (rc) return cli_error("tolerance", rc, e.msg);
+    }
+    if (f->lat && (cli_num("tolerance", "lateral-mm", f->lat, 0, 100, &v) ||
+                   tol_config_set(cfg, "lateral_mm", v, &e)))
+        return e.code ? cli_error("tolerance", e.code, e.msg) : 1;
+    if (f->ax && (cli_num("tolerance", "axial-mm", f->ax, 0, 1000, &v) ||
+                  tol_config_set(cfg, "axial_mm", v, &e)))
+        return e.code ? cli_error("tolerance", e.code, e.msg) : 1;
+    if (f->rot && (cli_num("tolerance", "rotation-deg", f->rot, 0, 90, &v) ||
+                   tol_config_set(cfg, "rotation_deg", v, &e)))
+        return e.code ? cli_error("tolerance", e.code, e.msg) : 1;
+    if (f->quant) {
+        long k;
+        if (!strcmp(f->quant, "printer")) {
+            tol_config_quantize_printer(cfg);
+        } else if (cli_int("tolerance", "quantize", f->quant, 2, 65536, &k)) {
+            fprintf(stderr, "  (give 'printer' or a number of phase levels per 2 pi)\n");
+            return 1;
+        } else if (tol_config_set(cfg, "quantize_levels", (double)k, &e)) {
+            return cli_error("tolerance", e.code, e.msg);
+        }
+    }
+    if (f->dist) {
+        int d = !strcmp(f->dist, "uniform") ? TOL_UNIFORM
+                : !strcmp(f->dist, "normal") ? TOL_NORMAL : -1;
+        if (d < 0) {
+            fprintf(stderr, "d2fab tolerance: --distribution '%s': expected uniform or normal\n",
+                    f->dist);
+            return 1;
+        }
+        for (int k = 0; k < TOL_NKINDS; k++) cfg->item[k].dist = d;
+    }
+    if (f->sweep && parse_scales(f->sweep, cfg)) {
+        fprintf(stderr, "d2fab tolerance: --sweep '%s': expected 1 to %d comma-separated "
+                "multiples in [0, 100], e.g. 0.5,1,2\n", f->sweep, TOL_MAX_SCALES);
+        return 1;
+    }
+    if (f->mask && !strcmp(f->mask, "stencil")) {
+        cfg->stencil = 1;
+        cfg->mask_png[0] = 0;
+    } else if (f->mask) {
+        snprintf(cfg->mask_png, sizeof cfg->mask_png, "%s", f->mask);
+        cfg->stencil = 0;
+    }
+    cfg->stencil_fn = mask_stencil_u8;
+    if (f->limit > 0) cfg->limit = (int)f->limit;
+    if (f->trials >= 0) cfg->trials = f->trials > 2000000000L ? 2000000000 : (int)f->trials;
+    if (f->seed >= 0) cfg->seed = (uint64_t)f->seed;
+    if (f->spec >= 0) cfg->spec = f->spec / 100;
+    if (f->nosens) cfg->sensitivity = 0;
+    if (f->noinv) cfg->inverse = 0;
+    int any = cfg->mask_png[0] != 0 || cfg->stencil;
+    for (int k = 0; k < TOL_NKINDS; k++) any |= cfg->item[k].nval > 0;
+    if (!any) {
+        fprintf(stderr, "d2fab tolerance: no perturbation to apply: give --config with "
+                "magnitudes (samples/tolerance.json) or flags such as --lateral-mm\n");
+        return 1;
+    }
+    return 0;
+}
+
+static void print_sensitivity(const tol_result *r)
+{
+    printf("  sensitivity, worst first (accuracy change in points at +-D):\n");
+    for (int j = 0; j < r->nsens && j < 8; j++) {
+        const tol_sens_row *w = &r->sens[j];
+        char where[32] = "";
+        if (w->layer >= 0) snprintf(where, sizeof where, " layer %d", w->layer + 1);
+        char dv[48];
+        if (w->kind == TOL_MASK)
+            snprintf(dv, sizeof dv, "%s", r->mag.stencil ? "stencils" : "PNG");
+        else
+            snprintf(dv, sizeof dv, "%.4g %s", w->magnitude, tol_result_unit(r, w->kind));
+        printf("    %-24s%-9s %-2s D = %-14s %+7.2f%s\n", tol_kind_name(w->kind), where,
+               w->comp == 0 ? "x" : w->comp == 1 ? "y" : "", dv, 100 * w->change,
+               w->applicable ? "" : "  (not applicable)");
+    }
+    if (r->nsens > 8) printf("    ... %d more in sensitivity.csv\n", r->nsens - 8);
+}
+
+static void print_result(const tol_result *r, const tol_config *cfg)
+{
+    printf("%s (%s, %d layers of %d x %d): nominal accuracy %.2f%% on %d test images\n",
+           r->s->name, r->s->is_export ? "export" : "model", r->s->m.g.layers, r->s->m.g.n,
+           r->s->m.g.n, 100 * r->nominal, r->images);
+    if (r->nsens) print_sensitivity(r);
+    if (r->ninv) {
+        printf("  inverse tolerances (every layer at once; magnitude costing 1 / 5 points):\n");
+        for (int j = 0; j < r->ninv; j++) {
+            const tol_inverse *iv = &r->inv[j];
+            char a1[40], a5[40];
+            if (isfinite(iv->at1)) snprintf(a1, sizeof a1, "%.4g", iv->at1);
+            else snprintf(a1, sizeof a1, "> %.4g", iv->max_tested);
+            if (isfinite(iv->at5)) snprintf(a5, sizeof a5, "%.4g", iv->at5);
+            else snprintf(a5, sizeof a5, "> %.4g", iv->max_tested);
+            printf("    %-24s %10s / %-10s %-8s (configured %.4g)\n", tol_kind_name(iv->kind),
+                   a1, a5, tol_result_unit(r, iv->kind), iv->ref);
+        }
+    }
+    for (int q = 0; q < r->nmc; q++) {
+        const tol_mc *m = &r->mc[q];
+        if (!m->trials || m->scale == 0) continue;
+        printf("  Monte Carlo x%g, %d trials: mean %.2f%%, std %.2f, min %.2f%%, max %.2f%%; "
+               "90%% of trials >= %.2f%%, 50%% >= %.2f%%, 10%% >= %.2f%%; yield P(acc >= "
+               "%.2f%%) = %.1f%% (%.0f%% CI %.1f-%.1f%%)\n",
+               m->scale, m->trials, 100 * m->mean, 100 * m->std, 100 * m->min, 100 * m->max,
+               100 * m->p90, 100 * m->p50, 100 * m->p10, 100 * r->spec, 100 * m->yield,
+               100 * cfg->confidence, 100 * m->yield_lo, 100 * m->yield_hi);
+    }
 }
 
 int cmd_tolerance(int argc, char **argv)
@@ -113,12 +232,11 @@ int cmd_tolerance(int argc, char **argv)
         {"no-sensitivity", no_argument, 0, O_NOSENS}, {"no-inverse", no_argument, 0, O_NOINV},
         {"threads", required_argument, 0, 't'},  {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
-    const char *dirs[TOL_MAX_MODELS], *out = NULL, *cfgpath = NULL, *data = dataset_default_dir();
-    const char *lat = NULL, *ax = NULL, *rot = NULL, *quant = NULL, *dist = NULL, *sweep = NULL;
-    const char *mask = NULL;
-    long limit = -1, trials = -1, seed = -1, threads = 0;
-    double spec = -1;
-    int ndirs = 0, quiet = 0, nosens = 0, noinv = 0, c;
+    tol_study_model models[TOL_MAX_MODELS];
+    tol_flags f = {.limit = -1, .trials = -1, .seed = -1, .spec = -1};
+    const char *out = NULL, *data = dataset_default_dir();
+    long threads = 0;
+    int ndirs = 0, quiet = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:o:c:d:l:n:s:t:qh", opts, NULL)) != -1) {
         switch (c) {
@@ -129,25 +247,25 @@ int cmd_tolerance(int argc, char **argv)
                         TOL_MAX_MODELS);
                 return 1;
             }
-            dirs[ndirs++] = optarg;
+            models[ndirs++] = (tol_study_model){optarg, NULL, NULL};
             break;
         case 'o': out = optarg; break;
-        case 'c': cfgpath = optarg; break;
+        case 'c': f.cfgpath = optarg; break;
         case 'd': data = optarg; break;
-        case 'l': if (cli_int("tolerance", "limit", optarg, 1, 10000000, &limit)) return 1; break;
-        case 'n': if (cli_int("tolerance", "trials", optarg, 0, 1000000000L, &trials)) return 1; break;
-        case 's': if (cli_int("tolerance", "seed", optarg, 0, 0x7fffffffL, &seed)) return 1; break;
+        case 'l': if (cli_int("tolerance", "limit", optarg, 1, 10000000, &f.limit)) return 1; break;
+        case 'n': if (cli_int("tolerance", "trials", optarg, 0, 1000000000L, &f.trials)) return 1; break;
+        case 's': if (cli_int("tolerance", "seed", optarg, 0, 0x7fffffffL, &f.seed)) return 1; break;
         case 't': if (cli_int("tolerance", "threads", optarg, 1, 1024, &threads)) return 1; break;
-        case O_SPEC: if (cli_num("tolerance", "spec", optarg, 0, 100, &spec)) return 1; break;
-        case O_LAT: lat = optarg; break;
-        case O_AX: ax = optarg; break;
-        case O_ROT: rot = optarg; break;
-        case O_QUANT: quant = optarg; break;
-        case O_DIST: dist = optarg; break;
-        case O_SWEEP: sweep = optarg; break;
-        case O_MASK: mask = optarg; break;
-        case O_NOSENS: nosens = 1; break;
-        case O_NOINV: noinv = 1; break;
+        case O_SPEC: if (cli_num("tolerance", "spec", optarg, 0, 100, &f.spec)) return 1; break;
+        case O_LAT: f.lat = optarg; break;
+        case O_AX: f.ax = optarg; break;
+        case O_ROT: f.rot = optarg; break;
+        case O_QUANT: f.quant = optarg; break;
+        case O_DIST: f.dist = optarg; break;
+        case O_SWEEP: f.sweep = optarg; break;
+        case O_MASK: f.mask = optarg; break;
+        case O_NOSENS: f.nosens = 1; break;
+        case O_NOINV: f.noinv = 1; break;
         case 'q': quiet = 1; break;
         case 'h': tol_help(stdout); return 0;
         default: tol_help(stderr); return 1;
@@ -161,197 +279,19 @@ int cmd_tolerance(int argc, char **argv)
         tol_help(stderr);
         return 1;
     }
+    tol_config cfg;
+    int rc = make_config(&f, &cfg);
+    if (rc) return rc;
 
     d2_err e = {0};
-    tol_config cfg;
-    tol_config_default(&cfg);
-    int rc = 0;
-    if (cfgpath) {
-        cJSON *root = NULL;
-        rc = cfg_load(cfgpath, &root, &e);
-        if (!rc) rc = tol_config_read(cfgpath, root, &cfg, &e);
-        cJSON_Delete(root);
-        if (rc) return cli_error("tolerance", rc, e.msg);
-    }
-    /* Command-line flags override the config. */
-    double v;
-    if (lat && (cli_num("tolerance", "lateral-mm", lat, 0, 100, &v) ||
-                tol_config_set(&cfg, "lateral_mm", v, &e)))
-        return e.code ? cli_error("tolerance", e.code, e.msg) : 1;
-    if (ax && (cli_num("tolerance", "axial-mm", ax, 0, 1000, &v) ||
-               tol_config_set(&cfg, "axial_mm", v, &e)))
-        return e.code ? cli_error("tolerance", e.code, e.msg) : 1;
-    if (rot && (cli_num("tolerance", "rotation-deg", rot, 0, 90, &v) ||
-                tol_config_set(&cfg, "rotation_deg", v, &e)))
-        return e.code ? cli_error("tolerance", e.code, e.msg) : 1;
-    if (quant) {
-        long k;
-        if (!strcmp(quant, "printer")) {
-            tol_config_quantize_printer(&cfg);
-        } else if (cli_int("tolerance", "quantize", quant, 2, 65536, &k)) {
-            fprintf(stderr, "  (give 'printer' or a number of phase levels per 2 pi)\n");
-            return 1;
-        } else if (tol_config_set(&cfg, "quantize_levels", (double)k, &e)) {
-            return cli_error("tolerance", e.code, e.msg);
-        }
-    }
-    if (dist) {
-        int d = !strcmp(dist, "uniform") ? TOL_UNIFORM : !strcmp(dist, "normal") ? TOL_NORMAL : -1;
-        if (d < 0) {
-            fprintf(stderr, "d2fab tolerance: --distribution '%s': expected uniform or normal\n",
-                    dist);
-            return 1;
-        }
-        for (int k = 0; k < TOL_NKINDS; k++) cfg.item[k].dist = d;
-    }
-    if (sweep && parse_scales(sweep, &cfg)) {
-        fprintf(stderr, "d2fab tolerance: --sweep '%s': expected 1 to %d comma-separated "
-                "multiples in [0, 100], e.g. 0.5,1,2\n", sweep, TOL_MAX_SCALES);
-        return 1;
-    }
-    if (mask && !strcmp(mask, "stencil")) {
-        cfg.stencil = 1;
-        cfg.mask_png[0] = 0;
-    } else if (mask) {
-        snprintf(cfg.mask_png, sizeof cfg.mask_png, "%s", mask);
-        cfg.stencil = 0;
-    }
-    cfg.stencil_fn = mask_stencil_u8;
-    if (limit > 0) cfg.limit = (int)limit;
-    if (trials >= 0) cfg.trials = trials > 2000000000L ? 2000000000 : (int)trials;
-    if (seed >= 0) cfg.seed = (uint64_t)seed;
-    if (spec >= 0) cfg.spec = spec / 100;
-    if (nosens) cfg.sensitivity = 0;
-    if (noinv) cfg.inverse = 0;
-
-    int any = cfg.mask_png[0] != 0 || cfg.stencil;
-    for (int k = 0; k < TOL_NKINDS; k++) any |= cfg.item[k].nval > 0;
-    if (!any) {
-        fprintf(stderr, "d2fab tolerance: no perturbation to apply: give --config with "
-                "magnitudes (samples/tolerance.json) or flags such as --lateral-mm\n");
-        return 1;
-    }
-
-    tol_stack stacks[TOL_MAX_MODELS];
-    memset(stacks, 0, sizeof stacks);
-    d2_dataset ds = {0};
-    d2_pool *pool = NULL;
-    tol_report rep;
-    memset(&rep, 0, sizeof rep);
-    int nst = 0;
-    for (int i = 0; i < ndirs; i++) {
-        d2_model m;
-        char name[64], probe[4200];
-        model_name(dirs[i], name, sizeof name);
-        for (int j = 0; j < i; j++)
-            if (!strcmp(stacks[j].name, name)) {
-                char base[64];
-                memcpy(base, name, sizeof base);
-                snprintf(name, sizeof name, "%.48s-%d", base, (i + 1) % 1000000);
-            }
-        snprintf(probe, sizeof probe, "%s/export.json", dirs[i]);
-        int is_export = access(probe, F_OK) == 0;
-        if ((rc = cli_load_model(dirs[i], &m, &e))) goto fail;
-        if ((rc = tol_stack_init(&stacks[i], &m, is_export ? dirs[i] : NULL, name, dirs[i], &e)))
-            goto fail;
-        nst = i + 1;
-        if (strcmp(stacks[i].m.t.dataset, stacks[0].m.t.dataset)) {
-            rc = d2_fail(&e, D2_EINPUT, "%s is trained on %s but %s on %s: models compared in "
-                         "one report must use the same test set", dirs[i], stacks[i].m.t.dataset,
-                         dirs[0], stacks[0].m.t.dataset);
-            goto fail;
-        }
-    }
-    /* Everything that can be refused is refused before the data set loads
-     * and any inference runs: the settings each stack must take, and the run
-     * size (with the 10000 MNIST test images unless --limit says fewer). */
-    for (int i = 0; i < nst; i++) {
-        tol_mag probe_mag;
-        if ((rc = tol_bind(&cfg, &stacks[i], &probe_mag, &e))) goto fail;
-        tol_mag_free(&probe_mag);
-    }
-    const d2_geom *big = &stacks[0].m.g;
-    for (int i = 1; i < nst; i++)
-        if ((double)stacks[i].m.g.n * stacks[i].m.g.layers > (double)big->n * big->layers)
-            big = &stacks[i].m.g;
-    int nthreads = threads > 0 ? (int)threads : d2_cpu_count();
-    if ((rc = tol_check_limits(&cfg, nst, cfg.limit > 0 ? cfg.limit : 10000, big, nthreads, &e)))
-        goto fail;
-    if ((rc = dataset_load(data, stacks[0].m.t.dataset, 1, &ds, &e))) goto fail;
-    if (!(pool = d2_pool_new((int)threads, &e))) {
-        rc = e.code ? e.code : D2_EIO;
-        goto fail;
-    }
-    int images = cfg.limit > 0 && cfg.limit < ds.count ? cfg.limit : ds.count;
-    if ((rc = tol_check_limits(&cfg, nst, images, big, d2_pool_threads(pool), &e))) goto fail;
-    if (!quiet)
-        fprintf(stderr,
-                "tolerance: %d model(s), %d test images of %s, %d trials x %d scale(s), seed "
-                "%llu, %d threads; at most %.3g inferences\n",
-                nst, images, stacks[0].m.t.dataset, cfg.trials, cfg.nscales,
-                (unsigned long long)cfg.seed, d2_pool_threads(pool),
-                nst * tol_plan_inferences(&cfg, big->layers, images));
-    if ((rc = tol_run(&cfg, stacks, nst, &ds, pool, quiet ? NULL : stderr, &rep, &e))) goto fail;
-    if ((rc = tol_write(&rep, out, &e))) goto fail;
-
-    for (int i = 0; i < rep.nmodels; i++) {
-        const tol_result *r = &rep.res[i];
-        printf("%s (%s, %d layers of %d x %d): nominal accuracy %.2f%% on %d test images\n",
-               r->s->name, r->s->is_export ? "export" : "model", r->s->m.g.layers, r->s->m.g.n,
-               r->s->m.g.n, 100 * r->nominal, r->images);
-        if (r->nsens) {
-            printf("  sensitivity, worst first (accuracy change in points at +-D):\n");
-            for (int j = 0; j < r->nsens && j < 8; j++) {
-                const tol_sens_row *w = &r->sens[j];
-                char where[32] = "";
-                if (w->layer >= 0) snprintf(where, sizeof where, " layer %d", w->layer + 1);
-                char dv[48];
-                if (w->kind == TOL_MASK)
-                    snprintf(dv, sizeof dv, "%s", r->mag.stencil ? "stencils" : "PNG");
-                else
-                    snprintf(dv, sizeof dv, "%.4g %s", w->magnitude, tol_result_unit(r, w->kind));
-                printf("    %-24s%-9s %-2s D = %-14s %+7.2f%s\n", tol_kind_name(w->kind), where,
-                       w->comp == 0 ? "x" : w->comp == 1 ? "y" : "", dv, 100 * w->change,
-                       w->applicable ? "" : "  (not applicable)");
-            }
-            if (r->nsens > 8) printf("    ... %d more in sensitivity.csv\n", r->nsens - 8);
-        }
-        if (r->ninv) {
-            printf("  inverse tolerances (every layer at once; magnitude costing 1 / 5 points):\n");
-            for (int j = 0; j < r->ninv; j++) {
-                const tol_inverse *iv = &r->inv[j];
-                char a1[40], a5[40];
-                if (isfinite(iv->at1)) snprintf(a1, sizeof a1, "%.4g", iv->at1);
-                else snprintf(a1, sizeof a1, "> %.4g", iv->max_tested);
-                if (isfinite(iv->at5)) snprintf(a5, sizeof a5, "%.4g", iv->at5);
-                else snprintf(a5, sizeof a5, "> %.4g", iv->max_tested);
-                printf("    %-24s %10s / %-10s %-8s (configured %.4g)\n", tol_kind_name(iv->kind),
-                       a1, a5, tol_result_unit(r, iv->kind), iv->ref);
-            }
-        }
-        for (int q = 0; q < r->nmc; q++) {
-            const tol_mc *m = &r->mc[q];
-            if (!m->trials || m->scale == 0) continue;
-            printf("  Monte Carlo x%g, %d trials: mean %.2f%%, std %.2f, min %.2f%%, max %.2f%%; "
-                   "90%% of trials >= %.2f%%, 50%% >= %.2f%%, 10%% >= %.2f%%; yield P(acc >= "
-                   "%.2f%%) = %.1f%% (%.0f%% CI %.1f-%.1f%%)\n",
-                   m->scale, m->trials, 100 * m->mean, 100 * m->std, 100 * m->min, 100 * m->max,
-                   100 * m->p90, 100 * m->p50, 100 * m->p10, 100 * r->spec, 100 * m->yield,
-                   100 * cfg.confidence, 100 * m->yield_lo, 100 * m->yield_hi);
-        }
-    }
+    tol_study st;
+    tol_study_opts so = {&cfg, models, ndirs, data, (int)threads, out, quiet ? NULL : stderr,
+                         quiet ? NULL : stderr};
+    if ((rc = tol_study_run(&so, &st, &e))) return cli_error("tolerance", rc, e.msg);
+    for (int i = 0; i < st.rep.nmodels; i++) print_result(&st.rep.res[i], &cfg);
     printf("report: %s/report.json (tables as CSV, plots as PNG beside it), %.0f s, %ld "
            "inferences\n",
-           out, rep.seconds, rep.inferences);
-    tol_report_free(&rep);
-    d2_pool_free(pool);
-    dataset_free(&ds);
-    for (int i = 0; i < nst; i++) tol_stack_free(&stacks[i]);
+           out, st.rep.seconds, st.rep.inferences);
+    tol_study_free(&st);
     return 0;
-fail:
-    tol_report_free(&rep);
-    d2_pool_free(pool);
-    dataset_free(&ds);
-    for (int i = 0; i < nst; i++) tol_stack_free(&stacks[i]);
-    return cli_error("tolerance", rc, e.msg);
 }

@@ -86,11 +86,7 @@ int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, l
 
 int cli_load_model(const char *dir, d2_model *m, d2_err *e)
 {
-    char path[4096];
-    int n = snprintf(path, sizeof path, "%s/export.json", dir);
-    if (n > 0 && (size_t)n < sizeof path && access(path, F_OK) == 0)
-        return export_load_as_model(dir, m, e);
-    return model_load(dir, m, e);
+    return export_model_load(dir, m, NULL, e);
 }
 
 int main(int argc, char **argv)

@@ -327,4 +327,9 @@ void export_folder_free(export_folder *x);
  * loss is not included. Release with model_free. */
 int export_load_as_model(const char *dir, d2_model *m, d2_err *e);
 
+/* Loads DIR as a model: an export folder (DIR/export.json exists) with
+ * export_load_as_model, else a model folder with model_load. *is_export (may
+ * be NULL) says which. Release with model_free. */
+int export_model_load(const char *dir, d2_model *m, int *is_export, d2_err *e);
+
 #endif

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 #include "core/fileio.h"
@@ -161,4 +162,13 @@ fail:
     model_free(m);
     memset(m, 0, sizeof *m);
     return rc;
+}
+
+int export_model_load(const char *dir, d2_model *m, int *is_export, d2_err *e)
+{
+    char path[PROFILE_PATH_MAX + 16];
+    int n = snprintf(path, sizeof path, "%s/export.json", dir);
+    int x = n > 0 && (size_t)n < sizeof path && access(path, F_OK) == 0;
+    if (is_export) *is_export = x;
+    return x ? export_load_as_model(dir, m, e) : model_load(dir, m, e);
 }

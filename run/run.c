@@ -748,39 +748,21 @@ static int stage_tolerance(run_state *s, d2_err *e)
 {
     const run_config *c = s->c;
     tol_config tc;
-    tol_stack st;
-    tol_report rep;
-    d2_dataset ds = {0};
-    d2_pool *pool = NULL;
-    d2_model m;
+    tol_study st;
     cJSON *tj = NULL;
     char exp[RUN_PATH_MAX + 64], dir[RUN_PATH_MAX + 64], path[RUN_PATH_MAX + 128];
     int rc;
-    memset(&st, 0, sizeof st);
-    memset(&rep, 0, sizeof rep);
     tol_config_default(&tc);
     if ((rc = tol_config_read(c->path, c->tolerance, &tc, e))) return rc;
     tc.stencil_fn = mask_stencil_u8;
-    /* The stack as printed: the export's heights, material and Z step. */
     if ((rc = out_path(s, "export", exp, sizeof exp, e)) ||
-        (rc = out_path(s, "tolerance", dir, sizeof dir, e)) ||
-        (rc = export_load_as_model(exp, &m, e)))
+        (rc = out_path(s, "tolerance", dir, sizeof dir, e)))
         return rc;
-    if ((rc = tol_stack_init(&st, &m, exp, "as printed", "export", e))) {
-        model_free(&m);
-        return rc;
-    }
-    if ((rc = dataset_load(s->o->data_dir, st.m.t.dataset, 1, &ds, e))) goto done;
-    if (!(pool = d2_pool_new(s->o->threads, e))) {
-        rc = e->code ? e->code : D2_EIO;
-        goto done;
-    }
-    int images = tc.limit > 0 && tc.limit < ds.count ? tc.limit : ds.count;
-    if ((rc = tol_check_limits(&tc, 1, images, &st.m.g, d2_pool_threads(pool), e)) ||
-        (rc = tol_run(&tc, &st, 1, &ds, pool, s->o->progress, &rep, e)) ||
-        (rc = tol_write(&rep, dir, e)))
-        goto done;
-    tol_summary(s, &rep);
+    /* The stack as printed: the export's heights, material and Z step. */
+    tol_study_model sm = {exp, "as printed", "export"};
+    tol_study_opts so = {&tc, &sm, 1, s->o->data_dir, s->o->threads, dir, NULL, s->o->progress};
+    if ((rc = tol_study_run(&so, &st, e))) return rc;
+    tol_summary(s, &st.rep);
     if (!(s->tolerance_json = tol_summary_json(&s->tol))) {
         rc = d2_fail(e, D2_EIO, "out of memory");
         goto done;
@@ -810,10 +792,7 @@ static int stage_tolerance(run_state *s, d2_err *e)
                    100 * t->nominal, t->images);
 done:
     cJSON_Delete(tj);
-    tol_report_free(&rep);
-    tol_stack_free(&st);
-    d2_pool_free(pool);
-    dataset_free(&ds);
+    tol_study_free(&st);
     return rc;
 }
 /* ------------------------------------------------------------------------

@@ -375,4 +375,40 @@ double tol_betainc_inv(double a, double b, double p);
  * conf (e.g. 0.95): lo = 0 when k = 0, hi = 1 when k = n. */
 void tol_clopper_pearson(int k, int n, double conf, double *lo, double *hi);
 
+/* ---- one study (tolerance/study.c) -----------------------------------------
+ * What the command line (tolerance) and run both call: load every model or
+ * export folder as a stack, refuse what can be refused before the data set
+ * loads (each stack binds the config, the run fits the limits), load the test
+ * set, run every analysis and write the report into out_dir. */
+
+typedef struct tol_study_model {
+    const char *dir;   /* a model folder or an export folder (export.json) */
+    const char *name;  /* its name in the report; NULL: the folder's last
+                          component (made unique among the models) */
+    const char *path;  /* the path the report records; NULL: dir */
+} tol_study_model;
+
+typedef struct tol_study_opts {
+    const tol_config *cfg;
+    const tol_study_model *models;
+    int nmodels;             /* 1..TOL_MAX_MODELS */
+    const char *data_dir;    /* folder of the MNIST / Fashion-MNIST files */
+    int threads;             /* 0: every core */
+    const char *out_dir;     /* report.json, CSVs and plots (tol_write) */
+    FILE *announce;          /* one line with the run's size before it starts, or NULL */
+    FILE *progress;          /* progress lines (tol_run), or NULL */
+} tol_study_opts;
+
+typedef struct tol_study {
+    tol_stack stacks[TOL_MAX_MODELS];
+    int nstacks;
+    int images, threads;     /* test images and worker threads used */
+    tol_report rep;          /* its results point into stacks */
+} tol_study;
+
+/* Runs the study of o into *st and writes its report. On failure *st holds
+ * nothing to free; else release with tol_study_free. */
+int tol_study_run(const tol_study_opts *o, tol_study *st, d2_err *e);
+void tol_study_free(tol_study *st);
+
 #endif
