@@ -108,26 +108,9 @@ int cmd_train(int argc, char **argv)
         model_free(&m);
         return cli_error("train", rc, e.msg);
     }
-    if (init) {
-        d2_model s0;
-        if ((rc = model_load(init, &s0, &e))) {
-            model_free(&m);
-            return cli_error("train", rc, e.msg);
-        }
-        char diff[256];
-        if (!geom_same_optics(&s0.g, &m.g, diff, sizeof diff)) {
-            fprintf(stderr,
-                    "d2fab train: --init %s: not the geometry of %s (%s); phases carry over only "
-                    "to the same geometry\n",
-                    init, cfg, diff);
-            model_free(&s0);
-            model_free(&m);
-            return 2;
-        }
-        for (int l = 0; l < m.g.layers; l++)
-            memcpy(m.phase[l], s0.phase[l], sizeof(float) * m.g.n * m.g.n);
-        m.init = model_provenance(&s0, init);
-        model_free(&s0);
+    if (init && (rc = train_init_from(&m, init, cfg, &e))) {
+        model_free(&m);
+        return cli_error("train", rc, e.msg);
     }
     train_run_opts ro = {data, (int)threads, resume, quiet ? NULL : stderr};
     if (!quiet)

@@ -579,17 +579,3 @@ void input_from_u8(const d2_geom *g, const unsigned char *img, int rows, int col
 {
     resample_input(g, NULL, img, rows, cols, out);
 }
-
-cJSON *model_provenance(const d2_model *m, const char *dir)
-{
-    cJSON *p = cJSON_CreateObject(), *cfg = config_to_json(&m->g, &m->t);
-    cJSON_AddStringToObject(p, "model", dir);
-    cJSON_AddItemToObject(p, "training", cJSON_DetachItemFromObjectCaseSensitive(cfg, "training"));
-    cJSON_Delete(cfg);
-    cJSON_AddItemToObject(p, "history",
-                          m->history ? cJSON_Duplicate(m->history, 1) : cJSON_CreateArray());
-    if (m->test_accuracy >= 0) cJSON_AddNumberToObject(p, "test_accuracy", m->test_accuracy);
-    cJSON_AddNumberToObject(p, "train_seconds", m->train_seconds);
-    if (m->init) cJSON_AddItemToObject(p, "initialised_from", cJSON_Duplicate(m->init, 1));
-    return p;
-}

@@ -110,10 +110,6 @@ int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *
 /* Builds the JSON of g and t (sections "geometry", "input", "detector",
  * "material", "training"); caller owns the result. */
 cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t);
-/* What model.json records of a model another was started from (train --init):
- * its folder, training settings, per-epoch history, accuracy and time, and its
- * own provenance. */
-cJSON *model_provenance(const d2_model *m, const char *dir);
 
 /* Allocates phase maps (zero) for every layer. Returns 0 or D2_EIO. */
 int model_alloc(d2_model *m, d2_err *e);

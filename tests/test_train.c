@@ -391,6 +391,40 @@ TEST(a_fine_tuned_model_records_what_it_started_from)
     model_free(&a);
 }
 
+/* train --init as a library call, so run can use it too: phases copied and
+ * provenance kept from a model of the same optics, a model of other optics
+ * refused naming the difference. */
+TEST(a_model_starts_from_another_of_the_same_optics_only)
+{
+    d2_model a = {0}, b = {0};
+    d2_err e = {0};
+    small_geom(&a.g, 0);
+    train_opts_default(&a.t);
+    CHECK(model_alloc(&a, &e) == 0);
+    for (int i = 0; i < a.g.n * a.g.n; i++) a.phase[0][i] = 0.001f * (float)i;
+    a.test_accuracy = 0.5;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/init-src", t_tmpdir());
+    CHECK(model_save(dir, &a, &e) == 0);
+    b.g = a.g;
+    train_opts_default(&b.t);
+    CHECK(model_alloc(&b, &e) == 0);
+    CHECK(train_init_from(&b, dir, "cfg.json", &e) == 0);
+    CHECK(b.phase[0][77] == a.phase[0][77] && b.phase[0][0] == a.phase[0][0]);
+    const cJSON *mdl = cJSON_GetObjectItemCaseSensitive(b.init, "model");
+    CHECK(cJSON_IsString(mdl) && !strcmp(mdl->valuestring, dir));
+    model_free(&b);
+    memset(&b, 0, sizeof b);
+    b.g = a.g;
+    b.g.gap_mm[1] += 1;
+    train_opts_default(&b.t);
+    CHECK(model_alloc(&b, &e) == 0);
+    CHECK_ERR(train_init_from(&b, dir, "cfg.json", &e), e, D2_EINPUT, "not the geometry of cfg.json");
+    CHECK(b.init == NULL && b.phase[0][77] == 0);
+    model_free(&b);
+    model_free(&a);
+}
+
 TEST(short_mnist_training_clearly_beats_chance)
 {
     const char *data = dataset_default_dir();
@@ -605,6 +639,7 @@ int main(void)
     RUN(bad_configs_fail_naming_the_key);
     RUN(model_saves_and_loads_back_bit_exact);
     RUN(a_fine_tuned_model_records_what_it_started_from);
+    RUN(a_model_starts_from_another_of_the_same_optics_only);
     RUN(short_mnist_training_clearly_beats_chance);
     RUN(shipped_models_match_their_configs_and_classify);
     RUN(whole_pixel_shift_equals_the_rolled_layer_with_zero_fill);

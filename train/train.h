@@ -25,6 +25,18 @@ typedef struct train_run_opts {
  * D2_E* code. */
 int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_err *e);
 
+/* What model.json records of a model another was started from (train --init):
+ * its folder, training settings, per-epoch history, accuracy and time, and its
+ * own provenance. Caller owns the result; NULL when out of memory. */
+cJSON *model_provenance(const d2_model *m, const char *dir);
+
+/* Starts m (geometry and training options set, phases allocated) from the
+ * phases of the model in init_dir (train --init): its optics must be those of
+ * m (geom_same_optics; else D2_EINPUT naming the difference and cfg_name, the
+ * config m came from), its phases are copied and m->init records its
+ * provenance. */
+int train_init_from(d2_model *m, const char *init_dir, const char *cfg_name, d2_err *e);
+
 typedef struct eval_result {
     int count;                 /* test images evaluated */
     int correct;
