@@ -203,17 +203,10 @@ static int check_pos(double v, double lo, double hi, const char *what, d2_err *e
     return 0;
 }
 
-int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_err *e)
+/* The sizes of the frame, its features and labels, and that they fit. */
+static int plate_check_frame(const mesh_plate *p, d2_err *e)
 {
-    int rc = D2_EINPUT;
     const mesh_frame *f = &p->frame;
-    lines lx = {0}, ly = {0};
-    layout L = {0};
-    int64_t *xl = NULL, *yl = NULL;
-    int32_t *bot = NULL, *top = NULL;
-    mesh *m = NULL;
-    *out = NULL;
-
     if (p->rows < 1 || p->cols < 1 || p->rows > MAX_CELLS || p->cols > MAX_CELLS)
         return d2_fail(e, D2_EINPUT, "plate of %d x %d cells: expected 1 to %d per side", p->rows,
                        p->cols, MAX_CELLS);
@@ -271,8 +264,13 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
                        "gap %g mm to the next part is shorter than the frame thickness %g mm "
                        "(the posts would have negative height)",
                        p->gap_mm, f->thick_mm);
+    return 0;
+}
 
-    /* active-area heights */
+/* The active area's heights and rectangles; *max_top: the highest top. */
+static int plate_check_heights(const mesh_plate *p, double *max_top_out, d2_err *e)
+{
+    const mesh_frame *f = &p->frame;
     size_t ncell = (size_t)p->rows * p->cols;
     double max_top = p->top_mm ? 0 : f->thick_mm;
     for (size_t k = 0; k < ncell; k++) {
@@ -302,60 +300,98 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
                        "the active area reaches %g mm, but the next part's datum face is at the "
                        "gap, %g mm",
                        max_top, p->gap_mm);
+    *max_top_out = max_top;
+    return 0;
+}
 
-    /* pixel lines */
-    int64_t W = gq(f->width_mm);
-    xl = malloc((p->cols + 1) * sizeof *xl);
-    yl = malloc((p->rows + 1) * sizeof *yl);
-    if (!xl || !yl) goto oom;
-    for (int j = 0; j <= p->cols; j++) xl[j] = W + gq(j * p->pitch_mm);
-    for (int i = 0; i <= p->rows; i++) yl[i] = W + gq(i * p->pitch_mm);
-    int64_t Sx = xl[p->cols] + W, Sy = yl[p->rows] + W;
-    if (Sx > 20000000 || Sy > 20000000) {
-        rc = d2_fail(e, D2_EINPUT, "plate %.1f x %.1f mm: larger than the 2000 mm the builder allows",
-                     Sx * MESH_Q_MM, Sy * MESH_Q_MM);
-        goto fail;
-    }
-    double sx = Sx * MESH_Q_MM, sy = Sy * MESH_Q_MM;
-    double height = p->gap_mm > 0 ? p->gap_mm + f->pin_len_mm : fmax(max_top, f->thick_mm);
+/* What mesh_build_plate lays out, in grid units. */
+typedef struct plate_job {
+    const mesh_plate *p;
+    double max_top;
+    int64_t *xl, *yl;    /* pixel lines */
+    int64_t W, Sx, Sy;   /* frame width, plate size */
+    double sx, sy;       /* plate size, mm */
+    int32_t T, G, PT, D, E; /* frame top, post top, pin top, hole depth, engraving */
+    layout L;
+    lines lx, ly;
+    int nx, ny;
+    int32_t *bot, *top;  /* nx x ny cells */
+} plate_job;
+
+static int plate_oom(const mesh_plate *p, d2_err *e)
+{
+    return d2_fail(e, D2_EIO, "out of memory laying out a %d x %d plate", p->rows, p->cols);
+}
+
+/* The pixel lines, the plate's size against the printer, the z levels. */
+static int plate_outline(plate_job *j, d2_err *e)
+{
+    const mesh_plate *p = j->p;
+    const mesh_frame *f = &p->frame;
+    int64_t W = j->W = gq(f->width_mm);
+    j->xl = malloc((p->cols + 1) * sizeof *j->xl);
+    j->yl = malloc((p->rows + 1) * sizeof *j->yl);
+    if (!j->xl || !j->yl) return plate_oom(p, e);
+    for (int c = 0; c <= p->cols; c++) j->xl[c] = W + gq(c * p->pitch_mm);
+    for (int i = 0; i <= p->rows; i++) j->yl[i] = W + gq(i * p->pitch_mm);
+    j->Sx = j->xl[p->cols] + W;
+    j->Sy = j->yl[p->rows] + W;
+    if (j->Sx > 20000000 || j->Sy > 20000000)
+        return d2_fail(e, D2_EINPUT, "plate %.1f x %.1f mm: larger than the 2000 mm the builder "
+                       "allows", j->Sx * MESH_Q_MM, j->Sy * MESH_Q_MM);
+    double sx = j->sx = j->Sx * MESH_Q_MM, sy = j->sy = j->Sy * MESH_Q_MM;
+    double height = p->gap_mm > 0 ? p->gap_mm + f->pin_len_mm : fmax(j->max_top, f->thick_mm);
     const double *bv = p->printer.build_mm;
     if (bv[0] > 0 && bv[1] > 0 && bv[2] > 0 &&
-        (!((sx <= bv[0] && sy <= bv[1]) || (sx <= bv[1] && sy <= bv[0])) || height > bv[2])) {
-        rc = d2_fail(e, D2_EINPUT,
+        (!((sx <= bv[0] && sy <= bv[1]) || (sx <= bv[1] && sy <= bv[0])) || height > bv[2]))
+        return d2_fail(e, D2_EINPUT,
                        "plate %.1f x %.1f x %.1f mm does not fit the build volume %g x %g x %g mm "
                        "of printer %s",
                        sx, sy, height, bv[0], bv[1], bv[2],
                        p->printer.name[0] ? p->printer.name : "(unnamed)");
-        goto fail;
-    }
+    j->T = zq(f->thick_mm);
+    j->G = zq(p->gap_mm);
+    j->PT = zq(p->gap_mm + f->pin_len_mm);
+    j->D = zq(f->pin_len_mm + f->clearance_mm);
+    j->E = zq(f->engrave_mm);
+    return 0;
+}
 
-    int32_t T = zq(f->thick_mm), G = zq(p->gap_mm), PT = zq(p->gap_mm + f->pin_len_mm);
-    int32_t D = zq(depth), E = zq(f->engrave_mm);
-
-    /* posts, pins and holes in the four corner squares */
-    int64_t half = W / 2;
+/* Posts, pins and holes in the four corner squares. */
+static int plate_corners(plate_job *j, d2_err *e)
+{
+    const mesh_plate *p = j->p;
+    const mesh_frame *f = &p->frame;
+    double hole = f->pin_mm + 2 * f->clearance_mm;
+    int64_t half = j->W / 2, Sx = j->Sx, Sy = j->Sy;
     int64_t cx[4] = {half, Sx - half, Sx - half, half}, cy[4] = {half, half, Sy - half, Sy - half};
     for (int c = 0; c < 4; c++) {
         int64_t px = cx[c] + (c == 3 ? gq(f->key_mm) : 0); /* the key: top-left pin */
         int64_t ps = gq(f->post_mm) / 2, pn = gq(f->pin_mm) / 2, hs = gq(hole) / 2;
         if (p->gap_mm > 0) {
-            if (feat_add(&L, cx[c] - ps, cy[c] - ps, cx[c] + ps, cy[c] + ps, SET_TOP, 0, G) ||
-                feat_add(&L, px - pn, cy[c] - pn, px + pn, cy[c] + pn, SET_TOP, 0, PT))
-                goto oom;
+            if (feat_add(&j->L, cx[c] - ps, cy[c] - ps, cx[c] + ps, cy[c] + ps, SET_TOP, 0, j->G) ||
+                feat_add(&j->L, px - pn, cy[c] - pn, px + pn, cy[c] + pn, SET_TOP, 0, j->PT))
+                return plate_oom(p, e);
         }
-        if (p->holes && feat_add(&L, px - hs, cy[c] - hs, px + hs, cy[c] + hs, SET_BOT, D, 0))
-            goto oom;
+        if (p->holes && feat_add(&j->L, px - hs, cy[c] - hs, px + hs, cy[c] + hs, SET_BOT, j->D, 0))
+            return plate_oom(p, e);
     }
+    return 0;
+}
 
-    /* labels: the part label in the band y < W, read from +z; the datum
-     * label mirrored in the band y > S - W, read from below. Font pixels are
-     * whole pitches when that at most doubles them, so the strokes fall on
-     * pixel lines and add no grid line across the active area. */
+/* Labels: the part label in the band y < W, read from +z; the datum label
+ * mirrored in the band y > S - W, read from below. Font pixels are whole
+ * pitches when that at most doubles them, so the strokes fall on pixel lines
+ * and add no grid line across the active area. */
+static int plate_labels(plate_job *j, d2_err *e)
+{
+    const mesh_plate *p = j->p;
+    const mesh_frame *f = &p->frame;
     int kpx = (int)ceil(f->font_px_mm / p->pitch_mm - 1e-9);
     int aligned = kpx * p->pitch_mm <= 2 * f->font_px_mm + 1e-9;
     double px_mm = aligned ? kpx * p->pitch_mm : f->font_px_mm;
-    int64_t pxq = gq(px_mm);
-    double margin = fmax(mf, f->font_px_mm);
+    int64_t pxq = gq(px_mm), W = j->W;
+    double margin = fmax(f->min_feature_mm, f->font_px_mm);
     const char *lab[2] = {p->label_top, p->label_bottom};
     for (int s = 0; s < 2; s++) {
         if (!lab[s]) continue;
@@ -363,141 +399,170 @@ int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_
         int j0 = (p->cols - wpx * kpx) / 2;
         int fits = aligned ? j0 >= 1 && (j0 * p->pitch_mm >= margin)
                            : wpx * px_mm + 2 * margin <= p->cols * p->pitch_mm;
-        if (!fits || 7 * px_mm + 2 * margin > f->width_mm) {
-            rc = d2_fail(e, D2_EINPUT,
+        if (!fits || 7 * px_mm + 2 * margin > f->width_mm)
+            return d2_fail(e, D2_EINPUT,
                            "label \"%s\" (%.1f x %.1f mm at %.2f mm per font pixel) does not fit "
                            "the frame band between the posts (%.1f x %.1f mm, %.1f mm margins)",
                            lab[s], wpx * px_mm, 7 * px_mm, px_mm, p->cols * p->pitch_mm,
                            f->width_mm, margin);
-            goto fail;
-        }
         int64_t tx[6 * 32];
         for (int u = 0; u <= wpx; u++)
-            tx[u] = aligned ? xl[j0 + u * kpx] : Sx / 2 - (wpx * pxq) / 2 + u * pxq;
-        int64_t y0 = (W - 7 * pxq) / 2 + (s ? Sy - W : 0);
-        if (label_feats(&L, lab[s], tx, y0, pxq, s, s ? SET_BOT : SET_TOP, E, T - E)) goto oom;
+            tx[u] = aligned ? j->xl[j0 + u * kpx] : j->Sx / 2 - (wpx * pxq) / 2 + u * pxq;
+        int64_t y0 = (W - 7 * pxq) / 2 + (s ? j->Sy - W : 0);
+        if (label_feats(&j->L, lab[s], tx, y0, pxq, s, s ? SET_BOT : SET_TOP, j->E, j->T - j->E))
+            return plate_oom(p, e);
     }
+    return 0;
+}
 
-    /* active-area rectangles, relative to the optical axis */
-    double ax = (xl[0] + xl[p->cols]) * 0.5 * MESH_Q_MM, ay = (yl[0] + yl[p->rows]) * 0.5 * MESH_Q_MM;
+/* Active-area rectangles, relative to the optical axis. */
+static int plate_rects(plate_job *j, d2_err *e)
+{
+    const mesh_plate *p = j->p;
+    double ax = (j->xl[0] + j->xl[p->cols]) * 0.5 * MESH_Q_MM;
+    double ay = (j->yl[0] + j->yl[p->rows]) * 0.5 * MESH_Q_MM;
     for (int k = 0; k < p->nrects; k++) {
         const mesh_rect *r = p->rects + k;
         int64_t x0 = gq(ax + r->x0_mm), x1 = gq(ax + r->x1_mm);
         int64_t y0 = gq(ay + r->y0_mm), y1 = gq(ay + r->y1_mm);
-        if (x0 < 0 || y0 < 0 || x1 > Sx || y1 > Sy) {
-            rc = d2_fail(e, D2_EINPUT,
+        if (x0 < 0 || y0 < 0 || x1 > j->Sx || y1 > j->Sy)
+            return d2_fail(e, D2_EINPUT,
                            "plate rectangle %d (x %g..%g, y %g..%g mm from the axis) leaves the "
                            "plate (%.1f x %.1f mm)",
-                           k, r->x0_mm, r->x1_mm, r->y0_mm, r->y1_mm, sx, sy);
-            goto fail;
-        }
-        if (feat_add(&L, x0, y0, x1, y1, SET_BOTH, zq(r->bot_mm), zq(r->top_mm))) goto oom;
+                           k, r->x0_mm, r->x1_mm, r->y0_mm, r->y1_mm, j->sx, j->sy);
+        if (feat_add(&j->L, x0, y0, x1, y1, SET_BOTH, zq(r->bot_mm), zq(r->top_mm)))
+            return plate_oom(p, e);
     }
+    return 0;
+}
 
-    /* the grid: pixel and outline lines fixed, feature lines merged in */
-    if (line_add(&lx, 0, 1) || line_add(&lx, Sx, 1) || line_add(&ly, 0, 1) ||
-        line_add(&ly, Sy, 1))
-        goto oom;
-    for (int j = 0; j <= p->cols; j++)
-        if (line_add(&lx, xl[j], 1)) goto oom;
+/* The grid: pixel and outline lines fixed, feature lines merged in; every
+ * cell starts at the pixel's heights or the frame's. */
+static int plate_grid(plate_job *j, d2_err *e)
+{
+    const mesh_plate *p = j->p;
+    lines *lx = &j->lx, *ly = &j->ly;
+    if (line_add(lx, 0, 1) || line_add(lx, j->Sx, 1) || line_add(ly, 0, 1) ||
+        line_add(ly, j->Sy, 1))
+        return plate_oom(p, e);
+    for (int c = 0; c <= p->cols; c++)
+        if (line_add(lx, j->xl[c], 1)) return plate_oom(p, e);
     for (int i = 0; i <= p->rows; i++)
-        if (line_add(&ly, yl[i], 1)) goto oom;
-    for (int k = 0; k < L.n; k++)
-        if (line_add(&lx, L.f[k].x0, 0) || line_add(&lx, L.f[k].x1, 0) ||
-            line_add(&ly, L.f[k].y0, 0) || line_add(&ly, L.f[k].y1, 0))
-            goto oom;
-    if (line_finish(&lx) || line_finish(&ly)) goto oom;
-    int nx = lx.nout - 1, ny = ly.nout - 1;
-    bot = malloc((size_t)nx * ny * sizeof *bot);
-    top = malloc((size_t)nx * ny * sizeof *top);
+        if (line_add(ly, j->yl[i], 1)) return plate_oom(p, e);
+    for (int k = 0; k < j->L.n; k++)
+        if (line_add(lx, j->L.f[k].x0, 0) || line_add(lx, j->L.f[k].x1, 0) ||
+            line_add(ly, j->L.f[k].y0, 0) || line_add(ly, j->L.f[k].y1, 0))
+            return plate_oom(p, e);
+    if (line_finish(lx) || line_finish(ly)) return plate_oom(p, e);
+    int nx = j->nx = lx->nout - 1, ny = j->ny = ly->nout - 1;
+    j->bot = malloc((size_t)nx * ny * sizeof *j->bot);
+    j->top = malloc((size_t)nx * ny * sizeof *j->top);
     int *colpix = malloc(nx * sizeof *colpix), *rowpix = malloc(ny * sizeof *rowpix);
-    if (!bot || !top || !colpix || !rowpix) {
+    if (!j->bot || !j->top || !colpix || !rowpix) {
         free(colpix);
         free(rowpix);
-        goto oom;
+        return plate_oom(p, e);
     }
-    for (int c = 0, j = 0; c < nx; c++) {
-        while (j < p->cols && xl[j + 1] <= lx.out[c]) j++;
-        colpix[c] = (lx.out[c] >= xl[0] && lx.out[c] < xl[p->cols]) ? j : -1;
+    for (int c = 0, q = 0; c < nx; c++) {
+        while (q < p->cols && j->xl[q + 1] <= lx->out[c]) q++;
+        colpix[c] = (lx->out[c] >= j->xl[0] && lx->out[c] < j->xl[p->cols]) ? q : -1;
     }
     for (int r = 0, i = 0; r < ny; r++) {
-        while (i < p->rows && yl[i + 1] <= ly.out[r]) i++;
-        rowpix[r] = (ly.out[r] >= yl[0] && ly.out[r] < yl[p->rows]) ? i : -1;
+        while (i < p->rows && j->yl[i + 1] <= ly->out[r]) i++;
+        rowpix[r] = (ly->out[r] >= j->yl[0] && ly->out[r] < j->yl[p->rows]) ? i : -1;
     }
     for (int r = 0; r < ny; r++)
         for (int c = 0; c < nx; c++) {
             size_t k = (size_t)r * nx + c;
             if (rowpix[r] >= 0 && colpix[c] >= 0) {
                 size_t q = (size_t)rowpix[r] * p->cols + colpix[c];
-                top[k] = p->top_mm ? zq(p->top_mm[q]) : T;
-                bot[k] = p->bot_mm ? zq(p->bot_mm[q]) : 0;
+                j->top[k] = p->top_mm ? zq(p->top_mm[q]) : j->T;
+                j->bot[k] = p->bot_mm ? zq(p->bot_mm[q]) : 0;
             } else {
-                top[k] = T;
-                bot[k] = 0;
+                j->top[k] = j->T;
+                j->bot[k] = 0;
             }
         }
     free(colpix);
     free(rowpix);
-    /* active-area rectangles first, then the frame features over them */
+    return 0;
+}
+
+/* The features onto the cells: active-area rectangles first, then the frame
+ * features over them. */
+static void plate_paint(plate_job *j)
+{
     for (int pass = 0; pass < 2; pass++)
-        for (int k = 0; k < L.n; k++) {
-            const feat *ft = L.f + k;
+        for (int k = 0; k < j->L.n; k++) {
+            const feat *ft = j->L.f + k;
             if ((ft->what == SET_BOTH) != (pass == 0)) continue;
-            int c0 = line_snap(&lx, ft->x0), c1 = line_snap(&lx, ft->x1);
-            int r0 = line_snap(&ly, ft->y0), r1 = line_snap(&ly, ft->y1);
+            int c0 = line_snap(&j->lx, ft->x0), c1 = line_snap(&j->lx, ft->x1);
+            int r0 = line_snap(&j->ly, ft->y0), r1 = line_snap(&j->ly, ft->y1);
             for (int r = r0; r < r1; r++)
                 for (int c = c0; c < c1; c++) {
-                    size_t q = (size_t)r * nx + c;
-                    if (ft->what != SET_BOT) top[q] = ft->top;
-                    if (ft->what != SET_TOP) bot[q] = ft->bot;
+                    size_t q = (size_t)r * j->nx + c;
+                    if (ft->what != SET_BOT) j->top[q] = ft->top;
+                    if (ft->what != SET_TOP) j->bot[q] = ft->bot;
                 }
         }
+}
 
-    m = mesh_new(e);
-    if (!m) {
+static void plate_info(const plate_job *j, mesh_plate_info *info)
+{
+    const mesh_plate *p = j->p;
+    memset(info, 0, sizeof *info);
+    __int128 v = 0;
+    int32_t zmax = 0;
+    for (int r = 0; r < j->ny; r++)
+        for (int c = 0; c < j->nx; c++) {
+            size_t q = (size_t)r * j->nx + c;
+            if (j->top[q] <= j->bot[q]) continue;
+            if (j->top[q] > zmax) zmax = j->top[q];
+            v += (__int128)(j->lx.out[c + 1] - j->lx.out[c]) * (j->ly.out[r + 1] - j->ly.out[r]) *
+                 (j->top[q] - j->bot[q]);
+        }
+    info->size_mm[0] = j->sx;
+    info->size_mm[1] = j->sy;
+    info->size_mm[2] = zmax * MESH_QZ_MM;
+    info->frame_top_mm = j->T * MESH_QZ_MM;
+    info->post_top_mm = p->gap_mm > 0 ? j->G * MESH_QZ_MM : 0;
+    info->max_top_mm = j->max_top;
+    info->ideal_volume_mm3 = (double)v * MESH_Q_MM * MESH_Q_MM * MESH_QZ_MM;
+    info->axis_mm[0] = (j->xl[0] + j->xl[p->cols]) * 0.5 * MESH_Q_MM;
+    info->axis_mm[1] = (j->yl[0] + j->yl[p->rows]) * 0.5 * MESH_Q_MM;
+    info->grid_nx = j->nx;
+    info->grid_ny = j->ny;
+}
+
+int mesh_build_plate(const mesh_plate *p, mesh **out, mesh_plate_info *info, d2_err *e)
+{
+    plate_job j = {p};
+    mesh *m = NULL;
+    int rc;
+    *out = NULL;
+    if ((rc = plate_check_frame(p, e)) || (rc = plate_check_heights(p, &j.max_top, e)))
+        return rc;
+    if ((rc = plate_outline(&j, e)) || (rc = plate_corners(&j, e)) ||
+        (rc = plate_labels(&j, e)) || (rc = plate_rects(&j, e)) || (rc = plate_grid(&j, e)))
+        goto done;
+    plate_paint(&j);
+    if (!(m = mesh_new(e))) {
         rc = D2_EIO;
-        goto fail;
+        goto done;
     }
-    mesh_grid g = {nx, ny, lx.out, ly.out, bot, top};
-    if ((rc = mesh_add_grid(m, &g, e))) goto fail;
-    if (info) {
-        memset(info, 0, sizeof *info);
-        __int128 v = 0;
-        int32_t zmax = 0;
-        for (int r = 0; r < ny; r++)
-            for (int c = 0; c < nx; c++) {
-                size_t q = (size_t)r * nx + c;
-                if (top[q] <= bot[q]) continue;
-                if (top[q] > zmax) zmax = top[q];
-                v += (__int128)(lx.out[c + 1] - lx.out[c]) * (ly.out[r + 1] - ly.out[r]) *
-                     (top[q] - bot[q]);
-            }
-        info->size_mm[0] = sx;
-        info->size_mm[1] = sy;
-        info->size_mm[2] = zmax * MESH_QZ_MM;
-        info->frame_top_mm = T * MESH_QZ_MM;
-        info->post_top_mm = p->gap_mm > 0 ? G * MESH_QZ_MM : 0;
-        info->max_top_mm = max_top;
-        info->ideal_volume_mm3 = (double)v * MESH_Q_MM * MESH_Q_MM * MESH_QZ_MM;
-        info->axis_mm[0] = ax;
-        info->axis_mm[1] = ay;
-        info->grid_nx = nx;
-        info->grid_ny = ny;
-    }
+    mesh_grid g = {j.nx, j.ny, j.lx.out, j.ly.out, j.bot, j.top};
+    if ((rc = mesh_add_grid(m, &g, e))) goto done;
+    if (info) plate_info(&j, info);
     *out = m;
     m = NULL;
-    rc = 0;
-    goto fail;
-oom:
-    rc = d2_fail(e, D2_EIO, "out of memory laying out a %d x %d plate", p->rows, p->cols);
-fail:
+done:
     mesh_free(m);
-    lines_free(&lx);
-    lines_free(&ly);
-    free(L.f);
-    free(xl);
-    free(yl);
-    free(bot);
-    free(top);
+    lines_free(&j.lx);
+    lines_free(&j.ly);
+    free(j.L.f);
+    free(j.xl);
+    free(j.yl);
+    free(j.bot);
+    free(j.top);
     return rc;
 }
