@@ -429,3 +429,15 @@ void net_phase_grad(const float complex *gt, const float complex *t, float beta,
 }
 
 const float complex *net_transmission(const d2_net *net, int l) { return net->t[l]; }
+
+void net_propagate(d2_net *net, int k, float complex *field, int tid)
+{
+    int n = net->n, p = net->p;
+    float complex *w = net->ws[tid].w;
+    for (int i = 0; i < n; i++) {
+        memcpy(w + (size_t)i * p, field + (size_t)i * n, n * sizeof *w);
+        memset(w + (size_t)i * p + n, 0, (size_t)(p - n) * sizeof *w);
+    }
+    prop_core(net, w, net->H[k], 0);
+    crop(net, w, field);
+}

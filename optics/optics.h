@@ -225,13 +225,22 @@ float net_phase_beta(const d2_geom *g);
 /* The current transmission of layer l (n*n, owned by the network). */
 const float complex *net_transmission(const d2_net *net, int l);
 
+/* Propagates field (n*n complex, in place) over gap k of the network with
+ * the network's own pruned, zero-padded angular-spectrum propagator and
+ * transfer function (net_set_gap), as net_infer does between layers: the
+ * field outside the n x n window is dropped. For tests and one-off use;
+ * tid as for net_infer. */
+void net_propagate(d2_net *net, int k, float complex *field, int tid);
+
 /* Loss and dLoss/dE for detector energies E (for tests). */
 double net_loss(const float *det, int ndet, int label, d2_loss loss, double temperature,
                 double *dl_de);
 
 /* Plain free-space propagation of a complex n x n field over z_mm with the
- * band-limited angular spectrum (zero-padded to pad*n). One-off use (the
- * `propagate` command and tests): plans are made on each call. */
+ * band-limited angular spectrum: zero-padded to pad*n, one full 2-D FFT pair,
+ * cropped back to n x n. The reference the pruned propagator of the network
+ * (net_propagate) is tested against; one-off use (the `propagate` command and
+ * tests): plans are made on each call. */
 int asm_propagate(float complex *field, int n, double pitch_mm, double wavelength_mm, double z_mm,
                   int pad, d2_err *e);
 
