@@ -193,7 +193,12 @@ int cmd_eval(int argc, char **argv)
     }
     cJSON *o = eval_to_json(&r, m.g.ndet);
     if (json) {
-        char *s = cJSON_Print(o);
+        char *s = (rc = cfg_json_complete("eval --json", &e)) ? NULL : cJSON_Print(o);
+        if (!s) {
+            cJSON_Delete(o);
+            model_free(&m);
+            return cli_error("eval", rc ? rc : D2_EIO, rc ? e.msg : "out of memory");
+        }
         printf("%s\n", s);
         free(s);
     } else {

@@ -9,6 +9,42 @@
 
 #define CFG_MAX_BYTES (16u << 20)
 
+/* cJSON allocates through json_malloc, so that an allocation that fails
+ * anywhere while a document is built (a cJSON_Add* that returns NULL and
+ * leaves a key out) is seen where the document is written: each thread counts
+ * its failed allocations, and cfg_json_complete refuses to write after one. */
+static _Thread_local unsigned long json_failures;
+static _Thread_local long json_fail_in; /* tests: fail the allocation after this many */
+
+static void *json_malloc(size_t n)
+{
+    void *p = NULL;
+    if (json_fail_in > 0 && --json_fail_in == 0) {
+        json_failures++;
+        return NULL;
+    }
+    if (!(p = malloc(n))) json_failures++;
+    return p;
+}
+
+__attribute__((constructor)) static void json_hooks(void)
+{
+    cJSON_Hooks h = {json_malloc, free};
+    cJSON_InitHooks(&h);
+}
+
+int cfg_json_complete(const char *what, d2_err *e)
+{
+    if (!json_failures) return 0;
+    json_failures = 0;
+    return d2_fail(e, D2_EIO, "%s: out of memory while building it; nothing written", what);
+}
+
+void cfg_json_fail_after(long k)
+{
+    json_fail_in = k;
+}
+
 int cfg_parse(const char *name, const char *text, cJSON **root, d2_err *e)
 {
     *root = NULL;
@@ -17,6 +53,7 @@ int cfg_parse(const char *name, const char *text, cJSON **root, d2_err *e)
      * which another thread may overwrite. */
     cJSON *r = cJSON_ParseWithOpts(text, &end, 1);
     if (!r) {
+        json_failures = 0; /* a parse that ran out of memory fails here, not at a later write */
         if (!end) end = text;
         int line = 1, col = 1;
         for (const char *p = text; p < end && *p; p++) {
@@ -384,8 +421,13 @@ int cfg_object(const cfg_ctx *c, const cJSON *obj, const char *key, const cJSON 
 
 int cfg_write(const char *path, const cJSON *root, d2_err *e)
 {
+    int rc = cfg_json_complete(path, e);
+    if (rc) return rc;
     char *s = cJSON_Print(root);
-    if (!s) return d2_fail(e, D2_EIO, "%s: cannot format JSON (out of memory?)", path);
+    if (!s) {
+        json_failures = 0; /* reported here */
+        return d2_fail(e, D2_EIO, "%s: cannot format JSON (out of memory?)", path);
+    }
     size_t n = strlen(s);
     d2_out *o = d2_out_open(path, e);
     if (!o) {

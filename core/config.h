@@ -62,7 +62,18 @@ int cfg_num_array(const cfg_ctx *c, const cJSON *obj, const char *key, int n_min
 int cfg_object(const cfg_ctx *c, const cJSON *obj, const char *key, const cJSON **out, d2_err *e);
 
 /* Prints root (indented, with a final newline) and writes it atomically to
- * path. Fails with D2_EIO. */
+ * path. Fails with D2_EIO, also when cfg_json_complete does: a document that
+ * lost a key to a failed allocation is never written. */
 int cfg_write(const char *path, const cJSON *root, d2_err *e);
+
+/* Every cJSON allocation goes through d2fab's hook, which counts the ones
+ * that fail on this thread. Fails with D2_EIO ("WHAT: out of memory while
+ * building it") when one failed since the last call, so a document built
+ * with unchecked cJSON_Add* calls is refused rather than written with keys
+ * missing; every writer of JSON (cfg_write and the JSON lines writers) calls
+ * it before printing. */
+int cfg_json_complete(const char *what, d2_err *e);
+/* For tests: the k-th next cJSON allocation on this thread fails (0: none). */
+void cfg_json_fail_after(long k);
 
 #endif

@@ -455,6 +455,10 @@ int mask_run(const d2_model *m, const mask_source *src, int count, const mask_op
     }
     for (int i = 0; i < count; i++) {
         cJSON *j = result_json(src + i, res + i, o, g);
+        if (j && (rc = cfg_json_complete(path, e))) {
+            cJSON_Delete(j);
+            goto fail;
+        }
         text = j ? cJSON_PrintUnformatted(j) : NULL;
         cJSON_Delete(j);
         if (!text) {

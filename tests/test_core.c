@@ -856,9 +856,29 @@ TEST(real_fashion_sets_load_balanced_when_fetched)
     }
 }
 
+/* A cJSON_Add* that runs out of memory leaves its key out and returns NULL;
+ * the document is then refused where it would be written, never written with
+ * the key missing, and the next document is written again. */
+TEST(a_json_document_that_lost_a_key_to_memory_is_never_written)
+{
+    const char *path = t_path("partial.json");
+    d2_err e = {0};
+    cJSON *root = cJSON_CreateObject();
+    cfg_json_fail_after(2); /* the number item, then its key: the key fails */
+    CHECK(cJSON_AddNumberToObject(root, "a", 1) == NULL);
+    CHECK(cJSON_AddNumberToObject(root, "b", 2) != NULL);
+    CHECK(cJSON_GetObjectItemCaseSensitive(root, "a") == NULL);
+    CHECK_ERR(cfg_write(path, root, &e), e, D2_EIO, "out of memory while building it");
+    CHECK(!t_exists(path));
+    CHECK(cfg_write(path, root, &e) == 0);
+    CHECK(t_exists(path));
+    cJSON_Delete(root);
+}
+
 int main(void)
 {
     RUN(write_file_then_read_file_round_trips);
+    RUN(a_json_document_that_lost_a_key_to_memory_is_never_written);
     RUN(read_file_refuses_a_file_over_the_limit);
     RUN(aborted_output_leaves_the_previous_file_and_no_temporary);
     RUN(failed_commit_removes_the_temporary_and_reports_the_file);
