@@ -78,17 +78,6 @@ static void mask_help(FILE *fp)
             MASK_CARRIER_THICK_MM, MASK_CARRIER_DEPTH_MM, cli_exit_help);
 }
 
-/* The export folder --model names, when it is one (else *x stays empty). */
-static int read_export_info(const char *dir, export_folder *x, d2_err *e)
-{
-    char path[4096];
-    memset(x, 0, sizeof *x);
-    if (snprintf(path, sizeof path, "%s/export.json", dir) >= (int)sizeof path ||
-        access(path, F_OK) != 0)
-        return 0;
-    return export_folder_load(dir, x, e);
-}
-
 static void print_result(const mask_source *s, const mask_result *r, double pitch)
 {
     const mask_stats *st = &r->st;
@@ -106,7 +95,17 @@ static void print_result(const mask_source *s, const mask_result *r, double pitc
     printf("\n");
 }
 
-int cmd_mask(int argc, char **argv)
+/* The command line of d2fab mask. */
+typedef struct mask_args {
+    mask_opts o;
+    mask_profile_req q;
+    const char *model_dir, *out, *data, *images[MAX_IMAGES];
+    int nimages, quiet;
+    long index, digit, count, label;
+} mask_args;
+
+/* Parses argv into *a: -1 to go on, else the exit status. */
+static int mask_parse(int argc, char **argv, mask_args *a)
 {
     enum {
         O_IMAGE = 1000, O_LABEL, O_DATA, O_CARRIER, O_THICK, O_DEPTH, O_PROFILES, O_FORMAT,
@@ -125,63 +124,60 @@ int cmd_mask(int argc, char **argv)
         {"format", required_argument, 0, O_FORMAT}, {"no-mesh", no_argument, 0, O_NOMESH},
         {"out", required_argument, 0, 'o'},         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
-    mask_opts o;
-    mask_opts_default(&o);
-    const char *model_dir = NULL, *out = NULL, *data = NULL, *printer = NULL, *material = NULL;
-    const char *profiles = NULL, *images[MAX_IMAGES];
-    int nimages = 0, quiet = 0, c;
-    long index = -1, digit = -1, count = 1, label = -1;
-    double freq = 0;
+    mask_opts *o = &a->o;
     d2_err e = {0};
+    int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:i:d:n:t:P:M:f:o:qh", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': model_dir = optarg; break;
-        case 'i': if (cli_int(CMD, "mnist-index", optarg, 0, 1000000, &index)) return 1; break;
-        case 'd': if (cli_int(CMD, "digit", optarg, 0, 9, &digit)) return 1; break;
-        case 'n': if (cli_int(CMD, "count", optarg, 1, 100000, &count)) return 1; break;
+        case 'm': a->model_dir = optarg; break;
+        case 'i': if (cli_int(CMD, "mnist-index", optarg, 0, 1000000, &a->index)) return 1; break;
+        case 'd': if (cli_int(CMD, "digit", optarg, 0, 9, &a->digit)) return 1; break;
+        case 'n': if (cli_int(CMD, "count", optarg, 1, 100000, &a->count)) return 1; break;
         case O_IMAGE:
-            if (nimages >= MAX_IMAGES) {
+            if (a->nimages >= MAX_IMAGES) {
                 fprintf(stderr, "d2fab %s: at most %d --image files\n", CMD, MAX_IMAGES);
                 return 1;
             }
-            images[nimages++] = optarg;
+            a->images[a->nimages++] = optarg;
             break;
-        case O_LABEL: if (cli_int(CMD, "label", optarg, 0, 9, &label)) return 1; break;
-        case O_DATA: data = optarg; break;
+        case O_LABEL: if (cli_int(CMD, "label", optarg, 0, 9, &a->label)) return 1; break;
+        case O_DATA: a->data = optarg; break;
         case 't':
-            if (cli_num(CMD, "threshold", optarg, 0, 1, &o.threshold)) return 1;
-            if (!(o.threshold > 0 && o.threshold < 1)) {
+            if (cli_num(CMD, "threshold", optarg, 0, 1, &o->threshold)) return 1;
+            if (!(o->threshold > 0 && o->threshold < 1)) {
                 fprintf(stderr, "d2fab %s: --threshold '%s': allowed 0 < T < 1\n", CMD, optarg);
                 return 1;
             }
             break;
         case O_CARRIER:
-            if (!strcmp(optarg, "recess")) o.mode = MASK_CARRIER_RECESS;
-            else if (!strcmp(optarg, "relief")) o.mode = MASK_CARRIER_RELIEF;
+            if (!strcmp(optarg, "recess")) o->mode = MASK_CARRIER_RECESS;
+            else if (!strcmp(optarg, "relief")) o->mode = MASK_CARRIER_RELIEF;
             else {
                 fprintf(stderr, "d2fab %s: --carrier '%s': allowed recess, relief\n", CMD, optarg);
                 return 1;
             }
             break;
-        case O_THICK: if (cli_num(CMD, "thick-mm", optarg, 0.01, 100, &o.thick_mm)) return 1; break;
-        case O_DEPTH: if (cli_num(CMD, "depth-mm", optarg, 0.001, 100, &o.depth_mm)) return 1; break;
-        case 'P': printer = optarg; break;
-        case 'M': material = optarg; break;
-        case O_PROFILES: profiles = optarg; break;
-        case 'f': if (cli_num(CMD, "frequency-thz", optarg, 1e-3, 1e4, &freq)) return 1; break;
+        case O_THICK: if (cli_num(CMD, "thick-mm", optarg, 0.01, 100, &o->thick_mm)) return 1; break;
+        case O_DEPTH: if (cli_num(CMD, "depth-mm", optarg, 0.001, 100, &o->depth_mm)) return 1; break;
+        case 'P': a->q.printer = optarg; break;
+        case 'M': a->q.material = optarg; break;
+        case O_PROFILES: a->q.profiles_dir = optarg; break;
+        case 'f':
+            if (cli_num(CMD, "frequency-thz", optarg, 1e-3, 1e4, &a->q.frequency_thz)) return 1;
+            break;
         case O_FORMAT: {
             mesh_format mf;
             if (mesh_format_parse(optarg, &mf, &e)) {
                 fprintf(stderr, "d2fab %s: --format: %s\n", CMD, e.msg);
                 return 1;
             }
-            o.format = mf;
+            o->format = mf;
             break;
         }
-        case O_NOMESH: o.write_mesh = 0; break;
-        case 'o': out = optarg; break;
-        case 'q': quiet = 1; break;
+        case O_NOMESH: o->write_mesh = 0; break;
+        case 'o': a->out = optarg; break;
+        case 'q': a->quiet = 1; break;
         case 'h': mask_help(stdout); return 0;
         default: mask_help(stderr); return 1;
         }
@@ -190,129 +186,115 @@ int cmd_mask(int argc, char **argv)
         fprintf(stderr, "d2fab %s: unexpected argument '%s'\n", CMD, argv[optind]);
         return 1;
     }
-    int nsel = (index >= 0) + (digit >= 0) + (nimages > 0);
-    const char *why = !model_dir ? "--model DIR is required"
-                      : !out     ? "--out DIR is required"
+    int nsel = (a->index >= 0) + (a->digit >= 0) + (a->nimages > 0);
+    const char *why = !a->model_dir ? "--model DIR is required"
+                      : !a->out ? "--out DIR is required"
                       : nsel == 0 ? "give --mnist-index I, --digit D or --image FILE.png"
-                      : nimages && nsel > 1 ? "--image cannot be combined with test images"
-                      : nimages && count != 1 ? "--count applies to test images, not --image"
-                      : !nimages && label >= 0 ? "--label applies to --image files"
-                      : (o.mode == MASK_STENCIL && o.depth_mm > 0) ? "--depth-mm needs --carrier"
-                                                                    : NULL;
+                      : a->nimages && nsel > 1 ? "--image cannot be combined with test images"
+                      : a->nimages && a->count != 1 ? "--count applies to test images, not --image"
+                      : !a->nimages && a->label >= 0 ? "--label applies to --image files"
+                      : (o->mode == MASK_STENCIL && o->depth_mm > 0) ? "--depth-mm needs --carrier"
+                                                                      : NULL;
     if (why) {
         fprintf(stderr, "d2fab %s: %s\n", CMD, why);
         mask_help(stderr);
         return 1;
     }
+    return -1;
+}
 
+static void print_summary(const mask_args *a, const mask_run_report *rep, int nsrc, double pitch,
+                          double f)
+{
+    const mask_opts *o = &a->o;
+    printf("%d mask%s (%s, %s, min feature %.3g mm = %d px, threshold %.2g): %d islands, %d "
+           "bridges, %ld px (%.4g mm2) blocked\n", nsrc, nsrc == 1 ? "" : "s",
+           o->mode == MASK_STENCIL ? "stencil" : o->mode == MASK_CARRIER_RECESS ? "carrier, recess"
+                                                                              : "carrier, relief",
+           o->printer.name, o->printer.min_feature_mm, rep->min_px, o->threshold, rep->islands,
+           rep->bridges, rep->blocked_px, rep->blocked_px * pitch * pitch);
+    if (rep->labelled)
+        printf("accuracy on %d labelled: original %.1f %%, binarised %.1f %%, mask %.1f %%\n",
+               rep->labelled, 100.0 * rep->correct[0] / rep->labelled,
+               100.0 * rep->correct[1] / rep->labelled, 100.0 * rep->correct[2] / rep->labelled);
+    if (o->mode == MASK_STENCIL)
+        printf("plate %.3g mm of %s (n %.4g, kappa %.3g at %.4g THz): the opaque part passes "
+               "%.3g %% of the power\n", rep->thick_mm, o->material_name, o->index, o->kappa, f,
+               100 * rep->opaque.power);
+    else
+        printf("carrier %.3g mm of %s (n %.4g, kappa %.3g at %.4g THz), digit %.3g mm thick: "
+               "uniform phase %.4f rad (%.4f mod 2 pi), amplitude %.4f, power transmission "
+               "%.4f with Fresnel; cover the rest with metal foil\n", rep->thick_mm,
+               o->material_name, o->index, o->kappa, f, rep->digit.thick_mm, rep->digit.phase_rad,
+               fmod(rep->digit.phase_rad, 2 * M_PI), rep->digit.amplitude, rep->digit.power);
+    printf("wrote %s/masks.jsonl, summary.json and %d preview%s%s\n", a->out, nsrc,
+           nsrc == 1 ? "" : "s", o->write_mesh ? " and plate meshes" : "");
+}
+
+/* The masks' sources: --image files, or test images of the model's data set. */
+static int load_sources(const mask_args *a, const d2_model *m, d2_dataset *ds,
+                        mask_source **src, int *nsrc, d2_err *e)
+{
+    int rc;
+    if (!a->nimages)
+        return (rc = dataset_load(a->data ? a->data : dataset_default_dir(), m->t.dataset, 1, ds,
+                                  e))
+                   ? rc
+                   : mask_sources_dataset(ds, m->t.dataset, a->index >= 0 ? (int)a->index : 0,
+                                          (int)a->count, (int)a->digit, src, nsrc, e);
+    if (!(*src = d2_calloc((size_t)a->nimages, sizeof **src, "mask sources", e))) return D2_EIO;
+    for (*nsrc = 0; *nsrc < a->nimages; ++*nsrc)
+        if ((rc = mask_source_png(a->images[*nsrc], (int)a->label, *src + *nsrc, e))) return rc;
+    return 0;
+}
+
+int cmd_mask(int argc, char **argv)
+{
+    mask_args a = {.index = -1, .digit = -1, .count = 1, .label = -1};
+    mask_opts_default(&a.o);
+    int rc = mask_parse(argc, argv, &a);
+    if (rc >= 0) return rc;
+
+    d2_err e = {0};
     d2_model m = {0};
-    export_folder x = {0};
+    mask_profiles pf = {0};
     mask_source *src = NULL;
     mask_result *res = NULL;
     d2_dataset ds = {0};
-    printer_profile pp = {0};
-    material_profile mp = {0};
-    int nsrc = 0, have_pp = 0, have_mp = 0, rc;
-    if ((rc = cli_load_model(model_dir, &m, &e)) || (rc = read_export_info(model_dir, &x, &e)))
+    int nsrc = 0;
+    if ((rc = cli_load_model(a.model_dir, &m, &e)) ||
+        (rc = mask_profiles_load(a.model_dir, &m, &a.q, &pf, &a.o, &e)))
         goto done;
-
-    /* printer: --printer, else the export's, else the default */
-    profile_path path;
-    profile_path_init(&path, profiles);
-    /* the export's material, when it names one at a known frequency */
-    const char *xmat = x.have_material && x.material[0] && x.frequency_thz > 0 ? x.material : NULL;
-    if (printer || !x.have_printer) {
-        if ((rc = printer_find(&path, printer ? printer : "objet-connex500", &pp, &e))) goto done;
-        have_pp = 1;
-        if ((rc = mesh_printer_from_json(pp.json, pp.path, "", &o.printer, &e))) goto done;
-    } else {
-        mesh_printer_from_profile(&x.printer, &o.printer);
-    }
-    o.printer_name = o.printer.name;
-
-    /* material optics at the frequency */
-    double f_model = opt_frequency_thz(m.g.wavelength_mm);
-    double f = freq > 0 ? freq : f_model;
-    o.wavelength_mm = opt_wavelength_mm(f);
-    if (material || !xmat || fabs(f - x.frequency_thz) > 1e-9 * f) {
-        if ((rc = material_find(&path, material ? material : xmat ? xmat : "verobp",
-                                &mp, &e)))
-            goto done;
-        have_mp = 1;
-        if (material_at(&mp, f, &o.index, &o.kappa))
-            fprintf(stderr, "d2fab %s: warning: %.4g THz is outside the measured range of %s; "
-                    "its end value is used\n", CMD, f, mp.name);
-        o.material_name = mp.name;
-    } else {
-        o.index = x.index;
-        o.kappa = x.kappa;
-        o.material_name = xmat;
-    }
-    if (freq > 0 && fabs(freq - f_model) > 1e-6 * f_model)
+    double f_model = opt_frequency_thz(m.g.wavelength_mm), f = pf.frequency_thz;
+    if (pf.clamped)
+        fprintf(stderr, "d2fab %s: warning: %.4g THz is outside the measured range of %s; "
+                "its end value is used\n", CMD, f, pf.material.name);
+    if (a.q.frequency_thz > 0 && fabs(a.q.frequency_thz - f_model) > 1e-6 * f_model)
         fprintf(stderr, "d2fab %s: note: --frequency-thz %.4g sets only the plate's material "
-                "optics; the network is read at its design frequency %.4g THz\n", CMD, freq,
-                f_model);
-    o.model_path = model_dir;
-
-    /* sources */
-    if (nimages) {
-        if (!(src = d2_calloc((size_t)nimages, sizeof *src, "mask sources", &e))) {
-            rc = D2_EIO;
-            goto done;
-        }
-        for (nsrc = 0; nsrc < nimages; nsrc++)
-            if ((rc = mask_source_png(images[nsrc], (int)label, src + nsrc, &e))) goto done;
-    } else {
-        if ((rc = dataset_load(data ? data : dataset_default_dir(), m.t.dataset, 1, &ds, &e)) ||
-            (rc = mask_sources_dataset(&ds, m.t.dataset, index >= 0 ? (int)index : 0,
-                                       (int)count, (int)digit, &src, &nsrc, &e)))
-            goto done;
-    }
+                "optics; the network is read at its design frequency %.4g THz\n", CMD,
+                a.q.frequency_thz, f_model);
+    a.o.model_path = a.model_dir;
+    if ((rc = load_sources(&a, &m, &ds, &src, &nsrc, &e))) goto done;
     if (!(res = d2_calloc((size_t)nsrc, sizeof *res, "mask results", &e))) {
         rc = D2_EIO;
         goto done;
     }
-
     mask_run_report rep;
-    rc = mask_run(&m, src, nsrc, &o, out, res, &rep, &e);
-    if (rc) goto done;
+    if ((rc = mask_run(&m, src, nsrc, &a.o, a.out, res, &rep, &e))) goto done;
     for (int i = 0; i < rep.nwarn; i++) fprintf(stderr, "d2fab %s: warning: %s\n", CMD, rep.warn[i]);
-    if (!quiet)
+    if (!a.quiet)
         for (int i = 0; i < nsrc; i++) print_result(src + i, res + i, m.g.pitch_mm);
-    printf("%d mask%s (%s, %s, min feature %.3g mm = %d px, threshold %.2g): %d islands, %d "
-           "bridges, %ld px (%.4g mm2) blocked\n", nsrc, nsrc == 1 ? "" : "s",
-           o.mode == MASK_STENCIL ? "stencil" : o.mode == MASK_CARRIER_RECESS ? "carrier, recess"
-                                                                            : "carrier, relief",
-           o.printer.name, o.printer.min_feature_mm, rep.min_px, o.threshold, rep.islands,
-           rep.bridges, rep.blocked_px, rep.blocked_px * m.g.pitch_mm * m.g.pitch_mm);
-    if (rep.labelled)
-        printf("accuracy on %d labelled: original %.1f %%, binarised %.1f %%, mask %.1f %%\n",
-               rep.labelled, 100.0 * rep.correct[0] / rep.labelled,
-               100.0 * rep.correct[1] / rep.labelled, 100.0 * rep.correct[2] / rep.labelled);
-    if (o.mode == MASK_STENCIL)
-        printf("plate %.3g mm of %s (n %.4g, kappa %.3g at %.4g THz): the opaque part passes "
-               "%.3g %% of the power\n", rep.thick_mm, o.material_name, o.index, o.kappa, f,
-               100 * rep.opaque.power);
-    else
-        printf("carrier %.3g mm of %s (n %.4g, kappa %.3g at %.4g THz), digit %.3g mm thick: "
-               "uniform phase %.4f rad (%.4f mod 2 pi), amplitude %.4f, power transmission "
-               "%.4f with Fresnel; cover the rest with metal foil\n", rep.thick_mm,
-               o.material_name, o.index, o.kappa, f, rep.digit.thick_mm, rep.digit.phase_rad,
-               fmod(rep.digit.phase_rad, 2 * M_PI), rep.digit.amplitude, rep.digit.power);
-    printf("wrote %s/masks.jsonl, summary.json and %d preview%s%s\n", out, nsrc,
-           nsrc == 1 ? "" : "s", o.write_mesh ? " and plate meshes" : "");
+    print_summary(&a, &rep, nsrc, m.g.pitch_mm, f);
 done:
     if (rc) {
         fprintf(stderr, "d2fab %s: %s\n", CMD, e.msg);
-        if (out) fprintf(stderr, "d2fab %s: no masks written to %s\n", CMD, out);
+        if (a.out) fprintf(stderr, "d2fab %s: no masks written to %s\n", CMD, a.out);
     }
     for (int i = 0; src && i < nsrc; i++) mask_source_free(src + i);
     free(src);
     free(res);
     dataset_free(&ds);
-    if (have_pp) printer_free(&pp);
-    if (have_mp) material_free(&mp);
-    export_folder_free(&x);
+    mask_profiles_free(&pf);
     model_free(&m);
     return d2_exit_code(rc);
 }

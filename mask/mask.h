@@ -234,6 +234,35 @@ typedef struct mask_opts {
  * meshes on); the caller sets the wavelength, material and printer. */
 void mask_opts_default(mask_opts *o);
 
+/* What the plate is made of (mask/profiles.c): printer and material names
+ * (NULL: the export's when the model is an export folder, else
+ * objet-connex500 and verobp), the extra profile folder, the source
+ * frequency (0: the model's design frequency). */
+typedef struct mask_profile_req {
+    const char *printer, *material, *profiles_dir;
+    double frequency_thz;
+} mask_profile_req;
+
+/* The profiles found, kept while o points into them. */
+typedef struct mask_profiles {
+    export_folder x;           /* the model folder's export.json, when it has one */
+    printer_profile printer;   /* when a printer profile was looked up */
+    material_profile material; /* when a material profile was looked up */
+    int have_printer, have_material;
+    double frequency_thz;      /* the frequency used */
+    int clamped;               /* 1: outside the material's measured range (its end
+                                  value is used) */
+} mask_profiles;
+
+/* Fills o->printer, printer_name, wavelength_mm, index, kappa and
+ * material_name for a plate of model m (loaded from model_dir) as q asks,
+ * the material read at the frequency (the export's own index and kappa when
+ * the export's material at its frequency is what is asked). The names in o
+ * point into *pf: release with mask_profiles_free after the last use of o. */
+int mask_profiles_load(const char *model_dir, const d2_model *m, const mask_profile_req *q,
+                       mask_profiles *pf, mask_opts *o, d2_err *e);
+void mask_profiles_free(mask_profiles *pf);
+
 /* What one mask became. */
 typedef struct mask_result {
     mask_stats st;

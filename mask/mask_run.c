@@ -328,57 +328,45 @@ static int note_written(written *w, const char *path, d2_err *e)
     return 0;
 }
 
-int mask_run(const d2_model *m, const mask_source *src, int count, const mask_opts *o,
-             const char *out_dir, mask_result *res, mask_run_report *rep, d2_err *e)
+/* What mask_run works with: the buffers, the network, the files written. */
+typedef struct mask_job {
+    const d2_model *m;
+    const mask_source *src;
+    int count;
+    const mask_opts *o;
+    mask_result *res;
+    mask_run_report *rep;
+    mask_map mm;
+    float *in, *top;
+    d2_net *net;
+    mesh *msh;
+    written wr;
+} mask_job;
+
+/* Pass 1: checks, processes and reads every source through the network
+ * (original, binarised, mask); builds the first plate to size the disk
+ * space. Writes nothing. */
+static int mask_read_all(mask_job *j, const char *out_dir, d2_err *e)
 {
-    const d2_geom *g = &m->g;
-    memset(rep, 0, sizeof *rep);
-    int rc = check_opts(g, o, count, rep, e);
-    if (rc) return rc;
-    for (int i = 0; i < count; i++)
-        for (int k = 0; k < i; k++)
-            if (!strcmp(src[i].name, src[k].name))
-                return d2_fail(e, D2_EINPUT, "%s and %s would both be written as %s: give the "
-                               "images different names", src[k].origin, src[i].origin,
-                               src[i].name);
-
+    const d2_geom *g = &j->m->g;
+    const mask_opts *o = j->o;
+    mask_run_report *rep = j->rep;
     size_t n = (size_t)g->n * g->n;
-    mask_map mm = {0};
-    mesh *msh = NULL;
-    written wr = {0};
-    cJSON *sum = NULL;
-    d2_out *jl = NULL;
-    char *text = NULL;
-    float *in = d2_malloc(n * sizeof *in, "mask input", e);
-    float *top = d2_malloc(n * sizeof *top, "mask plate", e);
-    d2_net *net = NULL;
-    if (!in || !top || (rc = mask_map_alloc(&mm, g->n, g->n, e))) {
-        rc = D2_EIO;
-        goto fail;
-    }
-    if (!(net = net_new(g, 1, e))) {
-        rc = e->code ? e->code : D2_EIO;
-        goto fail;
-    }
-    net_set_model(net, m);
-
-    /* pass 1: check, process and read every source; build the first mesh */
     long thin = 0;
-    int thin_masks = 0;
-    for (int i = 0; i < count; i++) {
-        const mask_source *s = src + i;
-        mask_result *r = res + i;
+    int thin_masks = 0, rc;
+    for (int i = 0; i < j->count; i++) {
+        const mask_source *s = j->src + i;
+        mask_result *r = j->res + i;
         memset(r, 0, sizeof *r);
-        if ((rc = make_mask(g, s, o, rep->min_px, &mm, &r->st, e))) goto fail;
-        const float *amp = mm.amp;
+        if ((rc = make_mask(g, s, o, rep->min_px, &j->mm, &r->st, e))) return rc;
         for (int k = 0; k < 3; k++) {
             if (k == 0) {
-                memcpy(in, amp, n * sizeof *in);
+                memcpy(j->in, j->mm.amp, n * sizeof *j->in);
             } else {
-                const uint8_t *op = k == 1 ? mm.open0 : mm.open;
-                for (size_t p = 0; p < n; p++) in[p] = op[p] ? 1.0f : 0.0f;
+                const uint8_t *op = k == 1 ? j->mm.open0 : j->mm.open;
+                for (size_t p = 0; p < n; p++) j->in[p] = op[p] ? 1.0f : 0.0f;
             }
-            net_infer(net, in, r->det[k], NULL, 0);
+            net_infer(j->net, j->in, r->det[k], NULL, 0);
             r->pred[k] = eval_argmax(r->det[k], g->ndet);
         }
         if (s->label >= 0) {
@@ -397,19 +385,20 @@ int mask_run(const d2_model *m, const mask_source *src, int count, const mask_op
             snprintf(r->mesh_file, sizeof r->mesh_file, "%.80s.%s", s->name,
                      mesh_format_ext(o->format));
         if (i == 0 && o->write_mesh) {
-            if ((rc = build_plate(&mm, g, o, rep, s, top, &msh, r->frame_label, e))) goto fail;
+            if ((rc = build_plate(&j->mm, g, o, rep, s, j->top, &j->msh, r->frame_label, e)))
+                return rc;
             /* Room on the disk for `count` plates like this one (the frame
              * makes most of each), refused before anything is written. */
-            double per = (double)mesh_facets(msh) * (o->format == MESH_STL ? 50 : 80) + 2e4;
-            mesh_free(msh);
-            msh = NULL;
-            if ((rc = d2_check_space(out_dir, per * count, "the masks", e))) goto fail;
+            double per = (double)mesh_facets(j->msh) * (o->format == MESH_STL ? 50 : 80) + 2e4;
+            mesh_free(j->msh);
+            j->msh = NULL;
+            if ((rc = d2_check_space(out_dir, per * j->count, "the masks", e))) return rc;
             if (!r->frame_label[0])
                 warn(rep, "the frame labels (IN, SRC) do not fit the frame band at this "
                      "printer's font size: the masks are not engraved");
         }
     }
-    rep->count = count;
+    rep->count = j->count;
     if (o->mode == MASK_STENCIL && rep->opaque.power > 0.01) {
         if (rep->thick_1pct_mm > 0)
             warn(rep, "the opaque part (%.3g mm of %s) passes %.1f %% of the power at %.4g THz: "
@@ -423,47 +412,63 @@ int mask_run(const d2_model *m, const mask_source *src, int count, const mask_op
     if (thin)
         warn(rep, "%ld opaque pixels in %d masks are walls thinner than the printer's minimum "
              "feature (%d pixels): they may not print", thin, thin_masks, rep->min_px);
+    return 0;
+}
 
-    /* pass 2: write */
-    if ((rc = d2_mkdir_p(out_dir, e))) goto fail;
+/* Pass 2: every preview and plate, noted in j->wr as it is written. */
+static int mask_write_all(mask_job *j, const char *out_dir, d2_err *e)
+{
+    const d2_geom *g = &j->m->g;
+    const mask_opts *o = j->o;
     char path[1024];
-    for (int i = 0; i < count; i++) {
-        const mask_source *s = src + i;
-        mask_result *r = res + i;
+    int rc;
+    if ((rc = d2_mkdir_p(out_dir, e))) return rc;
+    for (int i = 0; i < j->count; i++) {
+        const mask_source *s = j->src + i;
+        mask_result *r = j->res + i;
         mask_stats st;
-        if ((rc = make_mask(g, s, o, rep->min_px, &mm, &st, e))) goto fail;
+        if ((rc = make_mask(g, s, o, j->rep->min_px, &j->mm, &st, e))) return rc;
         if ((rc = d2_path_join(path, sizeof path, out_dir, r->png_file, e)) ||
-            (rc = mask_write_preview(path, &mm, e)) || (rc = note_written(&wr, path, e)))
-            goto fail;
+            (rc = mask_write_preview(path, &j->mm, e)) || (rc = note_written(&j->wr, path, e)))
+            return rc;
         if (!o->write_mesh) continue;
-        if ((rc = build_plate(&mm, g, o, rep, s, top, &msh, r->frame_label, e))) goto fail;
-        mesh_part part = {msh, s->name, {0, 0, 0}};
+        if ((rc = build_plate(&j->mm, g, o, j->rep, s, j->top, &j->msh, r->frame_label, e)))
+            return rc;
+        mesh_part part = {j->msh, s->name, {0, 0, 0}};
         if ((rc = d2_path_join(path, sizeof path, out_dir, r->mesh_file, e)) ||
             (rc = mesh_write(path, o->format, &part, 1, &r->bytes, e)) ||
-            (rc = note_written(&wr, path, e)))
-            goto fail;
-        r->facets = mesh_facets(msh);
-        r->volume_mm3 = mesh_volume_mm3(msh);
-        rep->bytes += r->bytes;
-        mesh_free(msh);
-        msh = NULL;
+            (rc = note_written(&j->wr, path, e)))
+            return rc;
+        r->facets = mesh_facets(j->msh);
+        r->volume_mm3 = mesh_volume_mm3(j->msh);
+        j->rep->bytes += r->bytes;
+        mesh_free(j->msh);
+        j->msh = NULL;
     }
-    if ((rc = d2_path_join(path, sizeof path, out_dir, "masks.jsonl", e))) goto fail;
-    if (!(jl = d2_out_open(path, e))) {
-        rc = D2_EIO;
-        goto fail;
-    }
-    for (int i = 0; i < count; i++) {
-        cJSON *j = result_json(src + i, res + i, o, g);
-        if (j && (rc = cfg_json_complete(path, e))) {
-            cJSON_Delete(j);
-            goto fail;
+    return 0;
+}
+
+/* masks.jsonl (one line per source) and summary.json, noted in j->wr. */
+static int mask_write_json(mask_job *j, const char *out_dir, d2_err *e)
+{
+    const d2_geom *g = &j->m->g;
+    char path[1024], *text = NULL;
+    cJSON *sum = NULL;
+    d2_out *jl = NULL;
+    int rc;
+    if ((rc = d2_path_join(path, sizeof path, out_dir, "masks.jsonl", e))) return rc;
+    if (!(jl = d2_out_open(path, e))) return D2_EIO;
+    for (int i = 0; i < j->count; i++) {
+        cJSON *js = result_json(j->src + i, j->res + i, j->o, g);
+        if (js && (rc = cfg_json_complete(path, e))) {
+            cJSON_Delete(js);
+            goto done;
         }
-        text = j ? cJSON_PrintUnformatted(j) : NULL;
-        cJSON_Delete(j);
+        text = js ? cJSON_PrintUnformatted(js) : NULL;
+        cJSON_Delete(js);
         if (!text) {
             rc = d2_fail(e, D2_EIO, "out of memory (masks.jsonl)");
-            goto fail;
+            goto done;
         }
         fprintf(d2_out_fp(jl), "%s\n", text);
         free(text);
@@ -471,25 +476,56 @@ int mask_run(const d2_model *m, const mask_source *src, int count, const mask_op
     }
     rc = d2_out_commit(jl, e);
     jl = NULL;
-    if (rc || (rc = note_written(&wr, path, e))) goto fail;
-    if ((rc = d2_path_join(path, sizeof path, out_dir, "summary.json", e))) goto fail;
-    if (!(sum = summary_json(rep, o, g, m, count))) {
+    if (rc || (rc = note_written(&j->wr, path, e))) goto done;
+    if ((rc = d2_path_join(path, sizeof path, out_dir, "summary.json", e))) goto done;
+    if (!(sum = summary_json(j->rep, j->o, g, j->m, j->count))) {
         rc = d2_fail(e, D2_EIO, "out of memory (summary.json)");
-        goto fail;
+        goto done;
     }
-    if ((rc = cfg_write(path, sum, e))) goto fail;
-    goto done;
-fail:
-    for (int i = 0; i < wr.n; i++) unlink(wr.path[i]);
+    rc = cfg_write(path, sum, e);
 done:
     d2_out_abort(jl);
     free(text);
     cJSON_Delete(sum);
-    free(wr.path);
-    mesh_free(msh);
-    net_free(net);
-    mask_map_free(&mm);
-    free(in);
-    free(top);
+    return rc;
+}
+
+int mask_run(const d2_model *m, const mask_source *src, int count, const mask_opts *o,
+             const char *out_dir, mask_result *res, mask_run_report *rep, d2_err *e)
+{
+    const d2_geom *g = &m->g;
+    memset(rep, 0, sizeof *rep);
+    int rc = check_opts(g, o, count, rep, e);
+    if (rc) return rc;
+    for (int i = 0; i < count; i++)
+        for (int k = 0; k < i; k++)
+            if (!strcmp(src[i].name, src[k].name))
+                return d2_fail(e, D2_EINPUT, "%s and %s would both be written as %s: give the "
+                               "images different names", src[k].origin, src[i].origin,
+                               src[i].name);
+
+    size_t n = (size_t)g->n * g->n;
+    mask_job j = {m, src, count, o, res, rep};
+    j.in = d2_malloc(n * sizeof *j.in, "mask input", e);
+    j.top = d2_malloc(n * sizeof *j.top, "mask plate", e);
+    if (!j.in || !j.top || (rc = mask_map_alloc(&j.mm, g->n, g->n, e))) {
+        rc = D2_EIO;
+        goto done;
+    }
+    if (!(j.net = net_new(g, 1, e))) {
+        rc = e->code ? e->code : D2_EIO;
+        goto done;
+    }
+    net_set_model(j.net, m);
+    if ((rc = mask_read_all(&j, out_dir, e))) goto done;
+    if ((rc = mask_write_all(&j, out_dir, e)) || (rc = mask_write_json(&j, out_dir, e)))
+        for (int i = 0; i < j.wr.n; i++) unlink(j.wr.path[i]);
+done:
+    free(j.wr.path);
+    mesh_free(j.msh);
+    net_free(j.net);
+    mask_map_free(&j.mm);
+    free(j.in);
+    free(j.top);
     return rc;
 }
