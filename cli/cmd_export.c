@@ -156,12 +156,85 @@ static void print_summary(const export_report *r, const char *out)
                r->layers);
 }
 
-int cmd_export(int argc, char **argv)
+enum {
+    O_PNGRANGE = 1000, O_PITCH, O_GAPS, O_PROFILES, O_INDEX, O_KAPPA, O_BASE, O_LEVELS,
+    O_OFFSET, O_JW, O_FORCE, O_LISTP, O_LISTM
+};
+
+/* The command line of d2fab export. */
+typedef struct export_args {
+    export_opts o;
+    const char *model_dir, *out;
+    const char *phase_files[D2_MAX_LAYERS + 1];
+    int nphase, have_range, list_p, list_m, quiet, ngaps;
+    double lo, hi, pitch, gaps[D2_MAX_LAYERS + 1];
+} export_args;
+
+/* --png-range-rad LO:HI. 0, or the exit status. */
+static int parse_range(const char *arg, export_args *a)
 {
-    enum {
-        O_PNGRANGE = 1000, O_PITCH, O_GAPS, O_PROFILES, O_INDEX, O_KAPPA, O_BASE, O_LEVELS,
-        O_OFFSET, O_JW, O_FORCE, O_LISTP, O_LISTM
-    };
+    char s[128];
+    snprintf(s, sizeof s, "%s", arg);
+    char *colon = strchr(s, ':');
+    if (!colon) {
+        fprintf(stderr, "d2fab %s: --png-range-rad '%s': expected LO:HI in rad\n", CMD, arg);
+        return 1;
+    }
+    *colon = 0;
+    if (cli_num(CMD, "png-range-rad", s, -1e4, 1e4, &a->lo) ||
+        cli_num(CMD, "png-range-rad", colon + 1, -1e4, 1e4, &a->hi))
+        return 1;
+    if (!(a->hi > a->lo)) {
+        fprintf(stderr, "d2fab %s: --png-range-rad '%s': need LO < HI\n", CMD, arg);
+        return 1;
+    }
+    a->have_range = 1;
+    return 0;
+}
+
+/* One export option (the library checks the ranges it explains). 0, or the
+ * exit status. */
+static int export_option(int c, const char *arg, export_opts *o)
+{
+    long lv;
+    switch (c) {
+    case 'f':
+        if (cli_num(CMD, "frequency-thz", arg, 1e-4, 1e4, &o->frequency_thz)) return 1;
+        if (!(o->frequency_thz > 0)) {
+            fprintf(stderr, "d2fab %s: --frequency-thz '%s': must be > 0\n", CMD, arg);
+            return 1;
+        }
+        return 0;
+    case 'w': return cli_num(CMD, "wavelength-mm", arg, 1e-6, 1e5, &o->wavelength_mm) ? 1 : 0;
+    /* range checked by the library, whose message says why n <= 1 fails */
+    case O_INDEX: return cli_num(CMD, "index", arg, -1e6, 1e6, &o->index) ? 1 : 0;
+    case O_KAPPA: return cli_num(CMD, "kappa", arg, 0, 10, &o->kappa) ? 1 : 0;
+    case O_BASE: return cli_num(CMD, "base-mm", arg, 0, 1000, &o->base_mm) ? 1 : 0;
+    case O_LEVELS:
+        if (cli_int(CMD, "levels", arg, 0, EXP_MAX_LEVELS, &lv)) return 1;
+        if (lv == 1) {
+            fprintf(stderr, "d2fab %s: --levels 1: use 0 (Z step only) or 2..%d\n", CMD,
+                    EXP_MAX_LEVELS);
+            return 1;
+        }
+        o->levels = (int)lv;
+        return 0;
+    case O_OFFSET:
+        if (!strcmp(arg, "auto")) {
+            o->offset_mode = EXP_OFFSET_AUTO;
+            return 0;
+        }
+        if (cli_num(CMD, "phase-offset", arg, -1e4, 1e4, &o->offset_rad)) return 1;
+        o->offset_mode = EXP_OFFSET_FIXED;
+        return 0;
+    case O_JW: return cli_num(CMD, "jump-weight", arg, 0, 1e6, &o->jump_weight) ? 1 : 0;
+    default: return 0;
+    }
+}
+
+/* Parses argv into *a: -1 to go on, else the exit status. */
+static int export_parse(int argc, char **argv, export_args *a)
+{
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},        {"phase", required_argument, 0, 'p'},
         {"png-range-rad", required_argument, 0, O_PNGRANGE},
@@ -177,172 +250,138 @@ int cmd_export(int argc, char **argv)
         {"out", required_argument, 0, 'o'},          {"list-printers", no_argument, 0, O_LISTP},
         {"list-materials", no_argument, 0, O_LISTM}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
-    export_opts o;
-    export_opts_default(&o);
-    o.printer = "objet-connex500";
-    o.material = "verobp";
-    const char *model_dir = NULL, *out = NULL;
-    const char *phase_files[D2_MAX_LAYERS + 1];
-    int nphase = 0, have_range = 0, list_p = 0, list_m = 0, quiet = 0, ngaps = 0, c;
-    double lo = 0, hi = 0, pitch = 0, gaps[D2_MAX_LAYERS + 1];
-    long lv;
+    int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:p:P:M:f:w:o:qh", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': model_dir = optarg; break;
+        case 'm': a->model_dir = optarg; break;
         case 'p':
-            if (nphase >= D2_MAX_LAYERS) {
+            if (a->nphase >= D2_MAX_LAYERS) {
                 fprintf(stderr, "d2fab %s: at most %d phase maps\n", CMD, D2_MAX_LAYERS);
                 return 1;
             }
-            phase_files[nphase++] = optarg;
+            a->phase_files[a->nphase++] = optarg;
             break;
-        case O_PNGRANGE: {
-            char a[128];
-            snprintf(a, sizeof a, "%s", optarg);
-            char *colon = strchr(a, ':');
-            if (!colon) {
-                fprintf(stderr, "d2fab %s: --png-range-rad '%s': expected LO:HI in rad\n", CMD,
-                        optarg);
-                return 1;
-            }
-            *colon = 0;
-            if (cli_num(CMD, "png-range-rad", a, -1e4, 1e4, &lo) ||
-                cli_num(CMD, "png-range-rad", colon + 1, -1e4, 1e4, &hi))
-                return 1;
-            if (!(hi > lo)) {
-                fprintf(stderr, "d2fab %s: --png-range-rad '%s': need LO < HI\n", CMD, optarg);
-                return 1;
-            }
-            have_range = 1;
-            break;
-        }
-        case O_PITCH: if (cli_num(CMD, "pitch-mm", optarg, 1e-4, 100, &pitch)) return 1; break;
+        case O_PNGRANGE: if (parse_range(optarg, a)) return 1; break;
+        case O_PITCH: if (cli_num(CMD, "pitch-mm", optarg, 1e-4, 100, &a->pitch)) return 1; break;
         case O_GAPS:
-            if (parse_list("gaps-mm", optarg, gaps, D2_MAX_LAYERS + 1, &ngaps)) return 1;
+            if (parse_list("gaps-mm", optarg, a->gaps, D2_MAX_LAYERS + 1, &a->ngaps)) return 1;
             break;
-        case 'P': o.printer = optarg; break;
-        case 'M': o.material = optarg; break;
-        case O_PROFILES: o.profiles_dir = optarg; break;
-        case 'f':
-            if (cli_num(CMD, "frequency-thz", optarg, 1e-4, 1e4, &o.frequency_thz)) return 1;
-            if (!(o.frequency_thz > 0)) {
-                fprintf(stderr, "d2fab %s: --frequency-thz '%s': must be > 0\n", CMD, optarg);
-                return 1;
-            }
+        case 'P': a->o.printer = optarg; break;
+        case 'M': a->o.material = optarg; break;
+        case O_PROFILES: a->o.profiles_dir = optarg; break;
+        case 'f': case 'w': case O_INDEX: case O_KAPPA: case O_BASE: case O_LEVELS:
+        case O_OFFSET: case O_JW:
+            if (export_option(c, optarg, &a->o)) return 1;
             break;
-        case 'w':
-            if (cli_num(CMD, "wavelength-mm", optarg, 1e-6, 1e5, &o.wavelength_mm)) return 1;
-            break;
-        /* range checked by the library, whose message says why n <= 1 fails */
-        case O_INDEX: if (cli_num(CMD, "index", optarg, -1e6, 1e6, &o.index)) return 1; break;
-        case O_KAPPA: if (cli_num(CMD, "kappa", optarg, 0, 10, &o.kappa)) return 1; break;
-        case O_BASE: if (cli_num(CMD, "base-mm", optarg, 0, 1000, &o.base_mm)) return 1; break;
-        case O_LEVELS:
-            if (cli_int(CMD, "levels", optarg, 0, EXP_MAX_LEVELS, &lv)) return 1;
-            if (lv == 1) {
-                fprintf(stderr, "d2fab %s: --levels 1: use 0 (Z step only) or 2..%d\n", CMD,
-                        EXP_MAX_LEVELS);
-                return 1;
-            }
-            o.levels = (int)lv;
-            break;
-        case O_OFFSET:
-            if (!strcmp(optarg, "auto")) {
-                o.offset_mode = EXP_OFFSET_AUTO;
-            } else {
-                if (cli_num(CMD, "phase-offset", optarg, -1e4, 1e4, &o.offset_rad)) return 1;
-                o.offset_mode = EXP_OFFSET_FIXED;
-            }
-            break;
-        case O_JW: if (cli_num(CMD, "jump-weight", optarg, 0, 1e6, &o.jump_weight)) return 1; break;
-        case O_FORCE: o.force = 1; break;
-        case 'o': out = optarg; break;
-        case O_LISTP: list_p = 1; break;
-        case O_LISTM: list_m = 1; break;
-        case 'q': quiet = 1; break;
+        case O_FORCE: a->o.force = 1; break;
+        case 'o': a->out = optarg; break;
+        case O_LISTP: a->list_p = 1; break;
+        case O_LISTM: a->list_m = 1; break;
+        case 'q': a->quiet = 1; break;
         case 'h': export_help(stdout); return 0;
         default: export_help(stderr); return 1;
         }
     }
-    if (list_p || list_m) {
-        int rc = 0;
-        if (list_p) rc = list_profiles(o.profiles_dir, 0);
-        if (!rc && list_m) rc = list_profiles(o.profiles_dir, 1);
-        return rc;
-    }
+    if (a->list_p || a->list_m) return -1;
     /* --phase a.npy b.npy c.npy: the maps after the first arrive as operands. */
     for (; optind < argc; optind++) {
-        if (!nphase) {
+        if (!a->nphase) {
             fprintf(stderr, "d2fab %s: unexpected argument '%s'\n", CMD, argv[optind]);
             return 1;
         }
-        if (nphase >= D2_MAX_LAYERS) {
+        if (a->nphase >= D2_MAX_LAYERS) {
             fprintf(stderr, "d2fab %s: at most %d phase maps\n", CMD, D2_MAX_LAYERS);
             return 1;
         }
-        phase_files[nphase++] = argv[optind];
+        a->phase_files[a->nphase++] = argv[optind];
     }
-    if (!out || (!model_dir) == (!nphase)) {
+    if (!a->out || (!a->model_dir) == (!a->nphase)) {
         fprintf(stderr, "d2fab %s: %s\n", CMD,
-                !out ? "--out DIR is required"
-                     : model_dir ? "give --model or --phase, not both"
-                                 : "give --model DIR or --phase FILE...");
+                !a->out ? "--out DIR is required"
+                : a->model_dir ? "give --model or --phase, not both"
+                               : "give --model DIR or --phase FILE...");
         export_help(stderr);
         return 1;
     }
-    if (model_dir && (pitch > 0 || ngaps || have_range)) {
+    if (a->model_dir && (a->pitch > 0 || a->ngaps || a->have_range)) {
         fprintf(stderr, "d2fab %s: --pitch-mm, --gaps-mm and --png-range-rad apply to --phase "
                 "maps only (a model folder has its geometry)\n", CMD);
         return 1;
+    }
+    if (!a->model_dir) {
+        const export_opts *o = &a->o;
+        const char *why = !(a->pitch > 0) ? "bare phase maps need --pitch-mm"
+                          : o->frequency_thz == 0 && o->wavelength_mm == 0
+                              ? "bare phase maps need --frequency-thz or --wavelength-mm"
+                          : o->frequency_thz != 0 && o->wavelength_mm != 0
+                              ? "give --frequency-thz or --wavelength-mm, not both"
+                              : NULL;
+        if (why) {
+            fprintf(stderr, "d2fab %s: %s\n", CMD, why);
+            return 1;
+        }
+    }
+    return -1;
+}
+
+/* The model to export: a model folder (its model.json sections go into
+ * export.json verbatim) or bare phase maps. */
+static int load_source(const export_args *a, d2_model *m, cJSON **model_json,
+                       export_source *src, d2_err *e)
+{
+    int rc;
+    *src = (export_source){m, NULL, "model", a->model_dir};
+    if (a->model_dir) {
+        char path[4096];
+        if ((rc = model_load(a->model_dir, m, e)) ||
+            (rc = d2_path_join(path, sizeof path, a->model_dir, "model.json", e)) ||
+            (rc = cfg_load(path, model_json, e)))
+            return rc;
+        src->model_sections = *model_json;
+        return 0;
+    }
+    const export_opts *o = &a->o;
+    exp_phase_input in = {a->phase_files, a->nphase, a->pitch,
+                          o->wavelength_mm > 0 ? o->wavelength_mm
+                                               : opt_wavelength_mm(o->frequency_thz),
+                          a->gaps, a->ngaps, a->have_range, a->lo, a->hi};
+    src->kind = "phase";
+    src->path = a->phase_files[0];
+    return exp_model_from_phases(&in, m, e);
+}
+
+int cmd_export(int argc, char **argv)
+{
+    export_args a = {0};
+    export_opts_default(&a.o);
+    a.o.printer = "objet-connex500";
+    a.o.material = "verobp";
+    int rc = export_parse(argc, argv, &a);
+    if (rc >= 0) return rc;
+    if (a.list_p || a.list_m) {
+        rc = a.list_p ? list_profiles(a.o.profiles_dir, 0) : 0;
+        if (!rc && a.list_m) rc = list_profiles(a.o.profiles_dir, 1);
+        return rc;
     }
 
     d2_err e = {0};
     d2_model m = {0};
     cJSON *model_json = NULL;
-    export_source src = {&m, NULL, "model", model_dir};
-    int rc;
-    if (model_dir) {
-        char path[4096];
-        if ((rc = model_load(model_dir, &m, &e))) return cli_error(CMD, rc, e.msg);
-        /* The model's sections go into export.json verbatim. */
-        if ((rc = d2_path_join(path, sizeof path, model_dir, "model.json", &e)) ||
-            (rc = cfg_load(path, &model_json, &e))) {
-            model_free(&m);
-            return cli_error(CMD, rc, e.msg);
-        }
-        src.model_sections = model_json;
-    } else {
-        if (!(pitch > 0)) {
-            fprintf(stderr, "d2fab %s: bare phase maps need --pitch-mm\n", CMD);
-            return 1;
-        }
-        if (o.frequency_thz == 0 && o.wavelength_mm == 0) {
-            fprintf(stderr, "d2fab %s: bare phase maps need --frequency-thz or --wavelength-mm\n",
-                    CMD);
-            return 1;
-        }
-        if (o.frequency_thz != 0 && o.wavelength_mm != 0) {
-            fprintf(stderr, "d2fab %s: give --frequency-thz or --wavelength-mm, not both\n", CMD);
-            return 1;
-        }
-        exp_phase_input in = {phase_files, nphase, pitch,
-                              o.wavelength_mm > 0 ? o.wavelength_mm
-                                                  : opt_wavelength_mm(o.frequency_thz),
-                              gaps, ngaps, have_range, lo, hi};
-        if ((rc = exp_model_from_phases(&in, &m, &e))) return cli_error(CMD, rc, e.msg);
-        src.kind = "phase";
-        src.path = phase_files[0];
+    export_source src;
+    if ((rc = load_source(&a, &m, &model_json, &src, &e))) {
+        cJSON_Delete(model_json);
+        model_free(&m);
+        return cli_error(CMD, rc, e.msg);
     }
-
     export_report r;
-    rc = export_stack(&src, &o, out, &r, &e);
+    rc = export_stack(&src, &a.o, a.out, &r, &e);
     for (int i = 0; i < r.nwarn; i++) fprintf(stderr, "d2fab %s: warning: %s\n", CMD, r.warn[i]);
     if (rc) {
         fprintf(stderr, "d2fab %s: %s\n", CMD, e.msg);
-        fprintf(stderr, "d2fab %s: no export written to %s\n", CMD, out);
-    } else if (!quiet) {
-        print_summary(&r, out);
+        fprintf(stderr, "d2fab %s: no export written to %s\n", CMD, a.out);
+    } else if (!a.quiet) {
+        print_summary(&r, a.out);
     }
     export_report_free(&r);
     cJSON_Delete(model_json);
