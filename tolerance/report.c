@@ -87,29 +87,9 @@ static cJSON *mc_json(const tol_mc *m, double conf)
     return o;
 }
 
-cJSON *tol_report_json(const tol_report *rep)
+/* What the numbers of the report mean. */
+static void add_conventions(cJSON *root)
 {
-    const tol_config *c = &rep->cfg;
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "format", "d2fab-tolerance");
-    cJSON_AddNumberToObject(root, "version", 1);
-    cJSON_AddStringToObject(root, "software", "d2fab " D2FAB_VERSION);
-    cJSON_AddStringToObject(root, "dataset", rep->dataset);
-    cJSON_AddNumberToObject(root, "test_images", rep->nmodels ? rep->res[0].images : 0);
-    cJSON_AddNumberToObject(root, "seed", (double)c->seed);
-    cJSON_AddNumberToObject(root, "trials", c->trials);
-    cJSON_AddNumberToObject(root, "inverse_draws", c->inverse_draws);
-    add_num(root, "confidence_percent", 100 * c->confidence);
-    if (c->spec >= 0)
-        add_num(root, "spec_accuracy_percent", 100 * c->spec);
-    else
-        cJSON_AddStringToObject(root, "spec_accuracy_percent", "nominal - 1 point, per model");
-    cJSON *sc = cJSON_AddArrayToObject(root, "sweep_scales");
-    for (int s = 0; s < c->nscales; s++) cJSON_AddItemToArray(sc, num(c->scales[s]));
-    cJSON_AddNumberToObject(root, "threads", rep->threads);
-    add_num(root, "seconds", rep->seconds);
-    cJSON_AddNumberToObject(root, "inferences", (double)rep->inferences);
-
     cJSON *cv = cJSON_AddObjectToObject(root, "conventions");
     cJSON_AddStringToObject(cv, "accuracy", "percent of the test images whose largest detector "
                             "energy is the true class");
@@ -149,100 +129,115 @@ cJSON *tol_report_json(const tol_report *rep)
                             "rotated-plane angular spectrum; neither a phase ramp nor per-pixel "
                             "axial shifts describe it for pixels diffracting up to asin(lambda / "
                             "2 pitch)");
+}
 
-    cJSON *models = cJSON_AddArrayToObject(root, "models");
-    for (int i = 0; i < rep->nmodels; i++) {
-        const tol_result *r = &rep->res[i];
-        const tol_stack *s = r->s;
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddItemToArray(models, o);
-        cJSON_AddStringToObject(o, "name", s->name);
-        cJSON_AddStringToObject(o, "path", s->path);
-        cJSON_AddStringToObject(o, "kind", s->is_export ? "export" : "model");
-        cJSON_AddNumberToObject(o, "layers", s->m.g.layers);
-        cJSON_AddNumberToObject(o, "neurons", s->m.g.n);
-        add_num(o, "pitch_mm", s->m.g.pitch_mm);
-        add_num(o, "wavelength_mm", s->m.g.wavelength_mm);
-        cJSON *mat = cJSON_AddObjectToObject(o, "material");
-        add_num(mat, "index", s->index);
-        add_num(mat, "kappa", s->kappa);
-        add_num(mat, "base_mm", s->base_mm);
-        cJSON_AddBoolToObject(mat, "absorbing", s->absorbing);
-        add_num(mat, "z_step_mm", s->z_step_mm);
-        cJSON_AddNumberToObject(o, "test_images", r->images);
-        add_num(o, "nominal_accuracy_percent", 100 * r->nominal);
-        add_num(o, "nominal_detector_energy", r->det_mean);
-        add_num(o, "spec_accuracy_percent", 100 * r->spec);
-        cJSON_AddItemToObject(o, "magnitudes", mags_json(r));
-        if (r->mag.stencil) {
-            cJSON *st = cJSON_AddObjectToObject(o, "input_stencils");
-            add_num(st, "threshold", r->mag.stencil_threshold);
-            add_num(st, "min_feature_mm", r->mag.stencil_min_feature_mm);
-            cJSON_AddNumberToObject(st, "unprintable_images", r->unprintable);
-        } else if (r->mag.mask) {
-            cJSON_AddStringToObject(o, "input_mask_png", rep->cfg.mask_png);
+/* Each perturbation alone at +D and -D, worst first. */
+static void add_sensitivity(cJSON *o, const tol_result *r)
+{
+    cJSON *sa = cJSON_AddArrayToObject(o, "sensitivity");
+    for (int j = 0; j < r->nsens; j++) {
+        const tol_sens_row *w = &r->sens[j];
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "perturbation", tol_kind_name(w->kind));
+        if (w->layer >= 0)
+            cJSON_AddNumberToObject(x, "layer", w->layer + 1);
+        else
+            cJSON_AddNullToObject(x, "layer");
+        if (w->comp >= 0)
+            cJSON_AddStringToObject(x, "component", comp_name(w->comp));
+        else
+            cJSON_AddNullToObject(x, "component");
+        add_num(x, "magnitude", w->magnitude);
+        cJSON_AddStringToObject(x, "unit", tol_result_unit(r, w->kind));
+        cJSON_AddBoolToObject(x, "applicable", w->applicable);
+        add_num(x, "accuracy_plus_percent", 100 * w->acc_plus);
+        add_num(x, "accuracy_minus_percent", 100 * w->acc_minus);
+        add_num(x, "change_points", 100 * w->change);
+        cJSON_AddItemToArray(sa, x);
+    }
+}
+
+/* The inverse tolerances and their scans. */
+static void add_inverse(cJSON *o, const tol_result *r)
+{
+    cJSON *ia = cJSON_AddArrayToObject(o, "inverse");
+    for (int j = 0; j < r->ninv; j++) {
+        const tol_inverse *v = &r->inv[j];
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, "perturbation", tol_kind_name(v->kind));
+        cJSON_AddStringToObject(x, "unit", tol_result_unit(r, v->kind));
+        add_num(x, "configured", v->ref);
+        add_num(x, "accuracy_at_configured_percent", 100 * v->acc_at_ref);
+        add_num(x, "loss_1_point", v->at1);
+        add_num(x, "loss_5_points", v->at5);
+        if (v->kind == TOL_QUANTIZE && r->mag.quant_levels) {
+            add_num(x, "loss_1_point_levels", 2 * M_PI / v->at1);
+            add_num(x, "loss_5_points_levels", 2 * M_PI / v->at5);
         }
-
-        cJSON *sa = cJSON_AddArrayToObject(o, "sensitivity");
-        for (int j = 0; j < r->nsens; j++) {
-            const tol_sens_row *w = &r->sens[j];
-            cJSON *x = cJSON_CreateObject();
-            cJSON_AddStringToObject(x, "perturbation", tol_kind_name(w->kind));
-            if (w->layer >= 0)
-                cJSON_AddNumberToObject(x, "layer", w->layer + 1);
-            else
-                cJSON_AddNullToObject(x, "layer");
-            if (w->comp >= 0)
-                cJSON_AddStringToObject(x, "component", comp_name(w->comp));
-            else
-                cJSON_AddNullToObject(x, "component");
-            add_num(x, "magnitude", w->magnitude);
-            cJSON_AddStringToObject(x, "unit", tol_result_unit(r, w->kind));
-            cJSON_AddBoolToObject(x, "applicable", w->applicable);
-            add_num(x, "accuracy_plus_percent", 100 * w->acc_plus);
-            add_num(x, "accuracy_minus_percent", 100 * w->acc_minus);
-            add_num(x, "change_points", 100 * w->change);
-            cJSON_AddItemToArray(sa, x);
+        add_num(x, "max_tested", v->max_tested);
+        cJSON *pa = cJSON_AddArrayToObject(x, "scan");
+        for (int p = 0; p < v->npts; p++) {
+            cJSON *q = cJSON_CreateObject();
+            add_num(q, "factor", v->pts[p].factor);
+            add_num(q, "magnitude", v->pts[p].factor * v->ref);
+            add_num(q, "mean_percent", 100 * v->pts[p].mean);
+            add_num(q, "min_percent", 100 * v->pts[p].min);
+            add_num(q, "max_percent", 100 * v->pts[p].max);
+            cJSON_AddItemToArray(pa, q);
         }
+        cJSON_AddItemToArray(ia, x);
+    }
+}
 
-        cJSON *ia = cJSON_AddArrayToObject(o, "inverse");
-        for (int j = 0; j < r->ninv; j++) {
-            const tol_inverse *v = &r->inv[j];
-            cJSON *x = cJSON_CreateObject();
-            cJSON_AddStringToObject(x, "perturbation", tol_kind_name(v->kind));
-            cJSON_AddStringToObject(x, "unit", tol_result_unit(r, v->kind));
-            add_num(x, "configured", v->ref);
-            add_num(x, "accuracy_at_configured_percent", 100 * v->acc_at_ref);
-            add_num(x, "loss_1_point", v->at1);
-            add_num(x, "loss_5_points", v->at5);
-            if (v->kind == TOL_QUANTIZE && r->mag.quant_levels) {
-                add_num(x, "loss_1_point_levels", 2 * M_PI / v->at1);
-                add_num(x, "loss_5_points_levels", 2 * M_PI / v->at5);
-            }
-            add_num(x, "max_tested", v->max_tested);
-            cJSON *pa = cJSON_AddArrayToObject(x, "scan");
-            for (int p = 0; p < v->npts; p++) {
-                cJSON *q = cJSON_CreateObject();
-                add_num(q, "factor", v->pts[p].factor);
-                add_num(q, "magnitude", v->pts[p].factor * v->ref);
-                add_num(q, "mean_percent", 100 * v->pts[p].mean);
-                add_num(q, "min_percent", 100 * v->pts[p].min);
-                add_num(q, "max_percent", 100 * v->pts[p].max);
-                cJSON_AddItemToArray(pa, q);
-            }
-            cJSON_AddItemToArray(ia, x);
-        }
-
-        cJSON *ma = cJSON_AddArrayToObject(o, "montecarlo");
-        for (int j = 0; j < r->nmc; j++) cJSON_AddItemToArray(ma, mc_json(&r->mc[j], c->confidence));
-        cJSON *vn = cJSON_AddArrayToObject(o, "trial_vector");
-        for (int j = 0; j < r->nvec; j++) cJSON_AddItemToArray(vn, cJSON_CreateString(r->vec_name[j]));
-        cJSON_AddStringToObject(o, "trials_file", "montecarlo.csv");
-        add_num(o, "seconds", r->seconds);
-        cJSON_AddNumberToObject(o, "inferences", (double)r->inferences);
+/* One model: its stack, magnitudes and the results of every analysis. */
+static cJSON *model_json(const tol_report *rep, const tol_result *r)
+{
+    const tol_config *c = &rep->cfg;
+    const tol_stack *s = r->s;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", s->name);
+    cJSON_AddStringToObject(o, "path", s->path);
+    cJSON_AddStringToObject(o, "kind", s->is_export ? "export" : "model");
+    cJSON_AddNumberToObject(o, "layers", s->m.g.layers);
+    cJSON_AddNumberToObject(o, "neurons", s->m.g.n);
+    add_num(o, "pitch_mm", s->m.g.pitch_mm);
+    add_num(o, "wavelength_mm", s->m.g.wavelength_mm);
+    cJSON *mat = cJSON_AddObjectToObject(o, "material");
+    add_num(mat, "index", s->index);
+    add_num(mat, "kappa", s->kappa);
+    add_num(mat, "base_mm", s->base_mm);
+    cJSON_AddBoolToObject(mat, "absorbing", s->absorbing);
+    add_num(mat, "z_step_mm", s->z_step_mm);
+    cJSON_AddNumberToObject(o, "test_images", r->images);
+    add_num(o, "nominal_accuracy_percent", 100 * r->nominal);
+    add_num(o, "nominal_detector_energy", r->det_mean);
+    add_num(o, "spec_accuracy_percent", 100 * r->spec);
+    cJSON_AddItemToObject(o, "magnitudes", mags_json(r));
+    if (r->mag.stencil) {
+        cJSON *st = cJSON_AddObjectToObject(o, "input_stencils");
+        add_num(st, "threshold", r->mag.stencil_threshold);
+        add_num(st, "min_feature_mm", r->mag.stencil_min_feature_mm);
+        cJSON_AddNumberToObject(st, "unprintable_images", r->unprintable);
+    } else if (r->mag.mask) {
+        cJSON_AddStringToObject(o, "input_mask_png", rep->cfg.mask_png);
     }
 
-    /* The train-D x test-D matrix: models x Monte-Carlo scales. */
+    add_sensitivity(o, r);
+    add_inverse(o, r);
+    cJSON *ma = cJSON_AddArrayToObject(o, "montecarlo");
+    for (int j = 0; j < r->nmc; j++) cJSON_AddItemToArray(ma, mc_json(&r->mc[j], c->confidence));
+    cJSON *vn = cJSON_AddArrayToObject(o, "trial_vector");
+    for (int j = 0; j < r->nvec; j++) cJSON_AddItemToArray(vn, cJSON_CreateString(r->vec_name[j]));
+    cJSON_AddStringToObject(o, "trials_file", "montecarlo.csv");
+    add_num(o, "seconds", r->seconds);
+    cJSON_AddNumberToObject(o, "inferences", (double)r->inferences);
+    return o;
+}
+
+/* The train-D x test-D matrix: models x Monte-Carlo scales. */
+static void add_comparison(cJSON *root, const tol_report *rep)
+{
+    const tol_config *c = &rep->cfg;
     cJSON *cmp = cJSON_AddObjectToObject(root, "comparison");
     cJSON *cs = cJSON_AddArrayToObject(cmp, "scales");
     for (int s = 0; s < c->nscales; s++) cJSON_AddItemToArray(cs, num(c->scales[s]));
@@ -263,6 +258,36 @@ cJSON *tol_report_json(const tol_report *rep)
         }
         cJSON_AddItemToArray(rows, x);
     }
+}
+
+cJSON *tol_report_json(const tol_report *rep)
+{
+    const tol_config *c = &rep->cfg;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "format", "d2fab-tolerance");
+    cJSON_AddNumberToObject(root, "version", 1);
+    cJSON_AddStringToObject(root, "software", "d2fab " D2FAB_VERSION);
+    cJSON_AddStringToObject(root, "dataset", rep->dataset);
+    cJSON_AddNumberToObject(root, "test_images", rep->nmodels ? rep->res[0].images : 0);
+    cJSON_AddNumberToObject(root, "seed", (double)c->seed);
+    cJSON_AddNumberToObject(root, "trials", c->trials);
+    cJSON_AddNumberToObject(root, "inverse_draws", c->inverse_draws);
+    add_num(root, "confidence_percent", 100 * c->confidence);
+    if (c->spec >= 0)
+        add_num(root, "spec_accuracy_percent", 100 * c->spec);
+    else
+        cJSON_AddStringToObject(root, "spec_accuracy_percent", "nominal - 1 point, per model");
+    cJSON *sc = cJSON_AddArrayToObject(root, "sweep_scales");
+    for (int s = 0; s < c->nscales; s++) cJSON_AddItemToArray(sc, num(c->scales[s]));
+    cJSON_AddNumberToObject(root, "threads", rep->threads);
+    add_num(root, "seconds", rep->seconds);
+    cJSON_AddNumberToObject(root, "inferences", (double)rep->inferences);
+
+    add_conventions(root);
+    cJSON *models = cJSON_AddArrayToObject(root, "models");
+    for (int i = 0; i < rep->nmodels; i++)
+        cJSON_AddItemToArray(models, model_json(rep, &rep->res[i]));
+    add_comparison(root, rep);
     return root;
 }
 
