@@ -90,11 +90,8 @@ int cmd_train(int argc, char **argv)
         return 1;
     }
     d2_err e = {0};
-    cJSON *root = NULL;
     d2_model m = {0};
-    int rc = cfg_load(cfg, &root, &e);
-    if (!rc) rc = config_read(cfg, root, &m.g, &m.t, &e);
-    cJSON_Delete(root);
+    int rc = config_load(cfg, &m.g, &m.t, &e);
     if (rc) return cli_error("train", rc, e.msg);
     if (epochs >= 0) m.t.epochs = (int)epochs;
     if (limit > 0) m.t.train_limit = (int)limit;

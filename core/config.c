@@ -440,3 +440,11 @@ int cfg_write(const char *path, const cJSON *root, d2_err *e)
     free(s);
     return d2_out_commit(o, e);
 }
+
+int cfg_add_numbers(cJSON *obj, const cfg_num_item *items, int count)
+{
+    int ok = obj != NULL;
+    for (int i = 0; ok && i < count; i++)
+        ok = cJSON_AddNumberToObject(obj, items[i].key, items[i].value) != NULL;
+    return ok ? 0 : -1;
+}

@@ -73,6 +73,16 @@ int cfg_write(const char *path, const cJSON *root, d2_err *e);
  * missing; every writer of JSON (cfg_write and the JSON lines writers) calls
  * it before printing. */
 int cfg_json_complete(const char *what, d2_err *e);
+
+/* A key and its number, for cfg_add_numbers. */
+typedef struct cfg_num_item {
+    const char *key;
+    double value;
+} cfg_num_item;
+/* Adds each key: number of items to obj, in order (a non-finite number
+ * prints as null). 0, or -1 when out of memory (cfg_json_complete sees it
+ * too). */
+int cfg_add_numbers(cJSON *obj, const cfg_num_item *items, int count);
 /* For tests: the k-th next cJSON allocation on this thread fails (0: none). */
 void cfg_json_fail_after(long k);
 

@@ -61,3 +61,24 @@ void *d2_calloc(size_t count, size_t size, const char *what, d2_err *e)
     if (!p) d2_fail(e, D2_EIO, "out of memory (%zu x %zu bytes for %s)", count, size, what);
     return p;
 }
+
+int d2_grow(void *pa, size_t *cap, size_t n, size_t elem, size_t first)
+{
+    if (n < *cap) return 0;
+    size_t nc = *cap ? 2 * *cap : first;
+    void *old, *p;
+    memcpy(&old, pa, sizeof old);
+    if (!(p = realloc(old, nc * elem))) return -1;
+    memcpy(pa, &p, sizeof p);
+    *cap = nc;
+    return 0;
+}
+
+void d2_note(char *slots, size_t slot, int max, int *n, const char *fmt, ...)
+{
+    if (*n >= max) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(slots + (size_t)(*n)++ * slot, slot, fmt, ap);
+    va_end(ap);
+}

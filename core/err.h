@@ -41,4 +41,16 @@ int d2_exit_code(int code);
 void *d2_malloc(size_t n, const char *what, d2_err *e);
 void *d2_calloc(size_t count, size_t size, const char *what, d2_err *e);
 
+/* Room for one more element in a growable array: *(T **)pa holds n of *cap
+ * elements of elem bytes; when n == *cap the array is reallocated to twice
+ * *cap (first when empty). Returns 0, or -1 when out of memory (the array
+ * is then unchanged). */
+int d2_grow(void *pa, size_t *cap, size_t n, size_t elem, size_t first);
+
+/* Appends a printf-formatted note to a bounded list of notes (warnings for a
+ * report): slots holds max strings of slot bytes, *n of them used; a note
+ * past max is dropped. */
+void d2_note(char *slots, size_t slot, int max, int *n, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
 #endif

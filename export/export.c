@@ -39,15 +39,9 @@ void export_opts_default(export_opts *o)
     o->jump_weight = 1.0;
 }
 
-static void warn(export_report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warn(export_report *r, const char *fmt, ...)
-{
-    if (r->nwarn >= EXP_MAX_WARN) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->warn[r->nwarn++], sizeof r->warn[0], fmt, ap);
-    va_end(ap);
-}
+/* A warning for the user, kept in the report. */
+#define warn(r, ...) \
+    d2_note((r)->warn[0], sizeof (r)->warn[0], EXP_MAX_WARN, &(r)->nwarn, __VA_ARGS__)
 
 void export_report_free(export_report *r)
 {

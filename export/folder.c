@@ -104,6 +104,14 @@ static int read_heights(export_folder *x, const char *dir, d2_err *e)
     return 0;
 }
 
+void export_folder_free(export_folder *x)
+{
+    if (!x) return;
+    cJSON_Delete(x->root);
+    for (int k = 0; k < D2_MAX_LAYERS; k++) free(x->height_mm[k]);
+    memset(x, 0, sizeof *x);
+}
+
 int export_folder_load(const char *dir, export_folder *x, d2_err *e)
 {
     memset(x, 0, sizeof *x);
@@ -115,14 +123,6 @@ int export_folder_load(const char *dir, export_folder *x, d2_err *e)
         return rc;
     }
     return 0;
-}
-
-void export_folder_free(export_folder *x)
-{
-    if (!x) return;
-    cJSON_Delete(x->root);
-    for (int k = 0; k < D2_MAX_LAYERS; k++) free(x->height_mm[k]);
-    memset(x, 0, sizeof *x);
 }
 
 int export_load_as_model(const char *dir, d2_model *m, d2_err *e)

@@ -332,13 +332,7 @@ typedef struct heap {
 
 static int heap_push(heap *h, int64_t d, int32_t v)
 {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? 2 * h->cap : 1024;
-        heap_item *na = realloc(h->a, cap * sizeof *na);
-        if (!na) return -1;
-        h->a = na;
-        h->cap = cap;
-    }
+    if (d2_grow(&h->a, &h->cap, h->n, sizeof *h->a, 1024)) return -1;
     size_t i = h->n++;
     while (i > 0) {
         size_t p = (i - 1) / 2;

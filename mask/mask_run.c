@@ -31,15 +31,9 @@ static const char *mode_name(int mode)
                                                                           : "carrier-relief";
 }
 
-static void warn(mask_run_report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warn(mask_run_report *r, const char *fmt, ...)
-{
-    if (r->nwarn >= MASK_MAX_WARN) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->warn[r->nwarn++], sizeof r->warn[0], fmt, ap);
-    va_end(ap);
-}
+/* A warning for the user, kept in the report. */
+#define warn(r, ...) \
+    d2_note((r)->warn[0], sizeof (r)->warn[0], MASK_MAX_WARN, &(r)->nwarn, __VA_ARGS__)
 
 /* Nearest whole number of Z steps, at least one. */
 static double z_round(double v, double step)

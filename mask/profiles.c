@@ -6,6 +6,15 @@
 
 #include "mask/mask.h"
 
+void mask_profiles_free(mask_profiles *pf)
+{
+    if (!pf) return;
+    if (pf->have_printer) printer_free(&pf->printer);
+    if (pf->have_material) material_free(&pf->material);
+    export_folder_free(&pf->x);
+    memset(pf, 0, sizeof *pf);
+}
+
 int mask_profiles_load(const char *model_dir, const d2_model *m, const mask_profile_req *q,
                        mask_profiles *pf, mask_opts *o, d2_err *e)
 {
@@ -53,11 +62,3 @@ fail:
     return rc;
 }
 
-void mask_profiles_free(mask_profiles *pf)
-{
-    if (!pf) return;
-    if (pf->have_printer) printer_free(&pf->printer);
-    if (pf->have_material) material_free(&pf->material);
-    export_folder_free(&pf->x);
-    memset(pf, 0, sizeof *pf);
-}

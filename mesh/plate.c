@@ -38,36 +38,25 @@ int mesh_printer_from_json(const cJSON *obj, const char *file, const char *path,
 void mesh_frame_default(mesh_frame *f, const mesh_printer *pr)
 {
     double mf = pr && pr->min_feature_mm > 0 ? pr->min_feature_mm : 0.1;
-    f->width_mm = 10.0;
-    f->thick_mm = 3.0;
-    f->post_mm = 5.0;
-    f->pin_mm = 2.0;
-    f->pin_len_mm = 1.5;
-    f->key_mm = 1.0;
-    f->clearance_mm = pr ? pr->pin_clearance_mm : 0.1;
-    f->engrave_mm = 0.4;
-    f->font_px_mm = fmax(0.5, 2 * mf);
-    f->min_feature_mm = mf;
+    *f = (mesh_frame){.width_mm = 10.0, .thick_mm = 3.0, .post_mm = 5.0, .pin_mm = 2.0,
+                      .pin_len_mm = 1.5, .key_mm = 1.0,
+                      .clearance_mm = pr ? pr->pin_clearance_mm : 0.1, .engrave_mm = 0.4,
+                      .font_px_mm = fmax(0.5, 2 * mf), .min_feature_mm = mf};
 }
 
 /* ------------------------------------------------------------ grid lines */
 
 typedef struct lines {
     int64_t *v; /* value * 2 + (fixed ? 0 : 1): sorts fixed lines first */
-    int n, cap;
+    int n;
+    size_t cap;
     int32_t *out;
     int nout;
 } lines;
 
 static int line_add(lines *l, int64_t v, int fixed)
 {
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 512;
-        int64_t *nv = realloc(l->v, cap * sizeof *nv);
-        if (!nv) return -1;
-        l->v = nv;
-        l->cap = cap;
-    }
+    if (d2_grow(&l->v, &l->cap, (size_t)l->n, sizeof *l->v, 512)) return -1;
     l->v[l->n++] = v * 2 + (fixed ? 0 : 1);
     return 0;
 }
@@ -139,19 +128,14 @@ typedef struct feat {
 
 typedef struct layout {
     feat *f;
-    int n, cap;
+    int n;
+    size_t cap;
 } layout;
 
 static int feat_add(layout *L, int64_t x0, int64_t y0, int64_t x1, int64_t y1, int what,
                     int32_t bot, int32_t top)
 {
-    if (L->n == L->cap) {
-        int cap = L->cap ? 2 * L->cap : 64;
-        feat *f = realloc(L->f, cap * sizeof *f);
-        if (!f) return -1;
-        L->f = f;
-        L->cap = cap;
-    }
+    if (d2_grow(&L->f, &L->cap, (size_t)L->n, sizeof *L->f, 64)) return -1;
     L->f[L->n++] = (feat){x0, y0, x1, y1, what, bot, top};
     return 0;
 }

@@ -194,11 +194,9 @@ static int write_json(const char *path, const char *export_dir, const d2_geom *g
     return rc;
 }
 
-static void warn(mesh_stack_report *rep, const char *fmt, double a, double b)
-{
-    if (rep->nwarn >= MESH_MAX_WARN) return;
-    snprintf(rep->warn[rep->nwarn++], sizeof rep->warn[0], fmt, a, b);
-}
+/* A fabrication warning, kept in the report and assembly.json. */
+#define warn(r, ...) \
+    d2_note((r)->warn[0], sizeof (r)->warn[0], MESH_MAX_WARN, &(r)->nwarn, __VA_ARGS__)
 
 /* What mesh_stack works on: the export, the printer and frame, the parts. */
 typedef struct stack_job {

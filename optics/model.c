@@ -47,15 +47,8 @@ void geom_default(d2_geom *g)
 
 void train_opts_default(d2_train_opts *t)
 {
-    memset(t, 0, sizeof *t);
-    snprintf(t->dataset, sizeof t->dataset, "mnist");
-    t->loss = LOSS_SOFTMAX;
-    t->temperature = 0.1;
-    t->lr = 0.01;
-    t->lr_decay = 0.7;
-    t->batch = 32;
-    t->epochs = 10;
-    t->seed = 1;
+    *t = (d2_train_opts){.dataset = "mnist", .loss = LOSS_SOFTMAX, .temperature = 0.1,
+                         .lr = 0.01, .lr_decay = 0.7, .batch = 32, .epochs = 10, .seed = 1};
 }
 
 double geom_memory_bytes(double n, int layers, int pad, int threads)
@@ -379,25 +372,18 @@ cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t)
     }
     cJSON *mat = cJSON_AddObjectToObject(root, "material");
     cJSON_AddBoolToObject(mat, "coupled", g->coupled);
-    cJSON_AddNumberToObject(mat, "index", g->index);
-    cJSON_AddNumberToObject(mat, "kappa", g->kappa);
-    cJSON_AddNumberToObject(mat, "base_mm", g->base_mm);
-    cJSON_AddNumberToObject(mat, "max_relief_mm", g->max_relief_mm);
+    cfg_add_numbers(mat, (const cfg_num_item[]){{"index", g->index}, {"kappa", g->kappa},
+                    {"base_mm", g->base_mm}, {"max_relief_mm", g->max_relief_mm}}, 4);
     cJSON *tr = cJSON_AddObjectToObject(root, "training");
     cJSON_AddStringToObject(tr, "loss", t->loss == LOSS_MSE ? "mse" : "softmax");
-    cJSON_AddNumberToObject(tr, "temperature", t->temperature);
-    cJSON_AddNumberToObject(tr, "learning_rate", t->lr);
-    cJSON_AddNumberToObject(tr, "lr_decay", t->lr_decay);
-    cJSON_AddNumberToObject(tr, "batch", t->batch);
-    cJSON_AddNumberToObject(tr, "epochs", t->epochs);
-    cJSON_AddNumberToObject(tr, "seed", (double)t->seed);
-    cJSON_AddNumberToObject(tr, "train_limit", t->train_limit);
-    cJSON_AddNumberToObject(tr, "test_limit", t->test_limit);
-    cJSON_AddNumberToObject(tr, "jitter_xy_mm", t->jitter_xy_mm);
-    cJSON_AddNumberToObject(tr, "jitter_z_mm", t->jitter_z_mm);
-    cJSON_AddNumberToObject(tr, "jitter_rotation_deg", t->jitter_rot_deg);
-    cJSON_AddNumberToObject(tr, "quantize_levels", t->quant_levels);
-    cJSON_AddNumberToObject(tr, "quantize_z_step_mm", t->quant_z_step_mm);
+    const cfg_num_item tn[] = {
+        {"temperature", t->temperature}, {"learning_rate", t->lr}, {"lr_decay", t->lr_decay},
+        {"batch", t->batch}, {"epochs", t->epochs}, {"seed", (double)t->seed},
+        {"train_limit", t->train_limit}, {"test_limit", t->test_limit},
+        {"jitter_xy_mm", t->jitter_xy_mm}, {"jitter_z_mm", t->jitter_z_mm},
+        {"jitter_rotation_deg", t->jitter_rot_deg}, {"quantize_levels", t->quant_levels},
+        {"quantize_z_step_mm", t->quant_z_step_mm}};
+    cfg_add_numbers(tr, tn, (int)(sizeof tn / sizeof tn[0]));
     return root;
 }
 
@@ -578,4 +564,13 @@ void input_from_image(const d2_geom *g, const float *img, int rows, int cols, fl
 void input_from_u8(const d2_geom *g, const unsigned char *img, int rows, int cols, float *out)
 {
     resample_input(g, NULL, img, rows, cols, out);
+}
+
+int config_load(const char *path, d2_geom *g, d2_train_opts *t, d2_err *e)
+{
+    cJSON *root = NULL;
+    int rc = cfg_load(path, &root, e);
+    if (!rc) rc = config_read(path, root, g, t, e);
+    cJSON_Delete(root);
+    return rc;
 }

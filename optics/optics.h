@@ -107,6 +107,8 @@ int geom_validate(const d2_geom *g, const char *file, d2_err *e);
 /* Reads a training config or a model.json's geometry/input/detector/material/
  * training sections into g and t (unknown keys are errors). */
 int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *t, d2_err *e);
+/* The same for the config file at path. */
+int config_load(const char *path, d2_geom *g, d2_train_opts *t, d2_err *e);
 /* Builds the JSON of g and t (sections "geometry", "input", "detector",
  * "material", "training"); caller owns the result. */
 cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t);

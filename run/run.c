@@ -727,15 +727,11 @@ static cJSON *tol_summary_json(const run_tol *t)
     cJSON_AddNumberToObject(o, "nominal_accuracy", t->nominal);
     cJSON_AddNumberToObject(o, "trials", t->trials);
     if (t->trials) {
-        cJSON_AddNumberToObject(o, "mean_accuracy", t->mean);
-        cJSON_AddNumberToObject(o, "std_accuracy", t->std);
-        cJSON_AddNumberToObject(o, "min_accuracy", t->min);
-        cJSON_AddNumberToObject(o, "max_accuracy", t->max);
-        cJSON_AddNumberToObject(o, "p90_accuracy", t->p90);
-        cJSON_AddNumberToObject(o, "p50_accuracy", t->p50);
-        cJSON_AddNumberToObject(o, "p10_accuracy", t->p10);
-        cJSON_AddNumberToObject(o, "spec_accuracy", t->spec);
-        cJSON_AddNumberToObject(o, "yield", t->yield);
+        const cfg_num_item mc[] = {
+            {"mean_accuracy", t->mean}, {"std_accuracy", t->std}, {"min_accuracy", t->min},
+            {"max_accuracy", t->max}, {"p90_accuracy", t->p90}, {"p50_accuracy", t->p50},
+            {"p10_accuracy", t->p10}, {"spec_accuracy", t->spec}, {"yield", t->yield}};
+        cfg_add_numbers(o, mc, (int)(sizeof mc / sizeof mc[0]));
         double ci[2] = {t->yield_lo, t->yield_hi};
         cJSON_AddItemToObject(o, "yield_interval", cJSON_CreateDoubleArray(ci, 2));
     }

@@ -206,14 +206,13 @@ TEST(pruned_propagator_matches_the_plain_padded_reference)
  * output intensity and every detector's energy agree. */
 TEST(network_forward_is_the_reference_propagation_gap_by_gap)
 {
+    const double gaps[4] = {5.0, 6.5, 4.0, 7.0};
     d2_geom g;
-    geom_default(&g);
+    geom_default(&g); /* pad 2 */
+    for (int k = 0; k < 4; k++) g.gap_mm[k] = gaps[k];
     g.n = 40;
     g.layers = 3;
-    g.pad = 2;
     g.pitch_mm = 0.4;
-    const double gaps[4] = {5.0, 6.5, 4.0, 7.0};
-    for (int k = 0; k <= g.layers; k++) g.gap_mm[k] = gaps[k];
     g.aperture_mm = 8.0;
     geom_layout_343(&g, 1.6, 3.2, 3.2);
     d2_err e = {0};

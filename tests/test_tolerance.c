@@ -285,11 +285,8 @@ static const char *quick_model(void)
     if (dir[0]) return dir;
     snprintf(dir, sizeof dir, "%s/quick", t_tmpdir());
     d2_model m = {0};
-    cJSON *root = NULL;
     d2_err e = {0};
-    CHECK(cfg_load("samples/quick.json", &root, &e) == 0);
-    CHECK(config_read("samples/quick.json", root, &m.g, &m.t, &e) == 0);
-    cJSON_Delete(root);
+    CHECK(config_load("samples/quick.json", &m.g, &m.t, &e) == 0);
     m.t.epochs = 1;
     m.t.train_limit = 2000;
     m.t.test_limit = 200;

@@ -320,11 +320,8 @@ TEST(short_mnist_training_clearly_beats_chance)
 {
     const char *data = dataset_default_dir();
     d2_model m = {0};
-    cJSON *root = NULL;
     d2_err e = {0};
-    CHECK(cfg_load("samples/quick.json", &root, &e) == 0);
-    CHECK(config_read("samples/quick.json", root, &m.g, &m.t, &e) == 0);
-    cJSON_Delete(root);
+    CHECK(config_load("samples/quick.json", &m.g, &m.t, &e) == 0);
     m.t.epochs = 1;
     /* Quick runs (valgrind) still reach some 65 %. */
     m.t.train_limit = t_quick() ? 800 : 3000;

@@ -107,8 +107,7 @@ void tol_config_default(tol_config *c)
     c->trials = 200;
     c->spec = -1;
     c->confidence = 0.95;
-    c->sensitivity = 1;
-    c->inverse = 1;
+    c->sensitivity = c->inverse = 1;
     c->inverse_draws = 4;
     c->stencil_threshold = 0.5;
     c->nscales = 1;

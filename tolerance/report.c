@@ -203,9 +203,8 @@ static cJSON *model_json(const tol_report *rep, const tol_result *r)
     add_num(o, "pitch_mm", s->m.g.pitch_mm);
     add_num(o, "wavelength_mm", s->m.g.wavelength_mm);
     cJSON *mat = cJSON_AddObjectToObject(o, "material");
-    add_num(mat, "index", s->index);
-    add_num(mat, "kappa", s->kappa);
-    add_num(mat, "base_mm", s->base_mm);
+    cfg_add_numbers(mat, (const cfg_num_item[]){{"index", s->index}, {"kappa", s->kappa},
+                    {"base_mm", s->base_mm}}, 3);
     cJSON_AddBoolToObject(mat, "absorbing", s->absorbing);
     add_num(mat, "z_step_mm", s->z_step_mm);
     cJSON_AddNumberToObject(o, "test_images", r->images);

@@ -386,21 +386,13 @@ void tol_sim_free(tol_sim *sim)
     if (!sim) return;
     net_free(sim->net);
     for (int l = 0; l < D2_MAX_LAYERS; l++) free(sim->t0[l]);
-    free(sim->sa);
-    free(sim->sb);
-    free(sim->dh);
-    free(sim->fa);
-    free(sim->fb);
-    if (sim->in)
-        for (int t = 0; t < sim->threads; t++) free(sim->in[t]);
-    if (sim->inten)
-        for (int t = 0; t < sim->threads; t++) free(sim->inten[t]);
-    free(sim->in);
-    free(sim->inten);
-    free(sim->det);
-    free(sim->st_bits);
-    free(sim->st_bad);
-    free(sim);
+    for (int t = 0; t < sim->threads; t++) {
+        if (sim->in) free(sim->in[t]);
+        if (sim->inten) free(sim->inten[t]);
+    }
+    void *bufs[] = {sim->sa,    sim->sb,  sim->dh,      sim->fa,     sim->fb, sim->in,
+                    sim->inten, sim->det, sim->st_bits, sim->st_bad, sim};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
 }
 
 tol_sim *tol_sim_new(const tol_stack *s, int threads, d2_err *e)

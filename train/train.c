@@ -26,11 +26,9 @@ int eval_argmax(const float *det, int ndet)
 cJSON *eval_to_json(const eval_result *r, int ndet)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "test_images", r->count);
-    cJSON_AddNumberToObject(o, "correct", r->correct);
-    cJSON_AddNumberToObject(o, "accuracy", r->accuracy);
-    cJSON_AddNumberToObject(o, "detector_efficiency", r->efficiency);
-    cJSON_AddNumberToObject(o, "output_efficiency", r->output_efficiency);
+    cfg_add_numbers(o, (const cfg_num_item[]){{"test_images", r->count}, {"correct", r->correct},
+                    {"accuracy", r->accuracy}, {"detector_efficiency", r->efficiency},
+                    {"output_efficiency", r->output_efficiency}}, 5);
     cJSON *pc = cJSON_AddArrayToObject(o, "class_accuracy");
     cJSON *cm = cJSON_AddArrayToObject(o, "confusion");
     for (int k = 0; k < ndet; k++) {
