@@ -198,24 +198,14 @@ static const char *const datasets[] = {"mnist", "fashion", NULL};
 static const char *const losses[] = {"softmax", "mse", NULL};
 static const char *const layouts[] = {"3-4-3", "custom", NULL};
 
-int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *t, d2_err *e)
+/* config_read's sections, each from its object (NULL: absent, defaults kept). */
+static int read_geometry(const char *path, const cJSON *geo, d2_geom *g, d2_err *e)
 {
-    geom_default(g);
-    train_opts_default(t);
-    cfg_ctx top = {path, ""};
-    int rc;
-    if ((rc = cfg_check_keys(&top, root, k_top, e))) return rc;
-    const cJSON *geo, *inp, *det, *mat, *tr;
-    if ((rc = cfg_object(&top, root, "geometry", &geo, e))) return rc;
-    if ((rc = cfg_object(&top, root, "input", &inp, e))) return rc;
-    if ((rc = cfg_object(&top, root, "detector", &det, e))) return rc;
-    if ((rc = cfg_object(&top, root, "material", &mat, e))) return rc;
-    if ((rc = cfg_object(&top, root, "training", &tr, e))) return rc;
-
     cfg_ctx cg = {path, "geometry"};
-    if ((rc = cfg_check_keys(&cg, geo, k_geom, e))) return rc;
     double f = 0, lam = 0, v;
     long iv;
+    int rc;
+    if ((rc = cfg_check_keys(&cg, geo, k_geom, e))) return rc;
     if ((rc = cfg_num(&cg, geo, "frequency_thz", 0, 0, 1e-3, 1e3, &f, e))) return rc;
     if ((rc = cfg_num(&cg, geo, "wavelength_mm", 0, 0, 1e-3, 1e3, &lam, e))) return rc;
     if (f > 0 && lam > 0 && fabs(opt_wavelength_mm(f) - lam) > 1e-3 * lam)
@@ -252,16 +242,26 @@ int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *
                 return rc;
         }
     }
+    return 0;
+}
 
+static int read_input(const char *path, const cJSON *inp, d2_geom *g, d2_train_opts *t, d2_err *e)
+{
     cfg_ctx ci = {path, "input"};
+    int rc;
     if ((rc = cfg_check_keys(&ci, inp, k_input, e))) return rc;
     if ((rc = cfg_num(&ci, inp, "aperture_mm", 0, g->aperture_mm, 1e-3, 1e5, &g->aperture_mm, e)))
         return rc;
     int ds = 0;
     if ((rc = cfg_enum(&ci, inp, "dataset", 0, 0, datasets, &ds, e))) return rc;
     snprintf(t->dataset, sizeof t->dataset, "%s", datasets[ds]);
+    return 0;
+}
 
+static int read_detector(const char *path, const cJSON *det, d2_geom *g, d2_err *e)
+{
     cfg_ctx cd = {path, "detector"};
+    int rc;
     if ((rc = cfg_check_keys(&cd, det, k_det, e))) return rc;
     int layout = 0;
     double size = 6.4, rowp = 16, colp = 16;
@@ -294,16 +294,27 @@ int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *
         }
         g->ndet = k;
     }
+    return 0;
+}
 
+static int read_material(const char *path, const cJSON *mat, d2_geom *g, d2_err *e)
+{
     cfg_ctx cm = {path, "material"};
+    int rc;
     if ((rc = cfg_check_keys(&cm, mat, k_mat, e))) return rc;
     if ((rc = cfg_bool(&cm, mat, "coupled", 0, 0, &g->coupled, e))) return rc;
     if ((rc = cfg_num(&cm, mat, "index", 0, g->index, 1.0 + 1e-6, 10, &g->index, e))) return rc;
     if ((rc = cfg_num(&cm, mat, "kappa", 0, g->kappa, 0, 10, &g->kappa, e))) return rc;
     if ((rc = cfg_num(&cm, mat, "base_mm", 0, g->base_mm, 0, 100, &g->base_mm, e))) return rc;
     if ((rc = cfg_num(&cm, mat, "max_relief_mm", 0, 0, 0, 100, &g->max_relief_mm, e))) return rc;
+    return 0;
+}
 
+static int read_training(const char *path, const cJSON *tr, d2_train_opts *t, d2_err *e)
+{
     cfg_ctx ct = {path, "training"};
+    long iv;
+    int rc;
     if ((rc = cfg_check_keys(&ct, tr, k_train, e))) return rc;
     int loss = 0;
     if ((rc = cfg_enum(&ct, tr, "loss", 0, 0, losses, &loss, e))) return rc;
@@ -338,6 +349,27 @@ int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *
                        "%s: keys \"training.quantize_levels\" and \"training.quantize_z_step_mm\": "
                        "give one of them",
                        path);
+    return 0;
+}
+
+int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *t, d2_err *e)
+{
+    geom_default(g);
+    train_opts_default(t);
+    cfg_ctx top = {path, ""};
+    int rc;
+    if ((rc = cfg_check_keys(&top, root, k_top, e))) return rc;
+    const cJSON *geo, *inp, *det, *mat, *tr;
+    if ((rc = cfg_object(&top, root, "geometry", &geo, e))) return rc;
+    if ((rc = cfg_object(&top, root, "input", &inp, e))) return rc;
+    if ((rc = cfg_object(&top, root, "detector", &det, e))) return rc;
+    if ((rc = cfg_object(&top, root, "material", &mat, e))) return rc;
+    if ((rc = cfg_object(&top, root, "training", &tr, e))) return rc;
+
+    if ((rc = read_geometry(path, geo, g, e)) || (rc = read_input(path, inp, g, t, e)) ||
+        (rc = read_detector(path, det, g, e)) || (rc = read_material(path, mat, g, e)) ||
+        (rc = read_training(path, tr, t, e)))
+        return rc;
     return geom_validate(g, path, e);
 }
 

@@ -157,15 +157,13 @@ void tol_config_quantize_printer(tol_config *c)
     c->quantize_printer = 1;
 }
 
-int tol_config_read(const char *path, const cJSON *root, tol_config *c, d2_err *e)
+/* tol_config_read's parts, each from the config object root. */
+static int read_settings(const char *path, const cJSON *root, tol_config *c, d2_err *e)
 {
     cfg_ctx top = {path, ""};
     int rc;
     long iv;
     double v;
-    if (!cJSON_IsObject(root))
-        return d2_fail(e, D2_EINPUT, "%s: expected a JSON object of tolerance settings", path);
-    if ((rc = cfg_check_keys(&top, root, k_top, e))) return rc;
     if ((rc = cfg_int(&top, root, "seed", 0, (long)c->seed, 0, 0x7fffffffL, &iv, e))) return rc;
     c->seed = (uint64_t)iv;
     if ((rc = cfg_int(&top, root, "trials", 0, c->trials, 0, TOL_MAX_TRIALS, &iv, e))) return rc;
@@ -193,12 +191,14 @@ int tol_config_read(const char *path, const cJSON *root, tol_config *c, d2_err *
     }
     const char *notes;
     if ((rc = cfg_str(&top, root, "notes", 0, "", &notes, e))) return rc;
+    return 0;
+}
 
-    int dist = TOL_UNIFORM;
-    if ((rc = cfg_enum(&top, root, "distribution", 0, TOL_UNIFORM, dists, &dist, e))) return rc;
-    for (int k = 0; k < TOL_NKINDS; k++) c->item[k].dist = dist;
-
-    /* Magnitudes: a number, or one number per layer for per-layer kinds. */
+/* Magnitudes: a number, or one number per layer for per-layer kinds. */
+static int read_magnitudes(const char *path, const cJSON *root, tol_config *c, d2_err *e)
+{
+    cfg_ctx top = {path, ""};
+    int rc;
     const char *seen[TOL_NKINDS] = {0};
     for (int i = 0; i < NMKEYS; i++) {
         const mkey *k = &mkeys[i];
@@ -247,7 +247,14 @@ int tol_config_read(const char *path, const cJSON *root, tol_config *c, d2_err *
                        "%s: key \"%s\" needs \"correlation_length_mm\" (the distance over which "
                        "the height error's autocorrelation falls to 1/e)",
                        path, seen[TOL_HEIGHT_CORR]);
+    return 0;
+}
 
+static int read_distributions(const char *path, const cJSON *root, int dist, tol_config *c,
+                              d2_err *e)
+{
+    cfg_ctx top = {path, ""};
+    int rc;
     const cJSON *ds;
     if ((rc = cfg_object(&top, root, "distributions", &ds, e))) return rc;
     if (ds) {
@@ -267,7 +274,13 @@ int tol_config_read(const char *path, const cJSON *root, tol_config *c, d2_err *
             c->item[kind].dist = d;
         }
     }
+    return 0;
+}
 
+static int read_input_mask(const char *path, const cJSON *root, tol_config *c, d2_err *e)
+{
+    cfg_ctx top = {path, ""};
+    int rc;
     const char *im = NULL;
     if ((rc = cfg_str(&top, root, "input_mask", 0, "none", &im, e))) return rc;
     if (strcmp(im, "none") && strcmp(im, "stencil"))
@@ -302,6 +315,24 @@ int tol_config_read(const char *path, const cJSON *root, tol_config *c, d2_err *
         if ((rc = d2_path_join(c->mask_png, sizeof c->mask_png, dir, mask, e))) return rc;
     }
     return 0;
+}
+
+int tol_config_read(const char *path, const cJSON *root, tol_config *c, d2_err *e)
+{
+    cfg_ctx top = {path, ""};
+    int rc;
+    if (!cJSON_IsObject(root))
+        return d2_fail(e, D2_EINPUT, "%s: expected a JSON object of tolerance settings",
+                       path);
+    if ((rc = cfg_check_keys(&top, root, k_top, e)) || (rc = read_settings(path, root, c, e)))
+        return rc;
+    int dist = TOL_UNIFORM;
+    if ((rc = cfg_enum(&top, root, "distribution", 0, TOL_UNIFORM, dists, &dist, e))) return rc;
+    for (int k = 0; k < TOL_NKINDS; k++) c->item[k].dist = dist;
+    if ((rc = read_magnitudes(path, root, c, e)) ||
+        (rc = read_distributions(path, root, dist, c, e)))
+        return rc;
+    return read_input_mask(path, root, c, e);
 }
 
 /* ---- limits ------------------------------------------------------------- */
