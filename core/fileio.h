@@ -58,7 +58,47 @@ int d2_path_inside(const char *dir, const char *name, const char *what, d2_err *
 /* Refuses, before anything is written, an output of about `bytes` bytes that
  * the file system holding dir (or its nearest existing parent) has no room
  * for: D2_EIO "DIR: WHAT needs about 12 GB of disk; the file system has 3 GB
- * free". 0 when it fits or the free space cannot be told. */
+ * free". 0 when it fits or the free space cannot be told. For tests of a
+ * full disk without one, $D2FAB_FREE_BYTES (a number of bytes) caps the free
+ * space it reports. */
 int d2_check_space(const char *dir, double bytes, const char *what, d2_err *e);
+
+
+/* The one checked open for every input file. Opens path read-only without
+ * blocking (O_NONBLOCK, so a FIFO without a writer or a device cannot hang
+ * the program), then refuses anything that is not a regular file: a folder,
+ * FIFO, socket or device gives D2_EINPUT "PATH: is a FIFO (named pipe);
+ * expected a regular file". A missing file is D2_EINPUT, other open errors
+ * D2_EIO, all naming path. Returns the descriptor (blocking mode restored,
+ * close-on-exec), or a negative D2_E* code. The caller closes it. */
+int d2_open_input(const char *path, d2_err *e);
+/* d2_open_input as a stdio stream ("rb") in *f (NULL on failure). 0 or the
+ * D2_E* code. The caller fcloses *f. */
+int d2_fopen_input(const char *path, FILE **f, d2_err *e);
+/* For libraries that open the file themselves (Assimp): d2_open_input and
+ * close. 0 or the D2_E* code. */
+int d2_check_input(const char *path, d2_err *e);
+
+/* Removes earlier output from folder dir: every regular file (or symbolic
+ * link, which is removed itself, never its target) directly inside dir for
+ * which own(name, ctx) returns 1. dir is opened without following a link
+ * (O_NOFOLLOW | O_DIRECTORY) and files are removed with unlinkat() relative
+ * to it, so nothing outside dir is ever touched: if dir is a symbolic link
+ * the call fails with D2_EINPUT "DIR is a symbolic link ...", if it is not a
+ * folder likewise. A missing dir is fine (0). Removal errors give D2_EIO
+ * naming the file. `what` names the files for messages ("the previous
+ * export's file"). */
+int d2_dir_clear(const char *dir, int (*own)(const char *name, void *ctx), void *ctx,
+                 const char *what, d2_err *e);
+/* 1 if name is a d2fab temporary ".NAME.tmp-XXXXXX" (a killed writer's). */
+int d2_is_temp_name(const char *name);
+
+/* Stopping on SIGINT / SIGTERM. d2_stop_signals() installs handlers that
+ * remove every output temporary still open (d2_out_open .. commit/abort),
+ * then end the process by the same signal (exit status 130 / 143 as the
+ * shell reports it), so a stopped command leaves the previous or no file,
+ * never a temporary. Called once by the command line, never by the
+ * library. */
+void d2_stop_signals(void);
 
 #endif
