@@ -553,11 +553,11 @@ int d2_is_temp_name(const char *name)
     return name[0] == '.' && t && !strncmp(t, ".tmp-", 5);
 }
 
-int d2_dir_clear(const char *dir, int (*own)(const char *name, void *ctx), void *ctx,
-                 const char *what, d2_err *e)
+int d2_dir_clear(const char *dir, int nofollow, int (*own)(const char *name, void *ctx),
+                 void *ctx, const char *what, d2_err *e)
 {
     if (!what) what = "earlier file";
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
     if (fd < 0) {
         int err = errno;
         struct stat st;

@@ -81,15 +81,16 @@ int d2_check_input(const char *path, d2_err *e);
 
 /* Removes earlier output from folder dir: every regular file (or symbolic
  * link, which is removed itself, never its target) directly inside dir for
- * which own(name, ctx) returns 1. dir is opened without following a link
- * (O_NOFOLLOW | O_DIRECTORY) and files are removed with unlinkat() relative
- * to it, so nothing outside dir is ever touched: if dir is a symbolic link
- * the call fails with D2_EINPUT "DIR is a symbolic link ...", if it is not a
- * folder likewise. A missing dir is fine (0). Removal errors give D2_EIO
+ * which own(name, ctx) returns 1. Files are removed with unlinkat() relative
+ * to the opened folder, so nothing outside dir is ever touched. With
+ * nofollow (a sub-folder the program chose, not one the user named) dir is
+ * opened with O_NOFOLLOW: if it is a symbolic link the call fails with
+ * D2_EINPUT "DIR is a symbolic link ..."; a dir that is not a folder fails
+ * likewise. A missing dir is fine (0). Removal errors give D2_EIO
  * naming the file. `what` names the files for messages ("the previous
  * export's file"). */
-int d2_dir_clear(const char *dir, int (*own)(const char *name, void *ctx), void *ctx,
-                 const char *what, d2_err *e);
+int d2_dir_clear(const char *dir, int nofollow, int (*own)(const char *name, void *ctx),
+                 void *ctx, const char *what, d2_err *e);
 /* 1 if name is a d2fab temporary ".NAME.tmp-XXXXXX" (a killed writer's). */
 int d2_is_temp_name(const char *name);
 

@@ -364,6 +364,57 @@ static int write_layer(const char *dir, int k, int n, const float *h, double sca
     return 0;
 }
 
+/* What a new export replaces: its own layer files beyond the new layer count
+ * and any file the previous export.json named that the new set does not
+ * hold, so two exports never share a folder. */
+typedef struct stale_export {
+    int layers;          /* the new export's */
+    int nold;
+    char old[3 * D2_MAX_LAYERS][64];
+} stale_export;
+
+/* k when name is layerK_height.npy, layerK_height.png or layerK_preview.png;
+ * else 0. */
+static int export_layer_file(const char *name)
+{
+    static const char *const suf[] = {"_height.npy", "_height.png", "_preview.png"};
+    if (strncmp(name, "layer", 5) || name[5] < '1' || name[5] > '9') return 0;
+    char *end;
+    long k = strtol(name + 5, &end, 10);
+    for (size_t i = 0; i < sizeof suf / sizeof *suf; i++)
+        if (!strcmp(end, suf[i])) return k > 0 && k < 1000000 ? (int)k : 0;
+    return 0;
+}
+
+static int stale_export_file(const char *name, void *ctx)
+{
+    const stale_export *s = ctx;
+    int k = export_layer_file(name);
+    if (k) return k > s->layers;
+    for (int i = 0; i < s->nold; i++)
+        if (!strcmp(name, s->old[i])) return 1;
+    return 0;
+}
+
+/* The plain file names a previous d2fab export.json lists. */
+static void old_export_files(const char *json_path, stale_export *s)
+{
+    static const char *const keys[] = {"heights_npy", "heights_png", "preview_png"};
+    cJSON *root = NULL;
+    if (cfg_load(json_path, &root, NULL)) return;
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format"), *it;
+    if (cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "d2fab-export"))
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(root, "layer_files"))
+            for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+                const cJSON *f = cJSON_GetObjectItemCaseSensitive(it, keys[i]);
+                if (s->nold < (int)(sizeof s->old / sizeof *s->old) && cJSON_IsString(f) &&
+                    f->valuestring[0] != '.' && !strchr(f->valuestring, '/') &&
+                    strlen(f->valuestring) < sizeof s->old[0])
+                    strcpy(s->old[s->nold++], f->valuestring);
+            }
+    cJSON_Delete(root);
+}
+
 int export_stack(const export_source *src, const export_opts *o, const char *out_dir,
                  export_report *r, d2_err *e)
 {
@@ -453,6 +504,8 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
     char json_path[PROFILE_PATH_MAX];
     if ((rc = d2_mkdir_p(out_dir, e))) goto fail;
     if ((rc = d2_path_join(json_path, sizeof json_path, out_dir, "export.json", e))) goto fail;
+    stale_export stale = {r->layers, 0, {{0}}};
+    old_export_files(json_path, &stale);
     if (unlink(json_path) != 0 && errno != ENOENT) {
         rc = d2_fail(e, D2_EIO, "%s: cannot remove the old export.json: %s", json_path,
                      strerror(errno));
@@ -466,6 +519,8 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
         if ((rc = write_layer(out_dir, k, r->n, h[k], png_scale[k], r->p.base_mm,
                               r->p.base_mm + r->period_mm, written, &nw, e)))
             goto fail;
+    if ((rc = d2_dir_clear(out_dir, 0, stale_export_file, &stale, "previous export's file", e)))
+        goto fail;
     if ((rc = cfg_write(json_path, json, e))) goto fail;
     rc = 0;
 fail:

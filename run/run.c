@@ -206,7 +206,7 @@ static int prepare_out(run_state *s, d2_err *e)
     }
     for (size_t i = 0; i < sizeof package_dirs / sizeof package_dirs[0]; i++) {
         if ((rc = out_path(s, package_dirs[i], p, sizeof p, e)) ||
-            (rc = d2_dir_clear(p, package_file, NULL, "previous run's file", e)))
+            (rc = d2_dir_clear(p, 1, package_file, NULL, "previous run's file", e)))
             return rc;
     }
     /* Earlier assembly files (any format). */
