@@ -225,7 +225,7 @@ int cmd_export(int argc, char **argv)
         case 'M': o.material = optarg; break;
         case O_PROFILES: o.profiles_dir = optarg; break;
         case 'f':
-            if (cli_num(CMD, "frequency-thz", optarg, 1e-4, 1e4, &o.frequency_thz)) return 1;
+            if (cli_freq_thz(CMD, optarg, 1e-4, 1e4, &o.frequency_thz)) return 1;
             if (!(o.frequency_thz > 0)) {
                 fprintf(stderr, "d2fab %s: --frequency-thz '%s': must be > 0\n", CMD, optarg);
                 return 1;

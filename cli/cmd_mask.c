@@ -191,7 +191,7 @@ int cmd_mask(int argc, char **argv)
         case 'P': printer = optarg; break;
         case 'M': material = optarg; break;
         case O_PROFILES: profiles = optarg; break;
-        case 'f': if (cli_num(CMD, "frequency-thz", optarg, 1e-3, 1e4, &freq)) return 1; break;
+        case 'f': if (cli_freq_thz(CMD, optarg, 1e-3, 1e4, &freq)) return 1; break;
         case O_FORMAT: {
             mesh_format mf;
             if (mesh_format_parse(optarg, &mf, &e)) {

@@ -153,6 +153,26 @@ static int resolve_params(const d2_model *m, const export_opts *o, export_report
     return exp_params_check(p, e);
 }
 
+/* A 2 pi relief thinner than one Z step prints as flat plates: the
+ * frequency (or wavelength) is then physically absurd for this printer,
+ * usually a unit mistake (400 typed for 400 GHz). An error, not a warning. */
+static int check_relief(const export_report *r, d2_err *e)
+{
+    const exp_params *p = &r->p;
+    if (!(p->z_step_mm > 0) || r->period_mm >= p->z_step_mm) return 0;
+    double f = EXP_LIGHT_MM_THZ / p->wavelength_mm;
+    /* period = wavelength / (n - 1) >= k Z steps <=> f <= c / ((n - 1) k z) */
+    double f1 = EXP_LIGHT_MM_THZ / ((p->index - 1) * p->z_step_mm);
+    return d2_fail(e, D2_EINPUT,
+                   "frequency %.6g THz (wavelength %.4g mm): a 2 pi phase step needs %.3g mm of "
+                   "relief in %s (n = %.4g), thinner than one %.4g mm Z step of the %s, so every "
+                   "plate would print flat. With this printer and material the frequency must "
+                   "be at most %.3g THz (one Z step per 2 pi), and below %.3g THz for 8 or more "
+                   "steps; the unit is THz (400 GHz is 0.4)",
+                   f, p->wavelength_mm, r->period_mm, r->material.name, p->index, p->z_step_mm,
+                   r->printer.name, f1, f1 / 8);
+}
+
 /* Pitch against the printer's lateral resolution and the plate against the
  * build volume: errors, or warnings with --force. */
 static int check_printer(const export_opts *o, double max_h, export_report *r, d2_err *e)
@@ -458,6 +478,7 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
                  ge.msg);
     }
     r->period_mm = exp_period_mm(r->p.wavelength_mm, r->p.index);
+    if ((rc = check_relief(r, e))) return rc;
     /* Heights never exceed base + one period (+ half a Z step of rounding). */
     if ((rc = check_printer(o, r->p.base_mm + r->period_mm + 0.5 * r->p.z_step_mm, r, e)))
         return rc;
