@@ -263,6 +263,16 @@ static int stage_model(run_state *s, d2_err *e)
     }
     if (rc) return rc;
     s->have_model = 1;
+    /* Room for the whole package before the long stages: previews, the
+     * export (heights, 16-bit and preview PNGs) and meshes of at least two
+     * facets a pixel, as parts and again in the assembly. */
+    {
+        double nn = (double)m->g.n * m->g.n, ps = preview_scale(m->g.n);
+        int block = (600 + m->g.n - 1) / m->g.n;
+        if (block > 16) block = 16;
+        double bytes = m->g.layers * nn * (3 * ps * ps + 4 + 2 + 3.0 * block * block + 200);
+        if ((rc = d2_check_space(s->o->out_dir, bytes + 1e6, "the print package", e))) return rc;
+    }
 
     /* Phase previews: the design as trained, wrapped to [0, 2 pi). */
     const d2_geom *g = &m->g;

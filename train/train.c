@@ -517,6 +517,14 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
 
     /* Refused before anything is loaded or allocated. */
     if ((rc = geom_check_memory(g, ro->threads > 0 ? ro->threads : d2_cpu_count(), e))) return rc;
+    /* Room for the model and, at the moment a new checkpoint is complete and
+     * the previous one not yet removed, two checkpoints (each the model plus
+     * Adam moments and unwrapped phases). */
+    double nnd = (double)nn, ps = n < 256 ? 2 : 1;
+    double model_b = L * (128 + 4 * nnd + 1.01 * (3 * nnd * ps * ps + n * ps)) + 65536;
+    if ((rc = d2_check_space(out_dir, 3 * model_b + 2 * 3 * (128 + 4 * nnd * L),
+                             "training (the model and two checkpoints)", e)))
+        return rc;
     if ((rc = dataset_load(ro->data_dir, t->dataset, 0, &tr, e))) return rc;
     if ((rc = dataset_load(ro->data_dir, t->dataset, 1, &te, e))) goto done;
     if (!(pool = d2_pool_new(ro->threads, e))) goto fail;
