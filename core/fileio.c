@@ -111,13 +111,21 @@ d2_out *d2_out_open(const char *path, d2_err *e)
     size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
     memcpy(o->tmp, path, dirlen);
     snprintf(o->tmp + dirlen, n + 16 - dirlen, ".%s.tmp-XXXXXX", path + dirlen);
-    int fd = mkostemp(o->tmp, O_CLOEXEC);
+    /* No SIGINT / SIGTERM between creating the temporary and registering
+     * it, so the handler always knows what to remove. */
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, &old);
+    int fd = mkostemp(o->tmp, O_CLOEXEC), err = errno;
+    if (fd >= 0) o->slot = tmp_register(o->tmp);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (fd < 0) {
         d2_fail(e, D2_EIO, "%s: cannot create a temporary file in its folder: %s", path,
-                strerror(errno));
+                strerror(err));
         goto fail;
     }
-    o->slot = tmp_register(o->tmp);
     (void)fchmod(fd, out_mode(path)); /* best effort: the data matters more */
     /* The lock lives as long as the open file; the duplicate keeps it past
      * fclose until the rename. Best effort: without flock (some network file
@@ -497,6 +505,11 @@ int d2_open_input(const char *path, d2_err *e)
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) {
         int err = errno;
+        struct stat st;
+        /* A socket cannot be opened at all (ENXIO): say what it is. */
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+            return d2_fail(e, D2_EINPUT, "%s: is %s; expected a regular file", path,
+                           kind_name(st.st_mode));
         int code = err == ENOENT || err == ENOTDIR || err == ELOOP || err == ENXIO ? D2_EINPUT
                                                                                   : D2_EIO;
         return d2_fail(e, code, "%s: cannot open: %s", path, strerror(err));
