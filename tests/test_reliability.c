@@ -1273,6 +1273,18 @@ TEST(sigterm_mid_mesh_and_mid_train_removes_temporaries_and_train_resumes)
     }
 }
 
+static char small_mount[1024];
+
+/* Unmounts the test's small tmpfs even when the test exits early. */
+static void umount_small(void)
+{
+    char cmd[1100];
+    if (!small_mount[0]) return;
+    snprintf(cmd, sizeof cmd, "umount '%s'", small_mount);
+    if (system(cmd) != 0) printf("  cannot unmount %s\n", small_mount);
+    small_mount[0] = 0;
+}
+
 /* A file system with too little room: train, mesh and run refuse before
  * writing, with the estimate and the free space. A real 256 kB tmpfs when
  * the test may mount one (root), else the D2FAB_FREE_BYTES cap. */
@@ -1284,6 +1296,10 @@ TEST(a_full_disk_refuses_train_mesh_and_run_up_front_with_the_estimate)
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=256k tmpfs '%s' 2>/dev/null", small);
     int mounted = geteuid() == 0 && system(cmd) == 0;
+    if (mounted) {
+        snprintf(small_mount, sizeof small_mount, "%s", small);
+        atexit(umount_small);
+    }
     if (!mounted) setenv("D2FAB_FREE_BYTES", "262144", 1);
     printf("  full disk: %s\n", mounted ? "a 256 kB tmpfs" : "simulated (D2FAB_FREE_BYTES=262144)");
 
@@ -1305,9 +1321,9 @@ TEST(a_full_disk_refuses_train_mesh_and_run_up_front_with_the_estimate)
     if (rc != 3) show("mesh", rc, out);
     CHECK(rc == 3 && strstr(out, "the meshes needs about") && !exists(pjoin(small, "m")));
 
-    const char *cfgdir = pjoin(small, "cfg");
+    const char *cfgdir = t_path("disk-cfg");
     CHECK(d2_mkdir_p(cfgdir, &e) == 0);
-    /* The model is the 40 x 40 sample of three layers written as phases. */
+    /* Two 60 x 60 phase maps, beside the config (not on the small disk). */
     phase_maps(cfgdir, 60, 2);
     t_write_text(pjoin(cfgdir, "run.json"),
                  "{\"phases\": {\"files\": [\"p1.npy\", \"p2.npy\"], \"pitch_mm\": 0.4, "
@@ -1319,8 +1335,8 @@ TEST(a_full_disk_refuses_train_mesh_and_run_up_front_with_the_estimate)
     CHECK(!exists(pjoin(small, "pkg/export")));
 
     if (mounted) {
-        snprintf(cmd, sizeof cmd, "umount '%s'", small);
-        CHECK(system(cmd) == 0);
+        umount_small();
+        CHECK(!small_mount[0]);
     } else {
         unsetenv("D2FAB_FREE_BYTES");
     }
