@@ -330,6 +330,25 @@ static int note_written(written *w, const char *path, d2_err *e)
     return 0;
 }
 
+/* A previous run's masks (d2fab's own names, mask_*.png and mask_* meshes)
+ * that this run did not write: removed before the new summary.json, so two
+ * runs never share a folder. */
+static int stale_mask_file(const char *name, void *ctx)
+{
+    static const char *const ext[] = {".png", ".stl", ".3mf", ".obj", ".ply", ".glb"};
+    const written *w = ctx;
+    const char *dot = strrchr(name, '.');
+    int own = 0;
+    if (strncmp(name, "mask_", 5) || !dot) return 0;
+    for (size_t i = 0; i < sizeof ext / sizeof *ext; i++) own |= !strcmp(dot, ext[i]);
+    if (!own) return 0;
+    for (int i = 0; i < w->n; i++) {
+        const char *b = strrchr(w->path[i], '/');
+        if (!strcmp(b ? b + 1 : w->path[i], name)) return 0;
+    }
+    return 1;
+}
+
 int mask_run(const d2_model *m, const mask_source *src, int count, const mask_opts *o,
              const char *out_dir, mask_result *res, mask_run_report *rep, d2_err *e)
 {
@@ -429,6 +448,13 @@ int mask_run(const d2_model *m, const mask_source *src, int count, const mask_op
     /* pass 2: write */
     if ((rc = d2_mkdir_p(out_dir, e))) goto fail;
     char path[1024];
+    /* The index goes first and comes back last (as export.json). */
+    if ((rc = d2_path_join(path, sizeof path, out_dir, "summary.json", e))) goto fail;
+    if (unlink(path) != 0 && errno != ENOENT) {
+        rc = d2_fail(e, D2_EIO, "%s: cannot remove the old summary.json: %s", path,
+                     strerror(errno));
+        goto fail;
+    }
     for (int i = 0; i < count; i++) {
         const mask_source *s = src + i;
         mask_result *r = res + i;
@@ -470,6 +496,8 @@ int mask_run(const d2_model *m, const mask_source *src, int count, const mask_op
     rc = d2_out_commit(jl, e);
     jl = NULL;
     if (rc || (rc = note_written(&wr, path, e))) goto fail;
+    if ((rc = d2_dir_clear(out_dir, 0, stale_mask_file, &wr, "previous run's mask", e)))
+        goto fail;
     if ((rc = d2_path_join(path, sizeof path, out_dir, "summary.json", e))) goto fail;
     if (!(sum = summary_json(rep, o, g, m, count))) {
         rc = d2_fail(e, D2_EIO, "out of memory (summary.json)");

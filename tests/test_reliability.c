@@ -1212,6 +1212,42 @@ TEST(a_smaller_export_or_mesh_over_a_larger_one_leaves_none_of_the_old_files)
     CHECK(n == 3 + 2 + 2 + 1); /* input, layer1..3, detector, assembly.3mf/.json, notes */
 }
 
+/* Every stage keeps its folder to one run: a shallower model saved over a
+ * deeper one's files, and fewer masks over more. */
+TEST(a_shallower_model_or_fewer_masks_leave_none_of_the_old_files)
+{
+    const char *model = t_path("stale-model"), *out;
+    d2_err e = {0};
+    CHECK(d2_mkdir_p(model, &e) == 0);
+    /* A previous 3-layer model's third layer, and a file of someone else's. */
+    t_write_text(pjoin(model, "layer3.npy"), "old");
+    t_write_text(pjoin(model, "layer3.png"), "old");
+    t_write_text(pjoin(model, "layer3-notes.txt"), "mine");
+    small_model(model); /* 2 layers */
+    CHECK(!exists(pjoin(model, "layer3.npy")) && !exists(pjoin(model, "layer3.png")));
+    CHECK(exists(pjoin(model, "layer2.npy")) && exists(pjoin(model, "layer3-notes.txt")));
+
+    /* Masks of two images, then of one: the other's files go. */
+    const char *masks = t_path("stale-masks");
+    uint8_t px[3 * 4 * 4];
+    for (int i = 0; i < 48; i++) px[i] = (uint8_t)(i % 5 == 0 ? 255 : 0);
+    CHECK(img_write_rgb8(t_path("stale-a.png"), 4, 4, px, &e) == 0);
+    CHECK(img_write_rgb8(t_path("stale-b.png"), 4, 4, px, &e) == 0);
+    const char *two[] = {"mask", "--model", model, "--out", masks, "--image", t_path("stale-a.png"),
+                         "--image", t_path("stale-b.png"), "--label", "1", "-q", NULL};
+    const char *one[] = {"mask", "--model", model, "--out", masks, "--image", t_path("stale-a.png"),
+                         "--label", "1", "-q", NULL};
+    int rc = run(two, &out);
+    if (rc) show("mask of two images", rc, out);
+    CHECK(rc == 0 && exists(pjoin(masks, "mask_stale-b.png")));
+    t_write_text(pjoin(masks, "notes.txt"), "mine");
+    rc = run(one, &out);
+    if (rc) show("mask of one image", rc, out);
+    CHECK(rc == 0 && exists(pjoin(masks, "mask_stale-a.png")));
+    CHECK(!exists(pjoin(masks, "mask_stale-b.png")) && !exists(pjoin(masks, "mask_stale-b.stl")));
+    CHECK(exists(pjoin(masks, "notes.txt")) && exists(pjoin(masks, "summary.json")));
+}
+
 /* SIGTERM or SIGINT while mesh writes, and while training writes a
  * checkpoint: exit status 143 / 130, no temporary left (before the fix the
  * default action left them), and the stopped training resumes to the model
@@ -1473,6 +1509,7 @@ int main(void)
     RUN(a_fifo_socket_or_device_as_any_layer_file_is_refused_without_hanging);
     RUN(an_idx_test_set_with_no_images_is_bad_input_naming_the_file);
     RUN(a_smaller_export_or_mesh_over_a_larger_one_leaves_none_of_the_old_files);
+    RUN(a_shallower_model_or_fewer_masks_leave_none_of_the_old_files);
     RUN(sigterm_mid_mesh_and_mid_train_removes_temporaries_and_train_resumes);
     RUN(a_full_disk_refuses_train_mesh_and_run_up_front_with_the_estimate);
     RUN(absurd_frequencies_are_errors_that_say_what_they_mean_in_mm);
