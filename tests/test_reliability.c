@@ -1246,6 +1246,18 @@ TEST(a_shallower_model_or_fewer_masks_leave_none_of_the_old_files)
     CHECK(rc == 0 && exists(pjoin(masks, "mask_stale-a.png")));
     CHECK(!exists(pjoin(masks, "mask_stale-b.png")) && !exists(pjoin(masks, "mask_stale-b.stl")));
     CHECK(exists(pjoin(masks, "notes.txt")) && exists(pjoin(masks, "summary.json")));
+
+    /* A fresh training over a longer one's checkpoints: only its own remain. */
+    const char *tdir = t_path("stale-train");
+    const char *t2[] = {"train", "--config", "samples/quick.json", "--out", tdir, "--limit", "64",
+                        "--test-limit", "32", "--epochs", "2", "-q", NULL};
+    const char *t1[] = {"train", "--config", "samples/quick.json", "--out", tdir, "--limit", "64",
+                        "--test-limit", "32", "--epochs", "1", "-q", NULL};
+    CHECK(run(t2, &out) == 0 && exists(pjoin(tdir, "checkpoints/epoch-0002")));
+    rc = run(t1, &out);
+    if (rc) show("train of 1 epoch", rc, out);
+    CHECK(rc == 0 && exists(pjoin(tdir, "checkpoints/epoch-0001/phase.npy")));
+    CHECK(!exists(pjoin(tdir, "checkpoints/epoch-0002")));
 }
 
 /* SIGTERM or SIGINT while mesh writes, and while training writes a
