@@ -137,8 +137,8 @@ static int clear_files(const char *dir, const char *prefix, d2_err *e)
  * temporaries. Anything else (a file someone put there) is left alone. */
 static int package_file(const char *name, void *ctx)
 {
-    static const char *const ext[] = {".npy", ".png", ".json", ".csv", ".stl", ".3mf",
-                                      ".obj", ".ply", ".off", ".txt", ".html"};
+    static const char *const ext[] = {".npy", ".png", ".json", ".jsonl", ".csv", ".stl",
+                                      ".3mf", ".obj", ".ply", ".glb", ".txt", ".html"};
     (void)ctx;
     if (d2_is_temp_name(name)) return 1;
     if (name[0] == '.') return 0;
