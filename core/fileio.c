@@ -10,6 +10,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 struct d2_out {
@@ -29,6 +30,10 @@ struct d2_out {
 #define TMP_SLOTS 64
 static char tmp_slot[TMP_SLOTS][PATH_MAX];
 static int tmp_used[TMP_SLOTS];
+/* Writers between creating a temporary and registering it, and whether a
+ * stop signal has come: the handler waits for the first to drain, and no
+ * writer starts once it is set (the signal may run on any thread). */
+static int tmp_creating, tmp_stopping;
 
 static int tmp_register(const char *tmp)
 {
@@ -118,8 +123,14 @@ d2_out *d2_out_open(const char *path, d2_err *e)
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop, &old);
-    int fd = mkostemp(o->tmp, O_CLOEXEC), err = errno;
-    if (fd >= 0) o->slot = tmp_register(o->tmp);
+    __atomic_add_fetch(&tmp_creating, 1, __ATOMIC_SEQ_CST);
+    int fd = -1, err = EINTR;
+    if (!__atomic_load_n(&tmp_stopping, __ATOMIC_SEQ_CST)) {
+        fd = mkostemp(o->tmp, O_CLOEXEC);
+        err = errno;
+        if (fd >= 0) o->slot = tmp_register(o->tmp);
+    }
+    __atomic_sub_fetch(&tmp_creating, 1, __ATOMIC_SEQ_CST);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (fd < 0) {
         d2_fail(e, D2_EIO, "%s: cannot create a temporary file in its folder: %s", path,
@@ -610,6 +621,13 @@ int d2_dir_clear(const char *dir, int nofollow, int (*own)(const char *name, voi
 
 static void stop_handler(int sig)
 {
+    /* Another thread may be between mkostemp and registering: wait for it
+     * (it runs on; at most about a second), and let no new one start. */
+    __atomic_store_n(&tmp_stopping, 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < 10000 && __atomic_load_n(&tmp_creating, __ATOMIC_SEQ_CST); i++) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
     for (int i = 0; i < TMP_SLOTS; i++)
         if (__atomic_load_n(&tmp_used[i], __ATOMIC_ACQUIRE) == 1) unlink(tmp_slot[i]);
     signal(sig, SIG_DFL);
