@@ -307,8 +307,8 @@ int d2_read_file(const char *path, size_t max_bytes, char **buf, size_t *n, d2_e
                      (long long)st.st_size, max_bytes);
         goto done;
     }
-    /* Read in chunks up to max_bytes + 1 so pipes and files that grow while
-     * being read are bounded too. */
+    /* Read in chunks up to max_bytes + 1 so files that grow while being read
+     * are bounded too. */
     size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 65536, len = 0;
     if (cap > max_bytes + 1) cap = max_bytes + 1;
     b = d2_malloc(cap + 1, path, e);

@@ -35,7 +35,8 @@ int d2_write_file(const char *path, const void *buf, size_t n, d2_err *e);
 
 /* Reads a whole file into a malloc'ed buffer (NUL-terminated, *n excludes the
  * NUL; n may be NULL). Refuses files larger than max_bytes. Caller frees *buf.
- * Fails with D2_EINPUT (missing file, a folder, over the limit) or D2_EIO
+ * Opens through d2_open_input. Fails with D2_EINPUT (missing file, a folder,
+ * FIFO, socket or device, over the limit) or D2_EIO
  * (read error, memory), naming path; *buf is NULL then. */
 int d2_read_file(const char *path, size_t max_bytes, char **buf, size_t *n, d2_err *e);
 
