@@ -1213,8 +1213,9 @@ TEST(a_smaller_export_or_mesh_over_a_larger_one_leaves_none_of_the_old_files)
 }
 
 /* Every stage keeps its folder to one run: a shallower model saved over a
- * deeper one's files, and fewer masks over more. */
-TEST(a_shallower_model_or_fewer_masks_leave_none_of_the_old_files)
+ * deeper one's files, fewer masks over more, a fresh training over a longer
+ * one's checkpoints, a tolerance study without plots over one with them. */
+TEST(every_other_stage_leaves_none_of_a_previous_runs_files)
 {
     const char *model = t_path("stale-model"), *out;
     d2_err e = {0};
@@ -1258,6 +1259,22 @@ TEST(a_shallower_model_or_fewer_masks_leave_none_of_the_old_files)
     if (rc) show("train of 1 epoch", rc, out);
     CHECK(rc == 0 && exists(pjoin(tdir, "checkpoints/epoch-0001/phase.npy")));
     CHECK(!exists(pjoin(tdir, "checkpoints/epoch-0002")));
+
+    /* A tolerance study without Monte Carlo or scans after one with them:
+     * the old plots go with it. */
+    const char *tol = t_path("stale-tol");
+    const char *full[] = {"tolerance", "--model", model, "--out", tol, "--lateral-mm", "0.1",
+                          "--limit", "20", "--trials", "2", "--threads", "2", "-q", NULL};
+    const char *bare[] = {"tolerance", "--model", model, "--out", tol, "--lateral-mm", "0.1",
+                          "--limit", "20", "--trials", "0", "--no-inverse", "--threads", "2",
+                          "-q", NULL};
+    rc = run(full, &out);
+    if (rc) show("tolerance", rc, out);
+    CHECK(rc == 0 && exists(pjoin(tol, "yield.png")) && has_prefix_file(tol, "scan_"));
+    rc = run(bare, &out);
+    if (rc) show("tolerance without plots", rc, out);
+    CHECK(rc == 0 && exists(pjoin(tol, "report.json")));
+    CHECK(!exists(pjoin(tol, "yield.png")) && !has_prefix_file(tol, "scan_"));
 }
 
 /* SIGTERM or SIGINT while mesh writes, and while training writes a
@@ -1521,7 +1538,7 @@ int main(void)
     RUN(a_fifo_socket_or_device_as_any_layer_file_is_refused_without_hanging);
     RUN(an_idx_test_set_with_no_images_is_bad_input_naming_the_file);
     RUN(a_smaller_export_or_mesh_over_a_larger_one_leaves_none_of_the_old_files);
-    RUN(a_shallower_model_or_fewer_masks_leave_none_of_the_old_files);
+    RUN(every_other_stage_leaves_none_of_a_previous_runs_files);
     RUN(sigterm_mid_mesh_and_mid_train_removes_temporaries_and_train_resumes);
     RUN(a_full_disk_refuses_train_mesh_and_run_up_front_with_the_estimate);
     RUN(absurd_frequencies_are_errors_that_say_what_they_mean_in_mm);
