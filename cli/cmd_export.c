@@ -199,7 +199,7 @@ static int export_option(int c, const char *arg, export_opts *o)
     long lv;
     switch (c) {
     case 'f':
-        if (cli_num(CMD, "frequency-thz", arg, 1e-4, 1e4, &o->frequency_thz)) return 1;
+        if (cli_freq_thz(CMD, arg, 1e-4, 1e4, &o->frequency_thz)) return 1;
         if (!(o->frequency_thz > 0)) {
             fprintf(stderr, "d2fab %s: --frequency-thz '%s': must be > 0\n", CMD, arg);
             return 1;

@@ -164,7 +164,7 @@ static int mask_parse(int argc, char **argv, mask_args *a)
         case 'M': a->q.material = optarg; break;
         case O_PROFILES: a->q.profiles_dir = optarg; break;
         case 'f':
-            if (cli_num(CMD, "frequency-thz", optarg, 1e-3, 1e4, &a->q.frequency_thz)) return 1;
+            if (cli_freq_thz(CMD, optarg, 1e-3, 1e4, &a->q.frequency_thz)) return 1;
             break;
         case O_FORMAT: {
             mesh_format mf;

@@ -48,7 +48,7 @@ int cmd_propagate(int argc, char **argv)
         case 'o': out = optarg; break;
         case 'z': if (cli_num("propagate", "distance-mm", optarg, -1e6, 1e6, &z)) return 1; break;
         case 'w': if (cli_num("propagate", "wavelength-mm", optarg, 1e-6, 1e4, &lam)) return 1; break;
-        case 'f': if (cli_num("propagate", "frequency-thz", optarg, 1e-6, 1e6, &f)) return 1; break;
+        case 'f': if (cli_freq_thz("propagate", optarg, 1e-6, 1e6, &f)) return 1; break;
         case 'p': if (cli_num("propagate", "pitch-mm", optarg, 1e-6, 1e4, &pitch)) return 1; break;
         case 'P': if (cli_int("propagate", "pad", optarg, 2, 4, &pad)) return 1; break;
         case 'h': help(stdout); return 0;

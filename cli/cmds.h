@@ -20,6 +20,9 @@ int cli_error(const char *cmd, int code, const char *msg);
 /* Parses a number option: whole string, finite, in [lo, hi]; on failure
  * prints which option, the value and the range and returns -1. */
 int cli_num(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+/* cli_num for --frequency-thz: a value above hi (4e11, a frequency in Hz)
+ * says that the unit is THz. */
+int cli_freq_thz(const char *cmd, const char *s, double lo, double hi, double *out);
 int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out);
 /* Loads a model directory (model.json) or an export directory (export.json:
  * the heights that will be printed, as phases and amplitudes). */

@@ -8,6 +8,7 @@
 
 #include "cli/cmds.h"
 #include "core/err.h"
+#include "core/fileio.h"
 #include "export/export.h"
 #include "optics/optics.h"
 
@@ -70,6 +71,21 @@ int cli_num(const char *cmd, const char *opt, const char *s, double lo, double h
     return 0;
 }
 
+int cli_freq_thz(const char *cmd, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end != s && !*end && !errno && isfinite(v) && v > hi) {
+        /* 4e11 or 400e9: a frequency in Hz typed where THz are meant. */
+        fprintf(stderr, "d2fab %s: --frequency-thz '%s': the unit is THz; %g THz is far beyond "
+                "any printable optics (allowed: [%g, %g] THz). If you meant %g Hz, that is "
+                "%.6g THz\n", cmd, s, v, lo, hi, v, v / 1e12);
+        return -1;
+    }
+    return cli_num(cmd, "frequency-thz", s, lo, hi, out);
+}
+
 int cli_int(const char *cmd, const char *opt, const char *s, long lo, long hi, long *out)
 {
     char *end;
@@ -91,6 +107,9 @@ int cli_load_model(const char *dir, d2_model *m, d2_err *e)
 
 int main(int argc, char **argv)
 {
+    /* SIGINT / SIGTERM remove the temporaries being written, then end the
+     * process by that signal (130 / 143). */
+    d2_stop_signals();
     if (argc < 2) {
         usage(stderr);
         return 1;

@@ -4,20 +4,59 @@
 #include <fcntl.h>
 #include <dirent.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 struct d2_out {
     FILE *fp;
     char *tmp;  /* temporary file beside dst */
     char *dst;
+    int slot;   /* its entry in tmp_slot, -1 if none */
     int lockfd; /* holds an flock on the temporary until it is renamed or
                    removed, so clean_stale() knows the writer is alive */
 };
+
+/* The temporaries being written, for the SIGINT / SIGTERM handler to remove
+ * (it may only read these and call unlink). tmp_used: 0 free, 2 being filled
+ * or emptied, 1 live. A writer that finds no free slot goes unregistered: its
+ * temporary may outlive a signal, and the next write of that file removes
+ * it. */
+#define TMP_SLOTS 64
+static char tmp_slot[TMP_SLOTS][PATH_MAX];
+static int tmp_used[TMP_SLOTS];
+/* Writers between creating a temporary and registering it, and whether a
+ * stop signal has come: the handler waits for the first to drain, and no
+ * writer starts once it is set (the signal may run on any thread). */
+static int tmp_creating, tmp_stopping;
+
+static int tmp_register(const char *tmp)
+{
+    if (strlen(tmp) >= PATH_MAX) return -1;
+    for (int i = 0; i < TMP_SLOTS; i++) {
+        int want = 0;
+        if (__atomic_compare_exchange_n(&tmp_used[i], &want, 2, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED)) {
+            strcpy(tmp_slot[i], tmp);
+            __atomic_store_n(&tmp_used[i], 1, __ATOMIC_RELEASE);
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void tmp_unregister(int i)
+{
+    if (i < 0) return;
+    __atomic_store_n(&tmp_used[i], 2, __ATOMIC_RELEASE);
+    tmp_slot[i][0] = 0;
+    __atomic_store_n(&tmp_used[i], 0, __ATOMIC_RELEASE);
+}
 
 /* Mode for a new output file: the existing file's permissions when replacing
  * one (so a rewrite does not change them), otherwise 0666 & ~umask like
@@ -64,6 +103,7 @@ d2_out *d2_out_open(const char *path, d2_err *e)
     o = d2_calloc(1, sizeof *o, "output handle", e);
     if (!o) return NULL;
     o->lockfd = -1;
+    o->slot = -1;
     o->dst = strdup(path);
     /* ".NAME.tmp-XXXXXX" in the same folder, so rename() stays on one file
      * system and is atomic; the dot hides leftovers after a SIGKILL. */
@@ -76,10 +116,25 @@ d2_out *d2_out_open(const char *path, d2_err *e)
     size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
     memcpy(o->tmp, path, dirlen);
     snprintf(o->tmp + dirlen, n + 16 - dirlen, ".%s.tmp-XXXXXX", path + dirlen);
-    int fd = mkostemp(o->tmp, O_CLOEXEC);
+    /* No SIGINT / SIGTERM between creating the temporary and registering
+     * it, so the handler always knows what to remove. */
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, &old);
+    __atomic_add_fetch(&tmp_creating, 1, __ATOMIC_SEQ_CST);
+    int fd = -1, err = EINTR;
+    if (!__atomic_load_n(&tmp_stopping, __ATOMIC_SEQ_CST)) {
+        fd = mkostemp(o->tmp, O_CLOEXEC);
+        err = errno;
+        if (fd >= 0) o->slot = tmp_register(o->tmp);
+    }
+    __atomic_sub_fetch(&tmp_creating, 1, __ATOMIC_SEQ_CST);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (fd < 0) {
         d2_fail(e, D2_EIO, "%s: cannot create a temporary file in its folder: %s", path,
-                strerror(errno));
+                strerror(err));
         goto fail;
     }
     (void)fchmod(fd, out_mode(path)); /* best effort: the data matters more */
@@ -92,6 +147,7 @@ d2_out *d2_out_open(const char *path, d2_err *e)
         d2_fail(e, D2_EIO, "%s: %s", path, strerror(errno));
         close(fd);
         unlink(o->tmp);
+        tmp_unregister(o->slot);
         goto fail;
     }
     return o;
@@ -106,6 +162,7 @@ FILE *d2_out_fp(d2_out *o) { return o->fp; }
 
 static void out_free(d2_out *o)
 {
+    tmp_unregister(o->slot);
     if (o->lockfd >= 0) close(o->lockfd);
     free(o->tmp);
     free(o->dst);
@@ -234,11 +291,8 @@ int d2_read_file(const char *path, size_t max_bytes, char **buf, size_t *n, d2_e
     char *b = NULL;
     *buf = NULL;
     if (n) *n = 0;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        int code = errno == ENOENT || errno == ENOTDIR ? D2_EINPUT : D2_EIO;
-        return d2_fail(e, code, "%s: cannot open: %s", path, strerror(errno));
-    }
+    int fd = d2_open_input(path, e);
+    if (fd < 0) return fd;
     struct stat st;
     if (fstat(fd, &st) != 0) {
         d2_fail(e, D2_EIO, "%s: %s", path, strerror(errno));
@@ -253,8 +307,8 @@ int d2_read_file(const char *path, size_t max_bytes, char **buf, size_t *n, d2_e
                      (long long)st.st_size, max_bytes);
         goto done;
     }
-    /* Read in chunks up to max_bytes + 1 so pipes and files that grow while
-     * being read are bounded too. */
+    /* Read in chunks up to max_bytes + 1 so files that grow while being read
+     * are bounded too. */
     size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 65536, len = 0;
     if (cap > max_bytes + 1) cap = max_bytes + 1;
     b = d2_malloc(cap + 1, path, e);
@@ -424,6 +478,12 @@ int d2_check_space(const char *dir, double bytes, const char *what, d2_err *e)
         else *slash = 0;
     }
     double avail = (double)vfs.f_bavail * (double)vfs.f_frsize;
+    const char *cap = getenv("D2FAB_FREE_BYTES");
+    if (cap && *cap) {
+        char *end;
+        double v = strtod(cap, &end);
+        if (end != cap && !*end && v >= 0 && v < avail) avail = v;
+    }
     if (bytes > avail) {
         char need[32], have[32];
         fmt_bytes(need, sizeof need, bytes);
@@ -432,4 +492,156 @@ int d2_check_space(const char *dir, double bytes, const char *what, d2_err *e)
                        dir, what ? what : "the output", need, have);
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The checked open of input files
+ * ---------------------------------------------------------------------- */
+
+static const char *kind_name(mode_t m)
+{
+    if (S_ISDIR(m)) return "a folder";
+    if (S_ISFIFO(m)) return "a FIFO (named pipe)";
+    if (S_ISSOCK(m)) return "a socket";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    return "not a regular file";
+}
+
+int d2_open_input(const char *path, d2_err *e)
+{
+    if (!path || !*path) return d2_fail(e, D2_EINPUT, "empty input file name");
+    /* O_NONBLOCK: opening a FIFO without a writer (or some devices) would
+     * otherwise wait forever, before fstat could say what it is. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        struct stat st;
+        /* A socket cannot be opened at all (ENXIO): say what it is. */
+        if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+            return d2_fail(e, D2_EINPUT, "%s: is %s; expected a regular file", path,
+                           kind_name(st.st_mode));
+        int code = err == ENOENT || err == ENOTDIR || err == ELOOP || err == ENXIO ? D2_EINPUT
+                                                                                  : D2_EIO;
+        return d2_fail(e, code, "%s: cannot open: %s", path, strerror(err));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        close(fd);
+        return d2_fail(e, D2_EIO, "%s: %s", path, strerror(err));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return d2_fail(e, D2_EINPUT, "%s: is %s; expected a regular file", path,
+                       kind_name(st.st_mode));
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int err = errno;
+        close(fd);
+        return d2_fail(e, D2_EIO, "%s: %s", path, strerror(err));
+    }
+    return fd;
+}
+
+int d2_fopen_input(const char *path, FILE **f, d2_err *e)
+{
+    *f = NULL;
+    int fd = d2_open_input(path, e);
+    if (fd < 0) return fd;
+    if (!(*f = fdopen(fd, "rb"))) {
+        int err = errno;
+        close(fd);
+        return d2_fail(e, D2_EIO, "%s: %s", path, strerror(err));
+    }
+    return 0;
+}
+
+int d2_check_input(const char *path, d2_err *e)
+{
+    int fd = d2_open_input(path, e);
+    if (fd < 0) return fd;
+    close(fd);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Removing earlier output
+ * ---------------------------------------------------------------------- */
+
+int d2_is_temp_name(const char *name)
+{
+    size_t n = strlen(name);
+    const char *t = n > 12 ? name + n - 11 : NULL;
+    return name[0] == '.' && t && !strncmp(t, ".tmp-", 5);
+}
+
+int d2_dir_clear(const char *dir, int nofollow, int (*own)(const char *name, void *ctx),
+                 void *ctx, const char *what, d2_err *e)
+{
+    if (!what) what = "earlier file";
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+    if (fd < 0) {
+        int err = errno;
+        struct stat st;
+        if (err == ENOENT) return 0;
+        if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
+            return d2_fail(e, D2_EINPUT, "%s is a symbolic link: d2fab clears and writes only "
+                           "real folders inside its output (remove the link)", dir);
+        if (err == ENOTDIR)
+            return d2_fail(e, D2_EINPUT, "%s is not a folder: remove it or choose another "
+                           "output", dir);
+        return d2_fail(e, D2_EIO, "%s: %s", dir, strerror(err));
+    }
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int err = errno;
+        close(fd);
+        return d2_fail(e, D2_EIO, "%s: %s", dir, strerror(err));
+    }
+    int rc = 0;
+    for (struct dirent *de; !rc && (de = readdir(d));) {
+        struct stat st;
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        if (!own(de->d_name, ctx)) continue;
+        if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) continue;
+        if (unlinkat(fd, de->d_name, 0) != 0 && errno != ENOENT)
+            rc = d2_fail(e, D2_EIO, "%s/%s: cannot remove the %s: %s", dir, de->d_name, what,
+                         strerror(errno));
+    }
+    closedir(d);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * SIGINT / SIGTERM
+ * ---------------------------------------------------------------------- */
+
+static void stop_handler(int sig)
+{
+    /* Another thread may be between mkostemp and registering: wait for it
+     * (it runs on; at most about a second), and let no new one start. */
+    __atomic_store_n(&tmp_stopping, 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < 10000 && __atomic_load_n(&tmp_creating, __ATOMIC_SEQ_CST); i++) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < TMP_SLOTS; i++)
+        if (__atomic_load_n(&tmp_used[i], __ATOMIC_ACQUIRE) == 1) unlink(tmp_slot[i]);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void d2_stop_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = stop_handler;
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }

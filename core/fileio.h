@@ -35,7 +35,8 @@ int d2_write_file(const char *path, const void *buf, size_t n, d2_err *e);
 
 /* Reads a whole file into a malloc'ed buffer (NUL-terminated, *n excludes the
  * NUL; n may be NULL). Refuses files larger than max_bytes. Caller frees *buf.
- * Fails with D2_EINPUT (missing file, a folder, over the limit) or D2_EIO
+ * Opens through d2_open_input. Fails with D2_EINPUT (missing file, a folder,
+ * FIFO, socket or device, over the limit) or D2_EIO
  * (read error, memory), naming path; *buf is NULL then. */
 int d2_read_file(const char *path, size_t max_bytes, char **buf, size_t *n, d2_err *e);
 
@@ -58,7 +59,48 @@ int d2_path_inside(const char *dir, const char *name, const char *what, d2_err *
 /* Refuses, before anything is written, an output of about `bytes` bytes that
  * the file system holding dir (or its nearest existing parent) has no room
  * for: D2_EIO "DIR: WHAT needs about 12 GB of disk; the file system has 3 GB
- * free". 0 when it fits or the free space cannot be told. */
+ * free". 0 when it fits or the free space cannot be told. For tests of a
+ * full disk without one, $D2FAB_FREE_BYTES (a number of bytes) caps the free
+ * space it reports. */
 int d2_check_space(const char *dir, double bytes, const char *what, d2_err *e);
+
+
+/* The one checked open for every input file. Opens path read-only without
+ * blocking (O_NONBLOCK, so a FIFO without a writer or a device cannot hang
+ * the program), then refuses anything that is not a regular file: a folder,
+ * FIFO, socket or device gives D2_EINPUT "PATH: is a FIFO (named pipe);
+ * expected a regular file". A missing file is D2_EINPUT, other open errors
+ * D2_EIO, all naming path. Returns the descriptor (blocking mode restored,
+ * close-on-exec), or a negative D2_E* code. The caller closes it. */
+int d2_open_input(const char *path, d2_err *e);
+/* d2_open_input as a stdio stream ("rb") in *f (NULL on failure). 0 or the
+ * D2_E* code. The caller fcloses *f. */
+int d2_fopen_input(const char *path, FILE **f, d2_err *e);
+/* For libraries that open the file themselves (Assimp): d2_open_input and
+ * close. 0 or the D2_E* code. */
+int d2_check_input(const char *path, d2_err *e);
+
+/* Removes earlier output from folder dir: every regular file (or symbolic
+ * link, which is removed itself, never its target) directly inside dir for
+ * which own(name, ctx) returns 1. Files are removed with unlinkat() relative
+ * to the opened folder, so nothing outside dir is ever touched. With
+ * nofollow (a sub-folder the program chose, not one the user named) dir is
+ * opened with O_NOFOLLOW: if it is a symbolic link the call fails with
+ * D2_EINPUT "DIR is a symbolic link ..."; a dir that is not a folder fails
+ * likewise. A missing dir is fine (0). Removal errors give D2_EIO
+ * naming the file. `what` names the files for messages ("the previous
+ * export's file"). */
+int d2_dir_clear(const char *dir, int nofollow, int (*own)(const char *name, void *ctx),
+                 void *ctx, const char *what, d2_err *e);
+/* 1 if name is a d2fab temporary ".NAME.tmp-XXXXXX" (a killed writer's). */
+int d2_is_temp_name(const char *name);
+
+/* Stopping on SIGINT / SIGTERM. d2_stop_signals() installs handlers that
+ * remove every output temporary still open (d2_out_open .. commit/abort),
+ * then end the process by the same signal (exit status 130 / 143 as the
+ * shell reports it), so a stopped command leaves the previous or no file,
+ * never a temporary. Called once by the command line, never by the
+ * library. */
+void d2_stop_signals(void);
 
 #endif

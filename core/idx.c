@@ -158,6 +158,12 @@ int dataset_load(const char *dir, const char *name, int test, d2_dataset *ds, d2
                        access(ip, F_OK) != 0 ? ip : lp, name);
     rc = idx_read_images(ip, &ds->images, &ds->count, &ds->rows, &ds->cols, e);
     if (rc) return rc;
+    if (ds->count == 0) {
+        dataset_free(ds);
+        return d2_fail(e, D2_EINPUT, "%s: holds no images (an empty data set); expected the "
+                       "%s %s images (scripts/fetch-data %s)", ip, name, test ? "test" : "training",
+                       name);
+    }
     n_img = ds->count;
     rc = idx_read_labels(lp, &ds->labels, &n_lab, e);
     if (rc) {

@@ -210,24 +210,28 @@ int img_read_gray(const char *path, int *w, int *h, float **out, d2_err *e)
     png_image im;
     memset(&im, 0, sizeof im);
     im.version = PNG_IMAGE_VERSION;
-    /* libpng opens the file itself; check it first for a clear errno. */
-    FILE *probe = fopen(path, "rb");
-    if (!probe) {
-        int code = errno == ENOENT || errno == ENOTDIR ? D2_EINPUT : D2_EIO;
-        return d2_fail(e, code, "%s: cannot open: %s", path, strerror(errno));
-    }
+    /* The checked open, then libpng reads the same stream. */
+    FILE *probe;
+    if ((rc = d2_fopen_input(path, &probe, e))) return rc;
+    rc = D2_EINPUT;
     unsigned char sig[33]; /* signature and the IHDR chunk */
     size_t got = fread(sig, 1, sizeof sig, probe);
     struct stat st;
     int have_size = fstat(fileno(probe), &st) == 0 && S_ISREG(st.st_mode);
-    fclose(probe);
-    if (got < 8 || png_sig_cmp(sig, 0, 8) != 0)
+    if (got < 8 || png_sig_cmp(sig, 0, 8) != 0) {
+        fclose(probe);
         return d2_fail(e, D2_EINPUT, "%s: not a PNG file (bad signature)", path);
+    }
     if (got == sizeof sig && have_size && !memcmp(sig + 12, "IHDR", 4) &&
-        (rc = check_compressed_size(path, sig + 16, (unsigned long long)st.st_size, e)))
+        (rc = check_compressed_size(path, sig + 16, (unsigned long long)st.st_size, e))) {
+        fclose(probe);
         return rc;
-    if (!png_image_begin_read_from_file(&im, path))
+    }
+    rc = D2_EINPUT;
+    if (fseek(probe, 0, SEEK_SET) != 0 || !png_image_begin_read_from_stdio(&im, probe)) {
+        fclose(probe);
         return d2_fail(e, D2_EINPUT, "%s: cannot read PNG: %s", path, im.message);
+    }
     if (check_size(path, im.width, im.height, e)) goto done;
     /* Read the samples in the file's own layout (palette expanded to RGB):
      * no gamma conversion, so stored values come back as stored. */
@@ -268,6 +272,7 @@ int img_read_gray(const char *path, int *w, int *h, float **out, d2_err *e)
     rc = 0;
 done:
     png_image_free(&im);
+    fclose(probe);
     free(buf);
     free(px);
     return rc;

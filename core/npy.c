@@ -266,11 +266,9 @@ int npy_read(const char *path, npy_array *a, d2_err *e)
     int rc = D2_EINPUT;
     char *hdr = NULL;
     memset(a, 0, sizeof *a);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int code = errno == ENOENT || errno == ENOTDIR ? D2_EINPUT : D2_EIO;
-        return d2_fail(e, code, "%s: cannot open: %s", path, strerror(errno));
-    }
+    FILE *f;
+    if ((rc = d2_fopen_input(path, &f, e))) return rc;
+    rc = D2_EINPUT;
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         d2_fail(e, D2_EINPUT, "%s: not a regular file", path);

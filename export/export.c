@@ -146,6 +146,26 @@ static int resolve_params(const d2_model *m, const export_opts *o, export_report
     return exp_params_check(p, e);
 }
 
+/* A 2 pi relief thinner than one Z step prints as flat plates: the
+ * frequency (or wavelength) is then physically absurd for this printer,
+ * usually a unit mistake (400 typed for 400 GHz). An error, not a warning. */
+static int check_relief(const export_report *r, d2_err *e)
+{
+    const exp_params *p = &r->p;
+    if (!(p->z_step_mm > 0) || r->period_mm >= p->z_step_mm) return 0;
+    double f = opt_frequency_thz(p->wavelength_mm);
+    /* period = wavelength / (n - 1) >= k Z steps <=> f <= c / ((n - 1) k z) */
+    double f1 = OPT_C_MM_THZ / ((p->index - 1) * p->z_step_mm);
+    return d2_fail(e, D2_EINPUT,
+                   "frequency %.6g THz (wavelength %.4g mm): a 2 pi phase step needs %.3g mm of "
+                   "relief in %s (n = %.4g), thinner than one %.4g mm Z step of the %s, so every "
+                   "plate would print flat. With this printer and material the frequency must "
+                   "be at most %.3g THz (one Z step per 2 pi), and below %.3g THz for 8 or more "
+                   "steps; the unit is THz (400 GHz is 0.4)",
+                   f, p->wavelength_mm, r->period_mm, r->material.name, p->index, p->z_step_mm,
+                   r->printer.name, f1, f1 / 8);
+}
+
 /* Pitch against the printer's lateral resolution and the plate against the
  * build volume: errors, or warnings with --force. */
 static int check_printer(const export_opts *o, double max_h, export_report *r, d2_err *e)
@@ -357,6 +377,57 @@ static int write_layer(const char *dir, int k, int n, const float *h, double sca
     return 0;
 }
 
+/* What a new export replaces: its own layer files beyond the new layer count
+ * and any file the previous export.json named that the new set does not
+ * hold, so two exports never share a folder. */
+typedef struct stale_export {
+    int layers;          /* the new export's */
+    int nold;
+    char old[3 * D2_MAX_LAYERS][64];
+} stale_export;
+
+/* k when name is layerK_height.npy, layerK_height.png or layerK_preview.png;
+ * else 0. */
+static int export_layer_file(const char *name)
+{
+    static const char *const suf[] = {"_height.npy", "_height.png", "_preview.png"};
+    if (strncmp(name, "layer", 5) || name[5] < '1' || name[5] > '9') return 0;
+    char *end;
+    long k = strtol(name + 5, &end, 10);
+    for (size_t i = 0; i < sizeof suf / sizeof *suf; i++)
+        if (!strcmp(end, suf[i])) return k > 0 && k < 1000000 ? (int)k : 0;
+    return 0;
+}
+
+static int stale_export_file(const char *name, void *ctx)
+{
+    const stale_export *s = ctx;
+    int k = export_layer_file(name);
+    if (k) return k > s->layers;
+    for (int i = 0; i < s->nold; i++)
+        if (!strcmp(name, s->old[i])) return 1;
+    return 0;
+}
+
+/* The plain file names a previous d2fab export.json lists. */
+static void old_export_files(const char *json_path, stale_export *s)
+{
+    static const char *const keys[] = {"heights_npy", "heights_png", "preview_png"};
+    cJSON *root = NULL;
+    if (cfg_load(json_path, &root, NULL)) return;
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format"), *it;
+    if (cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "d2fab-export"))
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(root, "layer_files"))
+            for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+                const cJSON *f = cJSON_GetObjectItemCaseSensitive(it, keys[i]);
+                if (s->nold < (int)(sizeof s->old / sizeof *s->old) && cJSON_IsString(f) &&
+                    f->valuestring[0] != '.' && !strchr(f->valuestring, '/') &&
+                    strlen(f->valuestring) < sizeof s->old[0])
+                    strcpy(s->old[s->nold++], f->valuestring);
+            }
+    cJSON_Delete(root);
+}
+
 int export_stack(const export_source *src, const export_opts *o, const char *out_dir,
                  export_report *r, d2_err *e)
 {
@@ -400,6 +471,7 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
                  ge.msg);
     }
     r->period_mm = opt_period_mm(r->p.wavelength_mm, r->p.index);
+    if ((rc = check_relief(r, e))) return rc;
     /* Heights never exceed base + one period (+ half a Z step of rounding). */
     if ((rc = check_printer(o, r->p.base_mm + r->period_mm + 0.5 * r->p.z_step_mm, r, e)))
         return rc;
@@ -446,6 +518,8 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
     char json_path[PROFILE_PATH_MAX];
     if ((rc = d2_mkdir_p(out_dir, e))) goto fail;
     if ((rc = d2_path_join(json_path, sizeof json_path, out_dir, "export.json", e))) goto fail;
+    stale_export stale = {r->layers, 0, {{0}}};
+    old_export_files(json_path, &stale);
     if (unlink(json_path) != 0 && errno != ENOENT) {
         rc = d2_fail(e, D2_EIO, "%s: cannot remove the old export.json: %s", json_path,
                      strerror(errno));
@@ -459,6 +533,8 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
         if ((rc = write_layer(out_dir, k, r->n, h[k], png_scale[k], r->p.base_mm,
                               r->p.base_mm + r->period_mm, written, &nw, e)))
             goto fail;
+    if ((rc = d2_dir_clear(out_dir, 0, stale_export_file, &stale, "previous export's file", e)))
+        goto fail;
     if ((rc = cfg_write(json_path, json, e))) goto fail;
     rc = 0;
 fail:

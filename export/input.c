@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/fileio.h"
 #include "core/image.h"
 #include "core/npy.h"
 
@@ -51,9 +52,10 @@ int exp_read_phase(const char *path, int have_range, double lo_rad, double hi_ra
         /* A colour PNG (e.g. a twilight phase preview) read as luminance would
          * give a meaningless phase: refuse it. IHDR colour type is byte 25. */
         unsigned char hdr[26];
-        FILE *f = fopen(path, "rb");
-        size_t got = f ? fread(hdr, 1, sizeof hdr, f) : 0;
-        if (f) fclose(f);
+        FILE *f;
+        if ((rc = d2_fopen_input(path, &f, e))) return rc;
+        size_t got = fread(hdr, 1, sizeof hdr, f);
+        fclose(f);
         if (got == sizeof hdr && !memcmp(hdr, "\x89PNG", 4) && (hdr[25] & 2))
             return d2_fail(e, D2_EINPUT, "%s: colour PNG: a phase map must be grey (8 or 16 bit, "
                            "black = LO, white = HI); a colour-mapped preview cannot be read back",

@@ -23,6 +23,8 @@ int fuzz_png(const uint8_t *data, size_t size);
 int fuzz_config(const uint8_t *data, size_t size);
 int fuzz_profile(const uint8_t *data, size_t size);
 int fuzz_mesh(const uint8_t *data, size_t size);
+int fuzz_runcfg(const uint8_t *data, size_t size);
+int fuzz_export(const uint8_t *data, size_t size);
 
 /* The libFuzzer entry point of one target; compiled out for the regression
  * test, which links every target into one program. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fileio.h"
 #include "core/image.h"
 #include "mask/mask.h"
 
@@ -755,10 +756,16 @@ int mask_source_png(const char *path, int label, mask_source *src, d2_err *e)
     png_image im;
     memset(&im, 0, sizeof im);
     im.version = PNG_IMAGE_VERSION;
-    if (!png_image_begin_read_from_file(&im, path))
+    FILE *f;
+    int rc = d2_fopen_input(path, &f, e);
+    if (rc) return rc;
+    if (!png_image_begin_read_from_stdio(&im, f)) {
+        fclose(f);
         return d2_fail(e, D2_EINPUT, "%s: not a readable PNG (%s)", path, im.message);
+    }
     png_uint_32 fmt = im.format;
     png_image_free(&im);
+    fclose(f);
     if (fmt & PNG_FORMAT_FLAG_COLORMAP)
         return d2_fail(e, D2_EINPUT, "%s: a palette (indexed-colour) PNG is not supported for a "
                        "mask: save it as grey or RGB", path);
@@ -767,7 +774,7 @@ int mask_source_png(const char *path, int label, mask_source *src, d2_err *e)
                        "supported for a mask (transparency has no meaning for an aperture): "
                        "flatten it onto black and save it as grey or RGB", path);
     int w = 0, h = 0;
-    int rc = img_read_gray(path, &w, &h, &src->img, e);
+    rc = img_read_gray(path, &w, &h, &src->img, e);
     if (rc) return rc;
     src->rows = h;
     src->cols = w;

@@ -322,6 +322,25 @@ static int note_written(written *w, const char *path, d2_err *e)
     return 0;
 }
 
+/* A previous run's masks (d2fab's own names, mask_*.png and mask_* meshes)
+ * that this run did not write: removed before the new summary.json, so two
+ * runs never share a folder. */
+static int stale_mask_file(const char *name, void *ctx)
+{
+    static const char *const ext[] = {".png", ".stl", ".3mf", ".obj", ".ply", ".glb"};
+    const written *w = ctx;
+    const char *dot = strrchr(name, '.');
+    int own = 0;
+    if (strncmp(name, "mask_", 5) || !dot) return 0;
+    for (size_t i = 0; i < sizeof ext / sizeof *ext; i++) own |= !strcmp(dot, ext[i]);
+    if (!own) return 0;
+    for (int i = 0; i < w->n; i++) {
+        const char *b = strrchr(w->path[i], '/');
+        if (!strcmp(b ? b + 1 : w->path[i], name)) return 0;
+    }
+    return 1;
+}
+
 /* What mask_run works with: the buffers, the network, the files written. */
 typedef struct mask_job {
     const d2_model *m;
@@ -417,6 +436,11 @@ static int mask_write_all(mask_job *j, const char *out_dir, d2_err *e)
     char path[1024];
     int rc;
     if ((rc = d2_mkdir_p(out_dir, e))) return rc;
+    /* The index goes first and comes back last (as export.json). */
+    if ((rc = d2_path_join(path, sizeof path, out_dir, "summary.json", e))) return rc;
+    if (unlink(path) != 0 && errno != ENOENT)
+        return d2_fail(e, D2_EIO, "%s: cannot remove the old summary.json: %s", path,
+                       strerror(errno));
     for (int i = 0; i < j->count; i++) {
         const mask_source *s = j->src + i;
         mask_result *r = j->res + i;
@@ -471,6 +495,8 @@ static int mask_write_json(mask_job *j, const char *out_dir, d2_err *e)
     rc = d2_out_commit(jl, e);
     jl = NULL;
     if (rc || (rc = note_written(&j->wr, path, e))) goto done;
+    if ((rc = d2_dir_clear(out_dir, 0, stale_mask_file, &j->wr, "previous run's mask", e)))
+        goto done;
     if ((rc = d2_path_join(path, sizeof path, out_dir, "summary.json", e))) goto done;
     if (!(sum = summary_json(j->rep, j->o, g, j->m, j->count))) {
         rc = d2_fail(e, D2_EIO, "out of memory (summary.json)");

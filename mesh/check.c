@@ -8,6 +8,7 @@
 #include <assimp/postprocess.h>
 #include <assimp/scene.h>
 
+#include "core/fileio.h"
 #include "mesh/mesh_int.h"
 
 /* ------------------------------------------------------------ union-find */
@@ -282,6 +283,10 @@ static int walk(const struct aiScene *sc, const struct aiNode *nd, struct aiMatr
 
 int mesh_check_file(const char *path, mesh_report *r, d2_err *e)
 {
+    /* Assimp opens the file itself: the checked open first, so a FIFO or
+     * device is refused instead of read forever. */
+    int crc = d2_check_input(path, e);
+    if (crc) return crc;
     const struct aiScene *sc = aiImportFile(path, aiProcess_JoinIdenticalVertices);
     if (!sc)
         return d2_fail(e, D2_EINPUT, "%s: cannot read it as a mesh: %s", path, aiGetErrorString());

@@ -317,6 +317,66 @@ static int stack_build(stack_job *j, d2_err *e)
     return 0;
 }
 
+/* What a new set of meshes replaces: the files named like its own parts
+ * (input, layerK, detector, assembly in any mesh format) and the files the
+ * previous assembly.json lists, except the new set itself, so two runs never
+ * share a folder. */
+typedef struct stale_mesh {
+    const mesh_stack_report *rep; /* the new set */
+    int nold;
+    char old[MESH_MAX_PARTS + 1][64];
+} stale_mesh;
+
+static int own_mesh_name(const char *name)
+{
+    static const char *const ext[] = {".stl", ".3mf", ".obj", ".ply", ".glb"};
+    const char *dot = strrchr(name, '.');
+    int known = 0;
+    for (size_t i = 0; dot && i < sizeof ext / sizeof *ext; i++) known |= !strcmp(dot, ext[i]);
+    if (!known) return 0;
+    size_t stem = (size_t)(dot - name);
+    if ((stem == 5 && !strncmp(name, "input", 5)) ||
+        (stem == 8 && (!strncmp(name, "detector", 8) || !strncmp(name, "assembly", 8))))
+        return 1;
+    if (stem < 6 || strncmp(name, "layer", 5) || name[5] < '1' || name[5] > '9') return 0;
+    return strspn(name + 5, "0123456789") == stem - 5;
+}
+
+static int stale_mesh_file(const char *name, void *ctx)
+{
+    const stale_mesh *s = ctx;
+    if (!strcmp(name, s->rep->assembly_file)) return 0;
+    for (int i = 0; i < s->rep->nparts; i++)
+        if (!strcmp(name, s->rep->part[i].file)) return 0;
+    if (own_mesh_name(name)) return 1;
+    for (int i = 0; i < s->nold; i++)
+        if (!strcmp(name, s->old[i])) return 1;
+    return 0;
+}
+
+static void add_old(stale_mesh *s, const cJSON *f)
+{
+    if (s->nold < (int)(sizeof s->old / sizeof *s->old) && cJSON_IsString(f) &&
+        f->valuestring[0] != '.' && !strchr(f->valuestring, '/') &&
+        strlen(f->valuestring) < sizeof s->old[0])
+        strcpy(s->old[s->nold++], f->valuestring);
+}
+
+/* The plain file names a previous d2fab assembly.json lists. */
+static void old_mesh_files(const char *json_path, stale_mesh *s)
+{
+    cJSON *root = NULL;
+    if (cfg_load(json_path, &root, NULL)) return;
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format"), *it;
+    if (cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "d2fab-assembly")) {
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(root, "parts"))
+            add_old(s, cJSON_GetObjectItemCaseSensitive(it, "file"));
+        add_old(s, cJSON_GetObjectItemCaseSensitive(
+                       cJSON_GetObjectItemCaseSensitive(root, "assembly"), "file"));
+    }
+    cJSON_Delete(root);
+}
+
 /* Writes the parts, the assembly and assembly.json into out_dir. */
 static int stack_write(stack_job *j, const char *export_dir, const char *out_dir,
                        const mesh_stack_opts *o, d2_err *e)
@@ -335,6 +395,8 @@ static int stack_write(stack_job *j, const char *export_dir, const char *out_dir
     /* assembly.json goes first and comes back last, so a run killed half-way
      * never leaves it describing parts it did not write (as export.json). */
     if ((rc = d2_path_join(path, sizeof path, out_dir, "assembly.json", e))) return rc;
+    stale_mesh stale = {&j->rep, 0, {{0}}};
+    old_mesh_files(path, &stale);
     if (unlink(path) != 0 && errno != ENOENT)
         return d2_fail(e, D2_EIO, "%s: cannot remove the old assembly.json: %s", path,
                        strerror(errno));
@@ -359,6 +421,8 @@ static int stack_write(stack_job *j, const char *export_dir, const char *out_dir
     snprintf(j->rep.assembly_file, sizeof j->rep.assembly_file, "assembly.%s", ext);
     if ((rc = d2_path_join(path, sizeof path, out_dir, j->rep.assembly_file, e)) ||
         (rc = mesh_write(path, o->format, mp, np, &j->rep.assembly_bytes, e)))
+        return rc;
+    if ((rc = d2_dir_clear(out_dir, 0, stale_mesh_file, &stale, "previous run's mesh", e)))
         return rc;
     if ((rc = d2_path_join(path, sizeof path, out_dir, "assembly.json", e)) ||
         (rc = write_json(path, export_dir, &j->x.g, &j->pr, &j->fr, pt, np, &j->rep, o->format,

@@ -506,6 +506,17 @@ fail:
     return rc;
 }
 
+/* layerK.npy / layerK.png beyond the model's layer count: a previous,
+ * deeper model's, removed so two models never share a folder. */
+static int stale_layer_file(const char *name, void *ctx)
+{
+    int layers = *(const int *)ctx;
+    if (strncmp(name, "layer", 5) || name[5] < '1' || name[5] > '9') return 0;
+    char *end;
+    long k = strtol(name + 5, &end, 10);
+    return (!strcmp(end, ".npy") || !strcmp(end, ".png")) && k > layers;
+}
+
 int model_save(const char *dir, const d2_model *m, d2_err *e)
 {
     int rc, n = m->g.n;
@@ -534,6 +545,9 @@ int model_save(const char *dir, const d2_model *m, d2_err *e)
                                      e)))
             goto done;
     }
+    int nl = m->g.layers;
+    if ((rc = d2_dir_clear(dir, 0, stale_layer_file, &nl, "previous model's layer", e)))
+        goto done;
     cJSON_AddItemToObject(root, "layers", layers);
     cJSON_AddItemToObject(root, "history",
                           m->history ? cJSON_Duplicate(m->history, 1) : cJSON_CreateArray());

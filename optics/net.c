@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fileio.h"
+
 #define COLB 8
 
 typedef struct ws {
@@ -59,7 +61,11 @@ static void wisdom_load(void)
     wisdom_loaded = 1;
     char path[1024];
     wisdom_path(path, sizeof path);
-    fftwf_import_wisdom_from_filename(path);
+    /* The checked open: a FIFO or device there must not hang planning. */
+    FILE *f;
+    if (d2_fopen_input(path, &f, NULL)) return;
+    fftwf_import_wisdom_from_file(f);
+    fclose(f);
 }
 
 /* Best effort: wisdom only saves planning time, so failing to store it is not

@@ -110,9 +110,9 @@ static int package_name(const char *name)
     return name[0] == '.'; /* ., .. and temporaries of an interrupted write */
 }
 
-/* Removes the regular files directly inside dir whose name starts with prefix
- * (NULL: all; a package sub-folder from a
- * previous run), so the new package holds only what this run makes. */
+/* Removes the regular files and links (never their targets) directly inside
+ * the package folder dir whose name starts with prefix (an earlier run's
+ * assembly files), so the new package holds only what this run makes. */
 static int clear_files(const char *dir, const char *prefix, d2_err *e)
 {
     DIR *d = opendir(dir);
@@ -131,6 +131,43 @@ static int clear_files(const char *dir, const char *prefix, d2_err *e)
     }
     closedir(d);
     return rc;
+}
+
+/* Files d2fab writes into a package sub-folder: its output kinds and its own
+ * temporaries. Anything else (a file someone put there) is left alone. */
+static int package_file(const char *name, void *ctx)
+{
+    static const char *const ext[] = {".npy", ".png", ".json", ".jsonl", ".csv", ".stl",
+                                      ".3mf", ".obj", ".ply", ".glb", ".txt", ".html"};
+    (void)ctx;
+    if (d2_is_temp_name(name)) return 1;
+    if (name[0] == '.') return 0;
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
+        size_t k = strlen(ext[i]);
+        if (n > k && !strcmp(name + n - k, ext[i])) return 1;
+    }
+    return 0;
+}
+
+/* Package sub-folders that are symbolic links or not folders at all, listed
+ * in bad ("export, parts"); every stage writes into them and a link would
+ * send files (and their removal) elsewhere. */
+static int package_links(const char *out, char *bad, size_t cap)
+{
+    int n = 0;
+    bad[0] = 0;
+    for (size_t i = 0; i < sizeof package_dirs / sizeof package_dirs[0]; i++) {
+        char p[RUN_PATH_MAX + 64];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", out, package_dirs[i]);
+        if (lstat(p, &st) != 0 || S_ISDIR(st.st_mode)) continue;
+        size_t len = strlen(bad);
+        snprintf(bad + len, cap - len, "%s%s%s", n ? ", " : "", package_dirs[i],
+                 S_ISLNK(st.st_mode) ? " (a symbolic link)" : " (not a folder)");
+        n++;
+    }
+    return n;
 }
 
 /* The output folder must be new, empty or an earlier package: a run never
@@ -152,6 +189,11 @@ static int prepare_out(run_state *s, d2_err *e)
             return d2_fail(e, D2_EUSAGE, "--out %s holds \"%s\", which is not part of a print "
                            "package: give a new or empty folder (or an earlier run's package)",
                            out, bad);
+        char links[512];
+        if (package_links(out, links, sizeof links))
+            return d2_fail(e, D2_EUSAGE, "--out %s: %s: a print package holds its files in "
+                           "real folders of its own; nothing was removed (remove the link, or "
+                           "give a new folder)", out, links);
     } else if (errno != ENOENT) {
         return d2_fail(e, D2_EIO, "--out %s: %s", out, strerror(errno));
     }
@@ -163,7 +205,8 @@ static int prepare_out(run_state *s, d2_err *e)
                            strerror(errno));
     }
     for (size_t i = 0; i < sizeof package_dirs / sizeof package_dirs[0]; i++) {
-        if ((rc = out_path(s, package_dirs[i], p, sizeof p, e)) || (rc = clear_files(p, NULL, e)))
+        if ((rc = out_path(s, package_dirs[i], p, sizeof p, e)) ||
+            (rc = d2_dir_clear(p, 1, package_file, NULL, "previous run's file", e)))
             return rc;
     }
     /* Earlier assembly files (any format). */
@@ -220,6 +263,16 @@ static int stage_model(run_state *s, d2_err *e)
     }
     if (rc) return rc;
     s->have_model = 1;
+    /* Room for the whole package before the long stages: previews, the
+     * export (heights, 16-bit and preview PNGs) and meshes of at least two
+     * facets a pixel, as parts and again in the assembly. */
+    {
+        double nn = (double)m->g.n * m->g.n, ps = preview_scale(m->g.n);
+        int block = (600 + m->g.n - 1) / m->g.n;
+        if (block > 16) block = 16;
+        double bytes = m->g.layers * nn * (3 * ps * ps + 4 + 2 + 3.0 * block * block + 200);
+        if ((rc = d2_check_space(s->o->out_dir, bytes + 1e6, "the print package", e))) return rc;
+    }
 
     /* Phase previews: the design as trained, wrapped to [0, 2 pi). */
     const d2_geom *g = &m->g;

@@ -123,6 +123,8 @@ TEST(png_inputs_are_read_or_refused_cleanly) { replay_target("png", fuzz_png, 6,
 TEST(config_inputs_are_read_or_refused_cleanly) { replay_target("config", fuzz_config, 5, 3); }
 TEST(profile_inputs_are_read_or_refused_cleanly) { replay_target("profile", fuzz_profile, 6, 4); }
 TEST(mesh_inputs_are_built_or_refused_cleanly) { replay_target("mesh", fuzz_mesh, 6, 3); }
+TEST(run_config_inputs_are_read_or_refused_cleanly) { replay_target("runcfg", fuzz_runcfg, 6, 2); }
+TEST(export_height_inputs_are_read_or_refused_cleanly) { replay_target("export", fuzz_export, 6, 2); }
 
 /* The checks themselves must be able to fail: a crash in a child is caught
  * and reported, not mistaken for a clean refusal. */
@@ -154,6 +156,8 @@ int main(void)
     RUN(config_inputs_are_read_or_refused_cleanly);
     RUN(profile_inputs_are_read_or_refused_cleanly);
     RUN(mesh_inputs_are_built_or_refused_cleanly);
+    RUN(run_config_inputs_are_read_or_refused_cleanly);
+    RUN(export_height_inputs_are_read_or_refused_cleanly);
     RUN(a_crashing_input_is_reported);
     return t_finish();
 }

@@ -18,7 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -923,6 +926,520 @@ TEST(an_output_larger_than_the_free_disk_is_refused_with_both_sizes)
     CHECK(d2_check_space(deep, 1e3, "the meshes", &e) == 0);
 }
 
+/* ------------------------------------------- never destroy, never hang */
+
+/* join() for paths a test keeps: 512 slots, none reused within a run. */
+static const char *pjoin(const char *dir, const char *name)
+{
+    static char pool[512][1024];
+    static int k;
+    char *b = pool[k++ & 511];
+    size_t a = strlen(dir), n = strlen(name);
+    if (a + n + 2 > sizeof pool[0]) {
+        printf("  path too long: %s/%s\n", dir, name);
+        exit(3);
+    }
+    memcpy(b, dir, a);
+    b[a] = '/';
+    memcpy(b + a + 1, name, n + 1);
+    return b;
+}
+
+/* Runs d2fab like run(), but kills it after `secs` seconds: returns -2 then
+ * (the program hung). */
+static int run_timeout(const char *const *args, const char **out, double secs)
+{
+    static char *text, log[1024];
+    if (!log[0]) snprintf(log, sizeof log, "%s/run-timeout.log", t_tmpdir());
+    pid_t pid = spawn(args, log);
+    int rc = -2;
+    for (double t0 = now(); now() - t0 < secs;) {
+        int st = 0;
+        pid_t w = waitpid(pid, &st, WNOHANG);
+        if (w == pid) {
+            rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            break;
+        }
+        sleep_s(0.01);
+    }
+    if (rc == -2) {
+        kill(pid, SIGKILL);
+        wait_for(pid);
+    }
+    free(text);
+    text = NULL;
+    d2_err e = {0};
+    if (d2_read_file(log, 1 << 20, &text, NULL, &e)) text = NULL;
+    if (out) *out = text ? text : "";
+    return rc;
+}
+
+static const char *const pkg_dirs[] = {"export", "parts", "previews", "tolerance", "masks"};
+
+/* Files of kinds d2fab writes, in a folder that is not d2fab's. */
+static void victim_files(const char *dir)
+{
+    d2_err e = {0};
+    CHECK(d2_mkdir_p(dir, &e) == 0);
+    t_write_text(pjoin(dir, "thesis.npy"), "mine");
+    t_write_text(pjoin(dir, "figure.png"), "mine");
+    t_write_text(pjoin(dir, "report.json"), "{}");
+}
+
+static int victim_intact(const char *dir)
+{
+    return exists(pjoin(dir, "thesis.npy")) && exists(pjoin(dir, "figure.png")) &&
+           exists(pjoin(dir, "report.json"));
+}
+
+/* A package whose sub-folder is a link to someone else's folder: the run
+ * must refuse it, naming the link, and remove nothing there (before the
+ * fix it emptied the linked folder, even though the run then failed). */
+TEST(run_refuses_linked_package_folders_and_removes_nothing_outside_the_package)
+{
+    const char *cfgdir = t_path("pkglink"), *out;
+    small_model(pjoin(cfgdir, "model"));
+    const char *cfg = pjoin(cfgdir, "run.json");
+    t_write_text(cfg, "{\"model\": \"model\", \"test_limit\": 10}");
+    /* No test images: the run would fail at its first stage anyway. */
+    const char *nodata = t_path("pkglink-nodata");
+    for (size_t i = 0; i <= sizeof pkg_dirs / sizeof *pkg_dirs; i++) {
+        int all = i == sizeof pkg_dirs / sizeof *pkg_dirs;
+        char pkgname[64], vname[64];
+        snprintf(pkgname, sizeof pkgname, "pkglink-pkg-%zu", i);
+        const char *pkg = t_path(pkgname);
+        d2_err e = {0};
+        CHECK(d2_mkdir_p(pkg, &e) == 0);
+        for (size_t k = 0; k < sizeof pkg_dirs / sizeof *pkg_dirs; k++) {
+            if (!all && k != i) continue;
+            snprintf(vname, sizeof vname, "pkglink-victim-%zu-%zu", i, k);
+            victim_files(t_path(vname));
+            CHECK(symlink(t_path(vname), pjoin(pkg, pkg_dirs[k])) == 0);
+        }
+        const char *args[] = {"run", cfg, "--out", pkg, "--data", nodata, "-q", NULL};
+        int rc = run(args, &out);
+        if (rc != 1) show("run", rc, out);
+        CHECK(rc == 1 && strstr(out, "symbolic link") && strstr(out, "nothing was removed"));
+        for (size_t k = 0; k < sizeof pkg_dirs / sizeof *pkg_dirs; k++) {
+            if (!all && k != i) continue;
+            snprintf(vname, sizeof vname, "pkglink-victim-%zu-%zu", i, k);
+            if (!victim_intact(t_path(vname)))
+                printf("  %s: files in %s were removed through the link %s\n", t_cur,
+                       t_path(vname), pkg_dirs[k]);
+            CHECK(victim_intact(t_path(vname)));
+            char named[64];
+            snprintf(named, sizeof named, "%s (a symbolic link)", pkg_dirs[k]);
+            CHECK(strstr(out, named) != NULL);
+        }
+    }
+    /* Real folders: an earlier run's files go, a file d2fab does not write
+     * stays; so does everything outside the package. */
+    const char *pkg = t_path("pkglink-real");
+    d2_err e = {0};
+    CHECK(d2_mkdir_p(pjoin(pkg, "export"), &e) == 0);
+    t_write_text(pjoin(pkg, "export/layer9_height.npy"), "stale");
+    t_write_text(pjoin(pkg, "export/notes.odt"), "mine");
+    const char *args[] = {"run", cfg, "--out", pkg, "--data", nodata, "-q", NULL};
+    int rc = run(args, &out);
+    CHECK(rc == 2);
+    CHECK(!exists(pjoin(pkg, "export/layer9_height.npy")) && exists(pjoin(pkg, "export/notes.odt")));
+}
+
+/* Makes path a FIFO, a listening socket or a character device (/dev/null's
+ * numbers; needs root: returns 0 when it cannot). */
+static int make_special(const char *path, int kind)
+{
+    unlink(path);
+    if (kind == 0) return mkfifo(path, 0644) == 0;
+    if (kind == 1) {
+        struct sockaddr_un a;
+        memset(&a, 0, sizeof a);
+        a.sun_family = AF_UNIX;
+        if (strlen(path) >= sizeof a.sun_path) return 0;
+        strcpy(a.sun_path, path);
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        int ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 1) == 0;
+        /* The descriptor stays open (and listening) for the test's life. */
+        return ok;
+    }
+    return mknod(path, S_IFCHR | 0644, makedev(1, 3)) == 0;
+}
+
+static const char *const special_kind[] = {"a FIFO", "a socket", "a character device"};
+
+/* Every layer file of a model and of an export replaced in turn by a FIFO,
+ * a socket and a device: the program refuses it at once, naming the file
+ * (before the fix a FIFO made it wait forever). */
+TEST(a_fifo_socket_or_device_as_any_layer_file_is_refused_without_hanging)
+{
+    const char *model = t_path("special-model"), *exp = t_path("special-export"), *out;
+    small_model(model);
+    const char *ex[] = {"export", "--model", model, "--out", exp, "-q", NULL};
+    int rc = run(ex, &out);
+    if (rc) show("export", rc, out);
+    CHECK(rc == 0);
+    int devices = 0;
+    for (int dir = 0; dir < 2; dir++)
+        for (int l = 1; l <= 2; l++)
+            for (int kind = 0; kind < 3; kind++) {
+                char name[64];
+                snprintf(name, sizeof name, dir ? "layer%d_height.npy" : "layer%d.npy", l);
+                const char *folder = dir ? exp : model, *file = pjoin(folder, name);
+                char keep[4200];
+                snprintf(keep, sizeof keep, "%s.keep", file);
+                CHECK(rename(file, keep) == 0);
+                if (!make_special(file, kind)) {
+                    CHECK(kind == 2); /* only mknod may need privileges */
+                    CHECK(rename(keep, file) == 0);
+                    continue;
+                }
+                devices += kind == 2;
+                const char *ev[] = {"eval", "--model", folder, "--limit", "10", NULL};
+                rc = run_timeout(ev, &out, 20);
+                if (rc != 2 || !strstr(out, file) || !strstr(out, special_kind[kind]))
+                    show(rc == -2 ? "eval hung" : "eval", rc, out);
+                CHECK(rc == 2 && strstr(out, file) && strstr(out, special_kind[kind]) &&
+                      strstr(out, "expected a regular file"));
+                if (dir) {
+                    const char *me[] = {"mesh", "--export", exp, "--out", t_path("special-mesh"),
+                                        "-q", NULL};
+                    rc = run_timeout(me, &out, 20);
+                    if (rc != 2 || !strstr(out, file)) show("mesh", rc, out);
+                    CHECK(rc == 2 && strstr(out, file));
+                }
+                unlink(file);
+                CHECK(rename(keep, file) == 0);
+            }
+    printf("  devices %s\n", devices ? "tested (mknod)" : "skipped (mknod needs root)");
+    /* A config and a data file read the same way. */
+    const char *fifo = t_path("special-config.json");
+    CHECK(make_special(fifo, 0));
+    const char *tr[] = {"train", "--config", fifo, "--out", t_path("special-train"), NULL};
+    rc = run_timeout(tr, &out, 20);
+    CHECK(rc == 2 && strstr(out, fifo) && strstr(out, "FIFO"));
+    d2_err e = {0};
+    CHECK(d2_mkdir_p(t_path("special-data/mnist"), &e) == 0);
+    CHECK(make_special(t_path("special-data/mnist/t10k-images-idx3-ubyte"), 0));
+    t_write_text(t_path("special-data/mnist/t10k-labels-idx1-ubyte"), "");
+    const char *ev[] = {"eval", "--model", model, "--data", t_path("special-data"), NULL};
+    rc = run_timeout(ev, &out, 20);
+    CHECK(rc == 2 && strstr(out, "t10k-images-idx3-ubyte") && strstr(out, "FIFO"));
+}
+
+/* An IDX test set that holds no images is bad input naming the file (it
+ * used to fail later with status 1 and a message about a PNG montage). */
+TEST(an_idx_test_set_with_no_images_is_bad_input_naming_the_file)
+{
+    const char *data = t_path("empty-data"), *model = t_path("empty-model"), *out;
+    d2_err e = {0};
+    small_model(model);
+    CHECK(d2_mkdir_p(pjoin(data, "mnist"), &e) == 0);
+    CHECK(idx_write_images(pjoin(data, "mnist/t10k-images-idx3-ubyte"), NULL, 0, 28, 28, &e) == 0);
+    CHECK(idx_write_labels(pjoin(data, "mnist/t10k-labels-idx1-ubyte"), NULL, 0, &e) == 0);
+    d2_dataset ds;
+    CHECK_ERR(dataset_load(data, "mnist", 1, &ds, &e), e, D2_EINPUT, "no images");
+    CHECK(strstr(e.msg, "t10k-images-idx3-ubyte") != NULL);
+    const char *ev[] = {"eval", "--model", model, "--data", data, NULL};
+    int rc = run(ev, &out);
+    if (rc != 2) show("eval", rc, out);
+    CHECK(rc == 2 && strstr(out, "t10k-images-idx3-ubyte") && strstr(out, "no images"));
+    CHECK(!exists(pjoin(model, "eval.png")));
+}
+
+static int has_prefix_file(const char *dir, const char *prefix)
+{
+    char names[128][64];
+    int n = list_files(dir, names, 128), found = 0;
+    for (int i = 0; i < n; i++) found |= !strncmp(names[i], prefix, strlen(prefix));
+    return found;
+}
+
+/* A 3-layer export or mesh over a 5-layer one: nothing of the 5-layer set
+ * is left beside the new one (before the fix layer4/layer5 files stayed),
+ * and files d2fab does not write are left alone. */
+TEST(a_smaller_export_or_mesh_over_a_larger_one_leaves_none_of_the_old_files)
+{
+    const char *in = t_path("stale-in"), *dir = t_path("stale-export"), *out;
+    phase_maps(in, 40, 5);
+    const char *five[] = {"export", "--phase", pjoin(in, "p1.npy"), pjoin(in, "p2.npy"),
+                          pjoin(in, "p3.npy"), pjoin(in, "p4.npy"), pjoin(in, "p5.npy"),
+                          "--pitch-mm", "0.4", "--frequency-thz", "0.4", "--out", dir, "-q",
+                          NULL};
+    const char *three[] = {"export", "--phase", pjoin(in, "p1.npy"), pjoin(in, "p2.npy"),
+                           pjoin(in, "p3.npy"), "--pitch-mm", "0.4", "--frequency-thz", "0.4",
+                           "--out", dir, "-q", NULL};
+    char names[64][64];
+    for (int pass = 0; pass < 2; pass++) {
+        int rc = run(five, &out);
+        CHECK(rc == 0);
+        CHECK(exists(pjoin(dir, "layer5_height.npy")));
+        t_write_text(pjoin(dir, "notes.txt"), "mine");
+        /* Second pass: as after a kill, the index is gone and only the
+         * names say which files are d2fab's. */
+        if (pass) CHECK(unlink(pjoin(dir, "export.json")) == 0);
+        rc = run(three, &out);
+        if (rc) show("export of 3 layers", rc, out);
+        CHECK(rc == 0);
+        int n = list_files(dir, names, 64);
+        if (n != 11)
+            for (int i = 0; i < n; i++) printf("  %s: %s\n", t_cur, names[i]);
+        CHECK(n == 11); /* 3 x (heights .npy, .png, preview) + export.json + notes.txt */
+        CHECK(!has_prefix_file(dir, "layer4") && !has_prefix_file(dir, "layer5"));
+        CHECK(exists(pjoin(dir, "notes.txt")));
+    }
+    /* Meshes: 5 layers, then 3, then the 3 as 3MF. */
+    const char *ex5 = t_path("stale-export5"), *parts = t_path("stale-parts");
+    five[12] = ex5;
+    CHECK(run(five, &out) == 0);
+    const char *m5[] = {"mesh", "--export", ex5, "--out", parts, "-q", NULL};
+    const char *m3[] = {"mesh", "--export", dir, "--out", parts, "-q", NULL};
+    const char *m3f[] = {"mesh", "--export", dir, "--out", parts, "--format", "3mf", "-q", NULL};
+    int rc = run(m5, &out);
+    if (rc) show("mesh of 5", rc, out);
+    CHECK(rc == 0 && exists(pjoin(parts, "layer5.stl")));
+    t_write_text(pjoin(parts, "notes.txt"), "mine");
+    rc = run(m3, &out);
+    if (rc) show("mesh of 3", rc, out);
+    CHECK(rc == 0 && exists(pjoin(parts, "layer3.stl")));
+    CHECK(!exists(pjoin(parts, "layer4.stl")) && !exists(pjoin(parts, "layer5.stl")));
+    rc = run(m3f, &out);
+    if (rc) show("mesh as 3mf", rc, out);
+    CHECK(rc == 0 && exists(pjoin(parts, "layer3.3mf")) && exists(pjoin(parts, "assembly.3mf")));
+    CHECK(!has_prefix_file(parts, "layer3.stl") && !exists(pjoin(parts, "assembly.stl")));
+    CHECK(exists(pjoin(parts, "notes.txt")));
+    /* What assembly.json lists is all there is, besides the notes. */
+    int n = list_files(parts, names, 64);
+    CHECK(n == 3 + 2 + 2 + 1); /* input, layer1..3, detector, assembly.3mf/.json, notes */
+}
+
+/* Every stage keeps its folder to one run: a shallower model saved over a
+ * deeper one's files, fewer masks over more, a fresh training over a longer
+ * one's checkpoints, a tolerance study without plots over one with them. */
+TEST(every_other_stage_leaves_none_of_a_previous_runs_files)
+{
+    const char *model = t_path("stale-model"), *out;
+    d2_err e = {0};
+    CHECK(d2_mkdir_p(model, &e) == 0);
+    /* A previous 3-layer model's third layer, and a file of someone else's. */
+    t_write_text(pjoin(model, "layer3.npy"), "old");
+    t_write_text(pjoin(model, "layer3.png"), "old");
+    t_write_text(pjoin(model, "layer3-notes.txt"), "mine");
+    small_model(model); /* 2 layers */
+    CHECK(!exists(pjoin(model, "layer3.npy")) && !exists(pjoin(model, "layer3.png")));
+    CHECK(exists(pjoin(model, "layer2.npy")) && exists(pjoin(model, "layer3-notes.txt")));
+
+    /* Masks of two images, then of one: the other's files go. */
+    const char *masks = t_path("stale-masks");
+    uint8_t px[3 * 4 * 4];
+    for (int i = 0; i < 48; i++) px[i] = (uint8_t)(i % 5 == 0 ? 255 : 0);
+    CHECK(img_write_rgb8(t_path("stale-a.png"), 4, 4, px, &e) == 0);
+    CHECK(img_write_rgb8(t_path("stale-b.png"), 4, 4, px, &e) == 0);
+    const char *two[] = {"mask", "--model", model, "--out", masks, "--image", t_path("stale-a.png"),
+                         "--image", t_path("stale-b.png"), "--label", "1", "-q", NULL};
+    const char *one[] = {"mask", "--model", model, "--out", masks, "--image", t_path("stale-a.png"),
+                         "--label", "1", "-q", NULL};
+    int rc = run(two, &out);
+    if (rc) show("mask of two images", rc, out);
+    CHECK(rc == 0 && exists(pjoin(masks, "mask_stale-b.png")));
+    t_write_text(pjoin(masks, "notes.txt"), "mine");
+    rc = run(one, &out);
+    if (rc) show("mask of one image", rc, out);
+    CHECK(rc == 0 && exists(pjoin(masks, "mask_stale-a.png")));
+    CHECK(!exists(pjoin(masks, "mask_stale-b.png")) && !exists(pjoin(masks, "mask_stale-b.stl")));
+    CHECK(exists(pjoin(masks, "notes.txt")) && exists(pjoin(masks, "summary.json")));
+
+    /* A fresh training over a longer one's checkpoints: only its own remain. */
+    const char *tdir = t_path("stale-train");
+    const char *t2[] = {"train", "--config", "samples/quick.json", "--out", tdir, "--limit", "64",
+                        "--test-limit", "32", "--epochs", "2", "-q", NULL};
+    const char *t1[] = {"train", "--config", "samples/quick.json", "--out", tdir, "--limit", "64",
+                        "--test-limit", "32", "--epochs", "1", "-q", NULL};
+    CHECK(run(t2, &out) == 0 && exists(pjoin(tdir, "checkpoints/epoch-0002")));
+    rc = run(t1, &out);
+    if (rc) show("train of 1 epoch", rc, out);
+    CHECK(rc == 0 && exists(pjoin(tdir, "checkpoints/epoch-0001/phase.npy")));
+    CHECK(!exists(pjoin(tdir, "checkpoints/epoch-0002")));
+
+    /* A tolerance study without Monte Carlo or scans after one with them:
+     * the old plots go with it. */
+    const char *tol = t_path("stale-tol");
+    const char *full[] = {"tolerance", "--model", model, "--out", tol, "--lateral-mm", "0.1",
+                          "--limit", "20", "--trials", "2", "--threads", "2", "-q", NULL};
+    const char *bare[] = {"tolerance", "--model", model, "--out", tol, "--lateral-mm", "0.1",
+                          "--limit", "20", "--trials", "0", "--no-inverse", "--threads", "2",
+                          "-q", NULL};
+    rc = run(full, &out);
+    if (rc) show("tolerance", rc, out);
+    CHECK(rc == 0 && exists(pjoin(tol, "yield.png")) && has_prefix_file(tol, "scan_"));
+    rc = run(bare, &out);
+    if (rc) show("tolerance without plots", rc, out);
+    CHECK(rc == 0 && exists(pjoin(tol, "report.json")));
+    CHECK(!exists(pjoin(tol, "yield.png")) && !has_prefix_file(tol, "scan_"));
+}
+
+/* SIGTERM or SIGINT while mesh writes, and while training writes a
+ * checkpoint: exit status 143 / 130, no temporary left (before the fix the
+ * default action left them), and the stopped training resumes to the model
+ * an uninterrupted run makes. */
+TEST(sigterm_mid_mesh_and_mid_train_removes_temporaries_and_train_resumes)
+{
+    const char *in = t_path("sig-in"), *exp = t_path("sig-export"), *parts = t_path("sig-parts");
+    const char *out;
+    phase_maps(in, 120, 3);
+    const char *ex[] = {"export", "--phase", pjoin(in, "p1.npy"), pjoin(in, "p2.npy"),
+                        pjoin(in, "p3.npy"), "--pitch-mm", "0.4", "--frequency-thz", "0.4",
+                        "--out", exp, "-q", NULL};
+    CHECK(run(ex, &out) == 0);
+    const char *me[] = {"mesh", "--export", exp, "--out", parts, "-q", NULL};
+    int hits = 0;
+    for (int k = 0; k < (quick ? 2 : 4); k++) {
+        int sig = k % 2 ? SIGINT : SIGTERM;
+        pid_t pid = spawn(me, NULL);
+        int hit = wait_for_temp(pid, parts, NULL);
+        kill(pid, sig);
+        int rc = wait_for(pid);
+        hits += hit && rc == 128 + sig;
+        if (hit) CHECK(rc == 128 + sig);
+        if (count_temps(parts)) printf("  %s: mesh left a temporary after signal %d\n", t_cur, sig);
+        CHECK(count_temps(parts) == 0);
+        if (exists(pjoin(parts, "assembly.json"))) CHECK(parses(pjoin(parts, "assembly.json")));
+    }
+    CHECK(hits > 0);
+    CHECK(run(me, &out) == 0 && count_temps(parts) == 0);
+
+    const char *ref = t_path("train-ref"), *work = t_path("sig-train");
+    if (!exists(pjoin(ref, "model.json"))) CHECK(run(train_args(ref, 0), &out) == 0);
+    const char *ck = pjoin(work, "checkpoints/epoch-0001");
+    int stopped = 0;
+    for (int k = 0; k < 3; k++) {
+        int sig = k == 1 ? SIGINT : SIGTERM;
+        int have = exists(pjoin(work, "checkpoints/latest"));
+        pid_t pid = spawn(train_args(work, have), NULL);
+        int hit = wait_for_temp(pid, k == 0 ? ck : work, k == 0 ? work : NULL);
+        kill(pid, sig);
+        int rc = wait_for(pid);
+        if (hit) CHECK(rc == 128 + sig);
+        stopped += hit;
+        int temps = count_temps(work) + count_temps(ck) +
+                    count_temps(pjoin(work, "checkpoints/epoch-0002")) +
+                    count_temps(pjoin(work, "checkpoints/epoch-0003"));
+        if (temps) printf("  %s: training left %d temporaries after signal %d\n", t_cur, temps, sig);
+        CHECK(temps == 0);
+        check_train_dir(work);
+    }
+    CHECK(stopped > 0);
+    int rc = run(train_args(work, exists(pjoin(work, "checkpoints/latest"))), &out);
+    if (rc) show("resumed training", rc, out);
+    CHECK(rc == 0);
+    for (int l = 1; l <= 3; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "layer%d.npy", l);
+        CHECK(same_file(pjoin(work, name), pjoin(ref, name)));
+    }
+}
+
+static char small_mount[1024];
+
+/* Unmounts the test's small tmpfs even when the test exits early. */
+static void umount_small(void)
+{
+    char cmd[1100];
+    if (!small_mount[0]) return;
+    snprintf(cmd, sizeof cmd, "umount '%s'", small_mount);
+    if (system(cmd) != 0) printf("  cannot unmount %s\n", small_mount);
+    small_mount[0] = 0;
+}
+
+/* A file system with too little room: train, mesh and run refuse before
+ * writing, with the estimate and the free space. A real 256 kB tmpfs when
+ * the test may mount one (root), else the D2FAB_FREE_BYTES cap. */
+TEST(a_full_disk_refuses_train_mesh_and_run_up_front_with_the_estimate)
+{
+    const char *small = t_path("smalldisk"), *out;
+    d2_err e = {0};
+    CHECK(d2_mkdir_p(small, &e) == 0);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=256k tmpfs '%s' 2>/dev/null", small);
+    int mounted = geteuid() == 0 && system(cmd) == 0;
+    if (mounted) {
+        snprintf(small_mount, sizeof small_mount, "%s", small);
+        atexit(umount_small);
+    }
+    if (!mounted) setenv("D2FAB_FREE_BYTES", "262144", 1);
+    printf("  full disk: %s\n", mounted ? "a 256 kB tmpfs" : "simulated (D2FAB_FREE_BYTES=262144)");
+
+    const char *tr[] = {"train", "--config", "samples/quick.json", "--out", pjoin(small, "t"),
+                        "--limit", "64", "--epochs", "1", "-q", NULL};
+    int rc = run(tr, &out);
+    if (rc != 3) show("train", rc, out);
+    CHECK(rc == 3 && strstr(out, "needs about") && strstr(out, "free") && strstr(out, "checkpoints"));
+    CHECK(!exists(pjoin(small, "t")));
+
+    const char *in = t_path("disk-in"), *exp = t_path("disk-export");
+    phase_maps(in, 120, 3);
+    const char *ex[] = {"export", "--phase", pjoin(in, "p1.npy"), pjoin(in, "p2.npy"),
+                        pjoin(in, "p3.npy"), "--pitch-mm", "0.4", "--frequency-thz", "0.4",
+                        "--out", exp, "-q", NULL};
+    CHECK(run(ex, &out) == 0);
+    const char *me[] = {"mesh", "--export", exp, "--out", pjoin(small, "m"), "-q", NULL};
+    rc = run(me, &out);
+    if (rc != 3) show("mesh", rc, out);
+    CHECK(rc == 3 && strstr(out, "the meshes needs about") && !exists(pjoin(small, "m")));
+
+    const char *cfgdir = t_path("disk-cfg");
+    CHECK(d2_mkdir_p(cfgdir, &e) == 0);
+    /* Two 60 x 60 phase maps, beside the config (not on the small disk). */
+    phase_maps(cfgdir, 60, 2);
+    t_write_text(pjoin(cfgdir, "run.json"),
+                 "{\"phases\": {\"files\": [\"p1.npy\", \"p2.npy\"], \"pitch_mm\": 0.4, "
+                 "\"frequency_thz\": 0.4, \"gaps_mm\": [20]}, \"test_limit\": 10}");
+    const char *ru[] = {"run", pjoin(cfgdir, "run.json"), "--out", pjoin(small, "pkg"), "-q", NULL};
+    rc = run(ru, &out);
+    if (rc != 3) show("run", rc, out);
+    CHECK(rc == 3 && strstr(out, "the print package needs about") && strstr(out, "free"));
+    CHECK(!exists(pjoin(small, "pkg/export")));
+
+    if (mounted) {
+        umount_small();
+        CHECK(!small_mount[0]);
+    } else {
+        unsetenv("D2FAB_FREE_BYTES");
+    }
+}
+
+/* 400 typed for 400 GHz makes a 2 pi relief of about 1 um, below one Z
+ * step: an error saying so in mm with the sensible range (it used to give
+ * flat plates and exit 0); 4e11 (Hz) says the unit is THz. */
+TEST(absurd_frequencies_are_errors_that_say_what_they_mean_in_mm)
+{
+    const char *model = t_path("freq-model"), *out;
+    small_model(model);
+    const char *bad[] = {"export", "--model", model, "--frequency-thz", "400", "--out",
+                         t_path("freq-400"), "-q", NULL};
+    int rc = run(bad, &out);
+    if (rc != 2) show("export at 400 THz", rc, out);
+    CHECK(rc == 2 && strstr(out, "mm of relief") && strstr(out, "Z step") &&
+          strstr(out, "at most") && strstr(out, "the unit is THz"));
+    CHECK(!exists(t_path("freq-400")));
+    const char *hz[] = {"export", "--model", model, "--frequency-thz", "4e11", "--out",
+                        t_path("freq-hz"), "-q", NULL};
+    rc = run(hz, &out);
+    CHECK(rc == 1 && strstr(out, "the unit is THz") && strstr(out, "0.4 THz"));
+    CHECK(!exists(t_path("freq-hz")));
+    /* The same in a run config, and a sane frequency still exports. */
+    const char *cfgdir = t_path("freq-run");
+    small_model(pjoin(cfgdir, "model"));
+    t_write_text(pjoin(cfgdir, "run.json"),
+                 "{\"model\": \"model\", \"frequency_thz\": 400, \"test_limit\": 10}");
+    const char *ru[] = {"run", pjoin(cfgdir, "run.json"), "--out", t_path("freq-pkg"), "-q", NULL};
+    rc = run(ru, &out);
+    if (rc != 2) show("run at 400 THz", rc, out);
+    CHECK(rc == 2 && strstr(out, "mm of relief"));
+    const char *ok[] = {"export", "--model", model, "--frequency-thz", "0.4", "--out",
+                        t_path("freq-ok"), "-q", NULL};
+    CHECK(run(ok, &out) == 0);
+}
+
 /* ---------------------------------------------------------- exit codes */
 
 /* Bad option: 1. Missing input file: 2 (bad input), naming the file. A
@@ -1017,5 +1534,13 @@ int main(void)
     RUN(a_png_promising_more_pixels_than_it_holds_is_refused_before_decoding);
     RUN(an_output_larger_than_the_free_disk_is_refused_with_both_sizes);
     RUN(every_command_exits_1_on_a_bad_option_and_2_on_a_missing_file);
+    RUN(run_refuses_linked_package_folders_and_removes_nothing_outside_the_package);
+    RUN(a_fifo_socket_or_device_as_any_layer_file_is_refused_without_hanging);
+    RUN(an_idx_test_set_with_no_images_is_bad_input_naming_the_file);
+    RUN(a_smaller_export_or_mesh_over_a_larger_one_leaves_none_of_the_old_files);
+    RUN(every_other_stage_leaves_none_of_a_previous_runs_files);
+    RUN(sigterm_mid_mesh_and_mid_train_removes_temporaries_and_train_resumes);
+    RUN(a_full_disk_refuses_train_mesh_and_run_up_front_with_the_estimate);
+    RUN(absurd_frequencies_are_errors_that_say_what_they_mean_in_mm);
     return t_finish();
 }

@@ -529,11 +529,31 @@ static int write_montecarlo(const tol_report *rep, const char *dir, d2_err *e)
     return d2_out_commit(m.o, e);
 }
 
+/* A previous study's plots (d2fab's own names) that this one did not make:
+ * removed before the new report.json, so two studies never share a folder.
+ * ctx is the new report's "files" array. */
+static int stale_tol_file(const char *name, void *ctx)
+{
+    const cJSON *it;
+    size_t n = strlen(name);
+    int own = !strcmp(name, "yield.png") || !strcmp(name, "compare.png") ||
+              (!strncmp(name, "scan_", 5) && n > 9 && !strcmp(name + n - 4, ".png"));
+    if (!own) return 0;
+    cJSON_ArrayForEach(it, (const cJSON *)ctx)
+        if (cJSON_IsString(it) && !strcmp(it->valuestring, name)) return 0;
+    return 1;
+}
+
 int tol_write(const tol_report *rep, const char *out_dir, d2_err *e)
 {
     char path[4200];
     int rc;
     if ((rc = d2_mkdir_p(out_dir, e))) return rc;
+    /* The index goes first and comes back last (as export.json). */
+    if ((rc = d2_path_join(path, sizeof path, out_dir, "report.json", e))) return rc;
+    if (unlink(path) != 0 && errno != ENOENT)
+        return d2_fail(e, D2_EIO, "%s: cannot remove the old report.json: %s", path,
+                       strerror(errno));
     if ((rc = write_sensitivity(rep, out_dir, e))) return rc;
     if ((rc = write_inverse(rep, out_dir, e))) return rc;
     if ((rc = write_montecarlo(rep, out_dir, e))) return rc;
@@ -569,6 +589,8 @@ int tol_write(const tol_report *rep, const char *out_dir, d2_err *e)
             goto fail;
         cJSON_AddItemToArray(files, cJSON_CreateString("compare.png"));
     }
+    if ((rc = d2_dir_clear(out_dir, 0, stale_tol_file, files, "previous study's plot", e)))
+        goto fail;
     cJSON *root = tol_report_json(rep);
     cJSON_AddItemToObject(root, "files", files);
     files = NULL;

@@ -3,10 +3,13 @@
 #include "train/train.h"
 
 #include <complex.h>
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 #include "core/fileio.h"
@@ -303,6 +306,49 @@ static int save_checkpoint(const char *out, const d2_model *m, const adam *a, in
     return 0;
 }
 
+/* The files a checkpoint folder holds: written by save_checkpoint. */
+static int checkpoint_file(const char *name, void *ctx)
+{
+    static const char *const fixed[] = {"adam_m.npy", "adam_v.npy", "phase.npy", "state.json",
+                                        "model.json"};
+    (void)ctx;
+    if (d2_is_temp_name(name)) return 1;
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
+        if (!strcmp(name, fixed[i])) return 1;
+    if (strncmp(name, "layer", 5) || name[5] < '1' || name[5] > '9') return 0;
+    char *end;
+    (void)strtol(name + 5, &end, 10);
+    return !strcmp(end, ".npy") || !strcmp(end, ".png");
+}
+
+/* A fresh (not resumed) training removes an earlier run's checkpoints, so
+ * checkpoints/ never holds two runs' epochs: the pointer first, then each
+ * epoch-NNNN folder's own files and the folder if that empties it. Folders
+ * that are links are refused, never followed. */
+static int clear_checkpoints(const char *out_dir, d2_err *e)
+{
+    char dir[4096], path[4400];
+    int rc;
+    if ((rc = d2_path_join(dir, sizeof dir, out_dir, "checkpoints", e))) return rc;
+    snprintf(path, sizeof path, "%s/latest", dir);
+    if (unlink(path) != 0 && errno != ENOENT)
+        return d2_fail(e, D2_EIO, "%s: cannot remove the earlier run's pointer: %s", path,
+                       strerror(errno));
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    rc = 0;
+    for (struct dirent *de; !rc && (de = readdir(d));) {
+        int ep;
+        char tail;
+        if (sscanf(de->d_name, "epoch-%d%c", &ep, &tail) != 1) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        rc = d2_dir_clear(path, 1, checkpoint_file, NULL, "earlier run's checkpoint", e);
+        if (!rc) (void)rmdir(path); /* kept if it holds something else */
+    }
+    closedir(d);
+    return rc;
+}
+
 static int load_checkpoint(const char *out, d2_model *m, adam *a, int *epoch, d2_rng *rng,
                            d2_err *e)
 {
@@ -515,6 +561,14 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
 
     /* Refused before anything is loaded or allocated. */
     if ((rc = geom_check_memory(g, ro->threads > 0 ? ro->threads : d2_cpu_count(), e))) return rc;
+    /* Room for the model and, at the moment a new checkpoint is complete and
+     * the previous one not yet removed, two checkpoints (each the model plus
+     * Adam moments and unwrapped phases). */
+    double nnd = (double)nn, ps = n < 256 ? 2 : 1;
+    double model_b = L * (128 + 4 * nnd + 1.01 * (3 * nnd * ps * ps + n * ps)) + 65536;
+    if ((rc = d2_check_space(out_dir, 3 * model_b + 2 * 3 * (128 + 4 * nnd * L),
+                             "training (the model and two checkpoints)", e)))
+        return rc;
     if ((rc = dataset_load(ro->data_dir, t->dataset, 0, &tr, e))) return rc;
     if ((rc = dataset_load(ro->data_dir, t->dataset, 1, &te, e))) goto done;
     if (!(pool = d2_pool_new(ro->threads, e))) goto fail;
@@ -558,6 +612,8 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
         if ((rc = load_checkpoint(out_dir, m, &a, &first_epoch, &rng, e))) goto done;
         if (ro->progress)
             fprintf(ro->progress, "resuming after epoch %d of %d\n", first_epoch, t->epochs);
+    } else if ((rc = clear_checkpoints(out_dir, e))) {
+        goto done;
     }
     if ((rc = d2_mkdir_p(out_dir, e))) goto done;
     j.net = net;
