@@ -277,11 +277,9 @@ static double forward(d2_net *net, const float *in, ws *s, int store)
     for (int i = 0; i < n; i++) {
         float complex *row = w + (size_t)i * p;
         const float *a = in + (size_t)i * n;
-        for (int j = 0; j < n; j++) {
-            row[j] = a[j];
-            ein += (double)a[j] * a[j];
-        }
+        for (int j = 0; j < n; j++) row[j] = a[j];
         memset(row + n, 0, (size_t)(p - n) * sizeof *row);
+        ein += d2_sumsq(a, (size_t)n);
     }
     prop_core(net, w, net->H[0], 0);
     for (int l = 0; l < L; l++) {
@@ -290,7 +288,7 @@ static double forward(d2_net *net, const float *in, ws *s, int store)
         for (int i = 0; i < n; i++) {
             float complex *row = w + (size_t)i * p;
             const float complex *tr = t + (size_t)i * n;
-            for (int j = 0; j < n; j++) row[j] *= tr[j];
+            d2_cmul(row, tr, (size_t)n, 0);
             memset(row + n, 0, (size_t)(p - n) * sizeof *row);
         }
         prop_core(net, w, net->H[l + 1], 0);
@@ -312,10 +310,7 @@ static double detect(const d2_net *net, const float complex *o, double ein, floa
             }
         det[k] = (float)(sum * norm);
     }
-    double tot = 0;
-    for (size_t i = 0; i < (size_t)n * n; i++)
-        tot += (double)(crealf(o[i]) * crealf(o[i]) + cimagf(o[i]) * cimagf(o[i]));
-    return tot * norm;
+    return d2_sumsq((const float *)o, 2 * (size_t)n * n) * norm;
 }
 
 double net_infer(d2_net *net, const float *in, float *det, float *intensity, int tid)
@@ -395,11 +390,7 @@ double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double te
             float complex *row = w + (size_t)i * p;
             const float complex *tr = t + (size_t)i * n, *vr = v + (size_t)i * n;
             float complex *grow = gl + (size_t)i * n;
-            for (int j = 0; j < n; j++) {
-                float complex G = row[j];
-                grow[j] += G * conjf(vr[j]);
-                row[j] = conjf(tr[j]) * G;
-            }
+            d2_adj_layer(row, tr, vr, grow, (size_t)n);
             if (l > 0) memset(row + n, 0, (size_t)(p - n) * sizeof *row);
         }
         if (l > 0) prop_core(net, w, net->H[l], 1);

@@ -50,3 +50,13 @@ D2_CLONES void d2_adj_layer(float complex *restrict w, const float complex *rest
         x[i + 1] = tt[i] * b - tt[i + 1] * a;
     }
 }
+
+D2_CLONES double d2_sumsq(const float *x, size_t count)
+{
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= count; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += (double)x[i + k] * x[i + k];
+    for (; i < count; i++) s[0] += (double)x[i] * x[i];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}

@@ -15,4 +15,7 @@ void d2_cmul(float complex *restrict w, const float complex *restrict h, size_t 
 void d2_adj_layer(float complex *restrict w, const float complex *restrict t,
                   const float complex *restrict v, float complex *restrict g, size_t count);
 
+/* Sum of x[i]^2 in double, i < count (eight partial sums, then added). */
+double d2_sumsq(const float *x, size_t count);
+
 #endif
