@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 
 #include <assimp/cimport.h>
 #include <assimp/postprocess.h>
@@ -48,6 +49,37 @@ static inline uint64_t mix(uint64_t h)
     h *= 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 33;
     return h;
+}
+
+/* Big work arrays: mapped directly and marked for transparent huge pages,
+ * which cuts the page faults of first touch (a third of the check's time on
+ * a 1000 x 1000 plate with 4 KiB pages). Sizes are kept in front. */
+static void *big_alloc(size_t bytes, int zero)
+{
+    size_t total = bytes + 64;
+    if (total < ((size_t)4 << 20)) {
+        char *p = zero ? calloc(1, total) : malloc(total);
+        if (!p) return NULL;
+        *(size_t *)p = 0;
+        return p + 64;
+    }
+    total = (total + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+    char *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, total, MADV_HUGEPAGE);
+#endif
+    *(size_t *)p = total; /* fresh anonymous memory is zero */
+    return p + 64;
+}
+
+static void big_free(void *q)
+{
+    if (!q) return;
+    char *p = (char *)q - 64;
+    size_t total = *(size_t *)p;
+    if (total) munmap(p, total);
+    else free(p);
 }
 
 /* Vertex positions: integer grid units with scales (a mesh), or floats. */
@@ -93,9 +125,9 @@ static int check_core(size_t nv, size_t nt, const uint32_t *tri, const vpos *P, 
     if (3 * nt >= UINT32_MAX || nv >= UINT32_MAX)
         return d2_fail(e, D2_EINPUT, "a mesh of %zu facets and %zu vertices: at most %u corners",
                        nt, nv, UINT32_MAX - 1);
-    off = calloc(nv + 2, sizeof *off);
-    corner = malloc((nt ? 3 * nt : 1) * sizeof *corner);
-    fp = malloc((nt ? nt : 1) * sizeof *fp);
+    off = big_alloc((nv + 2) * sizeof *off, 1);
+    corner = big_alloc((nt ? 3 * nt : 1) * sizeof *corner, 0);
+    fp = big_alloc((nt ? nt : 1) * sizeof *fp, 0);
     size_t cap = 64;
     ends = malloc(2 * cap * sizeof *ends);
     loc_uf = malloc(cap * sizeof *loc_uf);
@@ -116,9 +148,28 @@ static int check_core(size_t nv, size_t nt, const uint32_t *tri, const vpos *P, 
     }
     double c0[3] = {0.5 * (r->lo[0] + r->hi[0]), 0.5 * (r->lo[1] + r->hi[1]),
                     0.5 * (r->lo[2] + r->hi[2])};
-    /* area, volume, degenerate facets; corners per vertex */
+    /* area, volume, degenerate facets; corners per vertex. The loads of a
+     * later facet are started early (the vertices are scattered). For a mesh
+     * the volume is exact: 6 V = sum of det(a, b, c) in 128-bit integers, as
+     * mesh_volume_mm3 does. */
+    __int128 ivol = 0;
     for (size_t f = 0; f < nt; f++) {
+        if (f + 16 < nt)
+            for (int k = 0; k < 3; k++) {
+                uint32_t pv = tri[3 * (f + 16) + k];
+                if (P->iv) __builtin_prefetch(P->iv + 3 * (size_t)pv);
+                else __builtin_prefetch(P->fv + 3 * (size_t)pv);
+                __builtin_prefetch(off + pv + 2, 1);
+            }
         const uint32_t *t = tri + 3 * f;
+        if (P->iv) {
+            const int32_t *a = P->iv + 3 * (size_t)t[0], *b = P->iv + 3 * (size_t)t[1],
+                          *c = P->iv + 3 * (size_t)t[2];
+            int64_t cx = (int64_t)b[1] * c[2] - (int64_t)b[2] * c[1];
+            int64_t cy = (int64_t)b[2] * c[0] - (int64_t)b[0] * c[2];
+            int64_t cz = (int64_t)b[0] * c[1] - (int64_t)b[1] * c[0];
+            ivol += (__int128)a[0] * cx + (__int128)a[1] * cy + (__int128)a[2] * cz;
+        }
         double a[3], b[3], c[3], u[3], w[3], ar[3], x[3], y[3], z[3];
         getpos(P, t[0], a);
         getpos(P, t[1], b);
@@ -134,9 +185,11 @@ static int check_core(size_t nv, size_t nt, const uint32_t *tri, const vpos *P, 
         ar[1] = u[2] * w[0] - u[0] * w[2];
         ar[2] = u[0] * w[1] - u[1] * w[0];
         r->area_mm2 += 0.5 * sqrt(ar[0] * ar[0] + ar[1] * ar[1] + ar[2] * ar[2]);
-        r->volume_mm3 += (x[0] * (y[1] * z[2] - y[2] * z[1]) + x[1] * (y[2] * z[0] - y[0] * z[2]) +
-                          x[2] * (y[0] * z[1] - y[1] * z[0])) /
-                         6.0;
+        if (!P->iv)
+            r->volume_mm3 += (x[0] * (y[1] * z[2] - y[2] * z[1]) +
+                              x[1] * (y[2] * z[0] - y[0] * z[2]) +
+                              x[2] * (y[0] * z[1] - y[1] * z[0])) /
+                             6.0;
         fp[f] = (uint32_t)f;
         if (degenerate(t)) {
             r->degenerate_facets++;
@@ -147,13 +200,24 @@ static int check_core(size_t nv, size_t nt, const uint32_t *tri, const vpos *P, 
     /* counting sort of the corners by vertex: off[v + 1] is the fill point
      * of vertex v's bucket, and after the fill off[v] .. off[v + 1] is it */
     for (size_t v = 0; v < nv; v++) off[v + 2] += off[v + 1];
+    if (P->iv) r->volume_mm3 = (double)ivol * (P->scale[0] * P->scale[1] * P->scale[2]) / 6.0;
     for (size_t f = 0; f < nt; f++) {
+        if (f + 16 < nt)
+            for (int k = 0; k < 3; k++) __builtin_prefetch(off + tri[3 * (f + 16) + k] + 1, 1);
+        if (f + 8 < nt)
+            for (int k = 0; k < 3; k++)
+                __builtin_prefetch(corner + off[tri[3 * (f + 8) + k] + 1], 1);
         const uint32_t *t = tri + 3 * f;
         if (degenerate(t)) continue;
         for (int k = 0; k < 3; k++) corner[off[t[k] + 1]++] = (uint32_t)(3 * f + k);
     }
     for (size_t v = 0; v < nv; v++) {
         uint32_t b0 = off[v], d = off[v + 1] - b0;
+        if (v + 8 < nv) /* a later vertex's facets: their loads overlap this work */
+            for (uint32_t q = off[v + 8]; q < off[v + 9]; q++) {
+                __builtin_prefetch(tri + 3 * (size_t)(corner[q] / 3));
+                __builtin_prefetch(fp + corner[q] / 3);
+            }
         if (!d) continue;
         if (d > cap) {
             while (cap < d) cap *= 2;
@@ -216,9 +280,9 @@ static int check_core(size_t nv, size_t nt, const uint32_t *tri, const vpos *P, 
 oom:
     rc = d2_fail(e, D2_EIO, "out of memory checking a mesh of %zu facets", nt);
 done:
-    free(off);
-    free(corner);
-    free(fp);
+    big_free(off);
+    big_free(corner);
+    big_free(fp);
     free(ends);
     free(loc_uf);
     return rc;
@@ -227,9 +291,7 @@ done:
 int mesh_check(const mesh *m, mesh_report *r, d2_err *e)
 {
     vpos P = {m->v, NULL, {MESH_Q_MM, MESH_Q_MM, MESH_QZ_MM}};
-    int rc = check_core(m->nv, m->nt, m->t, &P, r, e);
-    if (!rc) r->volume_mm3 = mesh_volume_mm3(m);
-    return rc;
+    return check_core(m->nv, m->nt, m->t, &P, r, e);
 }
 
 /* ------------------------------------------- joining vertices by position */
@@ -252,15 +314,15 @@ static int vj_init(vjoin *j, size_t expect)
     j->nslot = 1024;
     while (j->nslot < 2 * expect) j->nslot <<= 1;
     j->cap = expect > 256 ? expect : 256;
-    j->slot = calloc(j->nslot, sizeof *j->slot);
-    j->v = malloc(3 * j->cap * sizeof *j->v);
+    j->slot = big_alloc(j->nslot * sizeof *j->slot, 1);
+    j->v = big_alloc(3 * j->cap * sizeof *j->v, 0);
     return j->slot && j->v ? 0 : -1;
 }
 
 static void vj_free(vjoin *j)
 {
-    free(j->slot);
-    free(j->v);
+    big_free(j->slot);
+    big_free(j->v);
 }
 
 /* The index of the vertex at p (bit-exact, -0 joins +0), added if new;
@@ -282,8 +344,10 @@ static uint32_t vj_add(vjoin *j, const float *p)
     if (j->nv >= UINT32_MAX - 1) return UINT32_MAX;
     if (j->nv == j->cap) {
         size_t cap = 2 * j->cap;
-        float *v = realloc(j->v, 3 * cap * sizeof *v);
+        float *v = big_alloc(3 * cap * sizeof *v, 0);
         if (!v) return UINT32_MAX;
+        memcpy(v, j->v, 3 * j->nv * sizeof *v);
+        big_free(j->v);
         j->v = v;
         j->cap = cap;
     }
@@ -291,20 +355,40 @@ static uint32_t vj_add(vjoin *j, const float *p)
     uint32_t id = (uint32_t)j->nv++;
     if (2 * j->nv > j->nslot) {
         size_t n = 2 * j->nslot;
-        uint32_t *ns = calloc(n, sizeof *ns);
+        uint32_t *ns = big_alloc(n * sizeof *ns, 1);
         if (!ns) return UINT32_MAX;
         for (size_t i = 0; i < j->nv; i++) {
             size_t t = vj_hash((const uint32_t *)(j->v + 3 * i)) & (n - 1);
             while (ns[t]) t = (t + 1) & (n - 1);
             ns[t] = (uint32_t)i + 1;
         }
-        free(j->slot);
+        big_free(j->slot);
         j->slot = ns;
         j->nslot = n;
     } else {
         j->slot[s] = id + 1;
     }
     return id;
+}
+
+/* Starts loading what vj_add(j, p) will read: its hash slot (stage 0) or,
+ * once that is in cache, the vertex it names (stage 1). p may be unaligned. */
+static inline void vj_prefetch(const vjoin *j, const void *p, int stage)
+{
+    uint32_t k[3];
+    float f[3];
+    memcpy(f, p, sizeof f);
+    for (int q = 0; q < 3; q++) {
+        f[q] += 0.0f;
+        memcpy(k + q, f + q, 4);
+    }
+    size_t s = vj_hash(k) & (j->nslot - 1);
+    if (!stage) {
+        __builtin_prefetch(j->slot + s);
+    } else {
+        uint32_t id = j->slot[s];
+        if (id) __builtin_prefetch(j->v + 3 * (size_t)(id - 1));
+    }
 }
 
 static int check_joined(vjoin *j, size_t facets, const uint32_t *tri, mesh_report *r, d2_err *e)
@@ -372,6 +456,10 @@ static int check_binary_stl(const char *path, mesh_report *r, d2_err *e)
         }
         for (size_t q = 0; q < k; q++)
             for (int c = 0; c < 3; c++) {
+                /* the lookups are random: start the slot loads 8 facets
+                 * ahead and the vertex loads 4 facets ahead */
+                if (q + 8 < k) vj_prefetch(&j, buf + 50 * (q + 8) + 12 + 12 * c, 0);
+                if (q + 4 < k) vj_prefetch(&j, buf + 50 * (q + 4) + 12 + 12 * c, 1);
                 float p[3];
                 memcpy(p, buf + 50 * q + 12 + 12 * c, sizeof p); /* little-endian */
                 uint32_t id = vj_add(&j, p);
