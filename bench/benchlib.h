@@ -33,10 +33,12 @@ typedef struct bench_limit_info {
     double plan_s;               /* wall seconds spent planning */
 } bench_limit_info;
 
-/* H: p * p transfer function (copied). NULL when out of memory or when FFTW
- * cannot plan. */
-bench_limit *bench_limit_new(int n, int p, const float complex *H, bench_limit_info *info);
-/* One propagation with the fastest schedule. */
+/* H[0 .. nh - 1]: the p * p transfer functions of the chain's gaps (copied;
+ * successive propagations take them in turn, as a network's gaps do). NULL
+ * when out of memory or when FFTW cannot plan. */
+bench_limit *bench_limit_new(int n, int p, const float complex *const *H, int nh,
+                             bench_limit_info *info);
+/* One propagation with the fastest schedule, through the next gap. */
 void bench_limit_run(bench_limit *b);
 void bench_limit_free(bench_limit *b);
 
