@@ -155,13 +155,16 @@ d2_net *net_new(const d2_geom *g, int threads, d2_err *e)
     fftwf_complex *buf = (fftwf_complex *)net->ws[0].w;
     int len[1] = {p};
     /* PATIENT costs seconds at p = 400 the first time; the wisdom file keeps
-     * it for every later run. */
+     * it for every later run. Each plan's search is capped at 10 s, so a slow
+     * machine (or valgrind) settles for the best plan found by then. */
     unsigned flags = FFTW_PATIENT;
+    fftwf_set_timelimit(10.0);
     memset(buf, 0, pp * sizeof(float complex));
     net->row_f = fftwf_plan_many_dft(1, len, n, buf, NULL, 1, p, buf, NULL, 1, p, FFTW_FORWARD, flags);
     net->row_b = fftwf_plan_many_dft(1, len, n, buf, NULL, 1, p, buf, NULL, 1, p, FFTW_BACKWARD, flags);
     net->col_f = fftwf_plan_many_dft(1, len, p, buf, NULL, p, 1, buf, NULL, p, 1, FFTW_FORWARD, flags);
     net->col_b = fftwf_plan_many_dft(1, len, p, buf, NULL, p, 1, buf, NULL, p, 1, FFTW_BACKWARD, flags);
+    fftwf_set_timelimit(FFTW_NO_TIMELIMIT);
     wisdom_save();
     pthread_mutex_unlock(&plan_mu);
     if (!net->row_f || !net->row_b || !net->col_f || !net->col_b) {
