@@ -35,11 +35,24 @@ typedef struct vinfo {
     uint8_t mid[MAXZ];/* bit k: corner cell k's walls bend at the middle of band i */
 } vinfo;
 
+/* Vertices off the grid points (moved corner copies, moved midpoints, fan
+ * centres), joined by position among themselves: they never fall on a grid
+ * point, whose vertices the vinfo cache makes, so neither needs the mesh's
+ * position hash while the grid builds a fresh mesh. */
+typedef struct ogslot {
+    int32_t p[3];
+    uint32_t id; /* UINT32_MAX: free */
+} ogslot;
+
 typedef struct gctx {
     mesh *m;
     const mesh_grid *g;
     vinfo *vi;
     int32_t eps;
+    int direct;      /* the mesh was empty: grid-point vertices skip the hash */
+    ogslot *og;
+    size_t og_n, og_cap;
+    uint8_t conn[256];/* connected8() of every octant set */
 } gctx;
 
 /* Corner k of grid vertex (i, j): bit 0 east, bit 1 north (SW 0, SE 1,
@@ -104,15 +117,90 @@ static int connected8(int set)
     return seen == set;
 }
 
+static inline size_t og_hash(int32_t x, int32_t y, int32_t z)
+{
+    uint64_t h = (uint64_t)(uint32_t)x * 0x9E3779B97F4A7C15ull;
+    h ^= (uint64_t)(uint32_t)y * 0xC2B2AE3D27D4EB4Full + (h >> 29);
+    h ^= (uint64_t)(uint32_t)z * 0x165667B19E3779F9ull + (h >> 32);
+    h ^= h >> 31;
+    h *= 0xff51afd7ed558ccdull;
+    return (size_t)(h ^ h >> 33);
+}
+
+/* The vertex at an off-grid position, made on first use. */
+static uint32_t offgrid(gctx *x, int32_t px, int32_t py, int32_t pz)
+{
+    if (!x->direct) return mesh_vid(x->m, px, py, pz);
+    if (2 * (x->og_n + 1) > x->og_cap) {
+        size_t cap = x->og_cap ? 2 * x->og_cap : 1024;
+        ogslot *s = malloc(cap * sizeof *s);
+        if (!s) {
+            x->m->oom = 1;
+            return UINT32_MAX;
+        }
+        for (size_t i = 0; i < cap; i++) s[i].id = UINT32_MAX;
+        for (size_t i = 0; i < x->og_cap; i++) {
+            if (x->og[i].id == UINT32_MAX) continue;
+            size_t k = og_hash(x->og[i].p[0], x->og[i].p[1], x->og[i].p[2]) & (cap - 1);
+            while (s[k].id != UINT32_MAX) k = (k + 1) & (cap - 1);
+            s[k] = x->og[i];
+        }
+        free(x->og);
+        x->og = s;
+        x->og_cap = cap;
+    }
+    size_t mask = x->og_cap - 1, k = og_hash(px, py, pz) & mask;
+    for (; x->og[k].id != UINT32_MAX; k = (k + 1) & mask)
+        if (x->og[k].p[0] == px && x->og[k].p[1] == py && x->og[k].p[2] == pz) return x->og[k].id;
+    uint32_t id = mesh_vid_new(x->m, px, py, pz);
+    if (id == UINT32_MAX) return id;
+    x->og[k] = (ogslot){{px, py, pz}, id};
+    x->og_n++;
+    return id;
+}
+
+/* The vertex on grid point (i, j) at its zi-th height. */
+static uint32_t vid_plain(gctx *x, int i, int j, int zi)
+{
+    vinfo *v = vat(x, i, j);
+    if (v->id[zi] == UINT32_MAX)
+        v->id[zi] = x->direct ? mesh_vid_new(x->m, x->g->xs[j], x->g->ys[i], v->z[zi])
+                              : mesh_vid(x->m, x->g->xs[j], x->g->ys[i], v->z[zi]);
+    return v->id[zi];
+}
+
 static uint32_t vid_at(gctx *x, int i, int j, int zi, int k)
 {
     vinfo *v = vat(x, i, j);
     int32_t px = x->g->xs[j], py = x->g->ys[i];
     if (v->dup[zi] >> k & 1)
-        return mesh_vid(x->m, px + (k & 1 ? x->eps : -x->eps), py + (k & 2 ? x->eps : -x->eps),
-                        v->z[zi]);
-    if (v->id[zi] == UINT32_MAX) v->id[zi] = mesh_vid(x->m, px, py, v->z[zi]);
-    return v->id[zi];
+        return offgrid(x, px + (k & 1 ? x->eps : -x->eps), py + (k & 2 ? x->eps : -x->eps),
+                       v->z[zi]);
+    return vid_plain(x, i, j, zi);
+}
+
+/* The index of v among the sorted lines a[0 .. n], or -1. */
+static int line_at(const int32_t *a, int n, int32_t v)
+{
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (a[mid] < v) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo <= n && a[lo] == v ? lo : -1;
+}
+
+/* The vertex at any position (px, py, pz): on a grid point at one of its
+ * heights the cached one, else an off-grid one. */
+static uint32_t vid_any(gctx *x, int32_t px, int32_t py, int32_t pz)
+{
+    int j = line_at(x->g->xs, x->g->nx, px), i = line_at(x->g->ys, x->g->ny, py);
+    if (i >= 0 && j >= 0) {
+        int zi = zidx(vat(x, i, j), pz);
+        if (zi >= 0) return vid_plain(x, i, j, zi);
+    }
+    return offgrid(x, px, py, pz);
 }
 
 /* The vertices of a wall's vertical side at grid vertex (i, j) for the wall's
@@ -127,8 +215,8 @@ static int side(gctx *x, int i, int j, int k, int32_t lo, int32_t hi, uint32_t *
         pos[n++] = v->z[zi];
         if (v->z[zi] < hi && (v->mid[zi] >> k & 1)) {
             int32_t zm = v->z[zi] + (v->z[zi + 1] - v->z[zi]) / 2;
-            id[n] = mesh_vid(x->m, x->g->xs[j] + (k & 1 ? x->eps : -x->eps),
-                             x->g->ys[i] + (k & 2 ? x->eps : -x->eps), zm);
+            id[n] = offgrid(x, x->g->xs[j] + (k & 1 ? x->eps : -x->eps),
+                            x->g->ys[i] + (k & 2 ? x->eps : -x->eps), zm);
             pos[n++] = zm;
         }
     }
@@ -286,7 +374,7 @@ static void rect_face(gctx *x, int r0, int r1, int c0, int c1, int32_t z, int up
         return;
     }
     int n = 0, extra[4] = {0, 0, 0, 0}, start[5];
-#define VERT(ii, jj) mesh_vid(m, g->xs[jj], g->ys[ii], z)
+#define VERT(ii, jj) vid_any(x, g->xs[jj], g->ys[ii], z)
     start[0] = n;
     b[n++] = VERT(r0, c0);
     for (int j = c0 + 1; j < c1; j++)
@@ -353,8 +441,8 @@ static void rect_face(gctx *x, int r0, int r1, int c0, int c1, int32_t z, int up
     } else {
         /* points on three or four sides: a fan from the centre, which no
          * other face touches */
-        uint32_t c = mesh_vid(m, (int32_t)(((int64_t)g->xs[c0] + g->xs[c1]) / 2),
-                              (int32_t)(((int64_t)g->ys[r0] + g->ys[r1]) / 2), z);
+        uint32_t c = vid_any(x, (int32_t)(((int64_t)g->xs[c0] + g->xs[c1]) / 2),
+                             (int32_t)(((int64_t)g->ys[r0] + g->ys[r1]) / 2), z);
         for (int q = 0; q < n; q++) {
             uint32_t a = b[q], d = b[(q + 1) % n];
             if (up) mesh_tri(m, c, a, d);
@@ -438,7 +526,8 @@ int mesh_add_grid(mesh *m, const mesh_grid *g, d2_err *e)
         return d2_fail(e, D2_EINPUT,
                        "mesh grid: a cell is %.2g mm wide; cells must be at least %.2g mm wide",
                        minw * MESH_Q_MM, 4 * MESH_Q_MM);
-    gctx x = {m, g, NULL, EPS};
+    gctx x = {m, g, NULL, EPS, m->nv == 0, NULL, 0, 0, {0}};
+    for (int s = 0; s < 256; s++) x.conn[s] = (uint8_t)connected8(s);
     size_t nv = (size_t)(g->nx + 1) * (g->ny + 1);
     vi = d2_calloc(nv, sizeof *vi, "mesh grid vertices", e);
     done = d2_malloc((size_t)g->nx * g->ny, "mesh grid faces", e);
@@ -521,7 +610,7 @@ int mesh_add_grid(mesh *m, const mesh_grid *g, d2_err *e)
             for (int zi = 0; zi < v->nz; zi++) {
                 int below = zi > 0 ? cfg[zi - 1] : 0, above = zi + 1 < v->nz ? cfg[zi] : 0;
                 if (diagonal(below) || diagonal(above)) continue; /* resolved above */
-                if (!connected8(below | above << 4) || !connected8(~(below | above << 4) & 255)) {
+                if (!x.conn[below | above << 4] || !x.conn[~(below | above << 4) & 255]) {
                     d2_fail(e, D2_EINPUT,
                             "mesh grid: material touches only at the point x %.4f, y %.4f, "
                             "z %.4f mm",
@@ -530,6 +619,12 @@ int mesh_add_grid(mesh *m, const mesh_grid *g, d2_err *e)
                 }
             }
         }
+
+    /* Room for every grid-point vertex and about twice as many facets (a
+     * closed surface has 2 V - 4 + 4 genus), so the arrays grow once. */
+    size_t zsum = 0;
+    for (size_t k = 0; k < nv; k++) zsum += vi[k].nz;
+    mesh_reserve(m, zsum, 2 * zsum + 1024);
 
     /* Walls on the x = const sides: A west, B east. */
     for (int j = 0; j <= g->nx; j++)
@@ -547,5 +642,6 @@ int mesh_add_grid(mesh *m, const mesh_grid *g, d2_err *e)
 fail:
     free(vi);
     free(done);
+    free(x.og);
     return rc;
 }

@@ -48,12 +48,14 @@ static inline uint64_t hash3(int32_t x, int32_t y, int32_t z)
     return h;
 }
 
-static int rehash(mesh *m)
+/* A hash table of at least 2 * want slots holding vertices 0 .. hashed - 1. */
+static int rehash(mesh *m, size_t want)
 {
-    size_t n = m->nslot * 2;
+    size_t n = m->nslot;
+    while (n < 2 * want) n *= 2;
     uint32_t *s = calloc(n, sizeof *s);
     if (!s) return -1;
-    for (size_t i = 0; i < m->nv; i++) {
+    for (size_t i = 0; i < m->hashed; i++) {
         const int32_t *p = m->v + 3 * i;
         size_t k = hash3(p[0], p[1], p[2]) & (n - 1);
         while (s[k]) k = (k + 1) & (n - 1);
@@ -65,9 +67,72 @@ static int rehash(mesh *m)
     return 0;
 }
 
+/* Vertices appended by mesh_vid_new join the hash before any lookup. */
+static int catch_up(mesh *m)
+{
+    if (2 * m->nv > m->nslot && rehash(m, m->nv)) return -1;
+    size_t mask = m->nslot - 1;
+    for (; m->hashed < m->nv; m->hashed++) {
+        const int32_t *p = m->v + 3 * m->hashed;
+        size_t k = hash3(p[0], p[1], p[2]) & mask;
+        while (m->slot[k]) k = (k + 1) & mask;
+        m->slot[k] = (uint32_t)m->hashed + 1;
+    }
+    return 0;
+}
+
+static int grow_v(mesh *m, size_t want)
+{
+    if (want <= m->cap_v) return 0;
+    size_t cap = m->cap_v ? m->cap_v : 1024;
+    while (cap < want) cap *= 2;
+    int32_t *v = realloc(m->v, cap * 3 * sizeof *v);
+    if (!v) return -1;
+    m->v = v;
+    m->cap_v = cap;
+    return 0;
+}
+
+void mesh_reserve(mesh *m, size_t vertices, size_t facets)
+{
+    if (m->oom) return;
+    if (grow_v(m, m->nv + vertices)) {
+        m->oom = 1;
+        return;
+    }
+    if (m->nt + facets > m->cap_t) {
+        size_t cap = m->nt + facets;
+        uint32_t *t = realloc(m->t, cap * 3 * sizeof *t);
+        if (!t) {
+            m->oom = 1;
+            return;
+        }
+        m->t = t;
+        m->cap_t = cap;
+    }
+}
+
+uint32_t mesh_vid_new(mesh *m, int32_t x, int32_t y, int32_t z)
+{
+    if (m->oom) return UINT32_MAX;
+    if (m->nv >= UINT32_MAX - 1 || grow_v(m, m->nv + 1)) {
+        m->oom = 1;
+        return UINT32_MAX;
+    }
+    uint32_t id = (uint32_t)m->nv++;
+    m->v[3 * (size_t)id] = x;
+    m->v[3 * (size_t)id + 1] = y;
+    m->v[3 * (size_t)id + 2] = z;
+    return id;
+}
+
 uint32_t mesh_vid(mesh *m, int32_t x, int32_t y, int32_t z)
 {
     if (m->oom) return UINT32_MAX;
+    if (m->hashed < m->nv && catch_up(m)) {
+        m->oom = 1;
+        return UINT32_MAX;
+    }
     size_t mask = m->nslot - 1, k = hash3(x, y, z) & mask;
     for (;;) {
         uint32_t s = m->slot[k];
@@ -80,23 +145,18 @@ uint32_t mesh_vid(mesh *m, int32_t x, int32_t y, int32_t z)
         m->oom = 1;
         return UINT32_MAX;
     }
-    if (m->nv == m->cap_v) {
-        size_t cap = m->cap_v ? m->cap_v * 2 : 1024;
-        int32_t *v = realloc(m->v, cap * 3 * sizeof *v);
-        if (!v) {
-            m->oom = 1;
-            return UINT32_MAX;
-        }
-        m->v = v;
-        m->cap_v = cap;
+    if (grow_v(m, m->nv + 1)) {
+        m->oom = 1;
+        return UINT32_MAX;
     }
     uint32_t id = (uint32_t)m->nv++;
+    m->hashed = m->nv;
     m->v[3 * (size_t)id] = x;
     m->v[3 * (size_t)id + 1] = y;
     m->v[3 * (size_t)id + 2] = z;
     /* keep the load factor under one half */
     if (2 * m->nv > m->nslot) {
-        if (rehash(m)) {
+        if (rehash(m, m->nv)) {
             m->oom = 1;
             return UINT32_MAX;
         }

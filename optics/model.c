@@ -1,6 +1,7 @@
 /* Geometry, configs and model directories. */
 #include "optics/optics.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -576,16 +577,34 @@ static void resample_input(const d2_geom *g, const float *fimg, const unsigned c
      * pixel-centre units, sampled bilinearly; outside the image: opaque. */
     double side = rows > cols ? rows : cols;
     double s = side / g->aperture_mm; /* image pixels per mm */
+    /* The column terms depend on j only: computed once (the arithmetic per
+     * pixel is unchanged, so the result is bit for bit the same). */
+    float lut[256];
+    for (int k = 0; k < 256; k++) lut[k] = k / 255.0f;
+    int u0s[D2_MAX_N];
+    double fus[D2_MAX_N];
+    if (n > D2_MAX_N) n = D2_MAX_N; /* geometries are checked to n <= D2_MAX_N */
+    for (int j = 0; j < n; j++) {
+        double x = (j - 0.5 * (n - 1)) * g->pitch_mm;
+        double u = x * s + 0.5 * cols - 0.5;
+        u0s[j] = u > -1 && u < cols ? (int)floor(u) : INT_MIN;
+        fus[j] = u0s[j] == INT_MIN ? 0 : u - u0s[j];
+    }
     for (int i = 0; i < n; i++) {
         double y = (i - 0.5 * (n - 1)) * g->pitch_mm;
         double v = y * s + 0.5 * rows - 0.5;
+        float *orow = out + (size_t)i * n;
+        if (!(v > -1 && v < rows)) {
+            memset(orow, 0, (size_t)n * sizeof *orow);
+            continue;
+        }
+        int v0 = (int)floor(v);
+        double fv = v - v0;
         for (int j = 0; j < n; j++) {
-            double x = (j - 0.5 * (n - 1)) * g->pitch_mm;
-            double u = x * s + 0.5 * cols - 0.5;
+            int u0 = u0s[j];
+            double fu = fus[j];
             float val = 0;
-            if (u > -1 && v > -1 && u < cols && v < rows) {
-                int u0 = (int)floor(u), v0 = (int)floor(v);
-                double fu = u - u0, fv = v - v0;
+            if (u0 != INT_MIN) {
                 double acc = 0;
                 for (int dv = 0; dv < 2; dv++)
                     for (int du = 0; du < 2; du++) {
@@ -593,11 +612,11 @@ static void resample_input(const d2_geom *g, const float *fimg, const unsigned c
                         if (uu < 0 || vv < 0 || uu >= cols || vv >= rows) continue;
                         double wgt = (du ? fu : 1 - fu) * (dv ? fv : 1 - fv);
                         size_t k = (size_t)vv * cols + uu;
-                        acc += wgt * (fimg ? fimg[k] : uimg[k] / 255.0f);
+                        acc += wgt * (fimg ? fimg[k] : lut[uimg[k]]);
                     }
                 val = (float)acc;
             }
-            out[(size_t)i * n + j] = val;
+            orow[j] = val;
         }
     }
 }

@@ -9,12 +9,14 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "core/fileio.h"
 #include "core/image.h"
 #include "core/npy.h"
 #include "core/util.h"
 #include "mesh/mesh.h"
+#include "mesh/mesh_int.h"
 #include "testlib.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -657,6 +659,204 @@ TEST(check_reports_open_nonmanifold_inconsistent_and_parts)
     CHECK_ERR(mesh_check_file(t_path("missing.stl"), &r, &e), e, D2_EINPUT, "missing.stl");
 }
 
+static double thread_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* Writes facets (9 floats each) as a binary STL by hand. */
+static void write_binary_stl(const char *path, const float *xyz, size_t facets)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    char head[80] = "test binary stl";
+    uint32_t count = (uint32_t)facets;
+    fwrite(head, 1, 80, f);
+    fwrite(&count, 4, 1, f);
+    for (size_t i = 0; i < facets; i++) {
+        float nrm[3] = {0, 0, 0};
+        uint16_t attr = 0;
+        fwrite(nrm, 4, 3, f);
+        fwrite(xyz + 9 * i, 4, 9, f);
+        fwrite(&attr, 2, 1, f);
+    }
+    fclose(f);
+}
+
+static int same_report(const mesh_report *a, const mesh_report *b)
+{
+    int same = a->facets == b->facets && a->vertices == b->vertices && a->edges == b->edges &&
+               a->open_edges == b->open_edges && a->nonmanifold_edges == b->nonmanifold_edges &&
+               a->inconsistent_edges == b->inconsistent_edges &&
+               a->nonmanifold_vertices == b->nonmanifold_vertices &&
+               a->degenerate_facets == b->degenerate_facets && a->parts == b->parts &&
+               a->closed == b->closed && fabs(a->volume_mm3 - b->volume_mm3) <= 1e-9 &&
+               fabs(a->area_mm2 - b->area_mm2) <= 1e-9;
+    for (int k = 0; k < 3; k++) same = same && a->lo[k] == b->lo[k] && a->hi[k] == b->hi[k];
+    if (!same)
+        printf("  reports differ: facets %zu/%zu vertices %zu/%zu edges %zu/%zu open %zu/%zu "
+               "nonmanifold %zu/%zu inconsistent %zu/%zu parts %zu/%zu\n",
+               a->facets, b->facets, a->vertices, b->vertices, a->edges, b->edges,
+               a->open_edges, b->open_edges, a->nonmanifold_edges, b->nonmanifold_edges,
+               a->inconsistent_edges, b->inconsistent_edges, a->parts, b->parts);
+    return same;
+}
+
+/* d2fab check reads binary STL itself (no Assimp): the same reports as the
+ * check of the same triangles in memory, for a closed plate and for soups
+ * with open, non-manifold and flipped parts; an ASCII STL still loads. */
+TEST(binary_stl_files_check_like_their_triangles)
+{
+    float *h = random_heights(12, 77, 0.5, 65, 0.016);
+    mesh_plate p;
+    plate_defaults(&p, 12, 0.4, h);
+    d2_err e = {0};
+    mesh *m = NULL;
+    CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
+    if (!m) {
+        free(h);
+        return;
+    }
+    size_t nt = mesh_facets(m);
+    float *soup = malloc((nt + 2) * 9 * sizeof *soup);
+    size_t k = 0;
+    for (size_t i = 0; i < nt; i++) {
+        uint32_t id[3];
+        mesh_facet(m, i, id);
+        if (i % 97 == 5) continue; /* holes */
+        int flip = i % 131 == 7;   /* flipped facets */
+        for (int c = 0; c < 3; c++) {
+            int32_t x[3];
+            mesh_vertex(m, id[flip ? 2 - c : c], x);
+            for (int q = 0; q < 3; q++)
+                soup[9 * k + 3 * c + q] = (float)(x[q] * (q == 2 ? MESH_QZ_MM : MESH_Q_MM));
+        }
+        k++;
+        if (i % 177 == 3) { /* a facet used twice: non-manifold edges */
+            memcpy(soup + 9 * k, soup + 9 * (k - 1), 9 * sizeof *soup);
+            k++;
+        }
+    }
+    const char *path = t_path("soup.stl");
+    mesh_report a, b;
+    for (int broken = 1; broken >= 0; broken--) {
+        size_t facets = broken ? k : nt;
+        if (!broken) /* then the closed plate, as written */
+            for (size_t i = 0; i < nt; i++) {
+                uint32_t id[3];
+                mesh_facet(m, i, id);
+                for (int c = 0; c < 3; c++) {
+                    int32_t x[3];
+                    mesh_vertex(m, id[c], x);
+                    for (int q = 0; q < 3; q++)
+                        soup[9 * i + 3 * c + q] = (float)(x[q] * (q == 2 ? MESH_QZ_MM : MESH_Q_MM));
+                }
+            }
+        write_binary_stl(path, soup, facets);
+        CHECK(mesh_check_soup(soup, facets, &a, &e) == 0);
+        CHECK(mesh_check_file(path, &b, &e) == 0);
+        CHECK(same_report(&a, &b));
+        CHECK(broken ? !b.closed && b.open_edges && b.nonmanifold_edges && b.inconsistent_edges
+                     : b.closed && b.parts == 1);
+    }
+    /* an ASCII STL (size not 84 + 50 n) goes through Assimp */
+    const char *apath = t_path("tri.stl");
+    t_write_text(apath, "solid t\nfacet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\n"
+                        "vertex 0 1 0\nendloop\nendfacet\nendsolid t\n");
+    CHECK(mesh_check_file(apath, &b, &e) == 0);
+    CHECK(b.facets == 1 && b.open_edges == 3 && !b.closed);
+    /* a binary STL cut short is not taken for one */
+    write_binary_stl(path, soup, 3);
+    FILE *f = fopen(path, "r+b");
+    if (f) {
+        uint32_t lie = 4;
+        fseek(f, 80, SEEK_SET);
+        fwrite(&lie, 4, 1, f);
+        fclose(f);
+    }
+    CHECK(mesh_check_file(path, &b, &e) != 0 || b.facets != 4);
+    free(soup);
+    mesh_free(m);
+    free(h);
+}
+
+/* After the grid builds a fresh mesh without the position hash, mesh_vid
+ * still finds every vertex by position and adds only new ones. */
+TEST(vertices_made_without_the_hash_are_found_by_position)
+{
+    float *h = random_heights(6, 5, 0.5, 3, 0.016);
+    mesh_plate p;
+    plate_defaults(&p, 6, 0.4, h);
+    d2_err e = {0};
+    mesh *m = NULL;
+    CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
+    if (!m) {
+        free(h);
+        return;
+    }
+    size_t nv = mesh_vertices(m), bad = 0;
+    for (size_t i = 0; i < nv; i += 7) {
+        int32_t x[3];
+        mesh_vertex(m, i, x);
+        if (mesh_vid(m, x[0], x[1], x[2]) != i) bad++;
+    }
+    CHECK(bad == 0);
+    CHECK(mesh_vertices(m) == nv);
+    CHECK(mesh_vid(m, -5, -5, -5) == nv && mesh_vertices(m) == nv + 1);
+    mesh_free(m);
+    free(h);
+}
+
+/* The check of a plate is linear and cheap: in a fresh process (bench_mesh)
+ * it costs less than building the plate; here, best of 3 in one process,
+ * the builder reuses memory already mapped and runs about 3 times faster,
+ * so the bound is 3 times the building for the check (it was 10 times in a
+ * fresh process) and 6 times for checking the STL file (it was 25). Thread
+ * CPU time; the timing checks are skipped under sanitizers and valgrind,
+ * which slow the two sides differently. */
+TEST(checking_a_plate_costs_at_most_a_few_builds)
+{
+    int quick = t_quick() || getenv("D2FAB_SANITIZE");
+    int n = quick ? 40 : 250;
+    float *h = random_heights(n, 2018, 0.5, 65, 0.016);
+    mesh_plate p;
+    plate_defaults(&p, n, 0.4, h);
+    d2_err e = {0};
+    double best[3] = {1e9, 1e9, 1e9};
+    size_t facets = 0;
+    const char *path = t_path("timed.stl");
+    for (int rep = 0; rep < 3; rep++) {
+        mesh *m = NULL;
+        mesh_report r;
+        double t0 = thread_cpu();
+        CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
+        if (!m) break;
+        double t1 = thread_cpu();
+        facets = mesh_facets(m);
+        CHECK(mesh_check(m, &r, &e) == 0 && r.closed && r.parts == 1);
+        double t2 = thread_cpu();
+        mesh_part part = {m, "layer", {0, 0, 0}};
+        size_t bytes = 0;
+        CHECK(mesh_write(path, MESH_STL, &part, 1, &bytes, &e) == 0);
+        mesh_free(m);
+        double t3 = thread_cpu();
+        CHECK(mesh_check_file(path, &r, &e) == 0 && r.closed && r.parts == 1);
+        double t4 = thread_cpu();
+        double d[3] = {t1 - t0, t2 - t1, t4 - t3};
+        for (int k = 0; k < 3; k++)
+            if (d[k] < best[k]) best[k] = d[k];
+    }
+    printf("  %d x %d plate, %zu facets: mesh %.3f s, check %.3f s, check of the STL file %.3f s\n",
+           n, n, facets, best[0], best[1], best[2]);
+    if (!quick) {
+        CHECK(best[1] <= 3 * best[0]);
+        CHECK(best[2] <= 6 * best[0]);
+    }
+    free(h);
+}
+
 /* --------------------------------------------------------------- stack */
 
 static int write_npy(const char *path, int n, const float *v)
@@ -904,6 +1104,9 @@ int main(void)
     RUN(every_format_loads_back_through_assimp_with_the_same_facets_and_volume);
     RUN(plates_beyond_100_mm_keep_their_corner_gaps_in_every_format);
     RUN(check_reports_open_nonmanifold_inconsistent_and_parts);
+    RUN(binary_stl_files_check_like_their_triangles);
+    RUN(vertices_made_without_the_hash_are_found_by_position);
+    RUN(checking_a_plate_costs_at_most_a_few_builds);
     RUN(stack_writes_every_part_the_assembly_and_its_json);
     RUN(stack_refuses_bad_heights_big_plates_and_misfit_pegs_writing_nothing);
     RUN(plate_refuses_bad_heights_and_features);

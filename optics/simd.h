@@ -1,0 +1,21 @@
+/* d2fab optics: the element-wise complex kernels of the propagation, built
+ * for two instruction sets (AVX2 + FMA and baseline x86-64) and picked for the
+ * CPU at load time, so one binary runs on any x86-64. Internal to optics/. */
+#ifndef D2_OPTICS_SIMD_H
+#define D2_OPTICS_SIMD_H
+
+#include <complex.h>
+#include <stddef.h>
+
+/* w[i] *= h[i] (conj(h[i]) when conj is set), i < count. */
+void d2_cmul(float complex *restrict w, const float complex *restrict h, size_t count, int conj);
+
+/* One layer of the adjoint: with G = w[i], g[i] += G conj(v[i]) and
+ * w[i] = conj(t[i]) G, i < count. */
+void d2_adj_layer(float complex *restrict w, const float complex *restrict t,
+                  const float complex *restrict v, float complex *restrict g, size_t count);
+
+/* Sum of x[i]^2 in double, i < count (eight partial sums, then added). */
+double d2_sumsq(const float *x, size_t count);
+
+#endif
