@@ -569,10 +569,12 @@ int export_load_as_model(const char *dir, d2_model *m, d2_err *e)
                              "must be >= 0", lp, (double)hv[i], i / (size_t)n, i % (size_t)n);
                 goto fail;
             }
-        if (!(m->phase[k] = d2_malloc(cnt * sizeof(float), "layer phase", e))) {
+        if (!(m->phase[k] = d2_malloc(cnt * sizeof(float), "layer phase", e)) ||
+            !(m->height[k] = d2_malloc(cnt * sizeof(float), "layer heights", e))) {
             rc = D2_EIO;
             goto fail;
         }
+        memcpy(m->height[k], hv, cnt * sizeof(float)); /* for the thick-plate model */
         exp_transmission(hv, cnt, index, kappa, wl, m->phase[k], NULL);
         exp_transmission(hv, cnt, index, kappa, wl, NULL, hv);
     }

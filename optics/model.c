@@ -191,7 +191,7 @@ int geom_validate(const d2_geom *g, const char *file, d2_err *e)
 static const char *const k_top[] = {"format", "version", "software", "geometry", "input",
                                     "detector", "material", "training", "layers", "history",
                                     "initialised_from", "test_accuracy", "train_seconds",
-                                    "notes", NULL};
+                                    "notes", "optics", NULL};
 static const char *const k_geom[] = {"frequency_thz", "wavelength_mm", "pitch_mm", "neurons",
                                      "layers", "gaps_mm", "pad_factor", NULL};
 static const char *const k_input[] = {"aperture_mm", "dataset", NULL};
@@ -311,6 +311,8 @@ int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *
     if ((rc = cfg_num(&cm, mat, "base_mm", 0, g->base_mm, 0, 100, &g->base_mm, e))) return rc;
     if ((rc = cfg_num(&cm, mat, "max_relief_mm", 0, 0, 0, 100, &g->max_relief_mm, e))) return rc;
 
+    if ((rc = optics_read(path, root, g, e))) return rc;
+
     cfg_ctx ct = {path, "training"};
     if ((rc = cfg_check_keys(&ct, tr, k_train, e))) return rc;
     int loss = 0;
@@ -384,6 +386,7 @@ cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t)
     cJSON_AddNumberToObject(mat, "kappa", g->kappa);
     cJSON_AddNumberToObject(mat, "base_mm", g->base_mm);
     cJSON_AddNumberToObject(mat, "max_relief_mm", g->max_relief_mm);
+    cJSON_AddItemToObject(root, "optics", optics_to_json(g));
     cJSON *tr = cJSON_AddObjectToObject(root, "training");
     cJSON_AddStringToObject(tr, "loss", t->loss == LOSS_MSE ? "mse" : "softmax");
     cJSON_AddNumberToObject(tr, "temperature", t->temperature);
@@ -434,6 +437,7 @@ void model_free(d2_model *m)
     for (int l = 0; l < D2_MAX_LAYERS; l++) {
         free(m->phase[l]);
         free(m->amp[l]);
+        free(m->height[l]);
     }
     cJSON_Delete(m->history);
     cJSON_Delete(m->init);
