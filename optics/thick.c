@@ -23,20 +23,24 @@ typedef struct plate {
     float *h;                   /* n*n heights it was built from */
     double slab, top, dz;
     int K, cap;                 /* slices; slices allocated */
-    int *lev;                   /* reference level of each slice (0..D2_THICK_LEVELS) */
-    float complex *mask;        /* K x n*n: per neuron and slice */
+    float *f;                   /* K x n*n: fill of each slice per neuron */
     int *kpart;                 /* n*n: the slice whose fill changes with h */
-    float complex *B;           /* (K - 1) x q*q: propagation between slice centres */
-    int *B_key;                 /* (K - 1) x 2: the levels each B was made for */
-    double B_dz, B_lam;         /* ... and the slice and wavelength */
+    float complex *teq;         /* n*n: the phase screen of the relief */
+    float complex *tb, *tx;     /* n*n: the slices without diffraction, and
+                                   without the partial slice */
+    float complex *Ha, *Hm;     /* q*q: one slice of air, of material */
+    double H_dz, H_lam;         /* what Ha and Hm are for */
     int have;                   /* heights set at least once */
 } plate;
 
 typedef struct tws {
-    float complex *buf;                  /* q*q */
+    float complex *buf, *buf2;           /* q*q */
     float complex *st[D2_MAX_LAYERS];    /* K x (s n)^2: field before each mask */
     size_t st_cap[D2_MAX_LAYERS];
     double complex *acc;                 /* n*n */
+    float complex *bn, *un;              /* n*n: FFT and scratch */
+    float complex *bs, *ut;              /* (s n)^2: FFT and scratch */
+    float complex *u[D2_MAX_LAYERS];     /* n*n: each plate's input, for the adjoint */
 } tws;
 
 struct thick {
@@ -46,7 +50,9 @@ struct thick {
     float *h;                   /* n*n scratch (heights from a transmission) */
     double *f2;                 /* q*q: fx^2 + fy^2 of the sub-pixel grid */
     plate pl[D2_MAX_LAYERS];
-    fftwf_plan fw, bw;
+    fftwf_plan fw, bw;          /* q x q */
+    fftwf_plan fn_f, fn_b;      /* n x n */
+    fftwf_plan fs_f, fs_b;      /* s n x s n */
     tws *ws;
 };
 
@@ -133,18 +139,33 @@ thick *thick_new(const d2_geom *g, int threads, d2_err *e)
     for (int k = 0; k < t->threads; k++) {
         tws *w = &t->ws[k];
         w->buf = fftwf_malloc(qq * sizeof *w->buf);
+        w->buf2 = fftwf_malloc(qq * sizeof *w->buf2);
+        size_t ss = (size_t)t->s * t->n * t->s * t->n;
         w->acc = malloc(nn * sizeof *w->acc);
-        if (!w->buf || !w->acc) goto oom;
+        w->bn = fftwf_malloc(nn * sizeof *w->bn);
+        w->un = fftwf_malloc(nn * sizeof *w->un);
+        w->bs = fftwf_malloc(ss * sizeof *w->bs);
+        w->ut = fftwf_malloc(ss * sizeof *w->ut);
+        if (!w->buf || !w->buf2 || !w->acc || !w->bn || !w->un || !w->bs || !w->ut) goto oom;
     }
     for (int l = 0; l < t->L; l++)
         if (!(t->pl[l].kpart = calloc(nn, sizeof(int))) ||
-            !(t->pl[l].h = calloc(nn, sizeof(float))))
+            !(t->pl[l].h = calloc(nn, sizeof(float))) ||
+            !(t->pl[l].teq = calloc(nn, sizeof(float complex))) ||
+            !(t->pl[l].tb = calloc(nn, sizeof(float complex))) ||
+            !(t->pl[l].tx = calloc(nn, sizeof(float complex))))
             goto oom;
     fftwf_complex *b = (fftwf_complex *)t->ws[0].buf;
     memset(b, 0, qq * sizeof *t->ws[0].buf);
     t->fw = fftwf_plan_dft_2d(t->q, t->q, b, b, FFTW_FORWARD, FFTW_MEASURE);
     t->bw = fftwf_plan_dft_2d(t->q, t->q, b, b, FFTW_BACKWARD, FFTW_MEASURE);
-    if (!t->fw || !t->bw) {
+    int sn = t->s * t->n;
+    fftwf_complex *bn = (fftwf_complex *)t->ws[0].bn, *bs = (fftwf_complex *)t->ws[0].bs;
+    t->fn_f = fftwf_plan_dft_2d(t->n, t->n, bn, bn, FFTW_FORWARD, FFTW_MEASURE);
+    t->fn_b = fftwf_plan_dft_2d(t->n, t->n, bn, bn, FFTW_BACKWARD, FFTW_MEASURE);
+    t->fs_f = fftwf_plan_dft_2d(sn, sn, bs, bs, FFTW_FORWARD, FFTW_MEASURE);
+    t->fs_b = fftwf_plan_dft_2d(sn, sn, bs, bs, FFTW_BACKWARD, FFTW_MEASURE);
+    if (!t->fw || !t->bw || !t->fn_f || !t->fn_b || !t->fs_f || !t->fs_b) {
         d2_fail(e, D2_EIO, "FFTW could not plan thick-plate transforms of size %d", t->q);
         thick_free(t);
         return NULL;
@@ -162,17 +183,25 @@ void thick_free(thick *t)
     if (!t) return;
     for (int l = 0; l < D2_MAX_LAYERS; l++) {
         plate *P = &t->pl[l];
-        free(P->lev);
-        free(P->mask);
+        free(P->f);
+        free(P->tb);
+        free(P->tx);
+        fftwf_free(P->Ha);
+        fftwf_free(P->Hm);
         free(P->kpart);
         free(P->h);
-        fftwf_free(P->B);
-        free(P->B_key);
+        free(P->teq);
     }
     if (t->ws)
         for (int k = 0; k < t->threads; k++) {
             fftwf_free(t->ws[k].buf);
+            fftwf_free(t->ws[k].buf2);
             free(t->ws[k].acc);
+            fftwf_free(t->ws[k].bn);
+            fftwf_free(t->ws[k].un);
+            fftwf_free(t->ws[k].bs);
+            fftwf_free(t->ws[k].ut);
+            for (int l = 0; l < D2_MAX_LAYERS; l++) free(t->ws[k].u[l]);
             for (int l = 0; l < D2_MAX_LAYERS; l++) free(t->ws[k].st[l]);
         }
     free(t->ws);
@@ -180,15 +209,14 @@ void thick_free(thick *t)
     free(t->f2);
     if (t->fw) fftwf_destroy_plan(t->fw);
     if (t->bw) fftwf_destroy_plan(t->bw);
+    if (t->fn_f) fftwf_destroy_plan(t->fn_f);
+    if (t->fn_b) fftwf_destroy_plan(t->fn_b);
+    if (t->fs_f) fftwf_destroy_plan(t->fs_f);
+    if (t->fs_b) fftwf_destroy_plan(t->fs_b);
     free(t);
 }
 
 /* ---- plates ---------------------------------------------------------------- */
-
-static double ref_index(const thick *t, int lev)
-{
-    return 1.0 + (t->g.index - 1.0) * lev / D2_THICK_LEVELS;
-}
 
 /* kz / (2 pi) in a medium of complex index m at squared frequency f2. */
 static double complex kz_medium(double complex m, double lam, double f2)
@@ -205,8 +233,8 @@ static double fill(const thick *t, const plate *P, int k, double h)
     return f < 0 ? 0 : f > 1 ? 1 : f;
 }
 
-/* Masks, reference levels and propagators of plate l from t->pl[l]'s box and
- * the heights h. Returns 1 when the gaps beside it must be rebuilt. */
+/* Fills, thin screens and slice propagators of plate l from its box and the
+ * heights h. Returns 1 when the gaps beside it must be rebuilt. */
 static int plate_build(thick *t, int l, const float *h, double slab, double top, d2_err *e)
 {
     plate *P = &t->pl[l];
@@ -215,24 +243,19 @@ static int plate_build(thick *t, int l, const float *h, double slab, double top,
     double R = top - slab, smax = thick_slice_max(&t->g);
     int K = R > 1e-9 ? (int)ceil(R / smax - 1e-9) : 0;
     double dz = K ? R / K : 0;
-    int old_first = P->K ? P->lev[0] : -1, old_last = P->K ? P->lev[P->K - 1] : -1;
     int changed = !P->have || P->slab != slab || P->top != top || P->K != K || P->dz != dz;
     if (K > P->cap) {
-        int *lev = realloc(P->lev, (size_t)K * sizeof *lev);
-        if (lev) P->lev = lev;
-        float complex *mask = realloc(P->mask, (size_t)K * nn * sizeof *mask);
-        if (mask) P->mask = mask;
-        int *key = realloc(P->B_key, (size_t)2 * K * sizeof *key);
-        if (key) P->B_key = key;
-        float complex *B = fftwf_malloc((size_t)K * qq * sizeof *B);
-        if (!lev || !mask || !key || !B) {
-            fftwf_free(B);
-            return d2_fail(e, D2_EIO, "out of memory for %d slices of a %d x %d plate", K, n, n);
-        }
-        fftwf_free(P->B);
-        P->B = B;
-        for (int k = 0; k < 2 * K; k++) P->B_key[k] = -1;
+        float *f = realloc(P->f, (size_t)K * nn * sizeof *f);
+        if (!f) return d2_fail(e, D2_EIO, "out of memory for %d slices of a %d x %d plate", K, n, n);
+        P->f = f;
         P->cap = K;
+    }
+    if (K && !P->Ha) {
+        P->Ha = fftwf_malloc(qq * sizeof *P->Ha);
+        P->Hm = fftwf_malloc(qq * sizeof *P->Hm);
+        if (!P->Ha || !P->Hm)
+            return d2_fail(e, D2_EIO, "out of memory for the slice propagators of a plate");
+        P->H_dz = -1;
     }
     if (h != P->h) memcpy(P->h, h, nn * sizeof *h);
     P->have = 1;
@@ -241,44 +264,36 @@ static int plate_build(thick *t, int l, const float *h, double slab, double top,
     P->K = K;
     P->dz = dz;
     if (!K) return changed;
-    double nr = t->g.index - 1.0, kap = t->g.kappa, k0 = 2.0 * M_PI / t->lam;
-    for (int k = 0; k < K; k++) {
-        double sum = 0;
-        for (size_t i = 0; i < nn; i++) sum += fill(t, P, k, h[i]);
-        P->lev[k] = (int)lround(sum / nn * D2_THICK_LEVELS);
-        double off = nr * P->lev[k] / D2_THICK_LEVELS;
-        /* Whole and empty neurons share one value per slice. */
-        float complex full = (float complex)(cexp(I * k0 * dz * (nr - off)) * exp(-k0 * dz * kap));
-        float complex none = (float complex)cexp(-I * k0 * dz * off);
-        float complex *m = P->mask + (size_t)k * nn;
-        for (size_t i = 0; i < nn; i++) {
-            double f = fill(t, P, k, h[i]);
-            m[i] = f >= 1 ? full : f <= 0 ? none
-                 : (float complex)(cexp(I * k0 * dz * (f * nr - off)) * exp(-k0 * dz * f * kap));
-        }
-    }
+    double k0 = 2.0 * M_PI / t->lam;
+    double complex nc = t->g.index + I * t->g.kappa;
+    double complex ea = cexp(I * k0 * dz), em = cexp(I * k0 * nc * dz);
     for (size_t i = 0; i < nn; i++) {
         double u = t->g.relief_side == D2_RELIEF_SOURCE ? (top - h[i]) / dz : (h[i] - slab) / dz;
-        int k = (int)floor(u);
-        P->kpart[i] = k < 0 ? 0 : k >= K ? K - 1 : k;
-    }
-    if (P->B_dz != dz || P->B_lam != t->lam)
-        for (int k = 0; k < 2 * K; k++) P->B_key[k] = -1;
-    P->B_dz = dz;
-    P->B_lam = t->lam;
-    double scale = 1.0 / ((double)q * q);
-    for (int k = 0; k + 1 < K; k++) {
-        if (P->B_key[2 * k] == P->lev[k] && P->B_key[2 * k + 1] == P->lev[k + 1]) continue;
-        double na = ref_index(t, P->lev[k]), nb = ref_index(t, P->lev[k + 1]);
-        float complex *B = P->B + (size_t)k * qq;
-        for (size_t i = 0; i < qq; i++) {
-            double complex kz = kz_medium(na, t->lam, t->f2[i]) + kz_medium(nb, t->lam, t->f2[i]);
-            B[i] = (float complex)(scale * cexp(I * M_PI * dz * kz));
+        int kp = (int)floor(u);
+        P->kpart[i] = kp < 0 ? 0 : kp >= K ? K - 1 : kp;
+        double complex T = 1, Tx = 1;
+        for (int k = 0; k < K; k++) {
+            double f = fill(t, P, k, h[i]);
+            P->f[(size_t)k * nn + i] = (float)f;
+            double complex Tk = (1 - f) * ea + f * em;
+            T *= Tk;
+            if (k != P->kpart[i]) Tx *= Tk;
         }
-        P->B_key[2 * k] = P->lev[k];
-        P->B_key[2 * k + 1] = P->lev[k + 1];
+        P->tb[i] = (float complex)T;
+        P->tx[i] = (float complex)Tx;
+        /* the phase screen: material (h - slab) and air for the rest of R */
+        P->teq[i] = (float complex)(cexp(I * k0 * ((nc - 1.0) * (h[i] - slab) + R)));
     }
-    return changed || old_first != P->lev[0] || old_last != P->lev[K - 1];
+    if (P->H_dz != dz || P->H_lam != t->lam) {
+        double scale = 1.0 / ((double)q * q);
+        for (size_t i = 0; i < qq; i++) {
+            P->Ha[i] = (float complex)(scale * cexp(2.0 * M_PI * I * dz * kz_medium(1.0, t->lam, t->f2[i])));
+            P->Hm[i] = (float complex)(scale * cexp(2.0 * M_PI * I * dz * kz_medium(nc, t->lam, t->f2[i])));
+        }
+        P->H_dz = dz;
+        P->H_lam = t->lam;
+    }
+    return changed;
 }
 
 int thick_set_heights(thick *t, int l, const float *h, double slab, double top, d2_err *e)
@@ -350,13 +365,11 @@ void thick_transfer(const thick *t, int k, float complex *H, int p, double pitch
     int src = t->g.relief_side == D2_RELIEF_SOURCE;
     if (k >= 1) {
         const plate *P = &t->pl[k - 1];
-        if (P->K) d[nm] = 0.5 * P->dz, m[nm++] = ref_index(t, P->lev[P->K - 1]);
         if (src && P->slab > 0) d[nm] = P->slab, m[nm++] = nc;
     }
     if (k < t->L) {
         const plate *P = &t->pl[k];
         if (!src && P->slab > 0) d[nm] = P->slab, m[nm++] = nc;
-        if (P->K) d[nm] = 0.5 * P->dz, m[nm++] = ref_index(t, P->lev[0]);
         if (!t->g.no_fresnel && P->top > 0) fr = 4.0 * nc / ((1.0 + nc) * (1.0 + nc));
     }
     if (!nm && fr == 1) return;
@@ -376,67 +389,134 @@ void thick_transfer(const thick *t, int k, float complex *H, int p, double pitch
 
 /* ---- the relief ------------------------------------------------------------ */
 
-static void apply_mask(const thick *t, float complex *buf, const float complex *m, int conj)
+/* One slice of the wave propagation method: the field travels dz in air
+ * and in material (exact angular spectra), and each sub-pixel takes the
+ * medium it is in, (1 - f) Pa u + f Pm u with its neuron's fill f (air in
+ * the guard band). With d set, keeps Pm u - Pa u on the plate. */
+static void slice_fwd(const thick *t, tws *ws, const plate *P, int k, float complex *d)
 {
-    int n = t->n, s = t->s, q = t->q, G = t->G;
-    for (int i = 0; i < n; i++) {
-        const float complex *mr = m + (size_t)i * n;
-        for (int a = 0; a < s; a++) {
-            float complex *row = buf + (size_t)(G + s * i + a) * q + G;
-            for (int j = 0; j < n; j++) {
-                float complex v = conj ? conjf(mr[j]) : mr[j];
-                for (int b = 0; b < s; b++) row[s * j + b] *= v;
-            }
+    int n = t->n, s = t->s, q = t->q, G = t->G, sn = s * n;
+    size_t qq = (size_t)q * q, nn = (size_t)n * n;
+    float complex *a = ws->buf, *b = ws->buf2;
+    fftwf_execute_dft(t->fw, (fftwf_complex *)a, (fftwf_complex *)a);
+    for (size_t i = 0; i < qq; i++) {
+        b[i] = a[i] * P->Hm[i];
+        a[i] *= P->Ha[i];
+    }
+    fftwf_execute_dft(t->bw, (fftwf_complex *)a, (fftwf_complex *)a);
+    fftwf_execute_dft(t->bw, (fftwf_complex *)b, (fftwf_complex *)b);
+    const float *f = P->f + (size_t)k * nn;
+    for (int r = 0; r < sn; r++) {
+        float complex *ar = a + (size_t)(G + r) * q + G, *br = b + (size_t)(G + r) * q + G;
+        const float *fr = f + (size_t)(r / s) * n;
+        float complex *dr = d ? d + (size_t)r * sn : NULL;
+        for (int c = 0; c < sn; c++) {
+            float complex diff = br[c] - ar[c];
+            if (dr) dr[c] = diff;
+            ar[c] += fr[c / s] * diff;
         }
     }
 }
 
-static void propagate(const thick *t, float complex *buf, const float complex *B, int conj)
+/* Its adjoint: G -> Pa^H ((1 - f) G) + Pm^H (f G). */
+static void slice_adj(const thick *t, tws *ws, const plate *P, int k)
 {
-    size_t qq = (size_t)t->q * t->q;
-    fftwf_execute_dft(t->fw, (fftwf_complex *)buf, (fftwf_complex *)buf);
-    if (conj)
-        for (size_t i = 0; i < qq; i++) buf[i] *= conjf(B[i]);
-    else
-        for (size_t i = 0; i < qq; i++) buf[i] *= B[i];
-    fftwf_execute_dft(t->bw, (fftwf_complex *)buf, (fftwf_complex *)buf);
-}
-
-/* n x n neurons (stride) <-> the sub-pixel grid: replicated in, averaged out
- * (scale 1 / s^2), so a relief-free plate is the identity. */
-static void to_sub(const thick *t, const float complex *w, int stride, float complex *buf,
-                   float scale)
-{
-    int n = t->n, s = t->s, q = t->q, G = t->G;
-    memset(buf, 0, (size_t)q * q * sizeof *buf);
-    for (int i = 0; i < n; i++)
-        for (int a = 0; a < s; a++) {
-            float complex *row = buf + (size_t)(G + s * i + a) * q + G;
-            const float complex *src = w + (size_t)i * stride;
-            for (int j = 0; j < n; j++)
-                for (int b = 0; b < s; b++) row[s * j + b] = scale * src[j];
+    int n = t->n, s = t->s, q = t->q, G = t->G, sn = s * n;
+    size_t qq = (size_t)q * q, nn = (size_t)n * n;
+    float complex *a = ws->buf, *b = ws->buf2;
+    memset(b, 0, qq * sizeof *b);
+    const float *f = P->f + (size_t)k * nn;
+    for (int r = 0; r < sn; r++) {
+        float complex *ar = a + (size_t)(G + r) * q + G, *br = b + (size_t)(G + r) * q + G;
+        const float *fr = f + (size_t)(r / s) * n;
+        for (int c = 0; c < sn; c++) {
+            float fv = fr[c / s];
+            br[c] = fv * ar[c];
+            ar[c] -= br[c];
         }
-}
-
-static void from_sub(const thick *t, const float complex *buf, float complex *w, int stride,
-                     float scale)
-{
-    int n = t->n, s = t->s, q = t->q, G = t->G;
-    for (int i = 0; i < n; i++) {
-        float complex *dst = w + (size_t)i * stride;
-        for (int j = 0; j < n; j++) dst[j] = 0;
-        for (int a = 0; a < s; a++) {
-            const float complex *row = buf + (size_t)(G + s * i + a) * q + G;
-            for (int j = 0; j < n; j++) {
-                float complex sum = 0;
-                for (int b = 0; b < s; b++) sum += row[s * j + b];
-                dst[j] += sum;
-            }
-        }
-        for (int j = 0; j < n; j++) dst[j] *= scale;
     }
+    fftwf_execute_dft(t->fw, (fftwf_complex *)a, (fftwf_complex *)a);
+    fftwf_execute_dft(t->fw, (fftwf_complex *)b, (fftwf_complex *)b);
+    for (size_t i = 0; i < qq; i++) a[i] = a[i] * conjf(P->Ha[i]) + b[i] * conjf(P->Hm[i]);
+    fftwf_execute_dft(t->bw, (fftwf_complex *)a, (fftwf_complex *)a);
 }
 
+/* The neuron grid <-> the sub-pixel grid, band-limited: U interpolates the
+ * n x n samples (their Fourier series, Nyquist bin dropped) at the centres of
+ * the s x s sub-pixels; D keeps the Fourier coefficients the neuron grid
+ * holds and samples at the neuron centres. D U = 1 (but the Nyquist bin);
+ * the adjoints are U^H = s^2 D and D^H = U / s^2. Sample-and-hold instead
+ * would send the staircase's replicas at f +- 1 / pitch through the relief
+ * at the wrong angles. */
+static double complex ramp(const thick *t, int k)
+{
+    double d = 0.5 / t->s - 0.5; /* sub-pixel 0's centre, in neurons from the neuron's */
+    return cexp(2.0 * M_PI * I * k * d / t->n);
+}
+
+/* U: w (n x n, stride) -> out (s n x s n), scaled by `scale`. */
+static void up(const thick *t, tws *ws, const float complex *w, int stride, float complex *out,
+               double scale)
+{
+    int n = t->n, sn = t->s * n;
+    for (int i = 0; i < n; i++) memcpy(ws->bn + (size_t)i * n, w + (size_t)i * stride, n * sizeof *w);
+    fftwf_execute_dft(t->fn_f, (fftwf_complex *)ws->bn, (fftwf_complex *)ws->bn);
+    memset(ws->bs, 0, (size_t)sn * sn * sizeof *ws->bs);
+    double c = scale / ((double)n * n);
+    for (int i = 0; i < n; i++) {
+        int ky = i < (n + 1) / 2 ? i : i - n;
+        if (2 * ky == -n) continue;
+        double complex ry = ramp(t, ky);
+        for (int j = 0; j < n; j++) {
+            int kx = j < (n + 1) / 2 ? j : j - n;
+            if (2 * kx == -n) continue;
+            size_t di = (size_t)(ky < 0 ? ky + sn : ky) * sn + (kx < 0 ? kx + sn : kx);
+            ws->bs[di] = (float complex)(c * ry * ramp(t, kx) * ws->bn[(size_t)i * n + j]);
+        }
+    }
+    fftwf_execute_dft(t->fs_b, (fftwf_complex *)ws->bs, (fftwf_complex *)ws->bs);
+    memcpy(out, ws->bs, (size_t)sn * sn * sizeof *out);
+}
+
+/* D: the active area of buf (s n x s n inside the q grid) -> ws->bn (n x n). */
+static void down(const thick *t, tws *ws, const float complex *buf)
+{
+    int n = t->n, sn = t->s * n, q = t->q, G = t->G;
+    for (int r = 0; r < sn; r++)
+        memcpy(ws->bs + (size_t)r * sn, buf + (size_t)(G + r) * q + G, sn * sizeof *buf);
+    fftwf_execute_dft(t->fs_f, (fftwf_complex *)ws->bs, (fftwf_complex *)ws->bs);
+    double c = 1.0 / ((double)sn * sn);
+    for (int i = 0; i < n; i++) {
+        int ky = i < (n + 1) / 2 ? i : i - n;
+        double complex ry = conj(ramp(t, ky));
+        for (int j = 0; j < n; j++) {
+            int kx = j < (n + 1) / 2 ? j : j - n;
+            size_t si = (size_t)(ky < 0 ? ky + sn : ky) * sn + (kx < 0 ? kx + sn : kx);
+            ws->bn[(size_t)i * n + j] = 2 * ky == -n || 2 * kx == -n ? 0
+                : (float complex)(c * ry * conj(ramp(t, kx)) * ws->bs[si]);
+        }
+    }
+    fftwf_execute_dft(t->fn_b, (fftwf_complex *)ws->bn, (fftwf_complex *)ws->bn);
+}
+
+static int ensure_store(thick *t, tws *ws, int l, int K, d2_err *e)
+{
+    size_t sn = (size_t)t->s * t->n, need = (size_t)(K + 1) * sn * sn;
+    if (ws->st_cap[l] >= need) return 0;
+    free(ws->st[l]);
+    ws->st_cap[l] = 0;
+    if (!ws->u[l]) ws->u[l] = malloc((size_t)t->n * t->n * sizeof *ws->u[l]);
+    if (!(ws->st[l] = malloc(need * sizeof *ws->st[l])) || !ws->u[l])
+        return d2_fail(e, D2_EIO, "out of memory keeping %d slices of layer %d for the adjoint",
+                       K, l + 1);
+    ws->st_cap[l] = need;
+    return 0;
+}
+
+/* The plate: out = teq u + D (P - T) U u, with P the slices on the sub-pixel
+ * grid and T the same slices without diffraction (tb). teq, the phase screen
+ * of the relief, is exact on the neuron grid; the slices add what it misses,
+ * and a vanishing relief gives exactly teq u. */
 int thick_forward(thick *t, int l, float complex *w, int stride, int tid, int store, d2_err *e)
 {
     plate *P = &t->pl[l];
@@ -444,27 +524,26 @@ int thick_forward(thick *t, int l, float complex *w, int stride, int tid, int st
     tws *ws = &t->ws[tid];
     int n = t->n, s = t->s, q = t->q, G = t->G, sn = s * n;
     size_t act = (size_t)sn * sn;
-    if (store && ws->st_cap[l] < (size_t)P->K * act) {
-        free(ws->st[l]);
-        ws->st_cap[l] = 0;
-        if (!(ws->st[l] = malloc((size_t)P->K * act * sizeof *ws->st[l])))
-            return d2_fail(e, D2_EIO, "out of memory keeping %d slices of layer %d for the adjoint",
-                           P->K, l + 1);
-        ws->st_cap[l] = (size_t)P->K * act;
-    }
+    if (store && ensure_store(t, ws, l, P->K, e)) return D2_EIO;
+    float complex *ut = store ? ws->st[l] + (size_t)P->K * act : ws->ut;
+    float complex *u = store ? ws->u[l] : ws->un;
+    for (int i = 0; i < n; i++) memcpy(u + (size_t)i * n, w + (size_t)i * stride, n * sizeof *u);
+    up(t, ws, u, n, ut, 1.0);
     float complex *buf = ws->buf;
-    size_t nn = (size_t)n * n;
-    to_sub(t, w, stride, buf, 1.0f);
-    for (int k = 0; k < P->K; k++) {
-        if (store) {
-            float complex *st = ws->st[l] + (size_t)k * act;
-            for (int r = 0; r < sn; r++)
-                memcpy(st + (size_t)r * sn, buf + (size_t)(G + r) * q + G, sn * sizeof *st);
-        }
-        apply_mask(t, buf, P->mask + (size_t)k * nn, 0);
-        if (k + 1 < P->K) propagate(t, buf, P->B + (size_t)k * q * q, 0);
+    memset(buf, 0, (size_t)q * q * sizeof *buf);
+    for (int r = 0; r < sn; r++)
+        memcpy(buf + (size_t)(G + r) * q + G, ut + (size_t)r * sn, sn * sizeof *buf);
+    for (int k = 0; k < P->K; k++) slice_fwd(t, ws, P, k, store ? ws->st[l] + (size_t)k * act : NULL);
+    for (int r = 0; r < sn; r++) {
+        float complex *br = buf + (size_t)(G + r) * q + G;
+        const float complex *tq = P->tb + (size_t)(r / s) * n, *ur = ut + (size_t)r * sn;
+        for (int c = 0; c < sn; c++) br[c] -= tq[c / s] * ur[c];
     }
-    from_sub(t, buf, w, stride, 1.0f / (s * s));
+    down(t, ws, buf);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            w[(size_t)i * stride + j] = P->teq[(size_t)i * n + j] * u[(size_t)i * n + j] +
+                                        ws->bn[(size_t)i * n + j];
     return 0;
 }
 
@@ -476,37 +555,70 @@ void thick_adjoint(thick *t, int l, float complex *w, int stride, int tid,
     tws *ws = &t->ws[tid];
     int n = t->n, s = t->s, q = t->q, G = t->G, sn = s * n;
     size_t act = (size_t)sn * sn, nn = (size_t)n * n;
-    float complex *buf = ws->buf;
+    float complex *buf = ws->buf, *g0 = ws->ut, *gin = ws->un;
+    const float complex *u = ws->u[l], *ut = ws->st[l] + (size_t)P->K * act;
     double complex *acc = ws->acc;
-    memset(acc, 0, nn * sizeof *acc);
-    to_sub(t, w, stride, buf, 1.0f / (s * s));
+    double k0 = 2.0 * M_PI / t->lam, dz = P->dz;
+    double complex nc = t->g.index + I * t->g.kappa;
+    double complex c = I * k0 * (nc - 1.0), dT = (cexp(I * k0 * nc * dz) - cexp(I * k0 * dz)) / dz;
+    /* the phase screen: dL/du* += conj(teq) G, dteq/dh = c teq */
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            size_t x = (size_t)i * n + j;
+            float complex Gv = w[(size_t)i * stride + j];
+            acc[x] = c * P->teq[x] * (double complex)(conjf(Gv) * u[x]);
+            gin[x] = conjf(P->teq[x]) * Gv;
+        }
+    /* the correction D (P - T) U: its adjoint U^H (P - T)^H D^H, D^H = U / s^2;
+     * T's height derivative is tx dT (through the partial slice) */
+    up(t, ws, w, stride, g0, 1.0 / (s * s));
+    for (int r = 0; r < sn; r++) {
+        int i = r / s;
+        const float complex *gr = g0 + (size_t)r * sn, *ur = ut + (size_t)r * sn;
+        for (int j = 0; j < n; j++) {
+            float complex sum = 0;
+            for (int b = 0; b < s; b++) sum += conjf(gr[s * j + b]) * ur[s * j + b];
+            size_t x = (size_t)i * n + j;
+            acc[x] -= P->tx[x] * dT * (double complex)sum;
+        }
+    }
+    memset(buf, 0, (size_t)q * q * sizeof *buf);
+    for (int r = 0; r < sn; r++)
+        memcpy(buf + (size_t)(G + r) * q + G, g0 + (size_t)r * sn, sn * sizeof *buf);
     for (int k = P->K - 1; k >= 0; k--) {
-        if (k + 1 < P->K) propagate(t, buf, P->B + (size_t)k * q * q, 1);
-        /* buf: dL/d(after mask k)*; the height enters through the partial
-         * slice only: dL/dh = 2 Re(dm/dh sum conj(G) u_before). */
+        /* buf: dL/du_{k+1}*; the height enters through the partial slice:
+         * du_{k+1}/dh = (Pm u - Pa u) / dz there */
         const float complex *st = ws->st[l] + (size_t)k * act;
         for (int r = 0; r < sn; r++) {
             int i = r / s;
-            const float complex *br = buf + (size_t)(G + r) * q + G, *ur = st + (size_t)r * sn;
+            const float complex *br = buf + (size_t)(G + r) * q + G, *dr = st + (size_t)r * sn;
             for (int j = 0; j < n; j++) {
-                if (P->kpart[(size_t)i * n + j] != k) continue;
+                size_t x = (size_t)i * n + j;
+                if (P->kpart[x] != k) continue;
                 float complex sum = 0;
-                for (int b = 0; b < s; b++) sum += conjf(br[s * j + b]) * ur[s * j + b];
-                acc[(size_t)i * n + j] += sum;
+                for (int b = 0; b < s; b++) sum += conjf(br[s * j + b]) * dr[s * j + b];
+                acc[x] += (double complex)sum / dz;
             }
         }
-        apply_mask(t, buf, P->mask + (size_t)k * nn, 1);
+        slice_adj(t, ws, P, k);
     }
-    from_sub(t, buf, w, stride, 1.0f);
-    /* dm/dh = i k0 (n - 1 + i kappa) m; dh/dphi = lambda / (2 pi (n - 1)). */
-    double nr = t->g.index - 1.0, k0 = 2.0 * M_PI / t->lam;
-    double complex c = I * k0 * (nr + I * t->g.kappa);
-    double dhdphi = t->g.wavelength_mm / (2.0 * M_PI * nr);
-    for (size_t i = 0; i < nn; i++) {
-        double complex m = P->mask[(size_t)P->kpart[i] * nn + i];
-        double gphi = 2.0 * creal(c * m * acc[i]) * dhdphi;
-        double a2 = (double)crealf(tr[i]) * crealf(tr[i]) + (double)cimagf(tr[i]) * cimagf(tr[i]);
-        if (a2 > 0) gt[i] += (float complex)(0.5 * I * gphi / a2 * tr[i]);
+    /* minus T^H D^H G, then U^H = s^2 D */
+    for (int r = 0; r < sn; r++) {
+        float complex *br = buf + (size_t)(G + r) * q + G;
+        const float complex *tq = P->tb + (size_t)(r / s) * n, *gr = g0 + (size_t)r * sn;
+        for (int cc = 0; cc < sn; cc++) br[cc] -= conjf(tq[cc / s]) * gr[cc];
+    }
+    down(t, ws, buf);
+    float s2 = (float)(s * s);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            w[(size_t)i * stride + j] = gin[(size_t)i * n + j] + s2 * ws->bn[(size_t)i * n + j];
+    /* dh/dphi = lambda / (2 pi (n - 1)) */
+    double dhdphi = t->g.wavelength_mm / (2.0 * M_PI * (t->g.index - 1.0));
+    for (size_t x = 0; x < nn; x++) {
+        double gphi = 2.0 * creal(acc[x]) * dhdphi;
+        double a2 = (double)crealf(tr[x]) * crealf(tr[x]) + (double)cimagf(tr[x]) * cimagf(tr[x]);
+        if (a2 > 0) gt[x] += (float complex)(0.5 * I * gphi / a2 * tr[x]);
     }
 }
 
