@@ -289,16 +289,19 @@ void perturb_draw_uniform(d2_rng *r, double max_xy_mm, double max_z_mm, double m
  *     spectrum kz = 2 pi sqrt((n + i kappa)^2 / lambda^2 - f^2), folded into
  *     the adjacent air gap's transfer function (no extra FFT);
  *   - the relief above it is cut into K equal slices of at most
- *     thick_slice_max (lambda / 10), sampled on s x s sub-pixels per neuron
- *     (the field enters replicated, leaves averaged over each neuron) with a
- *     guard band of thick_guard sub-pixels instead of zero padding; each slice
- *     is a split-step (Strang): mask at its centre, angular-spectrum
- *     propagation between the centres in the slice's reference medium
- *     n_ref = 1 + (index - 1) * mean fill (rounded to 1/D2_THICK_LEVELS), so
- *     a uniformly filled slice is propagated exactly; the mask is
- *     exp(i k0 dz (f (n - 1 + i kappa) - (n_ref - 1))) with fill fraction
- *     f = clamp((h - z_k) / dz, 0, 1); evanescent waves decay;
- *   - the first and last half slice and the slab travel with the gaps;
+ *     thick_slice_max (lambda / 10), on s x s sub-pixels per neuron with a
+ *     guard band of thick_guard sub-pixels instead of zero padding. Each
+ *     slice is one step of the wave propagation method: the field travels dz
+ *     in air and in material (exact angular spectra, evanescent waves
+ *     decaying, absorption in the material's) and each sub-pixel takes
+ *     (1 - f) of the one and f of the other, f = clamp((h - z_k) / dz, 0, 1)
+ *     its neuron's fill, so light inside a pillar diffracts as in the
+ *     material. The neuron field enters band-limited (Fourier interpolation)
+ *     and leaves with the Fourier coefficients the neuron grid holds;
+ *   - the plate is then out = teq u + D (P - T) U u: teq the phase screen
+ *     exp(i k0 (n - 1 + i kappa) (h - slab)) on the neuron grid, P the
+ *     slices and T the same slices without diffraction on the sub-pixel grid
+ *     (U, D the resampling), so a vanishing relief is exactly the screen;
  *   - both faces transmit the Fresnel amplitude 2 / (1 + n) and 2 n / (1 + n)
  *     (normal incidence; one factor per plate in the gap before it).
  * Geometry in thick mode: gap_mm[k] is the AIR gap between the faces of the
@@ -311,7 +314,6 @@ void perturb_draw_uniform(d2_rng *r, double max_xy_mm, double max_z_mm, double m
  * modelled. */
 enum { D2_OPTICS_THIN = 0, D2_OPTICS_THICK = 1 };
 enum { D2_RELIEF_DETECTOR = 0, D2_RELIEF_SOURCE = 1 };
-#define D2_THICK_LEVELS 32 /* reference-index steps per (index - 1) */
 
 /* Largest slice (mm), sub-pixels per neuron side, guard band (sub-pixels each
  * side) and the sub-pixel FFT size a thick network of g uses. */

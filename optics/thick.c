@@ -1,15 +1,16 @@
-/* Thick plates: a homogeneous slab plus a relief cut into slices, propagated
- * split-step on a sub-pixel grid (the model is described at the end of
- * optics/optics.h).
+/* Thick plates: a homogeneous slab plus a relief cut into slices, each one
+ * step of the wave propagation method on a sub-pixel grid (the model is
+ * described at the end of optics/optics.h).
  *
- * Cost: each slice boundary is one 2-D FFT pair of size q = s n + 2 guard
- * (rounded up to a size FFTW likes) with no zero padding: over one slice
- * (lambda / 10) light moves sideways by dz tan(theta), a fraction of a
- * sub-pixel for the angles a pitch of lambda / 2 or more carries, and about
- * 2.7 relief heights over the whole plate at the steepest angle the neuron
- * grid holds; the guard band is sized for that (thick_guard), and what
- * reaches it is dropped at the exit like light outside the plate in the thin
- * model. tests/test_optics_thick.c checks it against 2x padding. */
+ * Cost: per slice one forward and two inverse 2-D FFTs (the adjoint: two
+ * forward, one inverse) of size q = s n + 2 guard, rounded up to a size FFTW
+ * likes, with no zero padding: over one slice (lambda / 10) light moves
+ * sideways by dz tan(theta), a fraction of a sub-pixel for the angles a pitch
+ * of about lambda / 2 carries, and about 2.7 relief heights over the whole
+ * plate at the steepest angle the neuron grid holds; the guard band is sized
+ * for that (thick_guard), and what reaches it is dropped at the exit like
+ * light outside the plate in the thin model. tests/test_optics_thick.c checks
+ * it against 2x padding. The slab costs nothing: it is folded into a gap. */
 #include "optics/thick.h"
 
 #include "core/config.h"
