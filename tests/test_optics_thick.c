@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/wait.h>
+
+#include "core/config.h"
 #include "core/npy.h"
 #include "core/util.h"
 #include "optics/optics.h"
@@ -577,6 +580,66 @@ TEST(heights_outside_the_plate_or_on_a_thin_network_are_refused)
     free(h);
 }
 
+static const char *bin(void)
+{
+    const char *b = getenv("D2FAB_BIN");
+    return b && *b ? b : "./d2fab";
+}
+
+/* The optics section of an eval JSON written by `cmd`; NULL on failure. */
+static cJSON *eval_json(const char *cmd, const char *out)
+{
+    if (system(cmd) != 0) return NULL;
+    cJSON *root = NULL;
+    d2_err e = {0};
+    if (cfg_load(out, &root, &e)) printf("  %s\n", e.msg);
+    return root;
+}
+
+static const char *optics_model(const cJSON *root)
+{
+    const cJSON *o = cJSON_GetObjectItem(root, "optics");
+    const cJSON *m = o ? cJSON_GetObjectItem(o, "model") : NULL;
+    return cJSON_IsString(m) ? m->valuestring : "";
+}
+
+TEST(eval_scores_an_export_thick_and_a_model_thin_and_says_so)
+{
+    d2_model m = {0};
+    geom_small(&m.g, 32, 2, 20, 0);
+    m.g.aperture_mm = 8;
+    train_opts_default(&m.t);
+    d2_err e = {0};
+    CHECK(model_alloc(&m, &e) == 0);
+    for (int l = 0; l < 2; l++) phases(m.phase[l], 32, 40 + l);
+    const char *md = t_path("model"), *ex = t_path("export"), *js = t_path("eval.json");
+    CHECK(model_save(md, &m, &e) == 0);
+    model_free(&m);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s export --model %s --out %s > /dev/null 2>&1", bin(), md, ex);
+    CHECK(system(cmd) == 0);
+    const char *runs[][2] = {{ex, ""}, {ex, "--optics thin"}, {md, ""}, {md, "--optics thick"}};
+    const char *want[] = {"thick", "thin", "thin", "thick"};
+    for (int r = 0; r < 4; r++) {
+        snprintf(cmd, sizeof cmd, "%s eval --model %s %s --limit 10 -t 1 --json > %s 2>/dev/null",
+                 bin(), runs[r][0], runs[r][1], js);
+        cJSON *root = eval_json(cmd, js);
+        CHECK(root != NULL);
+        if (!root) continue;
+        CHECK(strcmp(optics_model(root), want[r]) == 0);
+        const cJSON *acc = cJSON_GetObjectItem(root, "accuracy");
+        CHECK(cJSON_IsNumber(acc) && acc->valuedouble >= 0 && acc->valuedouble <= 1);
+        cJSON_Delete(root);
+    }
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --optics thin --correct-spacing > /dev/null 2>&1",
+             bin(), ex);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --optics thik > /dev/null 2>&1", bin(), ex);
+    rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+}
+
 int main(void)
 {
     RUN(a_thick_network_without_plates_is_the_thin_one_bit_for_bit);
@@ -591,5 +654,6 @@ int main(void)
     RUN(a_thin_model_becomes_the_thick_model_of_the_same_assembly);
     RUN(model_json_records_the_optical_model_and_reads_it_back);
     RUN(heights_outside_the_plate_or_on_a_thin_network_are_refused);
+    RUN(eval_scores_an_export_thick_and_a_model_thin_and_says_so);
     return t_finish();
 }
