@@ -392,7 +392,8 @@ static double forward(d2_net *net, const float *in, const float complex *inc, ws
 static double detect(const d2_net *net, const float complex *o, double ein, float *det)
 {
     int n = net->n;
-    double norm = ein > 0 ? 1.0 / ein : 0.0;
+    /* NaN when a thick plate could not be set or kept: no silent zeros */
+    double norm = ein > 0 ? 1.0 / ein : net->thick && isnan(ein) ? NAN : 0.0;
     for (int k = 0; k < net->g.ndet; k++) {
         double sum = 0;
         for (int r = net->det_r0[k]; r < net->det_r1[k]; r++)
