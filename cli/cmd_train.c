@@ -169,6 +169,9 @@ static void eval_help(FILE *fp)
             "                       for thick plates would be                          [off]\n"
             "      --slice-mm D     thick: largest relief slice                [lambda / 10]\n"
             "      --subpixels S    thick: S x S sub-pixels per neuron                   [2]\n"
+            "      --relief-side S  thick: the relief faces the detector or the source (the\n"
+            "                       plate turned round; its flat face stays at its datum)\n"
+            "                                                             [detector]\n"
             "  -h, --help           this help\n\n%s",
             cli_exit_help);
 }
@@ -181,9 +184,10 @@ int cmd_eval(int argc, char **argv)
         {"png", required_argument, 0, 'p'},   {"json", no_argument, 0, 'j'},
         {"optics", required_argument, 0, 'O'}, {"correct-spacing", no_argument, 0, 'C'},
         {"slice-mm", required_argument, 0, 'Z'}, {"subpixels", required_argument, 0, 'S'},
+        {"relief-side", required_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *dir = NULL, *data = dataset_default_dir(), *png = NULL;
-    int optics = -1, correct = 0;
+    int optics = -1, correct = 0, side = -1;
     double slice = 0;
     long subpix = 0;
     long limit = 0, threads = 0;
@@ -206,6 +210,15 @@ int cmd_eval(int argc, char **argv)
             }
             break;
         case 'C': correct = 1; break;
+        case 'R':
+            if (!strcmp(optarg, "detector")) side = D2_RELIEF_DETECTOR;
+            else if (!strcmp(optarg, "source")) side = D2_RELIEF_SOURCE;
+            else {
+                fprintf(stderr, "d2fab eval: --relief-side '%s': expected detector or source\n",
+                        optarg);
+                return 1;
+            }
+            break;
         case 'Z': if (cli_num("eval", "slice-mm", optarg, 1e-4, 10, &slice)) return 1; break;
         case 'S': if (cli_int("eval", "subpixels", optarg, 1, 16, &subpix)) return 1; break;
         case 'h': eval_help(stdout); return 0;
@@ -232,14 +245,15 @@ int cmd_eval(int argc, char **argv)
     if (optics == D2_OPTICS_THICK) {
         if (slice > 0) m.g.slice_mm = slice;
         if (subpix > 0) m.g.subpix = (int)subpix;
+        if (side >= 0) m.g.relief_side = side;
         if ((rc = model_make_thick(&m, correct, &e))) {
             model_free(&m);
             return cli_error("eval", rc, e.msg);
         }
-    } else if (correct || slice > 0 || subpix > 0) {
+    } else if (correct || slice > 0 || subpix > 0 || side >= 0) {
         model_free(&m);
-        fprintf(stderr, "d2fab eval: --correct-spacing, --slice-mm and --subpixels need --optics "
-                        "thick\n");
+        fprintf(stderr, "d2fab eval: --correct-spacing, --slice-mm, --subpixels and --relief-side "
+                        "need --optics thick\n");
         return 1;
     }
     char pngpath[4096];
