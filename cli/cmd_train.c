@@ -140,6 +140,18 @@ static void eval_help(FILE *fp)
             "  -t, --threads N      worker threads                              [all cores]\n"
             "  -p, --png FILE       output-intensity montage of 10 test images [DIR/eval.png]\n"
             "  -j, --json           print the result as JSON on stdout\n"
+            "      --optics MODEL   thin (phase screens at the flat faces, gaps datum to\n"
+            "                       datum) or thick (plates of base and relief, split-step\n"
+            "                       through the relief; gaps become air gaps)\n"
+            "                                  [thick for an export, else the model's own]\n"
+            "      --correct-spacing  thick: lengthen each gap after a plate by its paraxial\n"
+            "                       shortening (mean height)(1 - 1/n), as a stack re-spaced\n"
+            "                       for thick plates would be                          [off]\n"
+            "      --slice-mm D     thick: largest relief slice                [lambda / 10]\n"
+            "      --subpixels S    thick: S x S sub-pixels per neuron                   [2]\n"
+            "      --relief-side S  thick: the relief faces the detector or the source (the\n"
+            "                       plate turned round; its flat face stays at its datum)\n"
+            "                                                             [detector]\n"
             "  -h, --help           this help\n\n%s",
             cli_exit_help);
 }
@@ -150,8 +162,14 @@ int cmd_eval(int argc, char **argv)
         {"model", required_argument, 0, 'm'}, {"data", required_argument, 0, 'd'},
         {"limit", required_argument, 0, 'l'}, {"threads", required_argument, 0, 't'},
         {"png", required_argument, 0, 'p'},   {"json", no_argument, 0, 'j'},
+        {"optics", required_argument, 0, 'O'}, {"correct-spacing", no_argument, 0, 'C'},
+        {"slice-mm", required_argument, 0, 'Z'}, {"subpixels", required_argument, 0, 'S'},
+        {"relief-side", required_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *dir = NULL, *data = dataset_default_dir(), *png = NULL;
+    int optics = -1, correct = 0, side = -1;
+    double slice = 0;
+    long subpix = 0;
     long limit = 0, threads = 0;
     int json = 0, c;
     optind = 1;
@@ -163,6 +181,26 @@ int cmd_eval(int argc, char **argv)
         case 't': if (cli_int("eval", "threads", optarg, 1, 1024, &threads)) return 1; break;
         case 'p': png = optarg; break;
         case 'j': json = 1; break;
+        case 'O':
+            if (!strcmp(optarg, "thin")) optics = D2_OPTICS_THIN;
+            else if (!strcmp(optarg, "thick")) optics = D2_OPTICS_THICK;
+            else {
+                fprintf(stderr, "d2fab eval: --optics '%s': expected thin or thick\n", optarg);
+                return 1;
+            }
+            break;
+        case 'C': correct = 1; break;
+        case 'R':
+            if (!strcmp(optarg, "detector")) side = D2_RELIEF_DETECTOR;
+            else if (!strcmp(optarg, "source")) side = D2_RELIEF_SOURCE;
+            else {
+                fprintf(stderr, "d2fab eval: --relief-side '%s': expected detector or source\n",
+                        optarg);
+                return 1;
+            }
+            break;
+        case 'Z': if (cli_num("eval", "slice-mm", optarg, 1e-4, 10, &slice)) return 1; break;
+        case 'S': if (cli_int("eval", "subpixels", optarg, 1, 16, &subpix)) return 1; break;
         case 'h': eval_help(stdout); return 0;
         default: eval_help(stderr); return 1;
         }
@@ -177,18 +215,50 @@ int cmd_eval(int argc, char **argv)
     d2_model m;
     int rc = cli_load_model(dir, &m, &e);
     if (rc) return cli_error("eval", rc, e.msg);
+    int is_export = m.height[0] != NULL;
+    if (optics < 0) optics = is_export ? D2_OPTICS_THICK : m.g.optics;
+    if (optics == D2_OPTICS_THIN && m.g.optics == D2_OPTICS_THICK) {
+        model_free(&m);
+        return cli_error("eval", D2_EINPUT, "--optics thin: this model was trained with thick "
+                         "plates (air gaps); it has no thin equivalent here");
+    }
+    if (optics == D2_OPTICS_THICK) {
+        if (slice > 0) m.g.slice_mm = slice;
+        if (subpix > 0) m.g.subpix = (int)subpix;
+        if (side >= 0) m.g.relief_side = side;
+        if ((rc = model_make_thick(&m, correct, &e))) {
+            model_free(&m);
+            return cli_error("eval", rc, e.msg);
+        }
+    } else if (correct || slice > 0 || subpix > 0 || side >= 0) {
+        model_free(&m);
+        fprintf(stderr, "d2fab eval: --correct-spacing, --slice-mm, --subpixels and --relief-side "
+                        "need --optics thick\n");
+        return 1;
+    }
     char pngpath[4096];
     if (!png) {
         snprintf(pngpath, sizeof pngpath, "%s/eval.png", dir);
         png = pngpath;
     }
     eval_result r;
+    double t0 = d2_now();
     rc = eval_model(&m, data, (int)limit, (int)threads, png, json ? NULL : stderr, &r, &e);
+    double secs = d2_now() - t0;
     if (rc) {
         model_free(&m);
         return cli_error("eval", rc, e.msg);
     }
     cJSON *o = eval_to_json(&r, m.g.ndet);
+    /* which optical model produced the numbers */
+    cJSON *oj = optics_to_json(&m.g);
+    cJSON_AddStringToObject(oj, "scored", is_export ? "export (printed heights)" : "model (phases)");
+    if (m.g.optics == D2_OPTICS_THICK)
+        cJSON_AddStringToObject(oj, "spacing", correct ? "corrected for the slabs" : "as built");
+    cJSON *ga = cJSON_AddArrayToObject(oj, "gaps_mm");
+    for (int k = 0; k <= m.g.layers; k++) cJSON_AddItemToArray(ga, cJSON_CreateNumber(m.g.gap_mm[k]));
+    cJSON_AddItemToObject(o, "optics", oj);
+    cJSON_AddNumberToObject(o, "seconds", secs);
     if (json) {
         char *s = (rc = cfg_json_complete("eval --json", &e)) ? NULL : cJSON_Print(o);
         if (!s) {
@@ -201,6 +271,16 @@ int cmd_eval(int argc, char **argv)
     } else {
         printf("%s: accuracy %.2f%% (%d/%d test images of %s)\n", dir, 100 * r.accuracy,
                r.correct, r.count, m.t.dataset);
+        if (m.g.optics == D2_OPTICS_THICK)
+            printf("optical model: thick plates (relief toward the %s, slices <= %.4g mm, %d x %d "
+                   "sub-pixels, Fresnel %s), air gaps%s\n",
+                   m.g.relief_side == D2_RELIEF_SOURCE ? "source" : "detector",
+                   thick_slice_max(&m.g), thick_subpix(&m.g), thick_subpix(&m.g),
+                   m.g.no_fresnel ? "off" : "on",
+                   correct ? ", spacing corrected for the slabs" : " of the assembly as built");
+        else
+            printf("optical model: thin phase screens, gaps datum to datum\n");
+        printf("time %.1f s, %.2f ms per image\n", secs, 1e3 * secs / (r.count ? r.count : 1));
         printf("detector efficiency %.4f (detector energy / input energy), output plane %.4f\n",
                r.efficiency, r.output_efficiency);
         printf("per class:");

@@ -324,7 +324,8 @@ void export_folder_free(export_folder *x);
  * wavelength, and per layer phase = 2 pi (n - 1) h / lambda mod 2 pi and
  * amplitude exp(-2 pi kappa h / lambda) from the heights. The material
  * coupling is switched off (the amplitudes are explicit); the uniform Fresnel
- * loss is not included. Release with model_free. */
+ * loss is not included. m->height keeps the heights, for the thick-plate
+ * model (model_make_thick). Release with model_free. */
 int export_load_as_model(const char *dir, d2_model *m, d2_err *e);
 
 /* Loads DIR as a model: an export folder (DIR/export.json exists) with

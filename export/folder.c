@@ -141,13 +141,16 @@ int export_load_as_model(const char *dir, d2_model *m, d2_err *e)
     m->t = x.t;
     size_t cnt = (size_t)x.n * (size_t)x.n;
     for (int k = 0; k < x.layers; k++) {
-        if (!(m->phase[k] = d2_malloc(cnt * sizeof(float), "layer phase", e))) {
+        if (!(m->phase[k] = d2_malloc(cnt * sizeof(float), "layer phase", e)) ||
+            !(m->height[k] = d2_malloc(cnt * sizeof(float), "layer heights", e))) {
             rc = D2_EIO;
             goto fail;
         }
-        /* The heights become the amplitudes in place. */
+        /* The heights are kept for the thick-plate model and become the
+         * amplitudes in place. */
         float *hv = m->amp[k] = x.height_mm[k];
         x.height_mm[k] = NULL;
+        memcpy(m->height[k], hv, cnt * sizeof(float));
         opt_heights_to_transmission(hv, cnt, x.index, x.kappa, x.wavelength_mm, m->phase[k], NULL);
         opt_heights_to_transmission(hv, cnt, x.index, x.kappa, x.wavelength_mm, NULL, hv);
     }

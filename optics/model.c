@@ -184,7 +184,7 @@ int geom_validate(const d2_geom *g, const char *file, d2_err *e)
 static const char *const k_top[] = {"format", "version", "software", "geometry", "input",
                                     "detector", "material", "training", "layers", "history",
                                     "initialised_from", "test_accuracy", "train_seconds",
-                                    "notes", NULL};
+                                    "notes", "optics", NULL};
 static const char *const k_geom[] = {"frequency_thz", "wavelength_mm", "pitch_mm", "neurons",
                                      "layers", "gaps_mm", "pad_factor", NULL};
 static const char *const k_input[] = {"aperture_mm", "dataset", NULL};
@@ -369,7 +369,7 @@ int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *
 
     if ((rc = read_geometry(path, geo, g, e)) || (rc = read_input(path, inp, g, t, e)) ||
         (rc = read_detector(path, det, g, e)) || (rc = read_material(path, mat, g, e)) ||
-        (rc = read_training(path, tr, t, e)))
+        (rc = optics_read(path, root, g, e)) || (rc = read_training(path, tr, t, e)))
         return rc;
     return geom_validate(g, path, e);
 }
@@ -407,6 +407,7 @@ cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t)
     cJSON_AddBoolToObject(mat, "coupled", g->coupled);
     cfg_add_numbers(mat, (const cfg_num_item[]){{"index", g->index}, {"kappa", g->kappa},
                     {"base_mm", g->base_mm}, {"max_relief_mm", g->max_relief_mm}}, 4);
+    cJSON_AddItemToObject(root, "optics", optics_to_json(g));
     cJSON *tr = cJSON_AddObjectToObject(root, "training");
     cJSON_AddStringToObject(tr, "loss", t->loss == LOSS_MSE ? "mse" : "softmax");
     const cfg_num_item tn[] = {
@@ -452,6 +453,7 @@ void model_free(d2_model *m)
     for (int l = 0; l < D2_MAX_LAYERS; l++) {
         free(m->phase[l]);
         free(m->amp[l]);
+        free(m->height[l]);
     }
     cJSON_Delete(m->history);
     cJSON_Delete(m->init);

@@ -13,6 +13,7 @@
  * 16 with H fused, out-of-place columns). */
 #include "optics/optics.h"
 #include "optics/simd.h"
+#include "optics/thick.h"
 
 #include <fftw3.h>
 #include <math.h>
@@ -39,6 +40,8 @@ struct d2_net {
     double H_z[D2_MAX_LAYERS + 1], H_lambda[D2_MAX_LAYERS + 1]; /* what each H is for */
     float complex *t[D2_MAX_LAYERS];
     fftwf_plan row_f, row_b, col_f, col_b;
+    thick *thick;                      /* thick plates (optics/thick.c), or NULL */
+    int thick_failed;                  /* a plate could not be set: results are NaN */
     int det_r0[D2_MAX_DET], det_r1[D2_MAX_DET], det_c0[D2_MAX_DET], det_c1[D2_MAX_DET];
     ws *ws;
 };
@@ -171,8 +174,10 @@ d2_net *net_new(const d2_geom *g, int threads, d2_err *e)
     net->col_f = fftwf_plan_many_dft(1, len, p, buf, NULL, p, 1, buf, NULL, p, 1, FFTW_FORWARD, flags);
     net->col_b = fftwf_plan_many_dft(1, len, p, buf, NULL, p, 1, buf, NULL, p, 1, FFTW_BACKWARD, flags);
     fftwf_set_timelimit(FFTW_NO_TIMELIMIT);
+    if (g->optics == D2_OPTICS_THICK) net->thick = thick_new(g, threads, e);
     wisdom_save();
     pthread_mutex_unlock(&plan_mu);
+    if (g->optics == D2_OPTICS_THICK && !net->thick) goto fail;
     if (!net->row_f || !net->row_b || !net->col_f || !net->col_b) {
         d2_fail(e, D2_EIO, "FFTW could not plan transforms of size %d", p);
         goto fail;
@@ -205,13 +210,68 @@ void net_free(d2_net *net)
     if (net->row_b) fftwf_destroy_plan(net->row_b);
     if (net->col_f) fftwf_destroy_plan(net->col_f);
     if (net->col_b) fftwf_destroy_plan(net->col_b);
+    thick_free(net->thick);
     pthread_mutex_unlock(&plan_mu);
     free(net);
+}
+
+/* Transfer function of gap k: air, or with the thick plates beside it. */
+static void gap_build(d2_net *net, int k, double z_mm, double lam)
+{
+    if (net->thick)
+        thick_transfer(net->thick, k, net->H[k], net->p, net->g.pitch_mm, lam, z_mm);
+    else
+        asm_transfer(net->H[k], net->p, net->g.pitch_mm, lam, z_mm);
+    net->H_z[k] = z_mm;
+    net->H_lambda[k] = lam;
+}
+
+/* After plate l was set (rc from thick_set_*): the gaps beside it fold in
+ * its slab and half slices. */
+static void thick_hook(d2_net *net, int l, int rc)
+{
+    if (rc < 0) net->thick_failed = 1;
+    if (rc <= 0) return;
+    gap_build(net, l, net->H_z[l], net->H_lambda[l]);
+    gap_build(net, l + 1, net->H_z[l + 1], net->H_lambda[l + 1]);
+}
+
+int net_set_heights(d2_net *net, int l, const float *h_mm, double slab_mm, double top_mm,
+                    d2_err *e)
+{
+    if (!net->thick)
+        return d2_fail(e, D2_EINPUT, "layer %d: heights need the thick-plate model (optics "
+                       "\"thick\")", l + 1);
+    int rc = thick_set_heights(net->thick, l, h_mm, slab_mm, top_mm, e);
+    if (rc >= 0) {
+        /* The equivalent phase screen, for net_transmission and the gradient. */
+        double k = 2.0 * M_PI * (net->g.index - 1.0) / net->g.wavelength_mm;
+        for (size_t i = 0; i < (size_t)net->n * net->n; i++) {
+            double ph = k * h_mm[i];
+            net->t[l][i] = (float)cos(ph) + I * (float)sin(ph);
+        }
+    }
+    thick_hook(net, l, rc);
+    return rc < 0 ? rc : 0;
+}
+
+void net_thick_plate(const d2_net *net, int l, double *slab_mm, double *top_mm, int *slices,
+                     double *dz_mm)
+{
+    if (net->thick) {
+        thick_plate(net->thick, l, slab_mm, top_mm, slices, dz_mm);
+        return;
+    }
+    if (slab_mm) *slab_mm = 0;
+    if (top_mm) *top_mm = 0;
+    if (slices) *slices = 0;
+    if (dz_mm) *dz_mm = 0;
 }
 
 void net_set_transmission(d2_net *net, int l, const float complex *t)
 {
     memcpy(net->t[l], t, (size_t)net->n * net->n * sizeof *t);
+    if (net->thick) thick_hook(net, l, thick_set_from_t(net->thick, l, t, NULL));
 }
 
 void net_phase_to_t(const d2_geom *g, const float *phase, const float *amp, float step_rad,
@@ -234,11 +294,19 @@ void net_phase_to_t(const d2_geom *g, const float *phase, const float *amp, floa
 void net_set_phase(d2_net *net, int l, const float *phase, const float *amp)
 {
     net_phase_to_t(&net->g, phase, amp, 0, (size_t)net->n * net->n, net->t[l]);
+    if (net->thick) thick_hook(net, l, thick_set_from_t(net->thick, l, net->t[l], NULL));
 }
 
 void net_set_model(d2_net *net, const d2_model *m)
 {
-    for (int l = 0; l < net->L; l++) net_set_phase(net, l, m->phase[l], m->amp[l]);
+    for (int l = 0; l < net->L; l++) {
+        if (net->thick && m->height[l]) {
+            net_phase_to_t(&net->g, m->phase[l], m->amp[l], 0, (size_t)net->n * net->n, net->t[l]);
+            if (net_set_heights(net, l, m->height[l], -1, -1, NULL)) net->thick_failed = 1;
+        } else {
+            net_set_phase(net, l, m->phase[l], m->amp[l]);
+        }
+    }
 }
 
 void net_set_gap(d2_net *net, int k, double z_mm, double wavelength_mm)
@@ -246,10 +314,10 @@ void net_set_gap(d2_net *net, int k, double z_mm, double wavelength_mm)
     double lam = wavelength_mm > 0 ? wavelength_mm : net->g.wavelength_mm;
     /* A transfer function costs p^2 complex exponentials: keep it when the
      * gap and wavelength are the ones it was made for. */
+    if (net->thick && thick_set_wavelength(net->thick, lam))
+        for (int j = 0; j <= net->L; j++) gap_build(net, j, net->H_z[j], net->H_lambda[j]);
     if (net->H_z[k] == z_mm && net->H_lambda[k] == lam) return;
-    asm_transfer(net->H[k], net->p, net->g.pitch_mm, lam, z_mm);
-    net->H_z[k] = z_mm;
-    net->H_lambda[k] = lam;
+    gap_build(net, k, z_mm, lam);
 }
 
 /* Rows 0..n-1 of w hold the padded input (columns n..p-1 already zero);
@@ -275,12 +343,20 @@ static void crop(const d2_net *net, const float complex *w, float complex *dst)
 /* Forward chain. With store set (training) it keeps the field arriving at
  * each layer in s->v for the adjoint pass; inference modulates in place.
  * The detector-plane field ends in s->o. Returns the input energy. */
-static double forward(d2_net *net, const float *in, ws *s, int store)
+static double forward(d2_net *net, const float *in, const float complex *inc, ws *s, int store)
 {
     int n = net->n, p = net->p, L = net->L;
     float complex *w = s->w;
     double ein = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; inc && i < n; i++) {
+        float complex *row = w + (size_t)i * p;
+        for (int j = 0; j < n; j++) {
+            row[j] = inc[(size_t)i * n + j];
+            ein += (double)crealf(row[j]) * crealf(row[j]) + (double)cimagf(row[j]) * cimagf(row[j]);
+        }
+        memset(row + n, 0, (size_t)(p - n) * sizeof *row);
+    }
+    for (int i = 0; !inc && i < n; i++) {
         float complex *row = w + (size_t)i * p;
         const float *a = in + (size_t)i * n;
         for (int j = 0; j < n; j++) row[j] = a[j];
@@ -290,6 +366,12 @@ static double forward(d2_net *net, const float *in, ws *s, int store)
     prop_core(net, w, net->H[0], 0);
     for (int l = 0; l < L; l++) {
         if (store) crop(net, w, s->v[l]);
+        if (net->thick) {
+            if (thick_forward(net->thick, l, w, p, (int)(s - net->ws), store, NULL)) ein = NAN;
+            for (int i = 0; i < n; i++) memset(w + (size_t)i * p + n, 0, (size_t)(p - n) * sizeof *w);
+            prop_core(net, w, net->H[l + 1], 0);
+            continue;
+        }
         const float complex *t = net->t[l];
         for (int i = 0; i < n; i++) {
             float complex *row = w + (size_t)i * p;
@@ -300,13 +382,14 @@ static double forward(d2_net *net, const float *in, ws *s, int store)
         prop_core(net, w, net->H[l + 1], 0);
     }
     crop(net, w, s->o);
-    return ein;
+    return net->thick_failed ? NAN : ein;
 }
 
 static double detect(const d2_net *net, const float complex *o, double ein, float *det)
 {
     int n = net->n;
-    double norm = ein > 0 ? 1.0 / ein : 0.0;
+    /* NaN when a thick plate could not be set or kept: no silent zeros */
+    double norm = ein > 0 ? 1.0 / ein : net->thick && isnan(ein) ? NAN : 0.0;
     for (int k = 0; k < net->g.ndet; k++) {
         double sum = 0;
         for (int r = net->det_r0[k]; r < net->det_r1[k]; r++)
@@ -322,7 +405,7 @@ static double detect(const d2_net *net, const float complex *o, double ein, floa
 double net_infer(d2_net *net, const float *in, float *det, float *intensity, int tid)
 {
     ws *s = &net->ws[tid];
-    double ein = forward(net, in, s, 0);
+    double ein = forward(net, in, NULL, s, 0);
     if (intensity) {
         double norm = ein > 0 ? 1.0 / ein : 0.0;
         for (size_t i = 0; i < (size_t)net->n * net->n; i++) {
@@ -370,7 +453,7 @@ double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double te
 {
     ws *s = &net->ws[tid];
     int n = net->n, p = net->p, L = net->L;
-    double ein = forward(net, in, s, 1);
+    double ein = forward(net, in, NULL, s, 1);
     detect(net, s->o, ein, det);
     double dl_de[D2_MAX_DET];
     double lossv = net_loss(det, net->g.ndet, label, loss, temperature, dl_de);
@@ -388,6 +471,14 @@ double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double te
     prop_core(net, w, net->H[L], 1);
 
     for (int l = L - 1; l >= 0; l--) {
+        if (net->thick) {
+            /* the plate's adjoint, its height gradient carried in gt (optics.h) */
+            thick_adjoint(net->thick, l, w, p, tid, net->t[l], gt[l]);
+            for (int i = 0; l > 0 && i < n; i++)
+                memset(w + (size_t)i * p + n, 0, (size_t)(p - n) * sizeof *w);
+            if (l > 0) prop_core(net, w, net->H[l], 1);
+            continue;
+        }
         /* w holds G = dL/du_l* with u_l = t_l v_l: dL/dt_l* = G conj(v_l), and
          * dL/dv_l* = conj(t_l) G feeds the adjoint of the previous gap. */
         const float complex *t = net->t[l], *v = s->v[l];
@@ -432,4 +523,12 @@ void net_propagate(d2_net *net, int k, float complex *field, int tid)
     }
     prop_core(net, w, net->H[k], 0);
     crop(net, w, field);
+}
+
+double net_infer_field(d2_net *net, const float complex *in, float complex *out, int tid)
+{
+    ws *s = &net->ws[tid];
+    double ein = forward(net, NULL, in, s, 0);
+    memcpy(out, s->o, (size_t)net->n * net->n * sizeof *out);
+    return ein;
 }

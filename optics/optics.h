@@ -42,6 +42,15 @@ typedef struct d2_geom {
     int coupled;
     double index, kappa, base_mm;
     double max_relief_mm;  /* > 0: phases limited to the relief this allows */
+    /* Optical model of the plates ("Thick plates" at the end of this header):
+     * optics 0 (D2_OPTICS_THIN) is the phase screen at each datum face with
+     * gaps datum to datum; D2_OPTICS_THICK makes gap_mm air gaps between plates. */
+    int optics;
+    int relief_side;       /* thick: D2_RELIEF_DETECTOR or D2_RELIEF_SOURCE */
+    double slice_mm;       /* thick: largest relief slice, 0 = lambda / 10 */
+    int subpix;            /* thick: sub-pixels per neuron side, 0 = 2 */
+    int no_fresnel;        /* thick: 1 leaves out the Fresnel transmission of the faces */
+    int guard;             /* thick: guard band in sub-pixels each side, 0 = auto */
 } d2_geom;
 
 typedef struct d2_train_opts {
@@ -74,6 +83,8 @@ typedef struct d2_model {
                             * training, history and accuracy; owned; may be NULL */
     double test_accuracy;  /* < 0 when not evaluated */
     double train_seconds;
+    float *height[D2_MAX_LAYERS]; /* printed heights (mm, incl. base) when loaded
+                                   * from an export, else NULL; owned */
 } d2_model;
 
 /* Default geometry: Lin et al. 2018 (0.4 THz, 0.4 mm pitch, 5 x 200 x 200,
@@ -305,5 +316,106 @@ float perturb_quantize_phase(float phase, float step_rad);
  * max_z_mm, max_rot_deg). */
 void perturb_draw_uniform(d2_rng *r, double max_xy_mm, double max_z_mm, double max_rot_deg,
                           layer_pose *pose);
+
+/* ---------------------------------------------------------------------------
+ * Thick plates (optics/thick.c)
+ *
+ * A printed plate is a flat slab of material (index + i kappa relative to
+ * air) with pillars on one side: heights h(x, y) in mm measured from the flat
+ * face, base included. With g->optics == D2_OPTICS_THICK the network models
+ * every layer as such a plate instead of a phase screen:
+ *   - the part of the plate every pixel has (the slab, up to min h or the
+ *     given slab) is a homogeneous medium, propagated by the exact angular
+ *     spectrum kz = 2 pi sqrt((n + i kappa)^2 / lambda^2 - f^2), folded into
+ *     the adjacent air gap's transfer function (no extra FFT);
+ *   - the relief above it is cut into K equal slices of at most
+ *     thick_slice_max (lambda / 10), on s x s sub-pixels per neuron with a
+ *     guard band of thick_guard sub-pixels instead of zero padding. Each
+ *     slice is one step of the wave propagation method: the field travels dz
+ *     in air and in material (exact angular spectra, evanescent waves
+ *     decaying, absorption in the material's) and each sub-pixel takes
+ *     (1 - f) of the one and f of the other, f = clamp((h - z_k) / dz, 0, 1)
+ *     its neuron's fill, so light inside a pillar diffracts as in the
+ *     material. The neuron field enters band-limited (Fourier interpolation)
+ *     and leaves with the Fourier coefficients the neuron grid holds;
+ *   - the plate is then out = teq u + D (P - T) U u: teq the phase screen
+ *     exp(i k0 (n - 1 + i kappa) (h - slab)) on the neuron grid, P the
+ *     slices and T the same slices without diffraction on the sub-pixel grid
+ *     (U, D the resampling), so a vanishing relief is exactly the screen;
+ *   - both faces transmit the Fresnel amplitude 2 / (1 + n) and 2 n / (1 + n)
+ *     (normal incidence; one factor per plate in the gap before it).
+ * Geometry in thick mode: gap_mm[k] is the AIR gap between the faces of the
+ * plates (input plane -> entry face of plate 1, exit face of plate k -> entry
+ * face of plate k + 1, exit face of plate L -> detector). A plate's thickness
+ * is its top (max h, or the top given to net_set_heights). Thin models and
+ * exports state gaps datum to datum (the flat faces, as mesh builds them):
+ * thick_air_gaps converts. Beyond the n x n plate the field is dropped (the
+ * frame is opaque), as in the thin model. Reflections between faces are not
+ * modelled. */
+enum { D2_OPTICS_THIN = 0, D2_OPTICS_THICK = 1 };
+enum { D2_RELIEF_DETECTOR = 0, D2_RELIEF_SOURCE = 1 };
+
+/* Largest slice (mm), sub-pixels per neuron side, guard band (sub-pixels each
+ * side) and the sub-pixel FFT size a thick network of g uses. */
+double thick_slice_max(const d2_geom *g);
+int thick_subpix(const d2_geom *g);
+int thick_guard(const d2_geom *g);
+int thick_fft_size(const d2_geom *g);
+
+/* Thick network: sets layer l from printed heights h_mm (n*n, mm from the
+ * flat face, base included). slab_mm: the homogeneous part (<= min h), top_mm:
+ * the plate thickness (>= max h); a negative value takes min h / max h. The
+ * layer's transmission (net_transmission) becomes the equivalent phase screen
+ * exp(i 2 pi (index - 1) h / lambda). Fails with D2_EINPUT on a thin network,
+ * a non-finite or negative height or heights outside [slab, top]. */
+int net_set_heights(d2_net *net, int l, const float *h_mm, double slab_mm, double top_mm,
+                    d2_err *e);
+/* In thick mode net_set_phase / net_set_transmission set the heights
+ * h = base + wrap(arg t) lambda / (2 pi (index - 1)) in the fixed plate
+ * [base, base + relief limit] (g->max_relief_mm or lambda / (index - 1)), and
+ * net_grad's gt receives 0.5 i t (dL/dphi) / |t|^2 through those heights, so
+ * that net_phase_grad (any beta) returns dL/dphi: training works unchanged. */
+
+/* The plate of layer l as modelled: slab and top (mm), slices and their
+ * thickness. Zeros for a thin network. */
+void net_thick_plate(const d2_net *net, int l, double *slab_mm, double *top_mm, int *slices,
+                     double *dz_mm);
+
+/* Heights of a phase map (mm): base + wrap(phi) lambda / (2 pi (index - 1)). */
+void thick_heights_from_phase(const d2_geom *g, const float *phase, size_t count, float *h);
+
+/* Air gaps (g->layers + 1) of a stack whose flat (datum) faces are
+ * datum_gaps apart, plates plate_mm thick (g->layers values) with the relief
+ * on g->relief_side: the datum is the entry face when the relief faces the
+ * detector, the exit face otherwise. Fails (D2_EINPUT, naming the gap) when a
+ * plate does not fit. thick_datum_gaps is the inverse. */
+int thick_air_gaps(const d2_geom *g, const double *datum_gaps, const double *plate_mm,
+                   double *air_gaps, d2_err *e);
+void thick_datum_gaps(const d2_geom *g, const double *air_gaps, const double *plate_mm,
+                      double *datum_gaps);
+
+/* Turns a thin model or export (gaps datum to datum) into the thick model of
+ * the same assembly: m->height from the export (or from the phases), plates
+ * as thick as their tallest pillar, gaps converted to air gaps. With
+ * correct_spacing, each gap after a plate is first lengthened by the plate's
+ * paraxial shortening (mean h)(1 - 1/index) (a stack re-spaced for thick
+ * plates). A model already thick is left as it is. Fails like
+ * thick_air_gaps, or D2_EIO (memory). */
+int model_make_thick(d2_model *m, int correct_spacing, d2_err *e);
+
+/* "thin" or "thick". */
+const char *optics_name(const d2_geom *g);
+/* The "optics" section of model.json: model, and for thick plates relief
+ * side, slice, sub-pixels, guard, Fresnel and what the gaps mean. Caller
+ * owns it. */
+cJSON *optics_to_json(const d2_geom *g);
+/* Reads root's optional "optics" section into g (absent: thin). Messages
+ * name path and the key. */
+int optics_read(const char *path, const cJSON *root, d2_geom *g, d2_err *e);
+
+/* Forward pass of a complex input field (n*n) to the complex field on the
+ * detector plane (out, n*n, not normalised); returns the input energy. For
+ * tests and tools that need a field rather than an aperture. */
+double net_infer_field(d2_net *net, const float complex *in, float complex *out, int tid);
 
 #endif

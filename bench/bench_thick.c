@@ -1,0 +1,98 @@
+/* Thick-plate inference and training speed on the shipped MNIST model (5
+ * plates of 200 x 200 on a 1 mm base, relief up to one period) against thin
+ * phase screens and against the FFT bound measured in the same run on one
+ * thread: the transforms the thick model needs are, per plate of K slices,
+ * 3 K transforms of the sub-pixel grid (q x q) forward and as many in the
+ * adjoint, plus the gaps' 400 x 400 transforms (counted as 2 per gap forward
+ * and 2 in the adjoint, as bench_train does) and the small resampling
+ * transforms (not counted). */
+#include <complex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/benchlib.h"
+#include "core/idx.h"
+#include "core/util.h"
+#include "optics/optics.h"
+#include "train/train.h"
+
+int main(int argc, char **argv)
+{
+    const char *dir = argc > 1 ? argv[1] : "samples/mnist-model";
+    int images = argc > 2 ? atoi(argv[2]) : 16;
+    d2_err e = {0};
+    d2_model m;
+    if (model_load(dir, &m, &e)) {
+        fprintf(stderr, "bench_thick: %s\n", e.msg);
+        return 2;
+    }
+    m.g.base_mm = 1.0;
+    d2_model thin = m;
+    d2_dataset ds;
+    if (dataset_load(dataset_default_dir(), m.t.dataset, 1, &ds, &e)) {
+        fprintf(stderr, "bench_thick: %s\n", e.msg);
+        return 2;
+    }
+    d2_pool *pool = d2_pool_new(1, &e);
+    d2_net *tn = net_new(&thin.g, 1, &e);
+    net_set_model(tn, &thin);
+    if (model_make_thick(&m, 0, &e)) {
+        fprintf(stderr, "bench_thick: %s\n", e.msg);
+        return 2;
+    }
+    d2_net *kn = net_new(&m.g, 1, &e);
+    if (!tn || !kn) {
+        fprintf(stderr, "bench_thick: %s\n", e.msg);
+        return 3;
+    }
+    net_set_model(kn, &m);
+    int q = thick_fft_size(&m.g), p = m.g.pad * m.g.n, slices = 0;
+    for (int l = 0; l < m.g.layers; l++) {
+        int K;
+        net_thick_plate(kn, l, NULL, NULL, &K, NULL);
+        slices += K;
+    }
+    printf("%s: %d plates of %d x %d, %d x %d sub-pixels, %d slices in all, sub-pixel FFT %d "
+           "(gaps %d), %d images, one thread\n",
+           dir, m.g.layers, m.g.n, m.g.n, thick_subpix(&m.g), thick_subpix(&m.g), slices, q, p,
+           images);
+    double rq = bench_fft_rate(pool, q), rp = bench_fft_rate(pool, p);
+
+    size_t px = (size_t)ds.rows * ds.cols, nn = (size_t)m.g.n * m.g.n;
+    float *in = malloc(sizeof(float) * nn), det[D2_MAX_DET];
+    float complex *gt[D2_MAX_LAYERS];
+    for (int l = 0; l < m.g.layers; l++) gt[l] = calloc(nn, sizeof(float complex));
+    double t[4];
+    for (int mode = 0; mode < 4; mode++) {
+        d2_net *net = mode & 1 ? kn : tn;
+        double t0 = d2_now();
+        for (int i = 0; i < images; i++) {
+            input_from_u8(&m.g, ds.images + px * i, ds.rows, ds.cols, in);
+            if (mode < 2)
+                net_infer(net, in, det, NULL, 0);
+            else
+                net_grad(net, in, ds.labels[i], LOSS_SOFTMAX, 0.03, gt, det, 0);
+        }
+        t[mode] = (d2_now() - t0) / images;
+    }
+    double gaps = 2.0 * (m.g.layers + 1) / rp;
+    double bound_inf = 3.0 * slices / rq + gaps, bound_train = 6.0 * slices / rq + 2 * gaps;
+    printf("fftwf %dx%d: %.0f /s; %dx%d: %.0f /s\n", q, q, rq, p, p, rp);
+    printf("inference: thin %.1f ms, thick %.1f ms per image (%.1f x); thick FFT bound %.1f ms, "
+           "ratio %.2f\n",
+           1e3 * t[0], 1e3 * t[1], t[1] / t[0], 1e3 * bound_inf, bound_inf / t[1]);
+    printf("training:  thin %.1f ms, thick %.1f ms per sample (%.1f x); thick FFT bound %.1f ms, "
+           "ratio %.2f\n",
+           1e3 * t[2], 1e3 * t[3], t[3] / t[2], 1e3 * bound_train, bound_train / t[3]);
+    for (int l = 0; l < m.g.layers; l++) free(gt[l]);
+    free(in);
+    net_free(tn);
+    net_free(kn);
+    d2_pool_free(pool);
+    dataset_free(&ds);
+    thin.history = thin.init = NULL;
+    for (int l = 0; l < D2_MAX_LAYERS; l++) thin.phase[l] = thin.amp[l] = NULL, thin.height[l] = NULL;
+    model_free(&m);
+    return 0;
+}
