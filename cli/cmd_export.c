@@ -182,6 +182,7 @@ int cmd_export(int argc, char **argv)
     o.printer = "objet-connex500";
     o.material = "verobp";
     const char *model_dir = NULL, *out = NULL;
+    char note[512] = "";
     const char *phase_files[D2_MAX_LAYERS + 1];
     int nphase = 0, have_range = 0, list_p = 0, list_m = 0, quiet = 0, ngaps = 0, c;
     double lo = 0, hi = 0, pitch = 0, gaps[D2_MAX_LAYERS + 1];
@@ -329,8 +330,9 @@ int cmd_export(int argc, char **argv)
         exp_phase_input in = {phase_files, nphase, pitch,
                               o.wavelength_mm > 0 ? o.wavelength_mm
                                                   : EXP_LIGHT_MM_THZ / o.frequency_thz,
-                              gaps, ngaps, have_range, lo, hi};
+                              gaps, ngaps, have_range, lo, hi, note, sizeof note};
         if ((rc = exp_model_from_phases(&in, &m, &e))) return cli_error(CMD, rc, e.msg);
+        if (note[0] && !quiet) fprintf(stderr, "d2fab %s: note: %s\n", CMD, note);
         src.kind = "phase";
         src.path = phase_files[0];
     }
