@@ -205,6 +205,7 @@ int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opt
 {
     int rc = D2_EINPUT;
     char path[4096];
+    char material[128] = "";
     cJSON *root = NULL;
     d2_model md;
     memset(&md, 0, sizeof md);
@@ -251,6 +252,11 @@ int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opt
     }
     mesh_printer pr;
     if ((rc = mesh_printer_from_json(prj, path, "printer", &pr, e))) goto fail;
+    /* The material's name, for the print settings a 3MF carries. */
+    const cJSON *mat = cJSON_GetObjectItemCaseSensitive(root, "material");
+    const cJSON *matname = cJSON_GetObjectItemCaseSensitive(mat, "name");
+    snprintf(material, sizeof material, "%s",
+             cJSON_IsString(matname) ? matname->valuestring : "");
     mesh_frame fr;
     mesh_frame_for_stack(&fr, &pr, &o->frame, base);
 
@@ -406,6 +412,7 @@ int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opt
         goto fail;
     }
     const char *ext = mesh_format_ext(o->format);
+    mesh_print_info info = {pr.name, material, pr.z_step_mm};
     mesh_part mp[MESH_MAX_PARTS];
     for (int i = 0; i < np; i++) {
         mesh_stack_part *sp = rep.part + i;
@@ -413,7 +420,7 @@ int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opt
         snprintf(sp->file, sizeof sp->file, "%.24s.%.8s", pt[i].name, ext);
         mesh_part one = {pt[i].m, pt[i].name, {0, 0, 0}};
         if ((rc = d2_path_join(path, sizeof path, out_dir, sp->file, e)) ||
-            (rc = mesh_write(path, o->format, &one, 1, &sp->bytes, e)))
+            (rc = mesh_write_info(path, o->format, &one, 1, &info, &sp->bytes, e)))
             goto fail;
         sp->facets = mesh_facets(pt[i].m);
         sp->volume_mm3 = mesh_volume_mm3(pt[i].m);
@@ -425,7 +432,7 @@ int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opt
     rep.nparts = np;
     snprintf(rep.assembly_file, sizeof rep.assembly_file, "assembly.%s", ext);
     if ((rc = d2_path_join(path, sizeof path, out_dir, rep.assembly_file, e)) ||
-        (rc = mesh_write(path, o->format, mp, np, &rep.assembly_bytes, e)))
+        (rc = mesh_write_info(path, o->format, mp, np, &info, &rep.assembly_bytes, e)))
         goto fail;
     if ((rc = d2_path_join(path, sizeof path, out_dir, "assembly.json", e)) ||
         (rc = write_json(path, export_dir, &md.g, &pr, &fr, pt, np, &rep, o->format, e)))
