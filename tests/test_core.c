@@ -17,6 +17,7 @@
 #include "core/idx.h"
 #include "core/image.h"
 #include "core/npy.h"
+#include "core/util.h"
 #include "tests/testlib.h"
 
 static void write_bytes(const char *path, const void *b, size_t n)
@@ -333,6 +334,36 @@ TEST(npy_reads_versions_2_and_3_and_numpy_spelling_variants)
     make_npy(p, 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1L, 3L)}", 12);
     CHECK(npy_read(p, &a, &e) == 0 && a.shape[0] == 1 && a.shape[1] == 3);
     npy_free(&a);
+}
+
+TEST(progress_line_fits_the_terminal_and_gives_the_run_eta)
+{
+    d2_progress p;
+    d2_progress_start(&p, NULL, "epoch 3/8");
+    char buf[512];
+    /* Plain lines (a log file): 25 % done in 60 s -> 180 s left in this bar;
+     * 1000 s of later epochs make the run's ETA 1180 s = 19:40. */
+    d2_progress_after(&p, 1000);
+    d2_progress_format(&p, 250, 1000, "loss 0.5", 60, buf, sizeof buf);
+    CHECK(strstr(buf, "ETA 03:00 (run 19:40) loss 0.5") != NULL);
+    /* unknown: said so, not guessed */
+    d2_progress_after(&p, -1);
+    d2_progress_format(&p, 250, 1000, "", 60, buf, sizeof buf);
+    CHECK(strstr(buf, "(run --:--)") != NULL);
+    d2_progress_after(&p, 0);
+    d2_progress_format(&p, 250, 1000, "", 60, buf, sizeof buf);
+    CHECK(strstr(buf, "(run") == NULL);
+    /* A terminal 40 columns wide: the bar line stops one column short, so
+     * it never wraps and the next carriage return redraws all of it. */
+    p.tty = 1;
+    p.width = 40;
+    d2_progress_after(&p, 5000);
+    d2_progress_format(&p, 250, 1000, "loss 0.4123 acc 93.21%", 60, buf, sizeof buf);
+    CHECK(strlen(buf) == 39);
+    CHECK(strncmp(buf, "epoch 3/8 [#######", 18) == 0);
+    p.width = 200;
+    d2_progress_format(&p, 250, 1000, "loss 0.4123 acc 93.21%", 60, buf, sizeof buf);
+    CHECK(strlen(buf) < 199 && strstr(buf, "(run 1:26:20)  loss 0.4123 acc 93.21%"));
 }
 
 /* A .npy whose data bytes are given: header dict + raw. */
@@ -938,6 +969,7 @@ int main(void)
     RUN(npy_header_matches_what_numpy_writes);
     RUN(npy_reads_versions_2_and_3_and_numpy_spelling_variants);
     RUN(npy_float64_float16_and_big_endian_are_converted_to_float32);
+    RUN(progress_line_fits_the_terminal_and_gives_the_run_eta);
     RUN(npy_rejects_other_dtypes_orders_and_shapes);
     RUN(npy_rejects_truncated_extra_and_foreign_files);
     RUN(npy_rejects_malformed_header_dictionaries);
