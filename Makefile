@@ -1,7 +1,7 @@
 # d2fab: plain Makefile. `make` builds ./d2fab; objects live under build/.
 # Targets: all test demo bench sanitize valgrind fuzz clean deps data
 
-PKGS     := fftw3f libpng assimp libcjson plplot
+PKGS     := fftw3f libpng assimp libcjson plplot zlib
 CC       ?= cc
 OPT      ?= -O3 -march=x86-64-v2 -mtune=generic
 # -fcx-limited-range where the compiler has it (gcc; clang 14 does not).
@@ -43,7 +43,7 @@ all: check-pkgs $(BIN)
 check-pkgs:
 	@pkg-config --exists $(PKGS) 2>/dev/null || { \
 	  echo "d2fab: missing build dependencies (pkg-config: $(PKGS))."; \
-	  echo "  Debian packages: libfftw3-dev libpng-dev libassimp-dev libcjson-dev libplplot-dev plplot-driver-cairo pkg-config"; \
+	  echo "  Debian packages: libfftw3-dev libpng-dev libassimp-dev libcjson-dev libplplot-dev plplot-driver-cairo zlib1g-dev pkg-config"; \
 	  echo "  run: scripts/install-deps   (as root, or it prints the apt command)"; exit 1; }
 
 $(BUILD)/%.o: %.c

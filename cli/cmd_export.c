@@ -168,6 +168,7 @@ typedef struct export_args {
     const char *phase_files[D2_MAX_LAYERS + 1];
     int nphase, have_range, list_p, list_m, quiet, ngaps;
     double lo, hi, pitch, gaps[D2_MAX_LAYERS + 1];
+    char note[512];             /* from reading the phase maps (a float64 map converted) */
 } export_args;
 
 /* --png-range-rad LO:HI. 0, or the exit status. */
@@ -327,7 +328,7 @@ static int export_parse(int argc, char **argv, export_args *a)
 
 /* The model to export: a model folder (its model.json sections go into
  * export.json verbatim) or bare phase maps. */
-static int load_source(const export_args *a, d2_model *m, cJSON **model_json,
+static int load_source(export_args *a, d2_model *m, cJSON **model_json,
                        export_source *src, d2_err *e)
 {
     int rc;
@@ -345,7 +346,8 @@ static int load_source(const export_args *a, d2_model *m, cJSON **model_json,
     exp_phase_input in = {a->phase_files, a->nphase, a->pitch,
                           o->wavelength_mm > 0 ? o->wavelength_mm
                                                : opt_wavelength_mm(o->frequency_thz),
-                          a->gaps, a->ngaps, a->have_range, a->lo, a->hi};
+                          a->gaps, a->ngaps, a->have_range, a->lo, a->hi, a->note,
+                          sizeof a->note};
     src->kind = "phase";
     src->path = a->phase_files[0];
     return exp_model_from_phases(&in, m, e);
@@ -374,6 +376,7 @@ int cmd_export(int argc, char **argv)
         model_free(&m);
         return cli_error(CMD, rc, e.msg);
     }
+    if (a.note[0] && !a.quiet) fprintf(stderr, "d2fab %s: note: %s\n", CMD, a.note);
     export_report r;
     rc = export_stack(&src, &a.o, a.out, &r, &e);
     for (int i = 0; i < r.nwarn; i++) fprintf(stderr, "d2fab %s: warning: %s\n", CMD, r.warn[i]);

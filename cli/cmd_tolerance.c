@@ -208,9 +208,10 @@ static void print_result(const tol_result *r, const tol_config *cfg)
         if (!m->trials || m->scale == 0) continue;
         printf("  Monte Carlo x%g, %d trials: mean %.2f%%, std %.2f, min %.2f%%, max %.2f%%; "
                "90%% of trials >= %.2f%%, 50%% >= %.2f%%, 10%% >= %.2f%%; yield P(acc >= "
-               "%.2f%%) = %.1f%% (%.0f%% CI %.1f-%.1f%%)\n",
+               "%.2f%%, %s) = %.1f%% (%.0f%% CI %.1f-%.1f%%)\n",
                m->scale, m->trials, 100 * m->mean, 100 * m->std, 100 * m->min, 100 * m->max,
-               100 * m->p90, 100 * m->p50, 100 * m->p10, 100 * r->spec, 100 * m->yield,
+               100 * m->p90, 100 * m->p50, 100 * m->p10, 100 * r->spec,
+               r->spec_from_nominal ? "the nominal less 1 point" : "the spec", 100 * m->yield,
                100 * cfg->confidence, 100 * m->yield_lo, 100 * m->yield_hi);
     }
 }

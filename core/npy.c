@@ -1,6 +1,7 @@
 #include "npy.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,6 +21,34 @@
 
 static size_t item_size(npy_dtype t) { return t == NPY_C64 ? 8 : 4; }
 static const char *dtype_descr(npy_dtype t) { return t == NPY_C64 ? "<c8" : "<f4"; }
+
+/* The encodings a file may have: float32 and complex64 are read as they
+ * are; the other float widths and byte orders NumPy writes are converted to
+ * them on reading (each component is a float of `width` bytes). */
+typedef struct npy_enc {
+    const char *descr, *name;
+    npy_dtype to;
+    int width;  /* bytes per float component: 2, 4 or 8 */
+    int big;    /* big-endian */
+} npy_enc;
+
+static const npy_enc encodings[] = {
+    {"<f4", "float32", NPY_F32, 4, 0},           {"<c8", "complex64", NPY_C64, 4, 0},
+    {"<f8", "float64", NPY_F32, 8, 0},           {"<f2", "float16", NPY_F32, 2, 0},
+    {">f4", "big-endian float32", NPY_F32, 4, 1}, {">f8", "big-endian float64", NPY_F32, 8, 1},
+    {">f2", "big-endian float16", NPY_F32, 2, 1}, {"<c16", "complex128", NPY_C64, 8, 0},
+    {">c8", "big-endian complex64", NPY_C64, 4, 1}, {">c16", "big-endian complex128", NPY_C64, 8, 1},
+};
+
+static const npy_enc *find_enc(const char *descr)
+{
+    for (size_t i = 0; i < sizeof encodings / sizeof encodings[0]; i++)
+        if (strcmp(descr, encodings[i].descr) == 0) return &encodings[i];
+    return NULL;
+}
+
+/* Bytes of one element in the file. */
+static size_t enc_size(const npy_enc *x) { return (size_t)x->width * (x->to == NPY_C64 ? 2 : 1); }
 
 size_t npy_count(const npy_array *a)
 {
@@ -160,8 +189,6 @@ static int hp_shape(hp *h, int *ndim, size_t *shape)
 static const char *descr_name(const char *d)
 {
     static const struct { const char *d, *name; } known[] = {
-        {">f4", "big-endian float32"}, {"<f8", "float64"}, {">f8", "big-endian float64"},
-        {"<f2", "float16"},            {"<c16", "complex128"}, {">c8", "big-endian complex64"},
         {"|u1", "uint8"},              {"|i1", "int8"},      {"<i4", "int32"},
         {"<i8", "int64"},              {"<u2", "uint16"},    {"|b1", "bool"},
         {"|O", "Python objects"},
@@ -171,7 +198,8 @@ static const char *descr_name(const char *d)
     return NULL;
 }
 
-static int parse_header(const char *path, const char *text, size_t len, npy_array *a, d2_err *e)
+static int parse_header(const char *path, const char *text, size_t len, npy_array *a,
+                        const npy_enc **enc, d2_err *e)
 {
     hp h = {text, text, text + len, path, e};
     int have_descr = 0, have_fortran = 0, have_shape = 0, fortran = 0;
@@ -227,14 +255,15 @@ static int parse_header(const char *path, const char *text, size_t len, npy_arra
     if (!have_descr || !have_fortran || !have_shape)
         return d2_fail(e, D2_EINPUT, "%s: malformed .npy header: missing '%s'", path,
                        !have_descr ? "descr" : !have_fortran ? "fortran_order" : "shape");
-    if (strcmp(descr, "<f4") == 0) a->dtype = NPY_F32;
-    else if (strcmp(descr, "<c8") == 0) a->dtype = NPY_C64;
-    else {
+    if (!(*enc = find_enc(descr))) {
         const char *name = descr_name(descr);
         return d2_fail(e, D2_EINPUT,
-                       "%s: dtype '%s'%s%s%s; expected '<f4' (float32) or '<c8' (complex64)",
+                       "%s: dtype '%s'%s%s%s; expected floating point: float32 ('<f4') or "
+                       "complex64 ('<c8'), or float16/float64/complex128, which are converted "
+                       "(save with arr.astype(np.float32))",
                        path, descr, name ? " (" : "", name ? name : "", name ? ")" : "");
     }
+    a->dtype = (*enc)->to;
     if (fortran)
         return d2_fail(e, D2_EINPUT,
                        "%s: fortran_order is True; expected C order (save with "
@@ -248,9 +277,12 @@ static int parse_header(const char *path, const char *text, size_t len, npy_arra
             shape_str(s, sizeof s, a->ndim, a->shape);
             return d2_fail(e, D2_EINPUT, "%s: shape %s has an empty dimension", path, s);
         }
-    if (!data_bytes(a->dtype, a->ndim, a->shape)) {
+    if (!data_bytes(a->dtype, a->ndim, a->shape) ||
+        data_bytes(a->dtype, a->ndim, a->shape) / item_size(a->dtype) * enc_size(*enc) >
+            NPY_MAX_BYTES) {
         char s[96];
-        double need = (double)item_size(a->dtype);
+        double need = (double)(item_size(a->dtype) > enc_size(*enc) ? item_size(a->dtype)
+                                                                     : enc_size(*enc));
         for (int i = 0; i < a->ndim; i++) need *= (double)a->shape[i];
         shape_str(s, sizeof s, a->ndim, a->shape);
         return d2_fail(e, D2_EINPUT,
@@ -261,10 +293,52 @@ static int parse_header(const char *path, const char *text, size_t len, npy_arra
     return 0;
 }
 
+/* IEEE 754 half precision to float (subnormals, infinities and NaN kept). */
+static float half_to_float(uint16_t h)
+{
+    int sign = h >> 15, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    float v;
+    if (exp == 0) v = ldexpf((float)man, -24);
+    else if (exp == 31) v = man ? NAN : INFINITY;
+    else v = ldexpf((float)(man | 0x400), exp - 25);
+    return sign ? -v : v;
+}
+
+/* Converts n float components of encoding x from raw to float32 in out.
+ * A finite float64 beyond float32's range cannot be represented: refused,
+ * naming the element. */
+static int convert(const char *path, const npy_enc *x, const unsigned char *raw, size_t n,
+                   float *out, d2_err *e)
+{
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *b = raw + i * (size_t)x->width;
+        unsigned char le[8] = {0};
+        for (int k = 0; k < x->width; k++) le[k] = x->big ? b[x->width - 1 - k] : b[k];
+        if (x->width == 2) {
+            uint16_t h;
+            memcpy(&h, le, 2);
+            out[i] = half_to_float(h);
+        } else if (x->width == 4) {
+            memcpy(&out[i], le, 4);
+        } else {
+            double d;
+            memcpy(&d, le, 8);
+            if (isfinite(d) && fabs(d) > FLT_MAX) {
+                size_t elem = x->to == NPY_C64 ? i / 2 : i;
+                return d2_fail(e, D2_EINPUT, "%s: element %zu is %g, beyond float32's range "
+                               "(+-3.4e38): it cannot be converted", path, elem, d);
+            }
+            out[i] = (float)d;
+        }
+    }
+    return 0;
+}
+
 int npy_read(const char *path, npy_array *a, d2_err *e)
 {
     int rc = D2_EINPUT;
     char *hdr = NULL;
+    unsigned char *raw = NULL;
     memset(a, 0, sizeof *a);
     FILE *f;
     if ((rc = d2_fopen_input(path, &f, e))) return rc;
@@ -322,33 +396,49 @@ int npy_read(const char *path, npy_array *a, d2_err *e)
         d2_fail(e, D2_EINPUT, "%s: malformed .npy header: contains a NUL byte", path);
         goto fail;
     }
-    if (parse_header(path, hdr, hlen, a, e)) goto fail;
-    unsigned long long want = data_bytes(a->dtype, a->ndim, a->shape);
+    const npy_enc *enc = NULL;
+    if (parse_header(path, hdr, hlen, a, &enc, e)) goto fail;
+    size_t count = (size_t)(data_bytes(a->dtype, a->ndim, a->shape) / item_size(a->dtype));
+    unsigned long long want = (unsigned long long)count * enc_size(enc);
     unsigned long long have = (unsigned long long)st.st_size - pre_len - hlen;
     if (have != want) {
         char s[96];
         shape_str(s, sizeof s, a->ndim, a->shape);
         d2_fail(e, D2_EINPUT, "%s: %s data for shape %s needs %llu bytes; found %llu (%s)", path,
-                dtype_descr(a->dtype), s, want, have,
+                enc->descr, s, want, have,
                 have < want ? "file truncated" : "extra bytes after the data");
         goto fail;
     }
-    a->data = d2_malloc((size_t)want, path, e);
-    if (!a->data) {
+    raw = d2_malloc((size_t)want, path, e);
+    if (!raw) {
         rc = D2_EIO;
         goto fail;
     }
-    if (fread(a->data, 1, (size_t)want, f) != want) {
+    if (fread(raw, 1, (size_t)want, f) != want) {
         d2_fail(e, D2_EIO, "%s: read failed: %s", path, ferror(f) ? strerror(errno) : "short read");
         rc = D2_EIO;
         goto fail;
     }
+    if (enc->width == 4 && !enc->big) {
+        a->data = raw;
+        raw = NULL;
+    } else {
+        a->data = d2_malloc(count * item_size(a->dtype), path, e);
+        if (!a->data) {
+            rc = D2_EIO;
+            goto fail;
+        }
+        if (convert(path, enc, raw, count * (enc->to == NPY_C64 ? 2 : 1), a->data, e)) goto fail;
+        a->converted_from = enc->name;
+    }
+    free(raw);
     fclose(f);
     free(hdr);
     return 0;
 fail:
     if (e && e->code) rc = e->code;
     free(hdr);
+    free(raw);
     fclose(f);
     npy_free(a);
     return rc;

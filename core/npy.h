@@ -1,8 +1,11 @@
 /* d2fab core: NumPy .npy files, the interchange format for phase and height
- * maps. Supported: format versions 1.0-3.0, little-endian float32 ('<f4') and
- * complex64 ('<c8'), C order, 1 to 3 dimensions. Anything else (big-endian,
- * float64, Fortran order, object arrays, truncated data) is rejected with a
- * message naming the file, what was expected and what was found. */
+ * maps. Supported: format versions 1.0-3.0, float32 ('<f4') and complex64
+ * ('<c8'), C order, 1 to 3 dimensions. float16, float64 and complex128 in
+ * either byte order (NumPy's float64 default among them) are converted to
+ * float32 / complex64 on reading, and the array says so (converted_from).
+ * Anything else (integers, Fortran order, object arrays, truncated data) is
+ * rejected with a message naming the file, what was expected and what was
+ * found. */
 #ifndef D2_NPY_H
 #define D2_NPY_H
 
@@ -16,6 +19,8 @@ typedef struct npy_array {
     int ndim;         /* 1..3 */
     size_t shape[3];  /* shape[0] is the slowest axis (rows = y for maps) */
     void *data;       /* float or float complex pairs, C order; malloc'ed */
+    const char *converted_from; /* NULL, or the file's dtype ("float64", ...) when
+                                   it was converted to float32 / complex64 */
 } npy_array;
 
 /* Reads path into *a (a->data malloc'ed; release with npy_free). Arrays larger

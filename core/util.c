@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -211,10 +212,15 @@ void d2_progress_start(d2_progress *p, FILE *fp, const char *label)
     memset(p, 0, sizeof *p);
     p->fp = fp;
     p->tty = fp && isatty(fileno(fp));
+    p->width = 80;
+    struct winsize ws;
+    if (p->tty && ioctl(fileno(fp), TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20) p->width = ws.ws_col;
     p->t0 = p->last = d2_now();
     p->every = p->tty ? 0.2 : 10.0;
     snprintf(p->label, sizeof p->label, "%s", label);
 }
+
+void d2_progress_after(d2_progress *p, double seconds) { p->after_s = seconds; }
 
 static void fmt_time(char *buf, size_t cap, double s)
 {
@@ -229,28 +235,49 @@ static void fmt_time(char *buf, size_t cap, double s)
         snprintf(buf, cap, "%02ld:%02ld", t / 60, t % 60);
 }
 
+char *d2_progress_format(const d2_progress *p, long done, long total, const char *extra,
+                         double elapsed, char *buf, size_t cap)
+{
+    double frac = total > 0 ? (double)done / (double)total : 1.0;
+    double left = frac > 0 ? elapsed * (1.0 - frac) / frac : -1;
+    char eta[32], ela[32], run[48] = "";
+    fmt_time(eta, sizeof eta, left);
+    fmt_time(ela, sizeof ela, elapsed);
+    if (p->after_s != 0) {
+        char r[32];
+        fmt_time(r, sizeof r, p->after_s > 0 && left >= 0 ? left + p->after_s : -1);
+        snprintf(run, sizeof run, " (run %s)", r);
+    }
+    if (p->tty) {
+        char bar[31];
+        int w = (int)(frac * 30.0);
+        for (int i = 0; i < 30; i++) bar[i] = i < w ? '#' : '.';
+        bar[30] = 0;
+        snprintf(buf, cap, "%s [%s] %3.0f%% %ld/%ld %s ETA %s%s  %s", p->label, bar, 100.0 * frac,
+                 done, total, ela, eta, run, extra ? extra : "");
+        /* One column short of the width: a full line would wrap on some
+         * terminals, and the next \r would then redraw only its tail. */
+        size_t max = p->width > 1 ? (size_t)p->width - 1 : 1;
+        if (strlen(buf) > max && max < cap) buf[max] = 0;
+    } else {
+        snprintf(buf, cap, "%s %ld/%ld (%.0f%%) elapsed %s ETA %s%s %s", p->label, done, total,
+                 100.0 * frac, ela, eta, run, extra ? extra : "");
+    }
+    return buf;
+}
+
 void d2_progress_update(d2_progress *p, long done, long total, const char *extra)
 {
     if (!p->fp) return;
     double now = d2_now();
     if (done < total && now - p->last < p->every) return;
     p->last = now;
-    double el = now - p->t0;
-    double frac = total > 0 ? (double)done / (double)total : 1.0;
-    char eta[32], ela[32];
-    fmt_time(eta, sizeof eta, frac > 0 ? el * (1.0 - frac) / frac : -1);
-    fmt_time(ela, sizeof ela, el);
-    if (p->tty) {
-        char bar[31];
-        int w = (int)(frac * 30.0);
-        for (int i = 0; i < 30; i++) bar[i] = i < w ? '#' : '.';
-        bar[30] = 0;
-        fprintf(p->fp, "\r%s [%s] %3.0f%% %ld/%ld %s ETA %s  %s\033[K", p->label, bar,
-                100.0 * frac, done, total, ela, eta, extra ? extra : "");
-    } else {
-        fprintf(p->fp, "%s %ld/%ld (%.0f%%) elapsed %s ETA %s %s\n", p->label, done, total,
-                100.0 * frac, ela, eta, extra ? extra : "");
-    }
+    char line[512];
+    d2_progress_format(p, done, total, extra, now - p->t0, line, sizeof line);
+    if (p->tty)
+        fprintf(p->fp, "\r%s\033[K", line);
+    else
+        fprintf(p->fp, "%s\n", line);
     fflush(p->fp);
 }
 

@@ -28,18 +28,29 @@ void d2_pool_free(d2_pool *p);
 int d2_cpu_count(void);
 
 /* Progress reporting for long runs: a redrawn bar with ETA when the stream is
- * a terminal, otherwise a plain line every `every` seconds. */
+ * a terminal (cut to the terminal's width, so it never wraps into the next
+ * line), otherwise a plain line every `every` seconds. */
 typedef struct d2_progress {
     FILE *fp;
     int tty;
+    int width;        /* terminal columns (tty only) */
     double t0, last;
     double every;
+    double after_s;   /* work still to come after this bar, for the run's ETA */
     char label[64];
 } d2_progress;
 void d2_progress_start(d2_progress *p, FILE *fp, const char *label);
+/* Seconds of work that will follow this bar (later epochs, say): the line
+ * then also gives the whole run's ETA. < 0: unknown, 0: none (default). */
+void d2_progress_after(d2_progress *p, double seconds);
 /* done of total units; extra is a short status such as "loss 0.41 acc 93.1%". */
 void d2_progress_update(d2_progress *p, long done, long total, const char *extra);
 void d2_progress_end(d2_progress *p, const char *extra);
+/* The text of one progress line at `elapsed` seconds, without the leading
+ * carriage return or trailing newline; on a terminal at most width - 1
+ * characters. Returns buf. */
+char *d2_progress_format(const d2_progress *p, long done, long total, const char *extra,
+                         double elapsed, char *buf, size_t cap);
 
 double d2_now(void); /* monotonic seconds */
 

@@ -190,11 +190,13 @@ double exp_png_scale(double max_mm, double z_step_mm);
  * Inputs (export/input.c)
  * ------------------------------------------------------------------------- */
 
-/* Reads a phase map: a float32 2-D .npy (radians), or a grey PNG whose values
- * 0..1 map linearly to lo_rad..hi_rad (have_range must be set for a PNG). The
- * map must be square with finite values. *out malloc'ed (n*n floats). */
+/* Reads a phase map: a 2-D .npy (radians; float32, or float16/float64
+ * converted to float32, *converted then names the file's dtype, else NULL;
+ * converted may be NULL), or a grey PNG whose values 0..1 map linearly to
+ * lo_rad..hi_rad (have_range must be set for a PNG). The map must be square
+ * with finite values. *out malloc'ed (n*n floats). */
 int exp_read_phase(const char *path, int have_range, double lo_rad, double hi_rad, float **out,
-                   int *n, d2_err *e);
+                   int *n, const char **converted, d2_err *e);
 
 typedef struct exp_phase_input {
     const char *const *files;  /* one phase map per layer, in order */
@@ -206,6 +208,9 @@ typedef struct exp_phase_input {
     int ngaps;
     int png_range;             /* PNG maps: phase = lo + v (hi - lo) */
     double png_lo_rad, png_hi_rad;
+    char *note;                /* NULL, or receives a note for the user (a map that was
+                                  converted to float32), "" when there is none */
+    size_t note_cap;
 } exp_phase_input;
 
 /* Builds a model from bare phase maps trained elsewhere: the default

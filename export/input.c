@@ -37,10 +37,11 @@ static int check_square_finite(const char *path, const float *v, size_t rows, si
 }
 
 int exp_read_phase(const char *path, int have_range, double lo_rad, double hi_rad, float **out,
-                   int *n, d2_err *e)
+                   int *n, const char **converted, d2_err *e)
 {
     *out = NULL;
     *n = 0;
+    if (converted) *converted = NULL;
     int rc;
     if (ends_with(path, ".png")) {
         if (!have_range)
@@ -76,9 +77,10 @@ int exp_read_phase(const char *path, int have_range, double lo_rad, double hi_ra
     npy_array a = {0};
     if ((rc = npy_read(path, &a, e))) return rc;
     if (a.dtype != NPY_F32) {
+        const char *what = a.converted_from ? a.converted_from : "complex64";
         npy_free(&a);
-        return d2_fail(e, D2_EINPUT, "%s: dtype complex64: expected float32 phases in radians "
-                       "('<f4'; a complex field is not a phase map: take np.angle)", path);
+        return d2_fail(e, D2_EINPUT, "%s: dtype %s: expected float32 phases in radians "
+                       "('<f4'; a complex field is not a phase map: take np.angle)", path, what);
     }
     if (a.ndim != 2) {
         char shape[80] = "";
@@ -96,6 +98,7 @@ int exp_read_phase(const char *path, int have_range, double lo_rad, double hi_ra
     }
     *out = a.data;
     *n = (int)a.shape[0];
+    if (converted) *converted = a.converted_from;
     return 0;
 }
 
@@ -127,12 +130,21 @@ int exp_model_from_phases(const exp_phase_input *in, d2_model *m, d2_err *e)
     d2_geom *g = &m->g;
     train_opts_default(&m->t);
     *g = g0;
+    if (in->note && in->note_cap) in->note[0] = 0;
+    int nconv = 0;
     for (int k = 0; k < L; k++) {
         float *ph = NULL;
         int n = 0;
+        const char *conv = NULL;
         if ((rc = exp_read_phase(in->files[k], in->png_range, in->png_lo_rad, in->png_hi_rad, &ph,
-                                 &n, e)))
+                                 &n, &conv, e)))
             goto fail;
+        /* float32 holds a phase to about 4e-7 rad at 2 pi: far below any
+         * printer's height step, so the conversion is worth a note only. */
+        if (conv && in->note && in->note_cap && nconv++ == 0)
+            snprintf(in->note, in->note_cap, "%s: %s phases converted to float32 (rounding "
+                     "below 1e-6 rad)%s", in->files[k], conv, L > 1 ? "; same for any other "
+                     "such layer" : "");
         m->phase[k] = ph;
         if (k == 0) {
             g->n = n;

@@ -28,7 +28,7 @@ int fuzz_png(const uint8_t *data, size_t size)
     int n = 0;
     e = (d2_err){0};
     px = NULL;
-    rc = exp_read_phase(path, 1, -M_PI, M_PI, &px, &n, &e);
+    rc = exp_read_phase(path, 1, -M_PI, M_PI, &px, &n, NULL, &e);
     if (rc) {
         fz_check_refusal(rc, &e, path, "exp_read_phase");
         if (px) fz_bug("exp_read_phase failed but returned a map");

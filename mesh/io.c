@@ -9,6 +9,7 @@
 
 #include <assimp/cexport.h>
 #include <assimp/scene.h>
+#include <zlib.h>
 
 #include "core/fileio.h"
 #include "mesh/mesh_int.h"
@@ -217,35 +218,28 @@ fail:
 /* Assimp 5.2's 3MF exporter prints coordinates with six significant digits
  * (the ostream default): beyond 100 mm that merges vertices 0.1 um apart
  * (the corner gaps) and rounds heights to 1 um, so 3MF is written here: an
- * OPC zip with stored (uncompressed) entries and coordinates printed as the
- * exact float32 values ("%.9g"). */
-
-static uint32_t crc_table[256];
-
-static void crc_init(void)
-{
-    if (crc_table[1]) return;
-    for (uint32_t n = 0; n < 256; n++) {
-        uint32_t c = n;
-        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[n] = c;
-    }
-}
+ * OPC zip whose entries zlib deflates (a plate's XML shrinks about tenfold),
+ * coordinates printed as the exact float32 values ("%.9g"). */
 
 typedef struct zentry {
-    char name[32];
-    uint32_t crc, size, offset;
+    char name[40];
+    uint32_t crc, csize, usize, offset;
 } zentry;
 
-/* A zip member being written: bytes go through zput, which keeps the CRC and
- * the size; the local header is patched when the member ends. */
+/* A zip member being written: text goes through zput into an input buffer
+ * that zlib deflates; the CRC and both sizes are kept, and the local header
+ * is patched when the member ends. */
 typedef struct zip {
     FILE *fp;
-    zentry ent[4];
+    zentry ent[6];
     int n;
     uint32_t crc;
-    uint64_t size, pos;
-    int bad;
+    uint64_t usize, csize, pos;
+    int bad;       /* 1 write error, 2 over 4 GB (needs zip64), 3 zlib error */
+    int open;      /* deflate stream initialised */
+    z_stream zs;
+    size_t fill;
+    unsigned char in[1 << 16], out[1 << 16];
 } zip;
 
 static void put16(unsigned char *b, unsigned v)
@@ -266,13 +260,40 @@ static void zraw(zip *z, const void *p, size_t n)
     z->pos += n;
 }
 
+/* Deflates the buffered input; flush = Z_FINISH ends the member. */
+static void zdeflate(zip *z, int flush)
+{
+    if (z->bad || !z->open) return;
+    z->crc = (uint32_t)crc32(z->crc, z->in, (uInt)z->fill);
+    z->usize += z->fill;
+    z->zs.next_in = z->in;
+    z->zs.avail_in = (uInt)z->fill;
+    int r;
+    do {
+        z->zs.next_out = z->out;
+        z->zs.avail_out = sizeof z->out;
+        r = deflate(&z->zs, flush);
+        if (r == Z_STREAM_ERROR) {
+            z->bad = 3;
+            return;
+        }
+        size_t got = sizeof z->out - z->zs.avail_out;
+        zraw(z, z->out, got);
+        z->csize += got;
+    } while (z->zs.avail_out == 0 || (flush == Z_FINISH && r != Z_STREAM_END));
+    z->fill = 0;
+}
+
 static void zput(zip *z, const char *p, size_t n)
 {
-    uint32_t c = ~z->crc;
-    for (size_t i = 0; i < n; i++) c = crc_table[(c ^ (unsigned char)p[i]) & 0xff] ^ (c >> 8);
-    z->crc = ~c;
-    z->size += n;
-    zraw(z, p, n);
+    while (n && !z->bad) {
+        size_t k = sizeof z->in - z->fill < n ? sizeof z->in - z->fill : n;
+        memcpy(z->in + z->fill, p, k);
+        z->fill += k;
+        p += k;
+        n -= k;
+        if (z->fill == sizeof z->in) zdeflate(z, Z_NO_FLUSH);
+    }
 }
 
 static void zprintf(zip *z, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -290,21 +311,24 @@ static void zprintf(zip *z, const char *fmt, ...)
     zput(z, buf, (size_t)n);
 }
 
-/* DOS date 1980-01-01 00:00: the files carry no build time. */
+/* Deflated (method 8), DOS date 1980-01-01 00:00: the files carry no build
+ * time, so the same parts give the same bytes. */
 static void local_header(unsigned char *h, const zentry *en)
 {
     memset(h, 0, 30);
     put32(h, 0x04034b50);
-    put16(h + 4, 10);
+    put16(h + 4, 20);
+    put16(h + 8, 8);
     put16(h + 12, 0x21);
     put32(h + 14, en->crc);
-    put32(h + 18, en->size);
-    put32(h + 22, en->size);
+    put32(h + 18, en->csize);
+    put32(h + 22, en->usize);
     put16(h + 26, (unsigned)strlen(en->name));
 }
 
 static void zbegin(zip *z, const char *name)
 {
+    if (z->bad) return;
     zentry *en = z->ent + z->n++;
     snprintf(en->name, sizeof en->name, "%s", name);
     en->offset = (uint32_t)z->pos;
@@ -312,19 +336,31 @@ static void zbegin(zip *z, const char *name)
     local_header(h, en);
     zraw(z, h, 30);
     zraw(z, en->name, strlen(en->name));
-    z->crc = 0;
-    z->size = 0;
+    z->crc = (uint32_t)crc32(0, Z_NULL, 0);
+    z->usize = z->csize = 0;
+    z->fill = 0;
+    memset(&z->zs, 0, sizeof z->zs);
+    /* Raw deflate (negative window bits): zip members carry no zlib header. */
+    if (deflateInit2(&z->zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        z->bad = 3;
+    else
+        z->open = 1;
 }
 
 static void zend(zip *z)
 {
+    zdeflate(z, Z_FINISH);
+    if (z->open) deflateEnd(&z->zs);
+    z->open = 0;
+    if (z->bad) return;
     zentry *en = z->ent + z->n - 1;
-    if (z->size > 0xffffffffu || z->pos > 0xffffffffu) {
+    if (z->usize > 0xffffffffu || z->pos > 0xffffffffu) {
         z->bad = 2; /* would need zip64 */
         return;
     }
     en->crc = z->crc;
-    en->size = (uint32_t)z->size;
+    en->csize = (uint32_t)z->csize;
+    en->usize = (uint32_t)z->usize;
     unsigned char h[30];
     local_header(h, en);
     if (fseeko(z->fp, en->offset, SEEK_SET) || fwrite(h, 1, 30, z->fp) != 30 ||
@@ -341,11 +377,12 @@ static void zfinish(zip *z)
         memset(h, 0, sizeof h);
         put32(h, 0x02014b50);
         put16(h + 4, 20);
-        put16(h + 6, 10);
+        put16(h + 6, 20);
+        put16(h + 10, 8);
         put16(h + 14, 0x21);
         put32(h + 16, en->crc);
-        put32(h + 20, en->size);
-        put32(h + 24, en->size);
+        put32(h + 20, en->csize);
+        put32(h + 24, en->usize);
         put16(h + 28, (unsigned)strlen(en->name));
         put32(h + 42, en->offset);
         zraw(z, h, 46);
@@ -362,69 +399,121 @@ static void zfinish(zip *z)
     if (z->pos > 0xffffffffu) z->bad = 2;
 }
 
-static int write_3mf(const char *path, const mesh_part *parts, int nparts, size_t *bytes, d2_err *e)
+/* XML text of s with the five special characters escaped, at most cap - 1. */
+static void xml_text(char *dst, size_t cap, const char *s)
 {
-    crc_init();
+    size_t k = 0;
+    for (; s && *s && k + 7 < cap; s++) {
+        const char *rep = *s == '<' ? "&lt;" : *s == '>' ? "&gt;" : *s == '&' ? "&amp;"
+                        : *s == '"' ? "&quot;" : *s == '\'' ? "&apos;" : NULL;
+        if (rep) {
+            memcpy(dst + k, rep, strlen(rep));
+            k += strlen(rep);
+        } else {
+            dst[k++] = *s;
+        }
+    }
+    dst[k] = 0;
+}
+
+/* The print settings as metadata: in the 3MF model (core metadata and the
+ * d2fab namespace) and, for PrusaSlicer, its own config entry, which it
+ * applies when the file is opened (layer height). */
+static void meta_3mf(zip *z, const mesh_print_info *info)
+{
+    char pr[160], ma[160];
+    xml_text(pr, sizeof pr, info->printer);
+    xml_text(ma, sizeof ma, info->material);
+    zprintf(z, "<metadata name=\"Description\">Diffractive network part: print on %s in %s at "
+            "a %.4g mm layer height, millimetre units</metadata>\n", pr[0] ? pr : "the printer",
+            ma[0] ? ma : "the material", info->layer_height_mm);
+    if (pr[0]) zprintf(z, "<metadata name=\"d2fab:printer\">%s</metadata>\n", pr);
+    if (ma[0]) zprintf(z, "<metadata name=\"d2fab:material\">%s</metadata>\n", ma);
+    if (info->layer_height_mm > 0)
+        zprintf(z, "<metadata name=\"d2fab:layer_height_mm\">%.6g</metadata>\n",
+                info->layer_height_mm);
+}
+
+static int write_3mf(const char *path, const mesh_part *parts, int nparts,
+                     const mesh_print_info *info, size_t *bytes, d2_err *e)
+{
     d2_out *o = d2_out_open(path, e);
     if (!o) return e->code;
-    zip z = {d2_out_fp(o), {{{0}}}, 0, 0, 0, 0, 0};
-    zbegin(&z, "[Content_Types].xml");
-    zprintf(&z, "%s",
+    zip *z = calloc(1, sizeof *z);
+    if (!z) {
+        d2_out_abort(o);
+        return d2_fail(e, D2_EIO, "%s: out of memory for the zip writer", path);
+    }
+    z->fp = d2_out_fp(o);
+    zbegin(z, "[Content_Types].xml");
+    zprintf(z, "%s",
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
             "<Types xmlns=\"http://schemas.openxmlformats.org/package/2006/content-types\">\n"
             "<Default Extension=\"rels\" "
             "ContentType=\"application/vnd.openxmlformats-package.relationships+xml\"/>\n"
             "<Default Extension=\"model\" "
             "ContentType=\"application/vnd.ms-package.3dmanufacturing-3dmodel+xml\"/>\n"
+            "<Default Extension=\"config\" ContentType=\"text/plain\"/>\n"
             "</Types>\n");
-    zend(&z);
-    zbegin(&z, "_rels/.rels");
-    zprintf(&z, "%s",
+    zend(z);
+    zbegin(z, "_rels/.rels");
+    zprintf(z, "%s",
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
             "<Relationships xmlns=\"http://schemas.openxmlformats.org/package/2006/relationships\">\n"
             "<Relationship Target=\"/3D/3dmodel.model\" Id=\"rel0\" "
             "Type=\"http://schemas.microsoft.com/3dmanufacturing/2013/01/3dmodel\"/>\n"
             "</Relationships>\n");
-    zend(&z);
-    zbegin(&z, "3D/3dmodel.model");
-    zprintf(&z, "%s",
+    zend(z);
+    zbegin(z, "3D/3dmodel.model");
+    zprintf(z, "%s",
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
             "<model unit=\"millimeter\" xml:lang=\"en-US\" "
-            "xmlns=\"http://schemas.microsoft.com/3dmanufacturing/core/2015/02\">\n"
-            "<metadata name=\"Application\">d2fab " D2FAB_VERSION "</metadata>\n<resources>\n");
-    for (int i = 0; i < nparts && !z.bad; i++) {
+            "xmlns=\"http://schemas.microsoft.com/3dmanufacturing/core/2015/02\" "
+            "xmlns:d2fab=\"urn:d2fab:print:1\">\n"
+            "<metadata name=\"Application\">d2fab " D2FAB_VERSION "</metadata>\n");
+    if (info) meta_3mf(z, info);
+    zprintf(z, "%s", "<resources>\n");
+    for (int i = 0; i < nparts && !z->bad; i++) {
         const mesh *m = parts[i].m;
-        char name[64];
-        size_t k = 0;
-        for (const char *s = parts[i].name ? parts[i].name : "part"; *s && k < sizeof name - 1; s++)
-            name[k++] = (*s == '<' || *s == '>' || *s == '&' || *s == '"') ? '_' : *s;
-        name[k] = 0;
-        zprintf(&z, "<object id=\"%d\" name=\"%s\" type=\"model\">\n<mesh>\n<vertices>\n", i + 1,
+        char name[400];
+        xml_text(name, sizeof name, parts[i].name ? parts[i].name : "part");
+        zprintf(z, "<object id=\"%d\" name=\"%s\" type=\"model\">\n<mesh>\n<vertices>\n", i + 1,
                 name);
         for (size_t v = 0; v < m->nv; v++) {
             float p[3];
             pos_mm(m, (uint32_t)v, parts[i].offset_mm, p);
-            zprintf(&z, "<vertex x=\"%.9g\" y=\"%.9g\" z=\"%.9g\"/>\n", p[0], p[1], p[2]);
+            zprintf(z, "<vertex x=\"%.9g\" y=\"%.9g\" z=\"%.9g\"/>\n", p[0], p[1], p[2]);
         }
-        zprintf(&z, "%s", "</vertices>\n<triangles>\n");
+        zprintf(z, "%s", "</vertices>\n<triangles>\n");
         for (size_t f = 0; f < m->nt; f++)
-            zprintf(&z, "<triangle v1=\"%u\" v2=\"%u\" v3=\"%u\"/>\n", m->t[3 * f], m->t[3 * f + 1],
+            zprintf(z, "<triangle v1=\"%u\" v2=\"%u\" v3=\"%u\"/>\n", m->t[3 * f], m->t[3 * f + 1],
                     m->t[3 * f + 2]);
-        zprintf(&z, "%s", "</triangles>\n</mesh>\n</object>\n");
+        zprintf(z, "%s", "</triangles>\n</mesh>\n</object>\n");
     }
-    zprintf(&z, "%s", "</resources>\n<build>\n");
-    for (int i = 0; i < nparts; i++) zprintf(&z, "<item objectid=\"%d\"/>\n", i + 1);
-    zprintf(&z, "%s", "</build>\n</model>\n");
-    zend(&z);
-    zfinish(&z);
-    if (z.bad) {
+    zprintf(z, "%s", "</resources>\n<build>\n");
+    for (int i = 0; i < nparts; i++) zprintf(z, "<item objectid=\"%d\"/>\n", i + 1);
+    zprintf(z, "%s", "</build>\n</model>\n");
+    zend(z);
+    if (info && info->layer_height_mm > 0) {
+        zbegin(z, "Metadata/Slic3r_PE.config");
+        zprintf(z, "; generated by d2fab " D2FAB_VERSION "\n; layer_height = %.6g\n",
+                info->layer_height_mm);
+        zend(z);
+    }
+    zfinish(z);
+    int bad = z->bad;
+    uint64_t pos = z->pos;
+    if (z->open) deflateEnd(&z->zs);
+    free(z);
+    if (bad) {
         int err = errno;
         d2_out_abort(o);
-        return z.bad == 2 ? d2_fail(e, D2_EINPUT, "%s: the 3MF would exceed 4 GB", path)
+        return bad == 2   ? d2_fail(e, D2_EINPUT, "%s: the 3MF would exceed 4 GB", path)
+               : bad == 3 ? d2_fail(e, D2_EIO, "%s: zlib failed to compress the 3MF", path)
                           : d2_fail(e, D2_EIO, "%s: write failed: %s", path, strerror(err));
     }
     if (d2_out_commit(o, e)) return e->code;
-    if (bytes) *bytes = (size_t)z.pos;
+    if (bytes) *bytes = (size_t)pos;
     return 0;
 }
 
@@ -446,6 +535,12 @@ static int export_blob(const struct aiScene *sc, const char *id, const char *pat
 int mesh_write(const char *path, mesh_format fmt, const mesh_part *parts, int nparts,
                size_t *bytes, d2_err *e)
 {
+    return mesh_write_info(path, fmt, parts, nparts, NULL, bytes, e);
+}
+
+int mesh_write_info(const char *path, mesh_format fmt, const mesh_part *parts, int nparts,
+                    const mesh_print_info *info, size_t *bytes, d2_err *e)
+{
     if (nparts < 1) return d2_fail(e, D2_EINPUT, "%s: no mesh to write", path);
     for (int i = 0; i < nparts; i++) {
         if (!parts[i].m->nt)
@@ -456,7 +551,7 @@ int mesh_write(const char *path, mesh_format fmt, const mesh_part *parts, int np
                 return d2_fail(e, D2_EINPUT, "%s: part offset is not finite", path);
     }
     if (fmt == MESH_STL) return write_stl(path, parts, nparts, bytes, e);
-    if (fmt == MESH_3MF) return write_3mf(path, parts, nparts, bytes, e);
+    if (fmt == MESH_3MF) return write_3mf(path, parts, nparts, info, bytes, e);
     size_t nt = 0;
     for (int i = 0; i < nparts; i++) nt += parts[i].m->nt;
     if (nt > UINT32_MAX / 3) return d2_fail(e, D2_EINPUT, "%s: %zu facets are too many", path, nt);

@@ -235,14 +235,29 @@ typedef struct mesh_part {
  *        facet count, 50-byte records; size 84 + 50 * facets), all parts in
  *        one facet list;
  *   3mf: written here (Assimp 5.2 prints 3MF coordinates with six digits):
- *        unit millimetre, stored zip, exact float coordinates, one object
- *        per part;
+ *        unit millimetre, zip entries deflated by zlib, exact float
+ *        coordinates, one object per part;
  *   obj, ply, glb: through Assimp's exporter: OBJ without material file,
  *        binary PLY, glb in mm (1 unit = 1 mm, although glTF viewers assume
  *        metres), one mesh per part.
  * *bytes (may be NULL) receives the file size. */
 int mesh_write(const char *path, mesh_format fmt, const mesh_part *parts, int nparts,
                size_t *bytes, d2_err *e);
+
+/* What a print needs beyond the geometry. */
+typedef struct mesh_print_info {
+    const char *printer;     /* profile name, or NULL */
+    const char *material;    /* material name, or NULL */
+    double layer_height_mm;  /* the printer's z step; 0: unknown */
+} mesh_print_info;
+
+/* mesh_write, with the print settings (info may be NULL) stored in the
+ * formats that keep them: a 3MF gets them as model metadata (Description,
+ * d2fab:printer, d2fab:material, d2fab:layer_height_mm) and PrusaSlicer's
+ * config entry (Metadata/Slic3r_PE.config: layer_height), which the slicer
+ * applies when it opens the file. */
+int mesh_write_info(const char *path, mesh_format fmt, const mesh_part *parts, int nparts,
+                    const mesh_print_info *info, size_t *bytes, d2_err *e);
 
 /* ----------------------------------------------------------------- checks */
 

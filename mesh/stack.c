@@ -401,6 +401,9 @@ static int stack_write(stack_job *j, const char *export_dir, const char *out_dir
         return d2_fail(e, D2_EIO, "%s: cannot remove the old assembly.json: %s", path,
                        strerror(errno));
     const char *ext = mesh_format_ext(o->format);
+    /* The print settings a 3MF carries for the slicer. */
+    mesh_print_info info = {j->pr.name, j->x.have_material ? j->x.material : NULL,
+                            j->pr.z_step_mm};
     mesh_part mp[MESH_MAX_PARTS];
     for (int i = 0; i < np; i++) {
         mesh_stack_part *sp = j->rep.part + i;
@@ -408,7 +411,7 @@ static int stack_write(stack_job *j, const char *export_dir, const char *out_dir
         snprintf(sp->file, sizeof sp->file, "%.24s.%.8s", pt[i].name, ext);
         mesh_part one = {pt[i].m, pt[i].name, {0, 0, 0}};
         if ((rc = d2_path_join(path, sizeof path, out_dir, sp->file, e)) ||
-            (rc = mesh_write(path, o->format, &one, 1, &sp->bytes, e)))
+            (rc = mesh_write_info(path, o->format, &one, 1, &info, &sp->bytes, e)))
             return rc;
         sp->facets = mesh_facets(pt[i].m);
         sp->volume_mm3 = mesh_volume_mm3(pt[i].m);
@@ -420,7 +423,7 @@ static int stack_write(stack_job *j, const char *export_dir, const char *out_dir
     j->rep.nparts = np;
     snprintf(j->rep.assembly_file, sizeof j->rep.assembly_file, "assembly.%s", ext);
     if ((rc = d2_path_join(path, sizeof path, out_dir, j->rep.assembly_file, e)) ||
-        (rc = mesh_write(path, o->format, mp, np, &j->rep.assembly_bytes, e)))
+        (rc = mesh_write_info(path, o->format, mp, np, &info, &j->rep.assembly_bytes, e)))
         return rc;
     if ((rc = d2_dir_clear(out_dir, 0, stale_mesh_file, &stale, "previous run's mesh", e)))
         return rc;

@@ -399,11 +399,12 @@ static void accuracy_table(FILE *f, const run_state *s)
         pct(f, s->tol.mean);
         fputs(", worst ", f);
         pct(f, s->tol.min);
-        fprintf(f, " over %d trials on %d test images (yield ", s->tol.trials, s->tol.images);
+        fprintf(f, " over %d trials on %d test images; yield ", s->tol.trials, s->tol.images);
         pct(f, s->tol.yield);
-        fputs(" at &ge; ", f);
+        fputs(" of the trials reach the spec, ", f);
         pct(f, s->tol.spec);
-        fputs(")", f);
+        fputs(s->tol.spec_from_nominal ? " (the nominal accuracy less 1 point)"
+                                       : " (set by spec_accuracy_percent)", f);
     } else if (s->tolerance_json) {
         fputs("no Monte-Carlo trials; see the tolerance section", f);
     }
@@ -528,8 +529,9 @@ static void tolerance_tables(FILE *f, const run_state *s)
             pct(f, v[i]);
             fputs("</td></tr>\n", f);
         }
-        fputs("<tr><td>yield: trials at or above ", f);
+        fputs("<tr><td>yield: trials at or above the spec, ", f);
         pct(f, t->spec);
+        fputs(t->spec_from_nominal ? " (nominal less 1 point)" : " (spec_accuracy_percent)", f);
         fputs("</td><td>", f);
         pct(f, t->yield);
         fputs(" (95&nbsp;% interval ", f);

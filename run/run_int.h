@@ -45,6 +45,7 @@ typedef struct run_tol {
     double mean, std, min, max;      /* Monte Carlo at the configured magnitudes */
     double p90, p50, p10;            /* 90 / 50 / 10 % of trials reach at least this */
     double spec, yield, yield_lo, yield_hi;
+    int spec_from_nominal;           /* spec = nominal - 1 point (none set) */
     int nsens;                       /* worst sensitivity rows */
     struct { char what[96]; double magnitude, change; } sens[RUN_TOL_ROWS];
     int ninv;                        /* inverse tolerances */

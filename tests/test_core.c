@@ -17,6 +17,7 @@
 #include "core/idx.h"
 #include "core/image.h"
 #include "core/npy.h"
+#include "core/util.h"
 #include "tests/testlib.h"
 
 static void write_bytes(const char *path, const void *b, size_t n)
@@ -335,16 +336,110 @@ TEST(npy_reads_versions_2_and_3_and_numpy_spelling_variants)
     npy_free(&a);
 }
 
+TEST(progress_line_fits_the_terminal_and_gives_the_run_eta)
+{
+    d2_progress p;
+    d2_progress_start(&p, NULL, "epoch 3/8");
+    char buf[512];
+    /* Plain lines (a log file): 25 % done in 60 s -> 180 s left in this bar;
+     * 1000 s of later epochs make the run's ETA 1180 s = 19:40. */
+    d2_progress_after(&p, 1000);
+    d2_progress_format(&p, 250, 1000, "loss 0.5", 60, buf, sizeof buf);
+    CHECK(strstr(buf, "ETA 03:00 (run 19:40) loss 0.5") != NULL);
+    /* unknown: said so, not guessed */
+    d2_progress_after(&p, -1);
+    d2_progress_format(&p, 250, 1000, "", 60, buf, sizeof buf);
+    CHECK(strstr(buf, "(run --:--)") != NULL);
+    d2_progress_after(&p, 0);
+    d2_progress_format(&p, 250, 1000, "", 60, buf, sizeof buf);
+    CHECK(strstr(buf, "(run") == NULL);
+    /* A terminal 40 columns wide: the bar line stops one column short, so
+     * it never wraps and the next carriage return redraws all of it. */
+    p.tty = 1;
+    p.width = 40;
+    d2_progress_after(&p, 5000);
+    d2_progress_format(&p, 250, 1000, "loss 0.4123 acc 93.21%", 60, buf, sizeof buf);
+    CHECK(strlen(buf) == 39);
+    CHECK(strncmp(buf, "epoch 3/8 [#######", 18) == 0);
+    p.width = 200;
+    d2_progress_format(&p, 250, 1000, "loss 0.4123 acc 93.21%", 60, buf, sizeof buf);
+    CHECK(strlen(buf) < 199 && strstr(buf, "(run 1:26:20)  loss 0.4123 acc 93.21%"));
+}
+
+/* A .npy whose data bytes are given: header dict + raw. */
+static void make_npy_data(const char *path, const char *dict, const void *data, size_t nbytes)
+{
+    make_npy(path, 1, dict, nbytes);
+    FILE *f = fopen(path, "r+b");
+    if (!f) exit(3);
+    fseek(f, -(long)nbytes, SEEK_END);
+    fwrite(data, 1, nbytes, f);
+    fclose(f);
+}
+
+TEST(npy_float64_float16_and_big_endian_are_converted_to_float32)
+{
+    d2_err e = {0};
+    npy_array a;
+    const char *p = t_path("conv.npy");
+    /* float64, NumPy's default: values chosen to be exact in float32. */
+    double d[4] = {0.0, -1.5, 3.140625, 6.2831854820251465};
+    make_npy_data(p, "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }", d, sizeof d);
+    CHECK(npy_read(p, &a, &e) == 0 && a.dtype == NPY_F32 && a.ndim == 2);
+    CHECK(a.converted_from && !strcmp(a.converted_from, "float64"));
+    for (int i = 0; i < 4 && a.data; i++) CHECK(((float *)a.data)[i] == (float)d[i]);
+    npy_free(&a);
+    /* big-endian float64 of the same values */
+    unsigned char be[32];
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 8; k++) be[i * 8 + k] = ((unsigned char *)&d[i])[7 - k];
+    make_npy_data(p, "{'descr': '>f8', 'fortran_order': False, 'shape': (4,), }", be, sizeof be);
+    CHECK(npy_read(p, &a, &e) == 0 && a.converted_from && strstr(a.converted_from, "big-endian"));
+    for (int i = 0; i < 4 && a.data; i++) CHECK(((float *)a.data)[i] == (float)d[i]);
+    npy_free(&a);
+    /* float16: 1.0 = 0x3c00, -2.0 = 0xc000, 65504 = 0x7bff (largest), 2^-24 = 0x0001 (smallest
+     * subnormal), +inf = 0x7c00 */
+    uint16_t h[5] = {0x3c00, 0xc000, 0x7bff, 0x0001, 0x7c00};
+    float hv[5] = {1.0f, -2.0f, 65504.0f, 5.9604645e-8f, INFINITY};
+    make_npy_data(p, "{'descr': '<f2', 'fortran_order': False, 'shape': (5,), }", h, sizeof h);
+    CHECK(npy_read(p, &a, &e) == 0 && a.converted_from && !strcmp(a.converted_from, "float16"));
+    for (int i = 0; i < 5 && a.data; i++) CHECK(((float *)a.data)[i] == hv[i]);
+    npy_free(&a);
+    /* complex128 -> complex64 */
+    double c[4] = {1.0, -0.5, 0.25, 2.0};
+    make_npy_data(p, "{'descr': '<c16', 'fortran_order': False, 'shape': (2,), }", c, sizeof c);
+    CHECK(npy_read(p, &a, &e) == 0 && a.dtype == NPY_C64 && a.shape[0] == 2);
+    for (int i = 0; i < 4 && a.data; i++) CHECK(((float *)a.data)[i] == (float)c[i]);
+    npy_free(&a);
+    /* a finite float64 that float32 cannot hold is refused, naming the element */
+    double big[3] = {1.0, 2.0, 1e300};
+    make_npy_data(p, "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }", big, sizeof big);
+    CHECK_ERR(npy_read(p, &a, &e), e, D2_EINPUT, "element 2 is 1e+300, beyond float32's range");
+    CHECK(a.data == NULL);
+    /* a float64 map goes through npy_read_map, NaN still named */
+    double m[4] = {0.5, 0.25, NAN, 1.0};
+    make_npy_data(p, "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }", m, sizeof m);
+    float *map = NULL;
+    int rows = 0, cols = 0;
+    CHECK_ERR(npy_read_map(p, &map, &rows, &cols, &e), e, D2_EINPUT, "[1, 0] is NaN");
+    m[2] = 0.125;
+    make_npy_data(p, "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }", m, sizeof m);
+    CHECK(npy_read_map(p, &map, &rows, &cols, &e) == 0 && rows == 2 && cols == 2 && map &&
+          map[2] == 0.125f);
+    free(map);
+}
+
 TEST(npy_rejects_other_dtypes_orders_and_shapes)
 {
     d2_err e = {0};
     npy_array a;
     const char *p = t_path("bad.npy");
-    make_npy(p, 1, "{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", 8);
-    CHECK_ERR(npy_read(p, &a, &e), e, D2_EINPUT, "'>f4' (big-endian float32)");
-    CHECK(strstr(e.msg, "bad.npy") && strstr(e.msg, "expected '<f4'"));
-    make_npy(p, 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", 16);
-    CHECK_ERR(npy_read(p, &a, &e), e, D2_EINPUT, "'<f8' (float64)");
+    make_npy(p, 1, "{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }", 8);
+    CHECK_ERR(npy_read(p, &a, &e), e, D2_EINPUT, "'<i4' (int32)");
+    CHECK(strstr(e.msg, "bad.npy") && strstr(e.msg, "float32 ('<f4')") &&
+          strstr(e.msg, "astype(np.float32)"));
+    make_npy(p, 1, "{'descr': '|u1', 'fortran_order': False, 'shape': (2,), }", 2);
+    CHECK_ERR(npy_read(p, &a, &e), e, D2_EINPUT, "'|u1' (uint8)");
     make_npy(p, 1, "{'descr': '|O', 'fortran_order': False, 'shape': (2,), }", 16);
     CHECK_ERR(npy_read(p, &a, &e), e, D2_EINPUT, "Python objects");
     make_npy(p, 1, "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }", 8);
@@ -893,6 +988,8 @@ int main(void)
     RUN(npy_complex64_3d_round_trips_exactly);
     RUN(npy_header_matches_what_numpy_writes);
     RUN(npy_reads_versions_2_and_3_and_numpy_spelling_variants);
+    RUN(npy_float64_float16_and_big_endian_are_converted_to_float32);
+    RUN(progress_line_fits_the_terminal_and_gives_the_run_eta);
     RUN(npy_rejects_other_dtypes_orders_and_shapes);
     RUN(npy_rejects_truncated_extra_and_foreign_files);
     RUN(npy_rejects_malformed_header_dictionaries);

@@ -646,21 +646,26 @@ TEST(bad_phase_files_are_refused_with_a_clear_message)
     for (int k = 0; k < 20; k++) map[k] = 0.1f * (float)k;
     map[7] = NAN;
     write_map(t_path("nan.npy"), map, 4, 5 - 1); /* 4 x 4, NaN at row 1, column 3 */
-    CHECK_ERR(exp_read_phase(t_path("nan.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT,
+    CHECK_ERR(exp_read_phase(t_path("nan.npy"), 0, 0, 0, &v, &n, NULL, &e), e, D2_EINPUT,
               "row 1, column 3 is nan");
     map[7] = 0;
     write_map(t_path("rect.npy"), map, 4, 5);
-    CHECK_ERR(exp_read_phase(t_path("rect.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT,
+    CHECK_ERR(exp_read_phase(t_path("rect.npy"), 0, 0, 0, &v, &n, NULL, &e), e, D2_EINPUT,
               "4 x 5: layers must be square");
-    write_raw_npy(t_path("f64.npy"), "<f8", "(4, 4)", 16 * 8);
-    CHECK_ERR(exp_read_phase(t_path("f64.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT, "float64");
+    write_raw_npy(t_path("i32.npy"), "<i4", "(4, 4)", 16 * 4);
+    CHECK_ERR(exp_read_phase(t_path("i32.npy"), 0, 0, 0, &v, &n, NULL, &e), e, D2_EINPUT,
+              "int32");
+    CHECK(strstr(e.msg, "astype(np.float32)"));
+    write_raw_npy(t_path("c128.npy"), "<c16", "(4, 4)", 16 * 16);
+    CHECK_ERR(exp_read_phase(t_path("c128.npy"), 0, 0, 0, &v, &n, NULL, &e), e, D2_EINPUT,
+              "dtype complex128");
     write_raw_npy(t_path("c64.npy"), "<c8", "(4, 4)", 16 * 8);
-    CHECK_ERR(exp_read_phase(t_path("c64.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT, "complex64");
+    CHECK_ERR(exp_read_phase(t_path("c64.npy"), 0, 0, 0, &v, &n, NULL, &e), e, D2_EINPUT, "complex64");
     write_raw_npy(t_path("cube.npy"), "<f4", "(2, 4, 4)", 32 * 4);
-    CHECK_ERR(exp_read_phase(t_path("cube.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT,
+    CHECK_ERR(exp_read_phase(t_path("cube.npy"), 0, 0, 0, &v, &n, NULL, &e), e, D2_EINPUT,
               "shape (2, 4, 4): expected a 2-D phase map");
     t_write_text(t_path("text.npy"), "not a numpy file");
-    CHECK_ERR(exp_read_phase(t_path("text.npy"), 0, 0, 0, &v, &n, &e), e, D2_EINPUT, "text.npy");
+    CHECK_ERR(exp_read_phase(t_path("text.npy"), 0, 0, 0, &v, &n, NULL, &e), e, D2_EINPUT, "text.npy");
     CHECK(v == NULL);
 }
 
@@ -672,12 +677,12 @@ TEST(png_phase_maps_need_and_use_their_stated_range)
     CHECK(img_write_gray16(t_path("ph.png"), 8, 8, px, &e) == 0);
     float *v = NULL;
     int n;
-    CHECK_ERR(exp_read_phase(t_path("ph.png"), 0, 0, 0, &v, &n, &e), e, D2_EUSAGE, "--png-range-rad");
+    CHECK_ERR(exp_read_phase(t_path("ph.png"), 0, 0, 0, &v, &n, NULL, &e), e, D2_EUSAGE, "--png-range-rad");
     uint8_t rgb[64 * 3] = {0};
     CHECK(img_write_rgb8(t_path("rgb.png"), 8, 8, rgb, &e) == 0);
-    CHECK_ERR(exp_read_phase(t_path("rgb.png"), 1, 0, TWO_PI, &v, &n, &e), e, D2_EINPUT,
+    CHECK_ERR(exp_read_phase(t_path("rgb.png"), 1, 0, TWO_PI, &v, &n, NULL, &e), e, D2_EINPUT,
               "colour PNG: a phase map must be grey");
-    CHECK(exp_read_phase(t_path("ph.png"), 1, 0, TWO_PI, &v, &n, &e) == 0);
+    CHECK(exp_read_phase(t_path("ph.png"), 1, 0, TWO_PI, &v, &n, NULL, &e) == 0);
     CHECK(n == 8);
     if (v) {
         CHECK_NEAR(v[0], 0, 1e-6);
@@ -706,6 +711,42 @@ TEST(layers_of_different_sizes_are_refused)
     double three[3] = {10, 20, 30};
     exp_phase_input in3 = {one, 1, 0.4, WL_04, three, 3, 0, 0, 0};
     CHECK_ERR(exp_model_from_phases(&in3, &m, &e), e, D2_EUSAGE, "3 gaps given for 1 layers");
+}
+
+TEST(float64_phase_maps_from_numpy_are_converted_with_a_note)
+{
+    /* NumPy saves float64 unless told otherwise: such a map is read, converted
+     * and gives the same model as its float32 twin, and the user is told. */
+    float f[64];
+    double d[64];
+    for (int k = 0; k < 64; k++) {
+        f[k] = 0.09f * (float)k;
+        d[k] = (double)f[k];
+    }
+    write_map(t_path("p32.npy"), f, 8, 8);
+    write_raw_npy(t_path("p64.npy"), "<f8", "(8, 8)", 64 * 8);
+    FILE *fp = fopen(t_path("p64.npy"), "r+b");
+    CHECK(fp != NULL);
+    if (!fp) return;
+    fseek(fp, -(long)sizeof d, SEEK_END);
+    fwrite(d, 1, sizeof d, fp);
+    fclose(fp);
+    const char *f64[] = {t_path("p64.npy")}, *f32[] = {t_path("p32.npy")};
+    char note[256] = "x";
+    exp_phase_input a = {f64, 1, 0.4, WL_04, NULL, 0, 0, 0, 0, note, sizeof note};
+    exp_phase_input b = {f32, 1, 0.4, WL_04, NULL, 0, 0, 0, 0, NULL, 0};
+    d2_model ma, mb;
+    d2_err e = {0};
+    CHECK(exp_model_from_phases(&a, &ma, &e) == 0);
+    CHECK(strstr(note, "p64.npy") && strstr(note, "float64 phases converted to float32"));
+    CHECK(exp_model_from_phases(&b, &mb, &e) == 0);
+    CHECK(ma.phase[0] && mb.phase[0] && !memcmp(ma.phase[0], mb.phase[0], sizeof f));
+    model_free(&ma);
+    model_free(&mb);
+    note[0] = 'x';
+    exp_phase_input c = {f32, 1, 0.4, WL_04, NULL, 0, 0, 0, 0, note, sizeof note};
+    CHECK(exp_model_from_phases(&c, &mb, &e) == 0 && note[0] == 0);
+    model_free(&mb);
 }
 
 /* Exports a 32 x 32, 2-layer bare map stack with the given options; returns rc. */
@@ -977,6 +1018,7 @@ int main(void)
     RUN(bad_phase_files_are_refused_with_a_clear_message);
     RUN(png_phase_maps_need_and_use_their_stated_range);
     RUN(layers_of_different_sizes_are_refused);
+    RUN(float64_phase_maps_from_numpy_are_converted_with_a_note);
     RUN(bad_export_inputs_fail_and_write_nothing);
     RUN(a_failed_write_leaves_no_export_json_and_removes_this_runs_files);
     RUN(export_writes_every_file_and_loads_back_as_the_printed_model);

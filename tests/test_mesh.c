@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -611,6 +612,116 @@ TEST(plates_beyond_100_mm_keep_their_corner_gaps_in_every_format)
     free(h);
 }
 
+/* The zip member `name` of a zip file, inflated; NULL when absent. *method
+ * receives its compression method (0 stored, 8 deflated). Caller frees. */
+static char *zip_member(const char *path, const char *name, int *method, size_t *csize)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    unsigned char h[30];
+    char fname[256];
+    char *out = NULL;
+    while (fread(h, 1, 30, f) == 30 && h[0] == 'P' && h[1] == 'K' && h[2] == 3 && h[3] == 4) {
+        unsigned meth = h[8] | h[9] << 8, nl = h[26] | h[27] << 8, xl = h[28] | h[29] << 8;
+        uint32_t cs = h[18] | h[19] << 8 | (uint32_t)h[20] << 16 | (uint32_t)h[21] << 24;
+        uint32_t us = h[22] | h[23] << 8 | (uint32_t)h[24] << 16 | (uint32_t)h[25] << 24;
+        if (nl >= sizeof fname || fread(fname, 1, nl, f) != nl) break;
+        fname[nl] = 0;
+        fseek(f, xl, SEEK_CUR);
+        if (strcmp(fname, name)) {
+            fseek(f, cs, SEEK_CUR);
+            continue;
+        }
+        unsigned char *c = malloc(cs + 1);
+        out = calloc(1, (size_t)us + 1);
+        if (c && out && fread(c, 1, cs, f) == cs) {
+            if (meth == 0) {
+                memcpy(out, c, us);
+            } else {
+                z_stream zs;
+                memset(&zs, 0, sizeof zs);
+                inflateInit2(&zs, -15);
+                zs.next_in = c;
+                zs.avail_in = cs;
+                zs.next_out = (unsigned char *)out;
+                zs.avail_out = us;
+                int r = inflate(&zs, Z_FINISH);
+                inflateEnd(&zs);
+                if (r != Z_STREAM_END || zs.total_out != us) {
+                    free(out);
+                    out = NULL;
+                }
+            }
+        }
+        free(c);
+        *method = (int)meth;
+        *csize = cs;
+        break;
+    }
+    fclose(f);
+    return out;
+}
+
+TEST(threemf_is_deflated_and_carries_the_print_settings_a_slicer_reads)
+{
+    int n = 16;
+    float *h = malloc(n * n * sizeof *h);
+    for (int i = 0; i < n * n; i++) h[i] = 1.0f + 0.016f * (float)((i * 7) % 40);
+    mesh_plate p;
+    plate_defaults(&p, n, 0.4, h);
+    d2_err e = {0};
+    mesh *m = NULL;
+    CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
+    if (!m) {
+        free(h);
+        return;
+    }
+    const char *path = t_path("info.3mf");
+    mesh_part part = {m, "layer<1>", {0, 0, 0}};
+    mesh_print_info info = {"objet-connex500", "verobp & co", 0.05};
+    CHECK(mesh_write_info(path, MESH_3MF, &part, 1, &info, NULL, &e) == 0);
+    int meth = -1;
+    size_t cs = 0;
+    char *model = zip_member(path, "3D/3dmodel.model", &meth, &cs);
+    CHECK(model != NULL && meth == 8);
+    if (model) {
+        CHECK(cs * 4 < strlen(model)); /* deflated text: at least 4x smaller */
+        CHECK(strstr(model, "<metadata name=\"d2fab:layer_height_mm\">0.05</metadata>"));
+        CHECK(strstr(model, "<metadata name=\"d2fab:printer\">objet-connex500</metadata>"));
+        CHECK(strstr(model, "verobp &amp; co"));
+        CHECK(strstr(model, "name=\"layer&lt;1&gt;\""));
+        CHECK(strstr(model, "xmlns:d2fab="));
+    }
+    free(model);
+    char *cfg = zip_member(path, "Metadata/Slic3r_PE.config", &meth, &cs);
+    CHECK(cfg && strstr(cfg, "; layer_height = 0.05\n"));
+    free(cfg);
+    /* Without print settings: no slicer config, the geometry is the same. */
+    const char *plain = t_path("plain.3mf");
+    CHECK(mesh_write(plain, MESH_3MF, &part, 1, NULL, &e) == 0);
+    cfg = zip_member(plain, "Metadata/Slic3r_PE.config", &meth, &cs);
+    CHECK(cfg == NULL);
+    free(cfg);
+    mesh_report r;
+    CHECK(mesh_check_file(path, &r, &e) == 0 && r.closed && r.facets == mesh_facets(m));
+    check_prusa(path, 1);
+    check_assimp_info(path, mesh_facets(m));
+    /* PrusaSlicer applies the layer height when it slices the file. */
+    char cmd[1400];
+    const char *gc = t_path("info.gcode");
+    snprintf(cmd, sizeof cmd, "prusa-slicer --export-gcode -o '%s' '%s'", gc, path);
+    CHECK(run(cmd, outbuf, sizeof outbuf) == 0);
+    FILE *g = fopen(gc, "r");
+    int layer_ok = 0;
+    char line[256];
+    while (g && fgets(line, sizeof line, g))
+        if (!strcmp(line, "; layer_height = 0.05\n")) layer_ok = 1;
+    if (g) fclose(g);
+    CHECK(layer_ok);
+    mesh_free(m);
+    free(h);
+}
+
 TEST(check_reports_open_nonmanifold_inconsistent_and_parts)
 {
     /* a unit cube as 12 facets */
@@ -1103,6 +1214,7 @@ int main(void)
     RUN(stl_is_84_plus_50_bytes_per_facet_with_a_header_not_starting_with_solid);
     RUN(every_format_loads_back_through_assimp_with_the_same_facets_and_volume);
     RUN(plates_beyond_100_mm_keep_their_corner_gaps_in_every_format);
+    RUN(threemf_is_deflated_and_carries_the_print_settings_a_slicer_reads);
     RUN(check_reports_open_nonmanifold_inconsistent_and_parts);
     RUN(binary_stl_files_check_like_their_triangles);
     RUN(vertices_made_without_the_hash_are_found_by_position);

@@ -434,6 +434,15 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     model_free(&m);
     CHECK(json_num(rep, "accuracy", "tolerance", "nominal_accuracy") == e100.accuracy);
     CHECK(json_num(rep, "accuracy", "tolerance", "trials") == 3);
+    /* The yield's spec is said in words: no spec was set, so nominal - 1 point. */
+    const cJSON *tj = cJSON_GetObjectItem(cJSON_GetObjectItem(rep, "accuracy"), "tolerance");
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(tj, "spec_rule")) ?: "",
+                  "nominal - 1 point"));
+    CHECK_NEAR(json_num(rep, "accuracy", "tolerance", "spec_accuracy"), e100.accuracy - 0.01,
+               1e-12);
+    snprintf(path, sizeof path, "%s/report.html", pkg);
+    CHECK(file_has(path, "reach the spec, "));
+    CHECK(file_has(path, "(the nominal accuracy less 1 point)"));
     snprintf(path, sizeof path, "%s/tolerance/yield.png", pkg);
     CHECK(t_exists(path));
     cJSON_Delete(rep);

@@ -687,6 +687,7 @@ TEST(report_has_sorted_sensitivity_inverse_and_monte_carlo_files)
     CHECK(sorted);
     CHECK(r->ninv == 3);
     CHECK(r->nmc == 2 && r->mc[0].trials == 5);
+    CHECK(r->spec_from_nominal && fabs(r->spec - (r->nominal - 0.01)) < 1e-12);
     CHECK(r->mc[0].min <= r->mc[0].p90 && r->mc[0].p90 <= r->mc[0].p50 &&
           r->mc[0].p50 <= r->mc[0].p10 && r->mc[0].p10 <= r->mc[0].max);
     CHECK(r->mc[0].yield_lo <= r->mc[0].yield && r->mc[0].yield <= r->mc[0].yield_hi);

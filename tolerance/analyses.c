@@ -443,6 +443,7 @@ int tol_run(const tol_config *c, const tol_stack *stacks, int n, const d2_datase
         if (rc) goto done;
         res->det_mean = sum / (double)nv;
         res->spec = c->spec >= 0 ? c->spec : res->nominal - 0.01;
+        res->spec_from_nominal = c->spec < 0;
         if (c->sensitivity && (rc = run_sensitivity(&ru, e))) goto done;
         if (c->inverse && (rc = run_inverse(&ru, e))) goto done;
         for (int s = 0; s < c->nscales; s++) {

@@ -277,6 +277,7 @@ typedef struct tol_result {
     double det_mean;         /* nominal mean detector energy (noise reference) */
     int unprintable;         /* stencil mode: test images that make no stencil */
     double spec;             /* yield threshold used */
+    int spec_from_nominal;   /* 1: no spec was set, so spec = nominal - 1 point */
     int nsens;
     tol_sens_row *sens;      /* sorted worst first; owned */
     int ninv;

@@ -541,6 +541,27 @@ static void update_layer(void *arg, int l, int tid)
         for (size_t i = 0; i < nn; i++) ph[i] = fminf(fmaxf(ph[i], 0.0f), u->max_phase);
 }
 
+/* Seconds the run will still take after the current epoch's training pass:
+ * the later epochs and the test passes, at the last finished epoch's pace
+ * (model history, so a resumed run knows it too); in the first epoch, at
+ * this epoch's projected training pace (its test pass not yet known). */
+static double run_after(const d2_model *m, int epoch, int epochs, double el, long seen,
+                        long ntrain)
+{
+    int later = epochs - epoch - 1;
+    int nh = m->history ? cJSON_GetArraySize(m->history) : 0;
+    const cJSON *last = nh ? cJSON_GetArrayItem(m->history, nh - 1) : NULL;
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(last, "seconds");
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(last, "train_samples_per_s");
+    if (cJSON_IsNumber(s) && cJSON_IsNumber(r) && r->valuedouble > 0) {
+        double eval_s = s->valuedouble - ntrain / r->valuedouble;
+        if (eval_s < 0) eval_s = 0;
+        return later * s->valuedouble + eval_s;
+    }
+    if (seen <= 0) return -1;
+    return later > 0 ? later * el * (double)ntrain / (double)seen : 0;
+}
+
 int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_err *e)
 {
     const d2_train_opts *t = &m->t;
@@ -656,6 +677,7 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
             seen += j.bsz;
             snprintf(extra, sizeof extra, "loss %.4f acc %.2f%%", sum_loss / seen,
                      100.0 * sum_correct / seen);
+            d2_progress_after(&pr, run_after(m, epoch, t->epochs, d2_now() - t0, seen, ntrain));
             d2_progress_update(&pr, seen, ntrain, extra);
         }
         double train_s = d2_now() - t0;
