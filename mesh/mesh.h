@@ -138,10 +138,22 @@ typedef struct mesh_frame {
     double min_feature_mm;/* printer's smallest feature (checks) */
 } mesh_frame;
 
-/* Defaults for printer pr (NULL: generic resin): width 10, thickness 3,
- * post 5, pin 2, pin length 1.5, key 1, clearance pr->pin_clearance_mm
- * (0.1), engrave 0.4, font pixel max(0.5, 2 * min feature) mm. */
+/* Defaults for printer pr (NULL: generic resin), derived from its minimum
+ * feature mf and pin clearance c (mm): font pixel max(0.5, 2 mf), pin
+ * max(2, 4 mf), pin length max(1.5, 3 mf), key max(1, 2 c), engrave
+ * max(0.4, mf), post max(5, pin + 2 key + 2 mf), thickness 3, and a band
+ * width of max(10, mesh_frame_min_width_mm(f, 1, 1)), both rounded up to
+ * 0.5 mm. Every shipped resin and PolyJet printer (mf <= 0.3) gets 10 / 5 /
+ * 2 / 1 / 0.4 mm; the Prusa MK4 (mf 0.45) a 14.5 mm band, so posts, holes
+ * and labels fit every shipped printer without options. */
 void mesh_frame_default(mesh_frame *f, const mesh_printer *pr);
+
+/* The band a 7-pixel label needs at any pitch (a pitch-aligned font pixel is
+ * at most twice font_px_mm) with its margins, mm. */
+double mesh_frame_label_band_mm(const mesh_frame *f);
+/* The narrowest band width that holds f's posts (with walls), its pin holes
+ * (holes != 0) and its labels (labels != 0), mm. */
+double mesh_frame_min_width_mm(const mesh_frame *f, int holes, int labels);
 
 /* The frame `d2fab mesh` uses for a stack: mesh_frame_default(pr), the
  * thickness raised to base_mm, then every field > 0 of o (may be NULL; a

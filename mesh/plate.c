@@ -35,13 +35,39 @@ int mesh_printer_from_json(const cJSON *obj, const char *file, const char *path,
     return 0;
 }
 
+/* Rounds up to the next half millimetre, so derived sizes read cleanly. */
+static double half_mm_up(double mm) { return ceil(mm * 2 - 1e-9) / 2; }
+
+double mesh_frame_label_band_mm(const mesh_frame *f)
+{
+    /* a pitch-aligned font pixel is at most twice the asked one (plate_labels) */
+    return 7 * 2 * f->font_px_mm + 2 * fmax(f->min_feature_mm, f->font_px_mm);
+}
+
+double mesh_frame_min_width_mm(const mesh_frame *f, int holes, int labels)
+{
+    double mf = f->min_feature_mm, w = f->post_mm + 2 * mf;
+    if (holes) w = fmax(w, f->pin_mm + 2 * f->clearance_mm + 2 * f->key_mm + 2 * mf);
+    if (labels) w = fmax(w, mesh_frame_label_band_mm(f));
+    return w;
+}
+
 void mesh_frame_default(mesh_frame *f, const mesh_printer *pr)
 {
     double mf = pr && pr->min_feature_mm > 0 ? pr->min_feature_mm : 0.1;
-    *f = (mesh_frame){.width_mm = 10.0, .thick_mm = 3.0, .post_mm = 5.0, .pin_mm = 2.0,
-                      .pin_len_mm = 1.5, .key_mm = 1.0,
-                      .clearance_mm = pr ? pr->pin_clearance_mm : 0.1, .engrave_mm = 0.4,
-                      .font_px_mm = fmax(0.5, 2 * mf), .min_feature_mm = mf};
+    double cl = pr && pr->pin_clearance_mm > 0 ? pr->pin_clearance_mm : 0.1;
+    /* The resin sizes (pin 2, key 1, post 5, band 10 mm) hold for features
+     * up to 0.3 mm; coarser printers (FDM) get each size from the
+     * feature: a pin of 4 strokes, a key of 2 clearances, a post that keeps
+     * a shoulder of one stroke, and a band that holds posts, holes and a
+     * 7-pixel label at twice the font pixel with margins. */
+    double pin = fmax(2.0, 4 * mf), key = fmax(1.0, 2 * cl);
+    *f = (mesh_frame){.width_mm = 10.0, .thick_mm = 3.0, .pin_mm = pin,
+                      .pin_len_mm = fmax(1.5, 3 * mf), .key_mm = key, .clearance_mm = cl,
+                      .engrave_mm = fmax(0.4, mf), .font_px_mm = fmax(0.5, 2 * mf),
+                      .min_feature_mm = mf};
+    f->post_mm = fmax(5.0, half_mm_up(pin + 2 * key + 2 * mf));
+    f->width_mm = fmax(10.0, half_mm_up(mesh_frame_min_width_mm(f, 1, 1)));
 }
 
 /* ------------------------------------------------------------ grid lines */
@@ -217,8 +243,9 @@ static int plate_check_frame(const mesh_plate *p, d2_err *e)
     double depth = f->pin_len_mm + f->clearance_mm;
     if (f->post_mm + 2 * mf > f->width_mm)
         return d2_fail(e, D2_EINPUT,
-                       "post of %g mm does not fit the %g mm frame (needs %g mm with %g mm walls)",
-                       f->post_mm, f->width_mm, f->post_mm + 2 * mf, mf);
+                       "post of %g mm does not fit the %g mm frame (needs %g mm with %g mm walls): "
+                       "use --frame-mm %g or more, or a smaller --post-mm",
+                       f->post_mm, f->width_mm, f->post_mm + 2 * mf, mf, f->post_mm + 2 * mf);
     if (f->pin_mm + 2 * f->key_mm + 2 * mf > f->post_mm)
         return d2_fail(e, D2_EINPUT,
                        "pin of %g mm (key offset %g mm) does not fit on the %g mm post "
@@ -227,8 +254,9 @@ static int plate_check_frame(const mesh_plate *p, d2_err *e)
     if (p->holes && hole + 2 * f->key_mm + 2 * mf > f->width_mm)
         return d2_fail(e, D2_EINPUT,
                        "pin hole of %g mm (pin %g + 2 x clearance %g, key offset %g) does not fit "
-                       "the %g mm frame",
-                       hole, f->pin_mm, f->clearance_mm, f->key_mm, f->width_mm);
+                       "the %g mm frame: use --frame-mm %g or more",
+                       hole, f->pin_mm, f->clearance_mm, f->key_mm, f->width_mm,
+                       hole + 2 * f->key_mm + 2 * mf);
     if (f->key_mm <= f->clearance_mm)
         return d2_fail(e, D2_EINPUT,
                        "key offset %g mm must exceed the pin clearance %g mm, or a plate turned "
@@ -365,30 +393,41 @@ static int plate_corners(plate_job *j, d2_err *e)
 
 /* Labels: the part label in the band y < W, read from +z; the datum label
  * mirrored in the band y > S - W, read from below. Font pixels are whole
- * pitches when that at most doubles them, so the strokes fall on pixel lines
- * and add no grid line across the active area. */
+ * pitches when that at most doubles them and the label still fits, so the
+ * strokes fall on pixel lines and add no grid line across the active area;
+ * otherwise the asked pixel is used as is. */
 static int plate_labels(plate_job *j, d2_err *e)
 {
     const mesh_plate *p = j->p;
     const mesh_frame *f = &p->frame;
+    double margin = fmax(f->min_feature_mm, f->font_px_mm), act = p->cols * p->pitch_mm;
     int kpx = (int)ceil(f->font_px_mm / p->pitch_mm - 1e-9);
-    int aligned = kpx * p->pitch_mm <= 2 * f->font_px_mm + 1e-9;
-    double px_mm = aligned ? kpx * p->pitch_mm : f->font_px_mm;
-    int64_t pxq = gq(px_mm), W = j->W;
-    double margin = fmax(f->min_feature_mm, f->font_px_mm);
     const char *lab[2] = {p->label_top, p->label_bottom};
     for (int s = 0; s < 2; s++) {
         if (!lab[s]) continue;
         int wpx = 6 * (int)strlen(lab[s]) - 1;
         int j0 = (p->cols - wpx * kpx) / 2;
-        int fits = aligned ? j0 >= 1 && (j0 * p->pitch_mm >= margin)
-                           : wpx * px_mm + 2 * margin <= p->cols * p->pitch_mm;
-        if (!fits || 7 * px_mm + 2 * margin > f->width_mm)
+        int aligned = kpx * p->pitch_mm <= 2 * f->font_px_mm + 1e-9 && j0 >= 1 &&
+                      j0 * p->pitch_mm >= margin &&
+                      7 * kpx * p->pitch_mm + 2 * margin <= f->width_mm;
+        double px_mm = aligned ? kpx * p->pitch_mm : f->font_px_mm;
+        int64_t pxq = gq(px_mm), W = j->W;
+        if (wpx * px_mm + 2 * margin > act)
             return d2_fail(e, D2_EINPUT,
                            "label \"%s\" (%.1f x %.1f mm at %.2f mm per font pixel) does not fit "
-                           "the frame band between the posts (%.1f x %.1f mm, %.1f mm margins)",
-                           lab[s], wpx * px_mm, 7 * px_mm, px_mm, p->cols * p->pitch_mm,
-                           f->width_mm, margin);
+                           "the length of the frame band between the posts (%.1f mm with %.1f mm "
+                           "margins): use a shorter label or a smaller --font-px-mm (at least "
+                           "the %.2f mm minimum feature); --frame-mm widens the band, not its "
+                           "length",
+                           lab[s], wpx * px_mm, 7 * px_mm, px_mm, act, margin,
+                           f->min_feature_mm);
+        if (7 * px_mm + 2 * margin > f->width_mm)
+            return d2_fail(e, D2_EINPUT,
+                           "label \"%s\" (%.1f mm tall at %.2f mm per font pixel, %.1f mm "
+                           "margins) does not fit the %.1f mm frame band: use --frame-mm %.1f "
+                           "or more, or a smaller --font-px-mm",
+                           lab[s], 7 * px_mm, px_mm, margin, f->width_mm,
+                           ceil((7 * px_mm + 2 * margin) * 10 - 1e-9) / 10);
         int64_t tx[6 * 32];
         for (int u = 0; u <= wpx; u++)
             tx[u] = aligned ? j->xl[j0 + u * kpx] : j->Sx / 2 - (wpx * pxq) / 2 + u * pxq;

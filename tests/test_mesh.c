@@ -1155,7 +1155,24 @@ TEST(plate_refuses_bad_heights_and_features)
     p.label_top = "l1";
     CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "not in the label font");
     p.label_top = "A VERY LONG LABEL";
-    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "does not fit the frame band");
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "does not fit the length of the frame band");
+    CHECK(strstr(e.msg, "--font-px-mm") && strstr(e.msg, "--frame-mm"));
+    /* a band too narrow for the label names the option and the width that fits:
+     * 7 pixels of 1 mm and two 1 mm margins */
+    p.label_top = "L1";
+    p.frame.font_px_mm = 1;
+    p.frame.width_mm = 6;
+    p.frame.post_mm = 4.5;
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "use --frame-mm 9.0 or more");
+    p.frame.width_mm = 9;
+    CHECK(mesh_build_plate(&p, &m, NULL, &e) == 0);
+    mesh_free(m);
+    m = NULL;
+    p.frame.width_mm = 4.6;
+    CHECK_ERR(mesh_build_plate(&p, &m, NULL, &e), e, D2_EINPUT, "use --frame-mm 4.7 or more");
+    p.frame.width_mm = 10;
+    p.frame.post_mm = 5;
+    p.frame.font_px_mm = 0.5;
     p.label_top = NULL;
     p.holes = 1;
     p.frame.pin_len_mm = 2.95;

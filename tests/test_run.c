@@ -10,9 +10,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <assimp/cimport.h>
+#include <assimp/postprocess.h>
+#include <assimp/scene.h>
+
 #include "core/config.h"
 #include "core/fileio.h"
 #include "core/idx.h"
+#include "core/npy.h"
 #include "export/export.h"
 #include "run/run.h"
 #include "run/run_int.h"
@@ -44,7 +49,7 @@ static void find_root(void)
 /* Runs d2fab with args; stdout and stderr go to log. Returns the exit status. */
 static int d2fab(const char *args, const char *log)
 {
-    char cmd[4 * PATH_MAX];
+    char cmd[8 * PATH_MAX];
     snprintf(cmd, sizeof cmd, "'%s/d2fab' %s > '%s' 2>&1", root, args, log);
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -461,6 +466,153 @@ static int hidden_files(const char *dir)
     return n;
 }
 
+
+/* Every file in dir ending in ext (".json"), sorted names without it. */
+static int list_profiles(const char *dir, char names[][64], int max)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+    if (!d) return 0;
+    while ((de = readdir(d)) && n < max) {
+        size_t l = strlen(de->d_name);
+        if (l < 6 || l > 60 || strcmp(de->d_name + l - 5, ".json")) continue;
+        snprintf(names[n], 64, "%.*s", (int)(l - 5), de->d_name);
+        n++;
+    }
+    closedir(d);
+    for (int i = 1; i < n; i++)
+        for (int k = i; k > 0 && strcmp(names[k - 1], names[k]) > 0; k--) {
+            char t[64];
+            memcpy(t, names[k], 64);
+            memcpy(names[k], names[k - 1], 64);
+            memcpy(names[k - 1], t, 64);
+        }
+    return n;
+}
+
+/* Assimp's importer with its structure validation reads the STL and finds
+ * as many faces as admesh's facet count. */
+static int assimp_reads(const char *stl)
+{
+    const struct aiScene *sc = aiImportFile(stl, aiProcess_ValidateDataStructure);
+    int ok = sc && sc->mNumMeshes > 0;
+    for (unsigned k = 0; ok && k < sc->mNumMeshes; k++) ok = sc->mMeshes[k]->mNumFaces > 0;
+    if (!ok) printf("  assimp cannot read %s: %s\n", stl, aiGetErrorString());
+    aiReleaseImport(sc);
+    return ok;
+}
+
+/* admesh: no disconnected facets or backwards edges, one part. */
+static int admesh_accepts(const char *stl)
+{
+    char cmd[4 * PATH_MAX], log[PATH_MAX];
+    snprintf(log, sizeof log, "%s", t_path("admesh.log"));
+    snprintf(cmd, sizeof cmd, "admesh '%s' > '%s' 2>&1", stl, log);
+    int ok = system(cmd) == 0 && file_has(log, "Total disconnected facets        :     0") &&
+             file_has(log, "Backwards edges       :     0") &&
+             file_has(log, "Number of parts       :     1");
+    if (!ok) printf("  admesh rejects %s\n", stl);
+    return ok;
+}
+
+/* Every shipped printer with every shipped material goes through d2fab run
+ * at a pitch the printer can hold (2 x XY resolution and the minimum
+ * feature, rounded up to 0.1 mm, at least 0.4 mm) with its default frame:
+ * random 32 x 32 phase maps, 3 layers, no masks or study. Every part passes
+ * admesh and Assimp; prusa-slicer --info reads all of them in one call and
+ * finds each manifold. */
+TEST(every_shipped_printer_and_material_runs_and_its_parts_validate)
+{
+    char prdir[PATH_MAX + 16], madir[PATH_MAX + 32], printers[16][64], materials[16][64];
+    snprintf(prdir, sizeof prdir, "%s/printers", root);
+    snprintf(madir, sizeof madir, "%s/printers/materials", root);
+    int np = list_profiles(prdir, printers, 16), nm = list_profiles(madir, materials, 16);
+    CHECK(np >= 6 && nm >= 5);
+    d2_err e = {0};
+    uint64_t s = 12345;
+    float ph[32 * 32];
+    size_t shape[2] = {32, 32};
+    for (int k = 1; k <= 3; k++) {
+        for (int i = 0; i < 32 * 32; i++) {
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            ph[i] = (float)(2 * M_PI * (double)(s >> 11) / 9007199254740992.0);
+        }
+        char f[32];
+        snprintf(f, sizeof f, "rand%d.npy", k);
+        CHECK(npy_write(t_path(f), NPY_F32, 2, shape, ph, &e) == 0);
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *slicer = malloc(cap);
+    int nparts = 0, nruns = 0;
+    len += snprintf(slicer, cap, "prusa-slicer --info");
+    for (int a = 0; a < np; a++) {
+        char path[2 * PATH_MAX + 320];
+        snprintf(path, sizeof path, "%s/%s.json", prdir, printers[a]);
+        cJSON *pj = NULL;
+        printer_profile pr;
+        CHECK(cfg_load(path, &pj, &e) == 0 && printer_from_json(pj, path, "", &pr, &e) == 0);
+        cJSON_Delete(pj);
+        double pitch = fmax(0.4, ceil(fmax(2 * pr.xy_resolution_mm, pr.min_feature_mm) * 10 -
+                                      1e-9) / 10);
+        for (int b = 0; b < nm; b++) {
+            char name[160], cfg[1200], args[4 * PATH_MAX], pkg[PATH_MAX], log[PATH_MAX + 8];
+            snprintf(name, sizeof name, "pair-%.60s-%.60s", printers[a], materials[b]);
+            snprintf(pkg, sizeof pkg, "%s", t_path(name));
+            snprintf(log, sizeof log, "%s.log", pkg);
+            snprintf(cfg, sizeof cfg,
+                     "{\"phases\": {\"files\": [\"rand1.npy\", \"rand2.npy\", \"rand3.npy\"], "
+                     "\"pitch_mm\": %g, \"frequency_thz\": 0.4, \"gaps_mm\": [20]}, "
+                     "\"printer\": \"%.60s\", \"material\": \"%.60s\", \"test_limit\": 10}",
+                     pitch, printers[a], materials[b]);
+            char cfgp[PATH_MAX + 8];
+            snprintf(cfgp, sizeof cfgp, "%s.json", pkg);
+            write_config(cfgp, cfg);
+            snprintf(args, sizeof args, "run '%s' --out '%s' --data '%s' -q", cfgp, pkg,
+                     dataset_default_dir());
+            int rc = d2fab(args, log);
+            if (rc) {
+                printf("  %s x %s at %g mm:\n", printers[a], materials[b], pitch);
+                print_file(log);
+            }
+            CHECK(rc == 0);
+            nruns += rc == 0;
+            char parts[PATH_MAX + 16];
+            snprintf(parts, sizeof parts, "%s/parts", pkg);
+            DIR *d = opendir(parts);
+            struct dirent *de;
+            int here = 0;
+            while (d && (de = readdir(d))) {
+                if (!strstr(de->d_name, ".stl")) continue;
+                snprintf(path, sizeof path, "%s/%s", parts, de->d_name);
+                CHECK(admesh_accepts(path));
+                CHECK(assimp_reads(path));
+                if (len + strlen(path) + 8 < cap)
+                    len += snprintf(slicer + len, cap - len, " '%s'", path);
+                else
+                    CHECK(0);
+                here++;
+            }
+            if (d) closedir(d);
+            CHECK(here >= 5); /* 3 layers, input plate, detector */
+            nparts += here;
+        }
+    }
+    char log[PATH_MAX];
+    snprintf(log, sizeof log, "%s", t_path("slicer.log"));
+    snprintf(slicer + len, cap - len, " > '%s' 2>&1", log);
+    CHECK(system(slicer) == 0);
+    free(slicer);
+    char *out = NULL;
+    int yes = 0;
+    CHECK(d2_read_file(log, 1 << 26, &out, NULL, &e) == 0);
+    for (const char *q = out; q && (q = strstr(q, "manifold = yes")); q++) yes++;
+    CHECK(out && !strstr(out, "manifold = no"));
+    free(out);
+    CHECK(yes == nparts);
+    printf("  %d printer x material runs, %d parts, %d manifold in prusa-slicer\n", nruns, nparts,
+           yes);
+}
 TEST(a_failing_stage_is_named_and_leaves_no_report_behind)
 {
     if (!quick_model()) {
@@ -585,6 +737,7 @@ int main(void)
     RUN(config_errors_name_the_key_the_value_and_what_is_allowed);
     RUN(shipped_sample_config_is_valid);
     RUN(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate);
+    RUN(every_shipped_printer_and_material_runs_and_its_parts_validate);
     RUN(a_failing_stage_is_named_and_leaves_no_report_behind);
     RUN(run_refuses_an_output_folder_that_is_not_a_package);
     RUN(rerun_replaces_the_earlier_package_and_phase_maps_run_like_a_model);
