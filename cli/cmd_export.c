@@ -148,7 +148,11 @@ static void print_summary(const export_report *r, const char *out)
     }
     printf("stack: power transmission %.4f (absorption and Fresnel %.1f %% per surface), "
            "volume %.0f mm3", r->power_transmission, 100 * r->fresnel_r, r->volume_mm3);
-    if (r->print_time_h >= 0) printf(", print time about %.1f h", r->print_time_h);
+    if (r->print_time_h >= 0)
+        printf(", print time about %.2f h for the tallest part (%.1f mm; %s)", r->print_time_h,
+               r->print_height_mm, r->print_time_how);
+    else
+        printf(", print time %s", r->print_time_how);
     if (r->layers == 1)
         printf("\nwrote %s/export.json and layer1_{height.npy,height.png,preview.png}\n", out);
     else

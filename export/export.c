@@ -26,7 +26,8 @@ static const char *const objective_note =
     "product over layers of mean(amplitude^2) times (1 - R)^2 per plate, R = ((n - 1) / "
     "(n + 1))^2, multiple reflections ignored. The build-volume check uses the plate side "
     "n * pitch + 2 x 10 mm frame as an estimate; the mesh stage has the exact frame. Print "
-    "time = tallest plate / z_speed_mm_per_h (plates printed flat, side by side).";
+    "time: layer model, the tallest part (the largest gap after a layer + 1.5 mm pins) in "
+    "Z steps times the profile's layer_time_s (or Z step / z_speed_mm_per_h).";
 
 void export_opts_default(export_opts *o)
 {
@@ -319,6 +320,8 @@ static cJSON *report_json(const export_source *src, const export_opts *o, const 
         ok &= cJSON_AddNumberToObject(st, "volume_mm3", r6(r->volume_mm3)) != NULL;
         cJSON *t = r->print_time_h >= 0 ? num(r6(r->print_time_h)) : cJSON_CreateNull();
         ok &= t && cJSON_AddItemToObject(st, "print_time_h", t);
+        ok &= cJSON_AddStringToObject(st, "print_time_method", r->print_time_how) != NULL;
+        ok &= cJSON_AddNumberToObject(st, "print_height_mm", r6(r->print_height_mm)) != NULL;
     }
     cJSON *w = cJSON_AddArrayToObject(root, "warnings");
     ok &= w != NULL;
@@ -495,7 +498,13 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
     }
     r->fresnel_r = opt_fresnel_r(r->p.index);
     r->power_transmission *= pow(1 - r->fresnel_r, 2 * r->layers);
-    if (r->printer.z_speed_mm_per_h > 0) r->print_time_h = max_h / r->printer.z_speed_mm_per_h;
+    /* The tallest part, not the relief: a layer plate stands on posts as tall as
+     * the gap to the next part, with pins on top. */
+    r->print_height_mm = max_h;
+    for (int k = 1; k <= r->layers; k++)
+        r->print_height_mm = fmax(r->print_height_mm, m->g.gap_mm[k] + EXP_PIN_LEN_MM);
+    r->print_time_h = printer_print_time_h(&r->printer, r->print_height_mm, &r->print_layers,
+                                           r->print_time_how, sizeof r->print_time_how);
 
     double png_scale[D2_MAX_LAYERS];
     for (int k = 0; k < r->layers; k++)

@@ -57,6 +57,8 @@ typedef struct printer_profile {
     double min_feature_mm;         /* smallest reliable feature */
     double pin_clearance_mm;       /* recommended pin-in-hole clearance */
     double z_speed_mm_per_h;       /* vertical build rate; 0 when not given */
+    double layer_time_s;           /* time per layer (exposure, peel, recoat); 0 when
+                                      not given */
     char path[PROFILE_PATH_MAX];   /* file it was read from */
     cJSON *json;                   /* the whole profile as read; owned */
 } printer_profile;
@@ -100,6 +102,17 @@ void material_free(material_profile *m);
  * the measured range by more than 0.1 %), else 0. */
 int material_at(const material_profile *m, double f_thz, double *index, double *kappa);
 
+/* The layer model of the print time: a part height_mm tall takes
+ * layers = ceil(height / z_step) layers (every layer of the whole part:
+ * datum plate, relief, posts and pins), each taking the profile's
+ * layer_time_s, or else z_step / z_speed_mm_per_h (the vendor's vertical
+ * rate, optimistic: it leaves out peel and settling). *layers (may be NULL)
+ * receives the count. Returns hours, or -1 when the profile gives neither
+ * rate. *how (may be NULL) names the rate used, e.g. "layer model: 630
+ * layers x 8 s (printer profile layer_time_s)". */
+double printer_print_time_h(const printer_profile *p, double height_mm, long *layers,
+                            char *how, size_t how_size);
+
 /* The folders searched for NAME.json (printers) and materials/NAME.json, in
  * order: user_dir (--profiles, may be NULL), $D2FAB_PROFILES, $D2FAB_PRINTERS
  * or else ./printers, and the printers folder beside the running executable.
@@ -129,6 +142,8 @@ void profile_names_free(char **names, int count);
 
 #define EXP_FRAME_MARGIN_MM 10.0     /* frame width assumed each side of the
                                         plate for the build-volume estimate */
+#define EXP_PIN_LEN_MM 1.5          /* pin length above the posts assumed for
+                                        the print-time estimate */
 #define EXP_MAX_LEVELS 4096
 
 typedef struct exp_params {
@@ -269,7 +284,12 @@ typedef struct export_report {
     double power_transmission;    /* prod_k mean(a_k^2) * (1 - R)^2 */
     double fresnel_r;             /* R per surface */
     double volume_mm3;            /* all layers */
-    double print_time_h;          /* tallest plate / z speed; < 0 when unknown */
+    double print_time_h;          /* tallest part (printer_print_time_h);
+                                     < 0 when unknown */
+    double print_height_mm;       /* that part's height: the largest gap after a
+                                     layer + EXP_PIN_LEN_MM, or the relief */
+    long print_layers;            /* its layers */
+    char print_time_how[160];     /* printer_print_time_h's method */
     int nwarn;
     char warn[EXP_MAX_WARN][512]; /* warnings for the user, also in export.json */
 } export_report;

@@ -77,7 +77,8 @@ int printer_from_json(const cJSON *obj, const char *file, const char *key, print
 {
     static const char *const keys[] = {"name", "display_name", "technology", "xy_resolution_mm",
                                        "z_step_mm", "build_volume_mm", "min_feature_mm",
-                                       "pin_clearance_mm", "z_speed_mm_per_h", "notes",
+                                       "pin_clearance_mm", "z_speed_mm_per_h", "layer_time_s",
+                                       "notes",
                                        "sources", NULL};
     memset(p, 0, sizeof *p);
     cfg_ctx c = {file, key ? key : ""};
@@ -102,7 +103,10 @@ int printer_from_json(const cJSON *obj, const char *file, const char *key, print
         (rc = cfg_num(&c, obj, "pin_clearance_mm", 1, 0, 0, 5, &p->pin_clearance_mm, e)) ||
         (rc = cfg_num(&c, obj, "z_speed_mm_per_h", 0, 0, 0.01, 10000, &p->z_speed_mm_per_h, e)))
         goto fail;
+    if ((rc = cfg_num(&c, obj, "layer_time_s", 0, 0, 0.01, 3600, &p->layer_time_s, e)))
+        goto fail;
     if (!cJSON_GetObjectItemCaseSensitive(obj, "z_speed_mm_per_h")) p->z_speed_mm_per_h = 0;
+    if (!cJSON_GetObjectItemCaseSensitive(obj, "layer_time_s")) p->layer_time_s = 0;
     if ((rc = check_notes_sources(&c, obj, e))) goto fail;
     return 0;
 fail:
@@ -408,4 +412,28 @@ void profile_names_free(char **names, int count)
     if (!names) return;
     for (int i = 0; i < count; i++) free(names[i]);
     free(names);
+}
+
+double printer_print_time_h(const printer_profile *p, double height_mm, long *layers,
+                            char *how, size_t how_size)
+{
+    long n = p->z_step_mm > 0 && height_mm > 0 ? (long)ceil(height_mm / p->z_step_mm - 1e-6) : 0;
+    if (layers) *layers = n;
+    double per_s = -1;
+    const char *src = "";
+    if (p->layer_time_s > 0) {
+        per_s = p->layer_time_s;
+        src = "printer profile layer_time_s";
+    } else if (p->z_speed_mm_per_h > 0) {
+        per_s = 3600 * p->z_step_mm / p->z_speed_mm_per_h;
+        src = "Z step / the profile's vertical rate z_speed_mm_per_h, optimistic";
+    }
+    if (how && how_size) {
+        if (per_s > 0)
+            snprintf(how, how_size, "layer model: %ld layers x %.3g s (%s)", n, per_s, src);
+        else
+            snprintf(how, how_size, "not estimated: the printer profile gives neither "
+                                    "layer_time_s nor z_speed_mm_per_h");
+    }
+    return per_s > 0 ? n * per_s / 3600 : -1;
 }

@@ -74,10 +74,20 @@ static const char *orientation_text(const run_state *s)
     return "flat, datum face (engraved SRC) down, relief and posts up";
 }
 
+/* The layer model (printer_print_time_h) over the whole part's height. */
 static double print_time_h(const run_state *s, double height_mm)
 {
-    if (!s->have_export || !(s->ex.printer.z_speed_mm_per_h > 0)) return -1;
-    return height_mm / s->ex.printer.z_speed_mm_per_h;
+    if (!s->have_export) return -1;
+    return printer_print_time_h(&s->ex.printer, height_mm, NULL, NULL, 0);
+}
+
+/* How the time was found, for the report: the rate and its source. */
+static const char *print_time_source(const run_state *s)
+{
+    if (s->have_export && s->ex.printer.layer_time_s > 0)
+        return "the printer profile's layer_time_s";
+    return "Z step / the profile's vertical rate z_speed_mm_per_h (the vendor's maximum: "
+           "optimistic, it leaves out peel and settling)";
 }
 
 static double mass_g(const run_state *s, double volume_mm3)
@@ -190,6 +200,12 @@ static cJSON *report_json(const run_state *s)
         double m = mass_g(s, p->volume_mm3), t = print_time_h(s, p->size_mm[2]);
         cJSON_AddItemToObject(o, "mass_g", num_or_null(m, m >= 0));
         cJSON_AddItemToObject(o, "print_time_h", num_or_null(t, t >= 0));
+        if (t >= 0) {
+            long nl = 0;
+            printer_print_time_h(&s->ex.printer, p->size_mm[2], &nl, NULL, 0);
+            cJSON_AddNumberToObject(o, "print_layers", (double)nl);
+            cJSON_AddStringToObject(o, "print_time_method", "layer model");
+        }
         cJSON_AddItemToObject(o, "size_mm", cJSON_CreateDoubleArray(p->size_mm, 3));
         cJSON_AddNumberToObject(o, "z_mm", p->z_mm);
         cJSON_AddNumberToObject(o, "facets", (double)p->facets);
@@ -450,12 +466,15 @@ static void parts_table(FILE *f, const run_state *s)
     esc(f, orientation_text(s));
     fputs(". Details for the print shop: <a href=\"PRINTING.txt\">PRINTING.txt</a>.</p>\n", f);
     if (print_time_h(s, 1) < 0)
-        fputs("<p>No print time is estimated: the printer profile gives no vertical build rate "
-              "(z_speed_mm_per_h).</p>\n", f);
-    else
-        fputs("<p>Print time = part height / the printer's vertical build rate, each part "
-              "printed alone; parts printed side by side in one job take about as long as the "
-              "tallest.</p>\n", f);
+        fputs("<p>No print time is estimated: the printer profile gives neither a time per "
+              "layer (layer_time_s) nor a vertical build rate (z_speed_mm_per_h).</p>\n", f);
+    else {
+        fputs("<p>Print time: layer model, every layer of the whole part (datum plate, "
+              "relief, posts and pins: part height / Z step) times the time per layer from ", f);
+        esc(f, print_time_source(s));
+        fputs("; each part printed alone; parts printed side by side in one job take about "
+              "as long as the tallest.</p>\n", f);
+    }
 }
 
 static void export_table(FILE *f, const run_state *s)
@@ -749,11 +768,13 @@ static int write_printing(const run_state *s, const char *path, d2_err *e)
                 p->volume_mm3, m, t);
     }
     if (print_time_h(s, 1) >= 0)
-        fprintf(f, "  Time = part height / the printer's vertical build rate; side by side "
-                   "in one\n  job about %.1f h (the tallest part).\n", tmax);
+        fprintf(f, "  Time: layer model, every layer of the whole part (part height / Z step)\n"
+                   "  times the time per layer from %s;\n  side by side in one job about "
+                   "%.1f h (the tallest part).\n",
+                print_time_source(s), tmax);
     else
-        fprintf(f, "  Print time not estimated: the printer profile gives no vertical build "
-                   "rate.\n");
+        fprintf(f, "  Print time not estimated: the printer profile gives neither a time per "
+                   "layer\n  (layer_time_s) nor a vertical build rate (z_speed_mm_per_h).\n");
     fprintf(f, "\n");
 
     fprintf(f, "ORIENTATION\n  %s.\n", orientation_text(s));

@@ -504,6 +504,36 @@ TEST(every_shipped_profile_loads_and_the_paper_values_are_right)
     printer_free(&p);
 }
 
+TEST(print_time_counts_every_layer_of_the_whole_part)
+{
+    printer_profile p;
+    memset(&p, 0, sizeof p);
+    p.z_step_mm = 0.05;
+    char how[160];
+    long n = 0;
+    /* neither rate: not estimated, and said so */
+    CHECK(printer_print_time_h(&p, 31.5, &n, how, sizeof how) < 0);
+    CHECK(n == 630 && strstr(how, "not estimated") && strstr(how, "layer_time_s"));
+    /* the vendor's vertical rate: Z step / rate per layer */
+    p.z_speed_mm_per_h = 60;
+    CHECK_NEAR(printer_print_time_h(&p, 31.5, &n, how, sizeof how), 630 * 3.0 / 3600, 1e-12);
+    CHECK(strstr(how, "630 layers x 3 s") && strstr(how, "z_speed_mm_per_h"));
+    /* a time per layer wins; a part of 31.51 mm takes one more layer */
+    p.layer_time_s = 8;
+    CHECK_NEAR(printer_print_time_h(&p, 31.5, &n, how, sizeof how), 630 * 8.0 / 3600, 1e-12);
+    CHECK(strstr(how, "630 layers x 8 s (printer profile layer_time_s)"));
+    CHECK_NEAR(printer_print_time_h(&p, 31.51, &n, NULL, 0), 631 * 8.0 / 3600, 1e-12);
+    CHECK(n == 631);
+    /* the shipped Anycubic profile carries its time per layer */
+    profile_path pp;
+    profile_path_init(&pp, NULL);
+    d2_err e = {0};
+    printer_profile a;
+    CHECK(printer_find(&pp, "anycubic-photon-mono-x", &a, &e) == 0);
+    CHECK_NEAR(a.layer_time_s, 8, 0);
+    printer_free(&a);
+}
+
 TEST(user_profile_folder_is_searched_first_and_paths_work)
 {
     profile_path pp;
@@ -872,7 +902,15 @@ TEST(export_writes_every_file_and_loads_back_as_the_printed_model)
     CHECK_NEAR(r.power_transmission,
                r.layer[0].power_mean * r.layer[1].power_mean * pow(1 - R, 4), 1e-12);
     double mx = fmax(r.layer[0].max_mm, r.layer[1].max_mm);
-    CHECK_NEAR(r.print_time_h, mx / 10, 1e-12);
+    /* the time counts the tallest part (posts as tall as the largest gap after
+     * a layer, 1.5 mm pins), not the relief: 16 um layers at 10 mm/h */
+    double ph = mx;
+    for (int k = 1; k <= 2; k++) ph = fmax(ph, m.g.gap_mm[k] + EXP_PIN_LEN_MM);
+    CHECK(ph > 10 * mx);
+    CHECK_NEAR(r.print_height_mm, ph, 1e-9);
+    CHECK(r.print_layers == (long)ceil(ph / 0.016 - 1e-6));
+    CHECK_NEAR(r.print_time_h, r.print_layers * 0.016 / 10, 1e-9);
+    CHECK(strstr(r.print_time_how, "layer model") && strstr(r.print_time_how, "z_speed_mm_per_h"));
     for (int k = 1; k <= 2; k++) {
         char name[64];
         const char *kinds[] = {"height.npy", "height.png", "preview.png"};
@@ -1010,6 +1048,7 @@ int main(void)
     RUN(png_scale_stores_z_steps_exactly);
     RUN(material_is_interpolated_in_frequency_and_clamped_outside);
     RUN(every_shipped_profile_loads_and_the_paper_values_are_right);
+    RUN(print_time_counts_every_layer_of_the_whole_part);
     RUN(user_profile_folder_is_searched_first_and_paths_work);
     RUN(unknown_printer_or_material_lists_the_known_ones);
     RUN(bad_profiles_are_refused_naming_file_key_and_range);
