@@ -560,3 +560,31 @@ int mesh_check_file(const char *path, mesh_report *r, d2_err *e)
     free(s.v);
     return rc;
 }
+
+int mesh_load_soup(const char *path, float **xyz, size_t *facets, d2_err *e)
+{
+    *xyz = NULL;
+    *facets = 0;
+    int crc = d2_check_input(path, e);
+    if (crc) return crc;
+    const struct aiScene *sc = aiImportFile(path, aiProcess_JoinIdenticalVertices);
+    if (!sc)
+        return d2_fail(e, D2_EINPUT, "%s: cannot read it as a mesh: %s", path, aiGetErrorString());
+    soup s = {0};
+    int rc = 0;
+    struct aiMatrix4x4 id;
+    aiIdentityMatrix4(&id);
+    if (sc->mRootNode) rc = walk(sc, sc->mRootNode, id, &s, 0);
+    aiReleaseImport(sc);
+    if (rc) {
+        free(s.v);
+        return d2_fail(e, D2_EIO, "%s: out of memory loading %zu facets", path, s.n);
+    }
+    if (!s.n) {
+        free(s.v);
+        return d2_fail(e, D2_EINPUT, "%s: the file holds no triangles", path);
+    }
+    *xyz = s.v;
+    *facets = s.n;
+    return 0;
+}

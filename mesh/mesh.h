@@ -302,6 +302,43 @@ int mesh_check_file(const char *path, mesh_report *r, d2_err *e);
  * vertices by exact position. */
 int mesh_check_soup(const float *xyz, size_t facets, mesh_report *r, d2_err *e);
 
+/* Loads any mesh file Assimp reads as triangles (9 floats per facet, node
+ * transforms applied, no repair). *xyz is new (caller frees); D2_EINPUT when
+ * the file is not a mesh or holds no triangles. */
+int mesh_load_soup(const char *path, float **xyz, size_t *facets, d2_err *e);
+
+/* ------------------------------------------- pillar tops against an export */
+
+#define MESH_TOPS_WORST 8
+
+/* What mesh_compare_tops found: the mesh's top surface over each neuron's
+ * centre against the export's height, mesh - export. */
+typedef struct mesh_tops_report {
+    int layer, rows, cols;
+    double tol_mm;           /* half the export's Z step */
+    double max_mm, rms_mm;   /* largest and RMS |difference| */
+    double max_rad, rms_rad; /* the same in phase, 2 pi (n - 1) d / wavelength;
+                                the export's material and wavelength, else
+                                the model's design ones; NaN when neither */
+    long over;               /* pixels differing by more than tol_mm */
+    int nworst;              /* the worst pixels, largest first */
+    struct {
+        int row, col;
+        double mesh_mm, export_mm;
+    } worst[MESH_TOPS_WORST];
+} mesh_tops_report;
+
+/* Re-rasterises the layer plate in file `path` (a part mesh_stack wrote: its
+ * own bounding box from the origin, datum at its lowest z) and compares it
+ * with layer `layer` (1-based) of the export x: at the centre of every
+ * neuron (row i, column j at x = W + (j + 1/2) p, y = W + (i + 1/2) p from
+ * the part's corner, W = (plate side - n p) / 2), the highest facet over it,
+ * minus the part's lowest z, against x->height_mm[layer - 1]. A part whose
+ * side is not n p + 2 W with W > 0, or a layer out of range, fails with
+ * D2_EINPUT. Pixels with no facet above them count as height 0. */
+int mesh_compare_tops(const char *path, const export_folder *x, int layer, mesh_tops_report *r,
+                      d2_err *e);
+
 /* ------------------------------------------------------ the stack command */
 
 typedef struct mesh_stack_opts {

@@ -1084,6 +1084,63 @@ TEST(stack_writes_every_part_the_assembly_and_its_json)
     free(h[1]);
 }
 
+TEST(check_against_the_export_passes_a_true_part_and_names_a_changed_pixel)
+{
+    int n = 40;
+    float *h[2] = {random_heights(n, 31, 0.5, 65, 0.016), random_heights(n, 32, 0.5, 65, 0.016)};
+    const char *exp = make_export("exp_tops", n, 2, (const float *const *)h, 490);
+    char expdir[600];
+    snprintf(expdir, sizeof expdir, "%s", exp);
+    mesh_stack_opts o;
+    mesh_stack_opts_default(&o);
+    mesh_stack_report rep;
+    d2_err e = {0};
+    CHECK(mesh_stack(expdir, t_path("parts_tops"), &o, &rep, &e) == 0);
+    if (e.code) printf("  %s\n", e.msg);
+    export_folder x;
+    CHECK(export_folder_load(expdir, &x, &e) == 0);
+    mesh_tops_report r;
+    char path[700];
+    for (int k = 1; k <= 2; k++) {
+        snprintf(path, sizeof path, "%s/layer%d.stl", t_path("parts_tops"), k);
+        CHECK(mesh_compare_tops(path, &x, k, &r, &e) == 0);
+        CHECK(r.rows == n && r.over == 0 && r.max_mm < 1e-4 && r.rms_mm < 1e-4);
+        CHECK_NEAR(r.tol_mm, 0.008, 1e-12);
+    }
+    /* the wrong layer differs almost everywhere */
+    CHECK(mesh_compare_tops(path, &x, 1, &r, &e) == 0);
+    CHECK(r.over > n * n / 2);
+    /* a part meshed from a map with one pillar 5 Z steps higher */
+    float *h2[2] = {malloc(n * n * sizeof(float)), h[1]};
+    memcpy(h2[0], h[0], n * n * sizeof(float));
+    h2[0][7 * n + 11] += 5 * 0.016f;
+    const char *mod = make_export("exp_tops_mod", n, 2, (const float *const *)h2, 490);
+    CHECK(mesh_stack(mod, t_path("parts_tops_mod"), &o, &rep, &e) == 0);
+    snprintf(path, sizeof path, "%s/layer1.stl", t_path("parts_tops_mod"));
+    CHECK(mesh_compare_tops(path, &x, 1, &r, &e) == 0);
+    CHECK(r.over == 1 && r.worst[0].row == 7 && r.worst[0].col == 11);
+    CHECK_NEAR(r.worst[0].mesh_mm - r.worst[0].export_mm, 0.08, 1e-4);
+    CHECK_NEAR(r.max_mm, 0.08, 1e-4);
+    CHECK_NEAR(r.rms_mm, 0.08 / n, 1e-5);
+    /* in phase: 2 pi (n - 1) d / wavelength at 0.4 THz */
+    CHECK_NEAR(r.max_rad, 2 * M_PI * 0.7227 * r.max_mm / (0.299792458 / 0.4), 1e-9);
+    export_folder_free(&x);
+    /* the command: exit 0 for the true part, 2 naming the pixel for the other */
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "./d2fab check '%s/layer1.stl' --against '%s'",
+             t_path("parts_tops"), expdir);
+    int crc = run(cmd, outbuf, sizeof outbuf);
+    if (crc) printf("  %s\n", outbuf);
+    CHECK(crc == 0);
+    CHECK(strstr(outbuf, "every pillar top matches"));
+    snprintf(cmd, sizeof cmd, "./d2fab check '%s' --against '%s'", path, expdir);
+    CHECK(run(cmd, outbuf, sizeof outbuf) == 2);
+    CHECK(strstr(outbuf, "pixel (row 7, col 11)") && strstr(outbuf, "1 over half a Z step"));
+    free(h[0]);
+    free(h[1]);
+    free(h2[0]);
+}
+
 TEST(stack_refuses_bad_heights_big_plates_and_misfit_pegs_writing_nothing)
 {
     int n = 40;
@@ -1237,6 +1294,7 @@ int main(void)
     RUN(vertices_made_without_the_hash_are_found_by_position);
     RUN(checking_a_plate_costs_at_most_a_few_builds);
     RUN(stack_writes_every_part_the_assembly_and_its_json);
+    RUN(check_against_the_export_passes_a_true_part_and_names_a_changed_pixel);
     RUN(stack_refuses_bad_heights_big_plates_and_misfit_pegs_writing_nothing);
     RUN(plate_refuses_bad_heights_and_features);
     RUN(check_command_exits_2_on_an_open_mesh);
