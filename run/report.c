@@ -210,6 +210,19 @@ static cJSON *report_json(const run_state *s)
         cJSON_AddNumberToObject(o, "z_mm", p->z_mm);
         cJSON_AddNumberToObject(o, "facets", (double)p->facets);
         cJSON_AddNumberToObject(o, "bytes", (double)p->bytes);
+        if (p->tops_checked) {
+            /* d2fab check --against: the mesh's pillar tops against the export */
+            const mesh_tops_report *tc = &p->tops;
+            cJSON *c = cJSON_AddObjectToObject(o, "pillar_tops_check");
+            cJSON_AddNumberToObject(c, "layer", tc->layer);
+            cJSON_AddNumberToObject(c, "pixels", (double)tc->rows * tc->cols);
+            cJSON_AddNumberToObject(c, "max_mm", tc->max_mm);
+            cJSON_AddNumberToObject(c, "rms_mm", tc->rms_mm);
+            cJSON_AddItemToObject(c, "max_rad", num_or_null(tc->max_rad, isfinite(tc->max_rad)));
+            cJSON_AddItemToObject(c, "rms_rad", num_or_null(tc->rms_rad, isfinite(tc->rms_rad)));
+            cJSON_AddNumberToObject(c, "tolerance_mm", tc->tol_mm);
+            cJSON_AddNumberToObject(c, "pixels_over", (double)tc->over);
+        }
     }
     cJSON_AddItemToObject(root, "assembly", s->assembly_file[0]
                                                 ? cJSON_CreateString(s->assembly_file)

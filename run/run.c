@@ -470,6 +470,35 @@ static int move_assembly(run_state *s, const char *parts, const char *assembly_f
     return rc;
 }
 
+/* Every layer part's pillar tops read back from its file against the
+ * export's heights (what d2fab check --against does); a part that differs by
+ * more than half a Z step stops the stage, naming the pixel. */
+static int mesh_tops(run_state *s, const char *exp, double *worst_mm, d2_err *e)
+{
+    export_folder x;
+    char from[RUN_PATH_MAX + 128];
+    int rc = export_folder_load(exp, &x, e), loaded = !rc;
+    *worst_mm = 0;
+    for (int i = 0; !rc && i < s->nparts; i++) {
+        run_part *p = &s->part[i];
+        int layer = strncmp(p->kind, "layer", 6) ? 0 : atoi(p->name + 5);
+        if (!layer) continue;
+        if ((rc = d2_path_join(from, sizeof from, s->o->out_dir, p->file, e)) ||
+            (rc = mesh_compare_tops(from, &x, layer, &p->tops, e)))
+            break;
+        p->tops_checked = 1;
+        *worst_mm = fmax(*worst_mm, p->tops.max_mm);
+        if (p->tops.over)
+            rc = d2_fail(e, D2_EIO, "%s: %ld pillar tops differ from the export by more than "
+                         "half a Z step (%.4f mm), the worst at pixel (row %d, col %d): mesh "
+                         "%.4f mm, export %.4f mm", from, p->tops.over, p->tops.tol_mm,
+                         p->tops.worst[0].row, p->tops.worst[0].col, p->tops.worst[0].mesh_mm,
+                         p->tops.worst[0].export_mm);
+    }
+    if (loaded) export_folder_free(&x);
+    return rc;
+}
+
 static int stage_mesh(run_state *s, int with_masks, d2_err *e)
 {
     const run_config *c = s->c;
@@ -521,8 +550,11 @@ static int stage_mesh(run_state *s, int with_masks, d2_err *e)
                            mr.open_edges, mr.nonmanifold_edges, mr.inconsistent_edges, mr.parts);
         facets += mp->facets;
     }
+    double tops_mm;
+    if ((rc = mesh_tops(s, exp, &tops_mm, e))) return rc;
     stage_done(s, ST_MESH, "%d parts, %zu facets, each read back closed and in one piece; "
-               "assembly %s", rep.nparts, facets, s->assembly_file);
+               "every layer's pillar tops match the export (max %.2g mm); assembly %s",
+               rep.nparts, facets, tops_mm, s->assembly_file);
     return 0;
 }
 

@@ -4,6 +4,7 @@
 #define D2_RUN_INT_H
 
 #include "export/export.h"
+#include "mesh/mesh.h"
 #include "run/run.h"
 #include "train/train.h"
 
@@ -20,6 +21,8 @@ typedef struct run_part {
     double size_mm[3];      /* outer size as printed (x, y, height) */
     double z_mm;            /* datum (optical surface) position in the stack */
     size_t facets, bytes;
+    int tops_checked;       /* layer parts: pillar tops against the export */
+    mesh_tops_report tops;
 } run_part;
 
 /* One picture of the package. */

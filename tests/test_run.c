@@ -396,6 +396,13 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
         const char *f = cJSON_GetStringValue(cJSON_GetObjectItem(p, "file"));
         const char *k = cJSON_GetStringValue(cJSON_GetObjectItem(p, "kind"));
         nm += k && !strcmp(k, "mask");
+        if (k && !strcmp(k, "layer")) {
+            /* the run compared every layer's pillar tops with the export */
+            const cJSON *tc = cJSON_GetObjectItemCaseSensitive(p, "pillar_tops_check");
+            CHECK(json_num(tc, "pixels_over", NULL, NULL) == 0);
+            CHECK(json_num(tc, "pixels", NULL, NULL) == 64 * 64);
+            CHECK(json_num(tc, "max_mm", NULL, NULL) < json_num(tc, "tolerance_mm", NULL, NULL));
+        }
         snprintf(path, sizeof path, "%s/%s", pkg, f ? f : "?");
         CHECK(validators_accept(path));
     }
