@@ -11,6 +11,7 @@
 
 #include "core/err.h"
 #include "core/util.h"
+#include "core/idx.h"
 
 /* The diffractive network: geometry, model files.
  *
@@ -54,7 +55,8 @@ typedef struct d2_geom {
 } d2_geom;
 
 typedef struct d2_train_opts {
-    char dataset[16];      /* "mnist" or "fashion" */
+    char dataset[16];      /* "mnist", "fashion", "folder" or "idx" */
+    d2_data_paths data;    /* folder / idx: absolute paths (config "input" keys) */
     d2_loss loss;
     double temperature;    /* softmax temperature on normalised energies */
     double lr;             /* Adam learning rate (rad per step scale) */
