@@ -188,7 +188,8 @@ static const char *const k_top[] = {"format", "version", "software", "geometry",
 static const char *const k_geom[] = {"frequency_thz", "wavelength_mm", "pitch_mm", "neurons",
                                      "layers", "gaps_mm", "pad_factor", NULL};
 static const char *const k_input[] = {"aperture_mm", "dataset", "train", "test", "train_images",
-                                     "train_labels", "test_images", "test_labels", NULL};
+                                     "train_labels", "test_images", "test_labels",
+                                     "illumination", NULL};
 static const char *const k_det[] = {"layout", "size_mm", "row_pitch_mm", "column_pitch_mm",
                                     "centers_mm", NULL};
 static const char *const k_mat[] = {"coupled", "index", "kappa", "base_mm", "max_relief_mm", NULL};
@@ -316,6 +317,7 @@ static int read_input(const char *path, const cJSON *inp, d2_geom *g, d2_train_o
     int ds = 0;
     if ((rc = cfg_enum(&ci, inp, "dataset", 0, 0, datasets, &ds, e))) return rc;
     snprintf(t->dataset, sizeof t->dataset, "%s", datasets[ds]);
+    if ((rc = illum_read(path, inp, g, e))) return rc;
     return read_data_paths(path, inp, t, e);
 }
 
@@ -454,6 +456,7 @@ cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t)
     cJSON_AddNumberToObject(geo, "pad_factor", g->pad);
     cJSON *inp = cJSON_AddObjectToObject(root, "input");
     cJSON_AddNumberToObject(inp, "aperture_mm", g->aperture_mm);
+    illum_to_json(g, inp);
     cJSON_AddStringToObject(inp, "dataset", t->dataset);
     if (!strcmp(t->dataset, "folder")) {
         cJSON_AddStringToObject(inp, "train", t->data.train);
