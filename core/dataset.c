@@ -169,7 +169,8 @@ int dataset_read_folder(const char *folder, d2_dataset *ds, d2_err *e)
     closedir(d);
     char first[4096] = "";
     int cap = 0, rc = 0;
-    for (int c = 0; c < 10 && !rc; c++) rc = read_class(folder, c, ds, &cap, first, sizeof first, e);
+    for (int c = 0; c < 10 && !rc; c++)
+        rc = read_class(folder, c, ds, &cap, first, sizeof first, e);
     if (!rc && ds->count == 0)
         rc = d2_fail(e, D2_EINPUT, "%s: holds no images (an empty data set); expected PNG images "
                      "in its sub-folders 0 to 9", folder);
