@@ -4,6 +4,7 @@
 #include "optics/optics.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/config.h"
@@ -29,20 +30,22 @@ void illum_field(const d2_geom *g, float complex *u)
         }
 }
 
-int illum_read(const char *path, const cJSON *inp, d2_geom *g, d2_err *e)
+int illum_read(const char *path, const char *section, const cJSON *inp, d2_geom *g, d2_err *e)
 {
+    char key[64];
+    snprintf(key, sizeof key, "%s.illumination", section);
     static const char *const keys[] = {"type", "waist_mm", "distance_mm", NULL};
     static const char *const types[] = {"plane", "gaussian", "point", NULL};
     const cJSON *il = inp ? cJSON_GetObjectItemCaseSensitive(inp, "illumination") : NULL;
-    cfg_ctx c = {path, "input.illumination"};
+    cfg_ctx c = {path, key};
     int rc, type = 0;
     g->illum = D2_ILLUM_PLANE;
     g->illum_waist_mm = g->illum_distance_mm = 0;
     if (!il) return 0;
     if (!cJSON_IsObject(il))
-        return d2_fail(e, D2_EINPUT, "%s: key \"input.illumination\": expected an object "
+        return d2_fail(e, D2_EINPUT, "%s: key \"%s\": expected an object "
                        "{\"type\": \"plane\"}, {\"type\": \"gaussian\", \"waist_mm\": W} or "
-                       "{\"type\": \"point\", \"distance_mm\": Z}", path);
+                       "{\"type\": \"point\", \"distance_mm\": Z}", path, key);
     if ((rc = cfg_check_keys(&c, il, keys, e)) ||
         (rc = cfg_enum(&c, il, "type", 1, 0, types, &type, e)))
         return rc;
@@ -51,22 +54,29 @@ int illum_read(const char *path, const cJSON *inp, d2_geom *g, d2_err *e)
                                                                     ? "distance_mm" : NULL;
     for (int k = 1; k < 3; k++)
         if (cJSON_GetObjectItemCaseSensitive(il, keys[k]) && (!need || strcmp(need, keys[k])))
-            return d2_fail(e, D2_EINPUT, "%s: key \"input.illumination.%s\" does not go with "
-                           "\"type\": \"%s\"", path, keys[k], types[type]);
+            return d2_fail(e, D2_EINPUT, "%s: key \"%s.%s\" does not go with "
+                           "\"type\": \"%s\"", path, key, keys[k], types[type]);
     if (type == D2_ILLUM_GAUSSIAN)
         return cfg_num(&c, il, "waist_mm", 1, 0, 1e-3, 1e5, &g->illum_waist_mm, e);
     if (type != D2_ILLUM_POINT) return 0;
-    if ((rc = cfg_num(&c, il, "distance_mm", 1, 0, 1e-3, 1e7, &g->illum_distance_mm, e)))
-        return rc;
+    return cfg_num(&c, il, "distance_mm", 1, 0, 1e-3, 1e7, &g->illum_distance_mm, e);
+}
+
+int illum_check(const d2_geom *g, const char *file, d2_err *e)
+{
+    if (g->illum == D2_ILLUM_GAUSSIAN && !(g->illum_waist_mm > 0))
+        return d2_fail(e, D2_EINPUT, "%s: key \"input.illumination.waist_mm\" = %g: must be > 0",
+                       file, g->illum_waist_mm);
+    if (g->illum != D2_ILLUM_POINT) return 0;
     /* The phase k (R - z) must change by less than pi per pixel at the plane's
      * corner, or the sampled spherical wave aliases. */
     double rmax = M_SQRT2 * 0.5 * g->n * g->pitch_mm, z = g->illum_distance_mm;
     double s = rmax / sqrt(rmax * rmax + z * z), smax = g->wavelength_mm / (2 * g->pitch_mm);
-    if (s >= smax) {
-        double zmin = rmax * sqrt(1 / (smax * smax) - 1);
+    if (!(z > 0) || s >= smax) {
+        double zmin = smax < 1 ? rmax * sqrt(1 / (smax * smax) - 1) : 0;
         return d2_fail(e, D2_EINPUT, "%s: key \"input.illumination.distance_mm\" = %g: a point "
                        "source this close aliases on the %g mm pixel grid at the plane's corner; "
-                       "allowed: more than %.4g mm", path, z, g->pitch_mm, zmin);
+                       "allowed: more than %.4g mm", file, z, g->pitch_mm, zmin);
     }
     return 0;
 }

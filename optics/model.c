@@ -99,6 +99,7 @@ int geom_same_optics(const d2_geom *from, const d2_geom *cfg, char *why, size_t 
 
 int geom_validate(const d2_geom *g, const char *file, d2_err *e)
 {
+    int irc;
     if (!(g->wavelength_mm > 0) || !isfinite(g->wavelength_mm))
         return d2_fail(e, D2_EINPUT, "%s: key \"geometry.wavelength_mm\" = %g: must be > 0", file,
                        g->wavelength_mm);
@@ -178,6 +179,7 @@ int geom_validate(const d2_geom *g, const char *file, d2_err *e)
             return d2_fail(e, D2_EINPUT, "%s: key \"material.kappa\" = %g: must be >= 0", file,
                            g->kappa);
     }
+    if ((irc = illum_check(g, file, e))) return irc;
     return 0;
 }
 
@@ -317,7 +319,7 @@ static int read_input(const char *path, const cJSON *inp, d2_geom *g, d2_train_o
     int ds = 0;
     if ((rc = cfg_enum(&ci, inp, "dataset", 0, 0, datasets, &ds, e))) return rc;
     snprintf(t->dataset, sizeof t->dataset, "%s", datasets[ds]);
-    if ((rc = illum_read(path, inp, g, e))) return rc;
+    if ((rc = illum_read(path, "input", inp, g, e))) return rc;
     return read_data_paths(path, inp, t, e);
 }
 

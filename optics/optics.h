@@ -149,11 +149,15 @@ enum { D2_ILLUM_PLANE = 0, D2_ILLUM_GAUSSIAN = 1, D2_ILLUM_POINT = 2 };
  * R = sqrt(r^2 + z^2), k = 2 pi / lambda: amplitude 1 on the axis. The
  * forward model multiplies every input by it. u holds n*n values. */
 void illum_field(const d2_geom *g, float complex *u);
-/* Reads "illumination" from the config's "input" object inp (NULL or absent:
+/* Reads "illumination" from the object inp, the config's section named in
+ * messages ("input" in training configs; NULL or absent:
  * plane wave): {"type": "plane"}, {"type": "gaussian", "waist_mm": W} or
- * {"type": "point", "distance_mm": Z}. A point source so close that its
- * phase aliases on the pixel grid fails, naming the key. */
-int illum_read(const char *path, const cJSON *inp, d2_geom *g, d2_err *e);
+ * {"type": "point", "distance_mm": Z}; unknown keys and types fail naming
+ * the key. */
+int illum_read(const char *path, const char *section, const cJSON *inp, d2_geom *g, d2_err *e);
+/* Part of geom_validate: a point source so close that its phase aliases on
+ * g's pixel grid (or a waist <= 0) fails with D2_EINPUT naming the key. */
+int illum_check(const d2_geom *g, const char *file, d2_err *e);
 /* Adds "illumination" to the JSON object inp. */
 void illum_to_json(const d2_geom *g, cJSON *inp);
 
