@@ -30,7 +30,7 @@ int main(int argc, char **argv)
     m.g.base_mm = 1.0;
     d2_model thin = m;
     d2_dataset ds;
-    if (dataset_load(dataset_default_dir(), m.t.dataset, 1, &ds, &e)) {
+    if (dataset_open(dataset_default_dir(), m.t.dataset, &m.t.data, 1, &ds, &e)) {
         fprintf(stderr, "bench_thick: %s\n", e.msg);
         return 2;
     }

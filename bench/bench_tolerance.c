@@ -45,7 +45,7 @@ int main(int argc, char **argv)
     cJSON_Delete(root);
     if (model_alloc(&m, &e)) return 3;
     d2_dataset ds;
-    if (dataset_load(dataset_default_dir(), m.t.dataset, 1, &ds, &e)) {
+    if (dataset_open(dataset_default_dir(), m.t.dataset, &m.t.data, 1, &ds, &e)) {
         fprintf(stderr, "bench_tolerance: %s\n", e.msg);
         return 3;
     }

@@ -56,7 +56,7 @@ int main(int argc, char **argv)
     int n = m.g.n, p = m.g.pad * m.g.n, L = m.g.layers;
     int per_train = 2 * L + 1, per_infer = L + 1;
     d2_dataset ds;
-    if (dataset_load(dataset_default_dir(), m.t.dataset, 1, &ds, &e)) {
+    if (dataset_open(dataset_default_dir(), m.t.dataset, &m.t.data, 1, &ds, &e)) {
         fprintf(stderr, "bench_train: %s\n", e.msg);
         return 3;
     }

@@ -237,8 +237,8 @@ static int load_sources(const mask_args *a, const d2_model *m, d2_dataset *ds,
 {
     int rc;
     if (!a->nimages)
-        return (rc = dataset_load(a->data ? a->data : dataset_default_dir(), m->t.dataset, 1, ds,
-                                  e))
+        return (rc = dataset_open(a->data ? a->data : dataset_default_dir(), m->t.dataset,
+                                  &m->t.data, 1, ds, e))
                    ? rc
                    : mask_sources_dataset(ds, m->t.dataset, a->index >= 0 ? (int)a->index : 0,
                                           (int)a->count, (int)a->digit, src, nsrc, e);

@@ -34,6 +34,37 @@ int idx_read_labels(const char *path, uint8_t **labels, int *count, d2_err *e);
 int dataset_load(const char *dir, const char *name, int test, d2_dataset *ds, d2_err *e);
 void dataset_free(d2_dataset *ds);
 
+
+/* The lab's own data, beside the shipped sets (the "input" section of a
+ * training config: "dataset": "folder" or "idx"). Paths are as given after
+ * resolving against the config file's folder; unused ones are empty. */
+#define D2_DATA_PATH 1024
+typedef struct d2_data_paths {
+    char train[D2_DATA_PATH];        /* folder: the training folder; idx: its image file */
+    char train_labels[D2_DATA_PATH]; /* idx: the training label file */
+    char test[D2_DATA_PATH];         /* folder: the test folder; idx: its image file */
+    char test_labels[D2_DATA_PATH];  /* idx: the test label file */
+} d2_data_paths;
+
+/* The one way every stage (train, eval, tolerance, mask, run) loads a data
+ * set: name "mnist" or "fashion" loads dataset_load(dir, name, ...); "folder"
+ * reads p->train or p->test with dataset_read_folder; "idx" reads the image
+ * and label pair with dataset_read_idx (dir unused for both). test != 0
+ * selects the test split. Fails with D2_EINPUT naming the file at fault;
+ * release with dataset_free. */
+int dataset_open(const char *dir, const char *name, const d2_data_paths *p, int test,
+                 d2_dataset *ds, d2_err *e);
+/* Reads FOLDER/0 .. FOLDER/9, each holding PNG images (*.png, any bit depth,
+ * colour read as luminance) of that class, in name order within each class.
+ * Every image must have the size of the first; names starting with '.' are
+ * skipped, any other file that is not a .png is refused. A missing class
+ * folder, an unreadable or differently sized PNG, or no image at all fails
+ * with D2_EINPUT naming the folder or file. Pixels are stored as 0..255. */
+int dataset_read_folder(const char *folder, d2_dataset *ds, d2_err *e);
+/* Reads an IDX image file and its label file with the checks of
+ * dataset_load: equal counts, labels 0..9, at least one image. */
+int dataset_read_idx(const char *images, const char *labels, d2_dataset *ds, d2_err *e);
+
 /* Writes images/labels as IDX files atomically (used by the Fashion-MNIST
  * converter and by tests). Labels over 9 or sizes outside the reader's limits
  * fail with D2_EUSAGE; I/O errors with D2_EIO. */

@@ -82,6 +82,11 @@ static void round_trip(const d2_geom *g, const d2_train_opts *t)
     same_d("base_mm", g->base_mm, g2.base_mm);
     same_d("max_relief_mm", g->max_relief_mm, g2.max_relief_mm);
     if (strcmp(t->dataset, t2.dataset)) fz_bug("config round trip changed the data set");
+    if (memcmp(&t->data, &t2.data, sizeof t->data))
+        fz_bug("config round trip changed the data set's paths");
+    same_i("illumination", g->illum, g2.illum);
+    same_d("illumination waist_mm", g->illum_waist_mm, g2.illum_waist_mm);
+    same_d("illumination distance_mm", g->illum_distance_mm, g2.illum_distance_mm);
     same_i("loss", t->loss, t2.loss);
     same_d("temperature", t->temperature, t2.temperature);
     same_d("learning_rate", t->lr, t2.lr);

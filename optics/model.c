@@ -99,6 +99,7 @@ int geom_same_optics(const d2_geom *from, const d2_geom *cfg, char *why, size_t 
 
 int geom_validate(const d2_geom *g, const char *file, d2_err *e)
 {
+    int irc;
     if (!(g->wavelength_mm > 0) || !isfinite(g->wavelength_mm))
         return d2_fail(e, D2_EINPUT, "%s: key \"geometry.wavelength_mm\" = %g: must be > 0", file,
                        g->wavelength_mm);
@@ -178,6 +179,7 @@ int geom_validate(const d2_geom *g, const char *file, d2_err *e)
             return d2_fail(e, D2_EINPUT, "%s: key \"material.kappa\" = %g: must be >= 0", file,
                            g->kappa);
     }
+    if ((irc = illum_check(g, file, e))) return irc;
     return 0;
 }
 
@@ -187,7 +189,9 @@ static const char *const k_top[] = {"format", "version", "software", "geometry",
                                     "notes", "optics", NULL};
 static const char *const k_geom[] = {"frequency_thz", "wavelength_mm", "pitch_mm", "neurons",
                                      "layers", "gaps_mm", "pad_factor", NULL};
-static const char *const k_input[] = {"aperture_mm", "dataset", NULL};
+static const char *const k_input[] = {"aperture_mm", "dataset", "train", "test", "train_images",
+                                     "train_labels", "test_images", "test_labels",
+                                     "illumination", NULL};
 static const char *const k_det[] = {"layout", "size_mm", "row_pitch_mm", "column_pitch_mm",
                                     "centers_mm", NULL};
 static const char *const k_mat[] = {"coupled", "index", "kappa", "base_mm", "max_relief_mm", NULL};
@@ -195,7 +199,7 @@ static const char *const k_train[] = {"loss", "temperature", "learning_rate", "l
                                       "batch", "epochs", "seed", "train_limit", "test_limit",
                                       "jitter_xy_mm", "jitter_z_mm", "jitter_rotation_deg",
                                       "quantize_levels", "quantize_z_step_mm", NULL};
-static const char *const datasets[] = {"mnist", "fashion", NULL};
+static const char *const datasets[] = {"mnist", "fashion", "folder", "idx", NULL};
 static const char *const losses[] = {"softmax", "mse", NULL};
 static const char *const layouts[] = {"3-4-3", "custom", NULL};
 
@@ -246,6 +250,65 @@ static int read_geometry(const char *path, const cJSON *geo, d2_geom *g, d2_err 
     return 0;
 }
 
+/* A data-set path from the config: relative to the config file's folder,
+ * made absolute so that model.json names the same files wherever it is read. */
+static int data_path(const char *path, const char *key, const char *val, char *out, size_t cap,
+                     d2_err *e)
+{
+    char dir[D2_DATA_PATH] = "", cwd[D2_DATA_PATH], tmp[2 * D2_DATA_PATH];
+    const char *slash = strrchr(path, '/');
+    if (val[0] != '/' && slash) snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (val[0] != '/' && dir[0] != '/') {
+        if (!getcwd(cwd, sizeof cwd))
+            return d2_fail(e, D2_EIO, "%s: key \"input.%s\": cannot read the working folder",
+                           path, key);
+        if (d2_path_join(tmp, sizeof tmp, cwd, dir, e)) return D2_EINPUT;
+        if (strlen(tmp) >= sizeof dir)
+            return d2_fail(e, D2_EINPUT, "%s: key \"input.%s\": the config's folder path is "
+                           "too long", path, key);
+        memcpy(dir, tmp, strlen(tmp) + 1);
+    }
+    if (d2_path_join(tmp, sizeof tmp, dir, val, e) || strlen(tmp) >= cap)
+        return d2_fail(e, D2_EINPUT, "%s: key \"input.%s\": path \"%s\" is too long (at most %zu "
+                       "characters once resolved)", path, key, val, cap - 1);
+    snprintf(out, cap, "%s", tmp);
+    return 0;
+}
+
+/* The lab's own data: "folder" needs train and test folders, "idx" an image
+ * and label file for each split; the shipped sets take none of these keys. */
+static int read_data_paths(const char *path, const cJSON *inp, d2_train_opts *t, d2_err *e)
+{
+    static const char *const keys[] = {"train", "test", "train_images", "train_labels",
+                                       "test_images", "test_labels"};
+    char *dst[] = {t->data.train, t->data.test, t->data.train, t->data.train_labels,
+                   t->data.test, t->data.test_labels};
+    int folder = !strcmp(t->dataset, "folder"), idx = !strcmp(t->dataset, "idx");
+    memset(&t->data, 0, sizeof t->data);
+    for (int k = 0; k < 6; k++) {
+        const cJSON *v = inp ? cJSON_GetObjectItemCaseSensitive(inp, keys[k]) : NULL;
+        int wanted = k < 2 ? folder : idx;
+        if (!v && !wanted) continue;
+        if (!v)
+            return d2_fail(e, D2_EINPUT, "%s: missing key \"input.%s\": \"dataset\": \"%s\" needs "
+                           "%s (paths relative to the config file)", path, keys[k], t->dataset,
+                           folder ? "\"train\" and \"test\" folders with sub-folders 0 to 9 of "
+                                    "PNG images"
+                                  : "\"train_images\", \"train_labels\", \"test_images\" and "
+                                    "\"test_labels\" IDX files");
+        if (!wanted)
+            return d2_fail(e, D2_EINPUT, "%s: key \"input.%s\" is not used with \"dataset\": \"%s\""
+                           "; \"train\"/\"test\" go with \"folder\", \"train_images\"/... with "
+                           "\"idx\"", path, keys[k], t->dataset);
+        if (!cJSON_IsString(v) || !v->valuestring[0])
+            return d2_fail(e, D2_EINPUT, "%s: key \"input.%s\": expected a path (a string)", path,
+                           keys[k]);
+        int rc = data_path(path, keys[k], v->valuestring, dst[k], D2_DATA_PATH, e);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int read_input(const char *path, const cJSON *inp, d2_geom *g, d2_train_opts *t, d2_err *e)
 {
     cfg_ctx ci = {path, "input"};
@@ -256,7 +319,8 @@ static int read_input(const char *path, const cJSON *inp, d2_geom *g, d2_train_o
     int ds = 0;
     if ((rc = cfg_enum(&ci, inp, "dataset", 0, 0, datasets, &ds, e))) return rc;
     snprintf(t->dataset, sizeof t->dataset, "%s", datasets[ds]);
-    return 0;
+    if ((rc = illum_read(path, "input", inp, g, e))) return rc;
+    return read_data_paths(path, inp, t, e);
 }
 
 static int read_detector(const char *path, const cJSON *det, d2_geom *g, d2_err *e)
@@ -394,7 +458,17 @@ cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t)
     cJSON_AddNumberToObject(geo, "pad_factor", g->pad);
     cJSON *inp = cJSON_AddObjectToObject(root, "input");
     cJSON_AddNumberToObject(inp, "aperture_mm", g->aperture_mm);
+    illum_to_json(g, inp);
     cJSON_AddStringToObject(inp, "dataset", t->dataset);
+    if (!strcmp(t->dataset, "folder")) {
+        cJSON_AddStringToObject(inp, "train", t->data.train);
+        cJSON_AddStringToObject(inp, "test", t->data.test);
+    } else if (!strcmp(t->dataset, "idx")) {
+        cJSON_AddStringToObject(inp, "train_images", t->data.train);
+        cJSON_AddStringToObject(inp, "train_labels", t->data.train_labels);
+        cJSON_AddStringToObject(inp, "test_images", t->data.test);
+        cJSON_AddStringToObject(inp, "test_labels", t->data.test_labels);
+    }
     cJSON *det = cJSON_AddObjectToObject(root, "detector");
     cJSON_AddStringToObject(det, "layout", "custom");
     cJSON_AddNumberToObject(det, "size_mm", g->det_size_mm);

@@ -39,6 +39,7 @@ struct d2_net {
     float complex *H[D2_MAX_LAYERS + 1];
     double H_z[D2_MAX_LAYERS + 1], H_lambda[D2_MAX_LAYERS + 1]; /* what each H is for */
     float complex *t[D2_MAX_LAYERS];
+    float complex *illum;              /* input illumination, n*n; NULL: plane wave */
     fftwf_plan row_f, row_b, col_f, col_b;
     thick *thick;                      /* thick plates (optics/thick.c), or NULL */
     int thick_failed;                  /* a plate could not be set: results are NaN */
@@ -137,6 +138,10 @@ d2_net *net_new(const d2_geom *g, int threads, d2_err *e)
         net->H_z[k] = g->gap_mm[k];
         net->H_lambda[k] = g->wavelength_mm;
     }
+    if (g->illum != D2_ILLUM_PLANE) {
+        if (!(net->illum = fftwf_malloc(nn * sizeof(float complex)))) goto oom;
+        illum_field(g, net->illum);
+    }
     for (int l = 0; l < net->L; l++) {
         net->t[l] = fftwf_malloc(nn * sizeof(float complex));
         if (!net->t[l]) goto oom;
@@ -195,6 +200,7 @@ void net_free(d2_net *net)
     if (!net) return;
     for (int k = 0; k <= D2_MAX_LAYERS; k++) fftwf_free(net->H[k]);
     for (int l = 0; l < D2_MAX_LAYERS; l++) fftwf_free(net->t[l]);
+    fftwf_free(net->illum);
     if (net->ws) {
         for (int t = 0; t < net->threads; t++) {
             ws *w = &net->ws[t];
@@ -352,6 +358,7 @@ static double forward(d2_net *net, const float *in, const float complex *inc, ws
         float complex *row = w + (size_t)i * p;
         for (int j = 0; j < n; j++) {
             row[j] = inc[(size_t)i * n + j];
+            if (net->illum) row[j] *= net->illum[(size_t)i * n + j];
             ein += (double)crealf(row[j]) * crealf(row[j]) + (double)cimagf(row[j]) * cimagf(row[j]);
         }
         memset(row + n, 0, (size_t)(p - n) * sizeof *row);
@@ -359,9 +366,17 @@ static double forward(d2_net *net, const float *in, const float complex *inc, ws
     for (int i = 0; !inc && i < n; i++) {
         float complex *row = w + (size_t)i * p;
         const float *a = in + (size_t)i * n;
-        for (int j = 0; j < n; j++) row[j] = a[j];
         memset(row + n, 0, (size_t)(p - n) * sizeof *row);
-        ein += d2_sumsq(a, (size_t)n);
+        if (net->illum) {
+            /* The input is the aperture's transmission; the light is the
+             * illumination it lets through. */
+            const float complex *u = net->illum + (size_t)i * n;
+            for (int j = 0; j < n; j++) row[j] = a[j] * u[j];
+            ein += d2_sumsq((const float *)row, 2 * (size_t)n);
+        } else {
+            for (int j = 0; j < n; j++) row[j] = a[j];
+            ein += d2_sumsq(a, (size_t)n);
+        }
     }
     prop_core(net, w, net->H[0], 0);
     for (int l = 0; l < L; l++) {

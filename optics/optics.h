@@ -11,6 +11,7 @@
 
 #include "core/err.h"
 #include "core/util.h"
+#include "core/idx.h"
 
 /* The diffractive network: geometry, model files.
  *
@@ -51,10 +52,17 @@ typedef struct d2_geom {
     int subpix;            /* thick: sub-pixels per neuron side, 0 = 2 */
     int no_fresnel;        /* thick: 1 leaves out the Fresnel transmission of the faces */
     int guard;             /* thick: guard band in sub-pixels each side, 0 = auto */
+    /* Illumination of the input plane (config "input.illumination"): a
+     * plane wave, a Gaussian beam with its waist on the input plane, or a
+     * point source illum_distance_mm before it. */
+    int illum;             /* D2_ILLUM_PLANE (0), D2_ILLUM_GAUSSIAN, D2_ILLUM_POINT */
+    double illum_waist_mm; /* Gaussian: 1/e amplitude (1/e^2 intensity) radius */
+    double illum_distance_mm; /* point source: distance to the input plane */
 } d2_geom;
 
 typedef struct d2_train_opts {
-    char dataset[16];      /* "mnist" or "fashion" */
+    char dataset[16];      /* "mnist", "fashion", "folder" or "idx" */
+    d2_data_paths data;    /* folder / idx: absolute paths (config "input" keys) */
     d2_loss loss;
     double temperature;    /* softmax temperature on normalised energies */
     double lr;             /* Adam learning rate (rad per step scale) */
@@ -133,6 +141,25 @@ int model_load(const char *dir, d2_model *m, d2_err *e);
  * DIR/layerK.png previews; every file atomic. Creates DIR. */
 int model_save(const char *dir, const d2_model *m, d2_err *e);
 void model_free(d2_model *m);
+
+/* Illumination ("input.illumination" in configs and model.json). */
+enum { D2_ILLUM_PLANE = 0, D2_ILLUM_GAUSSIAN = 1, D2_ILLUM_POINT = 2 };
+/* The illumination field on the n x n input plane (pixel centres as above):
+ * plane 1; Gaussian exp(-r^2 / w^2); point source (z / R) exp(i k (R - z)),
+ * R = sqrt(r^2 + z^2), k = 2 pi / lambda: amplitude 1 on the axis. The
+ * forward model multiplies every input by it. u holds n*n values. */
+void illum_field(const d2_geom *g, float complex *u);
+/* Reads "illumination" from the object inp, the config's section named in
+ * messages ("input" in training configs; NULL or absent:
+ * plane wave): {"type": "plane"}, {"type": "gaussian", "waist_mm": W} or
+ * {"type": "point", "distance_mm": Z}; unknown keys and types fail naming
+ * the key. */
+int illum_read(const char *path, const char *section, const cJSON *inp, d2_geom *g, d2_err *e);
+/* Part of geom_validate: a point source so close that its phase aliases on
+ * g's pixel grid (or a waist <= 0) fails with D2_EINPUT naming the key. */
+int illum_check(const d2_geom *g, const char *file, d2_err *e);
+/* Adds "illumination" to the JSON object inp. */
+void illum_to_json(const d2_geom *g, cJSON *inp);
 
 /* Resamples a rows x cols grey image (0..1) onto the n x n input plane as an
  * amplitude aperture of side aperture_mm centred on the axis (bilinear on the

@@ -94,7 +94,7 @@ static int read_phases(const char *file, const char *base_dir, const cJSON *ph, 
                        d2_err *e)
 {
     static const char *const keys[] = {"files", "pitch_mm", "frequency_thz", "gaps_mm",
-                                       "png_range_rad", "dataset", NULL};
+                                       "png_range_rad", "dataset", "illumination", NULL};
     static const char *const datasets[] = {"mnist", "fashion", NULL};
     cfg_ctx pc = {file, "phases"};
     int rc, ds = 0, nr = 0;
@@ -140,6 +140,13 @@ static int read_phases(const char *file, const char *base_dir, const cJSON *ph, 
         c->phase_png_hi_rad = range[1];
     }
     snprintf(c->phase_dataset, sizeof c->phase_dataset, "%s", datasets[ds]);
+    /* Checked for aliasing against the plane once the maps give its size. */
+    d2_geom ig;
+    geom_default(&ig);
+    if ((rc = illum_read(file, "phases", ph, &ig, e))) return rc;
+    c->phase_illum = ig.illum;
+    c->phase_illum_waist_mm = ig.illum_waist_mm;
+    c->phase_illum_distance_mm = ig.illum_distance_mm;
     return 0;
 }
 

@@ -649,7 +649,8 @@ static int write_html(const run_state *s, const char *path, d2_err *e)
     fputs("</style></head><body>\n<h1>d2fab print package</h1>\n<p>", f);
     fprintf(f, "A %d-layer diffractive network of %d&nbsp;x&nbsp;%d neurons at %.4g&nbsp;mm "
             "pitch, classifying %s digits", g->layers, g->n, g->n, g->pitch_mm,
-            !strcmp(s->model.t.dataset, "fashion") ? "Fashion-MNIST" : "MNIST");
+            !strcmp(s->model.t.dataset, "fashion") ? "Fashion-MNIST"
+            : !strcmp(s->model.t.dataset, "mnist") ? "MNIST" : "the lab's own (see model.json)");
     if (s->have_export) {
         fputs(", printed on the ", f);
         esc(f, s->ex.printer.display_name);

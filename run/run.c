@@ -258,6 +258,9 @@ static int stage_model(run_state *s, d2_err *e)
         rc = exp_model_from_phases(&in, m, e);
         if (!rc) {
             snprintf(m->t.dataset, sizeof m->t.dataset, "%s", c->phase_dataset);
+            m->g.illum = c->phase_illum;
+            m->g.illum_waist_mm = c->phase_illum_waist_mm;
+            m->g.illum_distance_mm = c->phase_illum_distance_mm;
             rc = geom_validate(&m->g, c->path, e);
         }
     }
@@ -622,7 +625,9 @@ static int stage_masks(run_state *s, d2_err *e)
     char dir[RUN_PATH_MAX + 64], path[RUN_PATH_MAX + 128];
     int n = 0, cap = c->mask_ndigits * c->mask_count + c->mask_nindices, got, rc;
     memset(&rep, 0, sizeof rep);
-    if ((rc = dataset_load(s->o->data_dir, s->printed.t.dataset, 1, &ds, e))) return rc;
+    if ((rc = dataset_open(s->o->data_dir, s->printed.t.dataset, &s->printed.t.data, 1, &ds,
+                           e)))
+        return rc;
     if (!(src = d2_calloc((size_t)cap, sizeof *src, "mask sources", e)) ||
         !(res = d2_calloc((size_t)cap, sizeof *res, "mask results", e))) {
         rc = D2_EIO;

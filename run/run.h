@@ -50,6 +50,8 @@ typedef struct run_config {
     int phase_png_range;          /* PNG phase maps: "phases.png_range_rad" given */
     double phase_png_lo_rad, phase_png_hi_rad;
     char phase_dataset[16];       /* "mnist" or "fashion" */
+    int phase_illum;              /* "phases.illumination": D2_ILLUM_* */
+    double phase_illum_waist_mm, phase_illum_distance_mm;
 
     /* Fabrication. */
     char printer[RUN_PATH_MAX];   /* profile name or .json path */

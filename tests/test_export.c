@@ -854,6 +854,48 @@ TEST(bad_export_inputs_fail_and_write_nothing)
     export_report_free(&r);
 }
 
+
+TEST(topas_carries_its_one_thz_literature_point_and_warns_beyond_it)
+{
+    profile_path pp;
+    profile_path_init(&pp, NULL);
+    d2_err e = {0};
+    material_profile m;
+    CHECK(material_find(&pp, "topas", &m, &e) == 0);
+    CHECK(m.npoints == 2);
+    if (m.npoints != 2) return;
+    /* The cited values: n 1.53 at 0.4 THz, n 1.52 and alpha 0.2 /cm at 1 THz. */
+    CHECK_NEAR(m.pt[1].frequency_thz, 1.0, 0);
+    CHECK_NEAR(m.pt[1].index, 1.52, 0);
+    double alpha_cm = 4 * M_PI * m.pt[1].kappa / (opt_wavelength_mm(1.0) / 10);
+    CHECK_NEAR(alpha_cm, 0.2, 0.005);
+    double n, k;
+    CHECK(material_at(&m, 0.7, &n, &k) == 0);
+    CHECK_NEAR(n, 0.5 * (m.pt[0].index + m.pt[1].index), 1e-12);
+    CHECK_NEAR(k, 0.5 * (m.pt[0].kappa + m.pt[1].kappa), 1e-12);
+    CHECK(material_at(&m, 1.5, &n, &k) == 1 && n == m.pt[1].index);
+    material_free(&m);
+    /* An export at 1.5 THz says the material is known up to 1 THz only. */
+    export_opts o;
+    export_report r;
+    opts_for(&o, "objet-connex500", "topas");
+    o.wavelength_mm = opt_wavelength_mm(1.5);
+    int rc = export_bare(t_path("topas15"), &o, &r, &e, 0);
+    if (rc) printf("  %s\n", e.msg);
+    CHECK(rc == 0);
+    int found = 0;
+    for (int i = 0; !rc && i < r.nwarn; i++)
+        found |= strstr(r.warn[i], "characterised at 0.4-1 THz only") != NULL;
+    CHECK(found);
+    export_report_free(&r);
+    o.wavelength_mm = opt_wavelength_mm(0.7);
+    rc = export_bare(t_path("topas07"), &o, &r, &e, 0);
+    CHECK(rc == 0);
+    for (int i = 0; !rc && i < r.nwarn; i++)
+        CHECK(strstr(r.warn[i], "characterised at") == NULL);
+    export_report_free(&r);
+}
+
 TEST(a_failed_write_leaves_no_export_json_and_removes_this_runs_files)
 {
     export_opts o;
@@ -1047,6 +1089,7 @@ int main(void)
     RUN(offset_zero_is_the_plain_wrap);
     RUN(png_scale_stores_z_steps_exactly);
     RUN(material_is_interpolated_in_frequency_and_clamped_outside);
+    RUN(topas_carries_its_one_thz_literature_point_and_warns_beyond_it);
     RUN(every_shipped_profile_loads_and_the_paper_values_are_right);
     RUN(print_time_counts_every_layer_of_the_whole_part);
     RUN(user_profile_folder_is_searched_first_and_paths_work);

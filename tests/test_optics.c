@@ -10,6 +10,7 @@
 
 #include "tests/testlib.h"
 #include "optics/optics.h"
+#include "core/config.h"
 
 enum { NETWORK = 0, REFERENCE = 1 };
 static const char *const prop_name[2] = {"network", "reference"};
@@ -262,6 +263,190 @@ TEST(network_forward_is_the_reference_propagation_gap_by_gap)
     net_free(net);
 }
 
+
+/* An n = 64, 0.4 mm grid at 0.4 THz with the given gaps (layers of phase 0). */
+static d2_net *illum_net(int n, int illum, double w_or_z, int layers, const double *gaps)
+{
+    d2_geom g;
+    d2_err e = {0};
+    geom_default(&g);
+    g.n = n;
+    g.layers = layers;
+    for (int k = 0; k <= layers; k++) g.gap_mm[k] = gaps[k];
+    g.ndet = 0;
+    g.illum = illum;
+    g.illum_waist_mm = illum == D2_ILLUM_GAUSSIAN ? w_or_z : 0;
+    g.illum_distance_mm = illum == D2_ILLUM_POINT ? w_or_z : 0;
+    d2_net *net = net_new(&g, 1, &e);
+    if (!net) printf("  net_new: %s\n", e.msg);
+    return net;
+}
+
+TEST(gaussian_illumination_has_its_energy_profile_and_widens_as_a_beam)
+{
+    const int n = 64;
+    const double w0 = 2.0, pitch = 0.4, lam = opt_wavelength_mm(0.4), c = 0.5 * (n - 1);
+    float complex *in = malloc(sizeof *in * n * n), *out = malloc(sizeof *out * n * n);
+    for (int i = 0; i < n * n; i++) in[i] = 1;
+    /* On the input plane (1 um of propagation): intensity exp(-2 r^2 / w0^2)
+     * and total energy pi w0^2 / 2 per pixel area. */
+    d2_net *net = illum_net(n, D2_ILLUM_GAUSSIAN, w0, 0, (double[]){1e-3});
+    CHECK(net != NULL);
+    if (!net) goto done;
+    double ein = net_infer_field(net, in, out, 0);
+    CHECK_NEAR(ein, M_PI * w0 * w0 / 2 / (pitch * pitch), 1e-3 * ein);
+    double worst = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double r2 = (pow(i - c, 2) + pow(j - c, 2)) * pitch * pitch;
+            float complex z = out[i * n + j];
+            double d = fabs(crealf(z) * crealf(z) + cimagf(z) * cimagf(z) - exp(-2 * r2 / (w0 * w0)));
+            if (d > worst) worst = d;
+        }
+    printf("  Gaussian w0 = %g mm: largest intensity error on the input plane %.2e\n", w0, worst);
+    CHECK(worst < 1e-3);
+    net_free(net);
+    /* After 40 mm: w(z) = w0 sqrt(1 + (z / zR)^2), from the second moment
+     * <x^2> = w^2 / 4 of the intensity. */
+    double z = 40, zr = M_PI * w0 * w0 / lam, wz = w0 * sqrt(1 + (z / zr) * (z / zr));
+    net = illum_net(n, D2_ILLUM_GAUSSIAN, w0, 0, (double[]){z});
+    CHECK(net != NULL);
+    if (!net) goto done;
+    net_infer_field(net, in, out, 0);
+    double s0 = 0, s2 = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            float complex v = out[i * n + j];
+            double I2 = crealf(v) * crealf(v) + cimagf(v) * cimagf(v), x = (j - c) * pitch;
+            s0 += I2;
+            s2 += I2 * x * x;
+        }
+    double wm = 2 * sqrt(s2 / s0);
+    printf("  after %g mm: width %.3f mm, w(z) = %.3f mm\n", z, wm, wz);
+    CHECK_NEAR(wm, wz, 0.02 * wz);
+    net_free(net);
+done:
+    free(in);
+    free(out);
+}
+
+TEST(point_source_illumination_is_the_propagated_point)
+{
+    const int n = 64;
+    const double pitch = 0.4, lam = opt_wavelength_mm(0.4), c = 0.5 * (n - 1), zs = 50;
+    float complex *in = malloc(sizeof *in * n * n), *out = malloc(sizeof *out * n * n);
+    float complex *pt = NULL, *fld = NULL, *one = NULL;
+    d2_net *pw = NULL;
+    for (int i = 0; i < n * n; i++) in[i] = 1;
+    /* On the input plane: the paraxial phase pi r^2 / (lambda z) to within
+     * its quartic term k r^4 / (8 z^3). */
+    d2_net *net = illum_net(n, D2_ILLUM_POINT, zs, 0, (double[]){1e-3});
+    CHECK(net != NULL);
+    if (!net) goto done;
+    net_infer_field(net, in, out, 0);
+    double worst = 0, rmax2 = 2 * pow(c * pitch, 2);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double r2 = (pow(i - c, 2) + pow(j - c, 2)) * pitch * pitch;
+            double d = cargf(out[i * n + j] * cexpf(-I * (float)(M_PI * r2 / (lam * zs))));
+            if (fabs(d) > worst) worst = fabs(d);
+        }
+    double quartic = 2 * M_PI / lam * rmax2 * rmax2 / (8 * pow(zs, 3));
+    printf("  point source at %g mm: phase off the paraxial one by %.4f rad (quartic term %.4f)\n",
+           zs, worst, quartic);
+    CHECK(worst < 1.2 * quartic + 1e-3);
+    CHECK(quartic > 0.01); /* the test sees the exact sphere, not only the parabola */
+    net_free(net);
+    net = NULL;
+    /* The same field as one pixel lit zs mm before the plane and propagated
+     * by the network's own angular spectrum: phase k R less a constant,
+     * within the central 8 mm. */
+    const int m = 65;
+    const double cm = 0.5 * (m - 1);
+    pt = malloc(sizeof *pt * m * m);
+    fld = malloc(sizeof *fld * m * m);
+    one = malloc(sizeof *one * m * m);
+    for (int i = 0; i < m * m; i++) one[i] = pt[i] = 0;
+    pt[(m / 2) * m + m / 2] = 1;
+    for (int i = 0; i < m * m; i++) one[i] = 1;
+    CHECK(propagate(NETWORK, pt, m, pitch, lam, zs, 2) == 0);
+    /* The illumination at zs against the propagated point, and at 0.8 zs and
+     * 1.25 zs, which must match worse: phases of unit phasors compared. */
+    double ov[3];
+    const double zz[3] = {zs, 0.8 * zs, 1.25 * zs};
+    for (int q = 0; q < 3; q++) {
+        pw = illum_net(m, D2_ILLUM_POINT, zz[q], 0, (double[]){1e-3});
+        CHECK(pw != NULL);
+        if (!pw) goto done2;
+        net_infer_field(pw, one, fld, 0);
+        net_free(pw);
+        pw = NULL;
+        double complex dot = 0;
+        int cnt = 0;
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < m; j++) {
+                double r2 = (pow(i - cm, 2) + pow(j - cm, 2)) * pitch * pitch;
+                if (r2 > 64) continue;
+                float complex a = pt[i * m + j], b = fld[i * m + j];
+                dot += conj(a / cabsf(a)) * (b / cabsf(b));
+                cnt++;
+            }
+        ov[q] = cabs(dot) / cnt;
+    }
+    printf("  a pixel propagated %g mm: phase overlap %.5f with the point source there, "
+           "%.5f at %g mm, %.5f at %g mm\n", zs, ov[0], ov[1], zz[1], ov[2], zz[2]);
+    CHECK(ov[0] > 0.995);
+    CHECK(ov[1] < ov[0] - 0.03 && ov[2] < ov[0] - 0.03);
+done2:
+    net_free(pw);
+    net_free(net);
+done:
+    free(in);
+    free(out);
+    free(pt);
+    free(fld);
+    free(one);
+}
+
+TEST(illumination_is_read_checked_and_recorded_in_model_json)
+{
+    d2_err e = {0};
+    const char *cfgs[] = {
+        "{\"input\": {\"illumination\": {\"type\": \"gaussian\", \"waist_mm\": 7.5}}}",
+        "{\"input\": {\"illumination\": {\"type\": \"point\", \"distance_mm\": 250}}}",
+        "{\"input\": {}}"};
+    const int want[] = {D2_ILLUM_GAUSSIAN, D2_ILLUM_POINT, D2_ILLUM_PLANE};
+    for (int k = 0; k < 3; k++) {
+        cJSON *root = NULL, *back = NULL;
+        d2_geom g, g2;
+        d2_train_opts t, t2;
+        CHECK(cfg_parse("c.json", cfgs[k], &root, &e) == 0);
+        CHECK(config_read("c.json", root, &g, &t, &e) == 0);
+        CHECK(g.illum == want[k]);
+        back = config_to_json(&g, &t);
+        CHECK(config_read("model.json", back, &g2, &t2, &e) == 0);
+        CHECK(g2.illum == g.illum && g2.illum_waist_mm == g.illum_waist_mm &&
+              g2.illum_distance_mm == g.illum_distance_mm);
+        cJSON_Delete(root);
+        cJSON_Delete(back);
+    }
+    const char *bad[][2] = {
+        {"{\"input\": {\"illumination\": {\"type\": \"gaussian\"}}}", "waist_mm"},
+        {"{\"input\": {\"illumination\": {\"type\": \"point\", \"distance_mm\": 10}}}",
+         "aliases"},
+        {"{\"input\": {\"illumination\": {\"type\": \"plane\", \"waist_mm\": 3}}}",
+         "does not go with"},
+        {"{\"input\": {\"illumination\": {\"type\": \"laser\"}}}", "type"}};
+    for (int k = 0; k < 4; k++) {
+        cJSON *root = NULL;
+        d2_geom g;
+        d2_train_opts t;
+        CHECK(cfg_parse("c.json", bad[k][0], &root, &e) == 0);
+        CHECK_ERR(config_read("c.json", root, &g, &t, &e), e, D2_EINPUT, bad[k][1]);
+        cJSON_Delete(root);
+    }
+}
+
 int main(void)
 {
     RUN(propagation_conserves_energy_of_a_band_limited_beam);
@@ -270,5 +455,8 @@ int main(void)
     RUN(thin_lens_focuses_at_its_focal_length);
     RUN(pruned_propagator_matches_the_plain_padded_reference);
     RUN(network_forward_is_the_reference_propagation_gap_by_gap);
+    RUN(gaussian_illumination_has_its_energy_profile_and_widens_as_a_beam);
+    RUN(point_source_illumination_is_the_propagated_point);
+    RUN(illumination_is_read_checked_and_recorded_in_model_json);
     return t_finish();
 }

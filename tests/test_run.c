@@ -203,6 +203,15 @@ TEST(config_errors_name_the_key_the_value_and_what_is_allowed)
               D2_EINPUT, "give 1 (every gap) or 2");
     CHECK_ERR(parse_cfg("{\"phases\": {\"files\": [\"m2\"], \"pitch_mm\": 0.4, "
                         "\"frequency_thz\": 0.4}}", &c, &e), e, D2_EINPUT, "is a folder");
+    /* Bare phase maps take the illumination they were designed for. */
+    int irc = parse_cfg("{\"phases\": {\"files\": [\"m2/model.json\"], \"pitch_mm\": 0.4, "
+                        "\"frequency_thz\": 0.4, \"illumination\": {\"type\": \"gaussian\", "
+                        "\"waist_mm\": 9}}}", &c, &e);
+    if (irc) printf("  %s\n", e.msg);
+    CHECK(irc == 0 && c.phase_illum == D2_ILLUM_GAUSSIAN && c.phase_illum_waist_mm == 9);
+    CHECK_ERR(parse_cfg("{\"phases\": {\"files\": [\"m2/model.json\"], \"pitch_mm\": 0.4, "
+                        "\"frequency_thz\": 0.4, \"illumination\": {\"type\": \"point\"}}}",
+                        &c, &e), e, D2_EINPUT, "phases.illumination.distance_mm");
     CHECK_ERR(parse_cfg("[1]", &c, &e), e, D2_EINPUT, "expected a JSON object");
 }
 

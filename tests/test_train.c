@@ -4,9 +4,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/config.h"
 #include "core/fileio.h"
+#include "core/idx.h"
+#include "core/image.h"
 #include "core/npy.h"
 #include "core/util.h"
 #include "tests/testlib.h"
@@ -416,6 +419,189 @@ TEST(a_model_starts_from_another_of_the_same_optics_only)
     model_free(&a);
 }
 
+
+/* A small labelled set: class c is a bright 3 x 3 block at a place of its
+ * own on a dim noisy 12 x 12 background, so a short run can learn it. */
+static void lab_image(int c, int k, uint8_t *px)
+{
+    for (int i = 0; i < 144; i++) px[i] = (uint8_t)((i * 7 + k * 13) % 20);
+    int r0 = 1 + 3 * (c / 4), c0 = 1 + 3 * (c % 4);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) px[(r0 + i) * 12 + c0 + j] = 255;
+}
+
+static void write_lab_folder(const char *root, int per_class)
+{
+    d2_err e = {0};
+    uint8_t px[144];
+    for (int c = 0; c < 10; c++) {
+        char dir[700], p[760];
+        snprintf(dir, sizeof dir, "%s/%d", root, c);
+        CHECK(d2_mkdir_p(dir, &e) == 0);
+        for (int k = 0; k < per_class; k++) {
+            lab_image(c, k, px);
+            snprintf(p, sizeof p, "%s/img%03d.png", dir, k);
+            CHECK(img_write_gray8(p, 12, 12, px, &e) == 0);
+        }
+    }
+}
+
+static void write_lab_idx(const char *img, const char *lab, int per_class)
+{
+    d2_err e = {0};
+    int n = 10 * per_class;
+    uint8_t *px = malloc((size_t)n * 144), *lb = malloc((size_t)n);
+    for (int i = 0; i < n; i++) {
+        lb[i] = (uint8_t)(i % 10);
+        lab_image(i % 10, i / 10, px + (size_t)i * 144);
+    }
+    CHECK(idx_write_images(img, px, n, 12, 12, &e) == 0);
+    CHECK(idx_write_labels(lab, lb, n, &e) == 0);
+    free(px);
+    free(lb);
+}
+
+static const char *lab_config =
+    "{\"geometry\": {\"frequency_thz\": 0.4, \"pitch_mm\": 0.4, \"neurons\": 24, \"layers\": 2,"
+    " \"gaps_mm\": 4},\n \"input\": {\"aperture_mm\": 6, %s},\n"
+    " \"detector\": {\"layout\": \"3-4-3\", \"size_mm\": 1.6, \"row_pitch_mm\": 2.4,"
+    " \"column_pitch_mm\": 2.4},\n"
+    " \"training\": {\"batch\": 10, \"epochs\": 2, \"learning_rate\": 0.1, \"seed\": 3}}\n";
+
+/* Trains the config at cfg for a few steps, then checks that model.json
+ * names the same data and that eval of the saved model finds the test set. */
+static void train_lab_config(const char *cfg, const char *want_name, const char *want_test,
+                             int want_test_count)
+{
+    d2_model m = {0}, b = {0};
+    d2_err e = {0};
+    int rc = config_load(cfg, &m.g, &m.t, &e);
+    if (rc) printf("  %s\n", e.msg);
+    CHECK(rc == 0);
+    if (rc) return;
+    CHECK(strcmp(m.t.dataset, want_name) == 0);
+    CHECK(m.t.data.test[0] == '/' && strstr(m.t.data.test, want_test) != NULL);
+    CHECK(model_alloc(&m, &e) == 0);
+    char out[700];
+    snprintf(out, sizeof out, "%s/%s-model", t_tmpdir(), want_name);
+    train_run_opts ro = {"/nonexistent-shipped-data", 1, 0, NULL};
+    rc = train_model(&m, out, &ro, &e);
+    if (rc) printf("  %s\n", e.msg);
+    CHECK(rc == 0);
+    printf("  %s data set: test accuracy %.1f%% after 2 epochs\n", want_name,
+           100 * m.test_accuracy);
+    /* The set is separable: a chance result means the labels were lost. */
+    CHECK(m.test_accuracy > 0.3);
+    CHECK(model_load(out, &b, &e) == 0);
+    CHECK(strcmp(b.t.dataset, want_name) == 0);
+    CHECK(strcmp(b.t.data.test, m.t.data.test) == 0);
+    CHECK(strcmp(b.t.data.test_labels, m.t.data.test_labels) == 0);
+    eval_result r;
+    rc = eval_model(&b, "/nonexistent-shipped-data", 0, 1, NULL, NULL, &r, &e);
+    if (rc) printf("  %s\n", e.msg);
+    CHECK(rc == 0 && r.count == want_test_count);
+    CHECK_NEAR(r.accuracy, m.test_accuracy, 1e-9);
+    model_free(&b);
+    model_free(&m);
+}
+
+TEST(a_folder_of_pngs_and_an_idx_pair_train_and_are_recorded_in_the_model)
+{
+    char root[600], p[700], q[700], cfg[700], body[2048], text[3072];
+    d2_err e = {0};
+    snprintf(root, sizeof root, "%s/labdata", t_tmpdir());
+    snprintf(p, sizeof p, "%s/pngs/train", root);
+    write_lab_folder(p, 6);
+    snprintf(p, sizeof p, "%s/pngs/test", root);
+    write_lab_folder(p, 3);
+    /* Paths relative to the config file, which lives in root. */
+    snprintf(body, sizeof body, "\"dataset\": \"folder\", \"train\": \"pngs/train\", "
+             "\"test\": \"pngs/test\"");
+    snprintf(text, sizeof text, lab_config, body);
+    snprintf(cfg, sizeof cfg, "%s/folder.json", root);
+    CHECK(d2_write_file(cfg, text, strlen(text), &e) == 0);
+    train_lab_config(cfg, "folder", "labdata/pngs/test", 30);
+
+    snprintf(p, sizeof p, "%s/idx/train-img", root);
+    snprintf(q, sizeof q, "%s/idx/train-lab", root);
+    CHECK(d2_mkdir_p(root, &e) == 0);
+    snprintf(text, sizeof text, "%s/idx", root);
+    CHECK(d2_mkdir_p(text, &e) == 0);
+    write_lab_idx(p, q, 6);
+    snprintf(p, sizeof p, "%s/idx/test-img", root);
+    snprintf(q, sizeof q, "%s/idx/test-lab", root);
+    write_lab_idx(p, q, 2);
+    snprintf(body, sizeof body, "\"dataset\": \"idx\", \"train_images\": \"idx/train-img\", "
+             "\"train_labels\": \"idx/train-lab\", \"test_images\": \"idx/test-img\", "
+             "\"test_labels\": \"idx/test-lab\"");
+    snprintf(text, sizeof text, lab_config, body);
+    snprintf(cfg, sizeof cfg, "%s/idx.json", root);
+    CHECK(d2_write_file(cfg, text, strlen(text), &e) == 0);
+    train_lab_config(cfg, "idx", "labdata/idx/test-img", 20);
+}
+
+TEST(bad_lab_data_sets_fail_naming_the_file)
+{
+    char root[600], p[760], q[760];
+    d2_err e = {0};
+    d2_dataset ds;
+    uint8_t px[144 * 3], lb[3] = {1, 12, 3};
+    snprintf(root, sizeof root, "%s/badlab", t_tmpdir());
+    /* A missing class folder. */
+    snprintf(p, sizeof p, "%s/nofive", root);
+    write_lab_folder(p, 1);
+    snprintf(q, sizeof q, "%s/5/img000.png", p);
+    CHECK(unlink(q) == 0);
+    snprintf(q, sizeof q, "%s/5", p);
+    CHECK(rmdir(q) == 0);
+    CHECK_ERR(dataset_read_folder(p, &ds, &e), e, D2_EINPUT, "nofive/5: missing class folder");
+    /* A colour PNG of another size among grey 12 x 12 ones. */
+    snprintf(p, sizeof p, "%s/colour", root);
+    write_lab_folder(p, 1);
+    snprintf(q, sizeof q, "%s/7/zz.png", p);
+    for (int i = 0; i < 16 * 10 * 3; i++) px[i % (144 * 3)] = (uint8_t)i;
+    CHECK(img_write_rgb8(q, 16, 9, px, &e) == 0);
+    CHECK_ERR(dataset_read_folder(p, &ds, &e), e, D2_EINPUT, "colour/7/zz.png: 16 x 9 pixels");
+    CHECK(strstr(e.msg, "expected 12 x 12") != NULL);
+    /* A file that is not a PNG. */
+    snprintf(p, sizeof p, "%s/stray", root);
+    write_lab_folder(p, 1);
+    snprintf(q, sizeof q, "%s/2/notes.txt", p);
+    CHECK(d2_write_file(q, "x", 1, &e) == 0);
+    CHECK_ERR(dataset_read_folder(p, &ds, &e), e, D2_EINPUT, "stray/2/notes.txt: not a .png");
+    /* An empty set: every class folder there, none holding an image. */
+    snprintf(p, sizeof p, "%s/empty", root);
+    write_lab_folder(p, 0);
+    CHECK_ERR(dataset_read_folder(p, &ds, &e), e, D2_EINPUT, "empty: holds no images");
+    /* An IDX label 12, written byte by byte since the writer refuses it. */
+    snprintf(p, sizeof p, "%s/img", root);
+    snprintf(q, sizeof q, "%s/lab", root);
+    memset(px, 0, sizeof px);
+    CHECK(idx_write_images(p, px, 3, 12, 12, &e) == 0);
+    unsigned char raw[11] = {0, 0, 8, 1, 0, 0, 0, 3};
+    memcpy(raw + 8, lb, 3);
+    CHECK(d2_write_file(q, raw, sizeof raw, &e) == 0);
+    CHECK_ERR(dataset_read_idx(p, q, &ds, &e), e, D2_EINPUT, "badlab/lab: label 1 is 12");
+    /* An empty IDX set and counts that disagree. */
+    CHECK(idx_write_images(p, px, 0, 12, 12, &e) == 0);
+    CHECK_ERR(dataset_read_idx(p, q, &ds, &e), e, D2_EINPUT, "badlab/img: holds no images");
+    CHECK(idx_write_images(p, px, 2, 12, 12, &e) == 0);
+    lb[1] = 2;
+    memcpy(raw + 8, lb, 3);
+    CHECK(d2_write_file(q, raw, sizeof raw, &e) == 0);
+    CHECK_ERR(dataset_read_idx(p, q, &ds, &e), e, D2_EINPUT, "holds 2 images but");
+    /* The config names what a data set needs. */
+    d2_geom g;
+    d2_train_opts t;
+    snprintf(p, sizeof p, "%s/cfg.json", root);
+    const char *c1 = "{\"input\": {\"dataset\": \"folder\", \"train\": \"a\"}}";
+    CHECK(d2_write_file(p, c1, strlen(c1), &e) == 0);
+    CHECK_ERR(config_load(p, &g, &t, &e), e, D2_EINPUT, "missing key \"input.test\"");
+    const char *c2 = "{\"input\": {\"dataset\": \"mnist\", \"train\": \"a\"}}";
+    CHECK(d2_write_file(p, c2, strlen(c2), &e) == 0);
+    CHECK_ERR(config_load(p, &g, &t, &e), e, D2_EINPUT, "\"input.train\" is not used");
+}
+
 TEST(short_mnist_training_clearly_beats_chance)
 {
     const char *data = dataset_default_dir();
@@ -624,6 +810,8 @@ int main(void)
     RUN(model_saves_and_loads_back_bit_exact);
     RUN(a_fine_tuned_model_records_what_it_started_from);
     RUN(a_model_starts_from_another_of_the_same_optics_only);
+    RUN(a_folder_of_pngs_and_an_idx_pair_train_and_are_recorded_in_the_model);
+    RUN(bad_lab_data_sets_fail_naming_the_file);
     RUN(short_mnist_training_clearly_beats_chance);
     RUN(shipped_models_match_their_configs_and_classify);
     RUN(whole_pixel_shift_equals_the_rolled_layer_with_zero_fill);

@@ -40,7 +40,8 @@ static int load_stacks(const tol_study_opts *o, tol_study *st, d2_err *e)
                                  sm->path ? sm->path : sm->dir, e)))
             return rc;
         st->nstacks = i + 1;
-        if (strcmp(st->stacks[i].m.t.dataset, st->stacks[0].m.t.dataset))
+        if (strcmp(st->stacks[i].m.t.dataset, st->stacks[0].m.t.dataset) ||
+            strcmp(st->stacks[i].m.t.data.test, st->stacks[0].m.t.data.test))
             return d2_fail(e, D2_EINPUT, "%s is trained on %s but %s on %s: models compared in "
                            "one report must use the same test set", sm->dir,
                            st->stacks[i].m.t.dataset, o->models[0].dir,
@@ -75,7 +76,8 @@ int tol_study_run(const tol_study_opts *o, tol_study *st, d2_err *e)
     int nthreads = o->threads > 0 ? o->threads : d2_cpu_count();
     if ((rc = tol_check_limits(cfg, st->nstacks, cfg->limit > 0 ? cfg->limit : 10000, big,
                                nthreads, e)) ||
-        (rc = dataset_load(o->data_dir, st->stacks[0].m.t.dataset, 1, &ds, e)))
+        (rc = dataset_open(o->data_dir, st->stacks[0].m.t.dataset, &st->stacks[0].m.t.data, 1,
+                           &ds, e)))
         goto done;
     if (!(pool = d2_pool_new(o->threads, e))) {
         rc = e->code ? e->code : D2_EIO;

@@ -185,7 +185,7 @@ int eval_model(const d2_model *m, const char *data_dir, int limit, int threads,
     d2_net *net = NULL;
     int rc = geom_check_memory(&m->g, threads > 0 ? threads : d2_cpu_count(), e);
     if (rc) return rc;
-    rc = dataset_load(data_dir, m->t.dataset, 1, &ds, e);
+    rc = dataset_open(data_dir, m->t.dataset, &m->t.data, 1, &ds, e);
     if (rc) return rc;
     if (!(pool = d2_pool_new(threads, e)) || !(net = net_new(&m->g, d2_pool_threads(pool), e))) {
         rc = e->code ? e->code : D2_EIO;
@@ -590,8 +590,14 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
     if ((rc = d2_check_space(out_dir, 3 * model_b + 2 * 3 * (128 + 4 * nnd * L),
                              "training (the model and two checkpoints)", e)))
         return rc;
-    if ((rc = dataset_load(ro->data_dir, t->dataset, 0, &tr, e))) return rc;
-    if ((rc = dataset_load(ro->data_dir, t->dataset, 1, &te, e))) goto done;
+    if ((rc = dataset_open(ro->data_dir, t->dataset, &t->data, 0, &tr, e))) return rc;
+    if ((rc = dataset_open(ro->data_dir, t->dataset, &t->data, 1, &te, e))) goto done;
+    if (te.rows != tr.rows || te.cols != tr.cols) {
+        rc = d2_fail(e, D2_EINPUT, "data set \"%s\": test images are %d x %d but training images "
+                     "%d x %d; expected the same size", t->dataset, te.cols, te.rows, tr.cols,
+                     tr.rows);
+        goto done;
+    }
     if (!(pool = d2_pool_new(ro->threads, e))) goto fail;
     T = d2_pool_threads(pool);
     if (!(net = net_new(g, T, e))) goto fail;
