@@ -542,7 +542,7 @@ TEST(a_folder_of_pngs_and_an_idx_pair_train_and_are_recorded_in_the_model)
 
 TEST(bad_lab_data_sets_fail_naming_the_file)
 {
-    char root[600], p[760], q[760];
+    char root[600], p[700], q[760];
     d2_err e = {0};
     d2_dataset ds;
     uint8_t px[144 * 3], lb[3] = {1, 12, 3};
