@@ -78,8 +78,13 @@ int run_fig_height(run_state *s, int k, d2_err *e)
     f->p[0] = (fig_panel){.n = g->n, .v = h, .pitch_mm = g->pitch_mm, .box_hi = -1};
     snprintf(f->p[0].title, sizeof f->p[0].title, "%.4g mm steps (x = column, y = row)",
              s->ex.p.z_step_mm);
-    f->lo = s->ex.p.base_mm;
-    f->hi = s->ex.p.base_mm + s->ex.period_mm;
+    /* One scale for every layer: the lowest and highest printed height. */
+    f->lo = INFINITY;
+    f->hi = -INFINITY;
+    for (int j = 0; j < s->ex.layers; j++) {
+        f->lo = fmin(f->lo, s->ex.layer[j].min_mm);
+        f->hi = fmax(f->hi, s->ex.layer[j].max_mm);
+    }
     f->cmap = CMAP_VIRIDIS;
     snprintf(f->title, sizeof f->title, "Layer %d printed height", k + 1);
     snprintf(f->bar_label, sizeof f->bar_label, "height incl. %.3g mm base (mm)", s->ex.p.base_mm);

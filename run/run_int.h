@@ -43,7 +43,7 @@ typedef struct run_mask {
 /* One configured perturbation, as the report's table shows it. */
 typedef struct run_tol_pert {
     char what[64], key[32];          /* plain words; the report key ("lateral") */
-    char limit[128];                 /* "&plusmn;0.1 mm" (HTML) */
+    char limit[128];                 /* "±0.1 mm" (UTF-8) */
     char dist[192];                  /* how a trial draws it */
     double change;                   /* alone, worst accuracy change; NAN: not evaluated */
 } run_tol_pert;

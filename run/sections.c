@@ -73,7 +73,7 @@ static void limit_text(const tol_result *r, int k, char *buf, size_t cap)
         snprintf(buf, cap, "step %.4g %s", m->v[k][0], u);
         return;
     }
-    const char *pm = k == TOL_DET_NOISE ? "" : "&plusmn;";
+    const char *pm = k == TOL_DET_NOISE ? "" : "\xc2\xb1"; /* UTF-8 plus-minus */
     if (same) {
         snprintf(buf, cap, "%s%.4g %s", pm, m->v[k][0], u);
         return;
