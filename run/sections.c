@@ -215,7 +215,7 @@ void run_html_power(FILE *f, const run_state *s)
         return;
     }
     fputs("<table><tr><th>quantity</th><th>value</th></tr>\n", f);
-    fputs("<tr><td>detector efficiency, design (power on the 10 detectors / power through "
+    fputs("<tr><td>detector efficiency, design (power on all the detectors / power through "
           "the input digit)</td><td>", f);
     if (isnan(p.eff_design)) fputs("not evaluated", f);
     else fprintf(f, "%.4g&nbsp;%%", 100 * p.eff_design);
