@@ -25,6 +25,7 @@ void run_config_default(run_config *c)
     c->levels = -1;
     c->jump_weight = 1.0;
     c->test_limit = 1000;
+    c->source_power_mw = 1;
     c->mask_count = 1;
 }
 
@@ -237,7 +238,7 @@ static int read_config(const char *name, const char *base_dir, const cJSON *root
 {
     static const char *const keys[] = {"notes", "model", "phases", "printer", "material",
                                        "frequency_thz", "test_limit", "export", "mesh", "masks",
-                                       "tolerance", NULL};
+                                       "tolerance", "source_power_mw", NULL};
     static const char *const formats[] = {"stl", "3mf", "obj", "ply", "glb", NULL};
     run_config_default(c);
     snprintf(c->path, sizeof c->path, "%s", name);
@@ -257,6 +258,7 @@ static int read_config(const char *name, const char *base_dir, const cJSON *root
         (rc = str_key(&top, root, "material", c->material, sizeof c->material, e)) ||
         (rc = cfg_num(&top, root, "frequency_thz", 0, 0, 0, 1e4, &c->frequency_thz, e)) ||
         (rc = cfg_int(&top, root, "test_limit", 0, 1000, 0, 10000000, &limit, e)) ||
+        (rc = cfg_num(&top, root, "source_power_mw", 0, 1, 1e-9, 1e6, &c->source_power_mw, e)) ||
         (rc = cfg_object(&top, root, "export", &ex, e)) ||
         (rc = cfg_object(&top, root, "mesh", &me, e)) ||
         (rc = cfg_object(&top, root, "masks", &mk, e)) ||

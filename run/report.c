@@ -185,6 +185,8 @@ static cJSON *report_json(const run_state *s)
                                                 ? cJSON_Duplicate(s->tolerance_json, 1)
                                                 : cJSON_CreateNull());
 
+    cJSON_AddItemToObject(root, "power_budget", run_power_json(s));
+
     cJSON *parts = cJSON_AddArrayToObject(root, "parts");
     for (int i = 0; i < s->nparts; i++) {
         const run_part *p = &s->part[i];
@@ -363,7 +365,7 @@ static void detector_svg(FILE *f, const d2_geom *g)
 {
     double side = g->n * g->pitch_mm, px = 300, sc = px / side;
     fprintf(f, "<svg width=\"%.0f\" height=\"%.0f\" "
-            "font-family=\"sans-serif\" font-size=\"12\">\n", px + 20, px + 40);
+            "font-family=\"sans-serif\" font-size=\"12\">\n", px + 20, px + 20);
     fprintf(f, "<rect x=\"10\" y=\"10\" width=\"%.0f\" height=\"%.0f\" fill=\"#111\"/>\n", px,
             px);
     double ap = g->aperture_mm * sc;
@@ -378,8 +380,7 @@ static void detector_svg(FILE *f, const d2_geom *g)
                 "\n<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" dominant-baseline="
                 "\"central\">%d</text>\n", cx - d / 2, cy - d / 2, d, d, cx, cy, k);
     }
-    fprintf(f, "<text x=\"10\" y=\"%.0f\">%.4g mm plane, %.4g mm detectors; dashed: input "
-            "aperture</text>\n</svg>\n", px + 32, side, g->det_size_mm);
+    fputs("</svg>\n", f);
 }
 
 static void stage_table(FILE *f, const run_state *s)
@@ -572,7 +573,7 @@ static void tolerance_tables(FILE *f, const run_state *s)
         pct(f, t->yield_hi);
         fputs(")</td></tr>\n</table>\n", f);
     }
-    if (t->nsens) {
+    if (t->nsens && !t->sens_kinds) {
         fputs("<table><tr><th>one perturbation alone (worst first)</th><th>magnitude</th>"
               "<th>accuracy change (points)</th></tr>\n", f);
         for (int i = 0; i < t->nsens; i++) {
@@ -601,6 +602,26 @@ static void tolerance_tables(FILE *f, const run_state *s)
     }
 }
 
+/* The export's height files. The 16-bit PNGs hold the exact heights (one
+ * count per png_scale_mm): a viewer shows them nearly black, so each is
+ * listed with the viewable preview beside it. */
+static void height_files(FILE *f, const run_state *s)
+{
+    fputs("<p>The printed heights, per layer, in <code>export/</code> (all described in <a "
+          "href=\"export/export.json\">export/export.json</a>): <code>.npy</code> is float32 "
+          "mm; the 16-bit PNG stores them exactly in counts of <code>png_scale_mm</code>, for "
+          "programs, and looks black "
+          "in an image viewer, so look at the preview beside it.</p>\n<table><tr><th>layer"
+          "</th><th>heights (mm, float32)</th><th>exact 16-bit PNG</th><th>preview to look "
+          "at</th></tr>\n", f);
+    for (int k = 1; k <= s->ex.layers; k++)
+        fprintf(f, "<tr><td>%d</td><td><a href=\"export/layer%d_height.npy\">"
+                "layer%d_height.npy</a></td><td><a href=\"export/layer%d_height.png\">"
+                "layer%d_height.png</a></td><td><a href=\"export/layer%d_preview.png\">"
+                "layer%d_preview.png</a></td></tr>\n", k, k, k, k, k, k, k);
+    fputs("</table>\n", f);
+}
+
 static int figures(FILE *f, const run_state *s, const char *group, d2_err *e)
 {
     int any = 0, rc;
@@ -610,10 +631,14 @@ static int figures(FILE *f, const run_state *s, const char *group, d2_err *e)
         if (!any) fputs("<div class=\"figs\">\n", f);
         any = 1;
         fprintf(f, "<figure class=\"%s\">",
-                !strcmp(group, "detector")    ? "wide"
+                !strcmp(group, "detector") || !strcmp(group, "relief") ? "wide"
                 : !strcmp(group, "tolerance") ? "plot"
                 : !strcmp(group, "mask")      ? "mask"
                                               : "map");
+        if (!strcmp(group, "mask"))
+            fputs("<div class=\"panels\"><span>test digit (grey)</span><span>binarised"
+                  "</span><span>printable stencil: white open, blue island, red bridge"
+                  "</span></div>", f);
         if ((rc = embed_png(f, s, p->file, p->caption, e))) return rc;
         fputs("<figcaption>", f);
         esc(f, p->caption);
@@ -629,11 +654,13 @@ static const char *css =
     "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .5em;"
     "text-align:left;vertical-align:top;font-size:.92em}th{background:#f3f3f3}"
     ".figs{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0;width:300px}"
-    "figure img{width:100%;image-rendering:pixelated;border:1px solid #ddd}"
+    "figure img{width:100%;height:auto;border:1px solid #ddd}"
     "figure.wide{width:100%}figure.plot{width:760px}figure.svg{width:auto}"
-    "figure.mask{width:420px}"
+    "figure.mask{width:520px}figure.map{width:520px}"
+    ".panels{display:flex;font-size:.8em;color:#333}.panels span{flex:1;text-align:center}"
     "figcaption{font-size:.85em;color:#555}"
     ".done{color:#1a7f37}.skipped,.failed{color:#b35900}.warn{color:#b35900}"
+    "tr.dominant td{background:#fff3d6}"
     "code{background:#f3f3f3;padding:0 .2em}";
 
 static int write_html(const run_state *s, const char *path, d2_err *e)
@@ -678,6 +705,9 @@ static int write_html(const run_state *s, const char *path, d2_err *e)
     fputs("<h2>Accuracy before and after fabrication</h2>\n", f);
     accuracy_table(f, s);
 
+    fputs("<h2>Power budget</h2>\n", f);
+    run_html_power(f, s);
+
     fputs("<h2>The stack</h2>\n", f);
     stack_svg(f, s);
     fputs("<p>Light travels left to right. Every part's flat datum face faces the source; "
@@ -701,14 +731,15 @@ static int write_html(const run_state *s, const char *path, d2_err *e)
         fputs("<h2>Layers: phase and height</h2>\n", f);
         export_table(f, s);
         if ((rc = figures(f, s, "phase", e)) || (rc = figures(f, s, "height", e))) goto fail;
-        fputs("<p>Height maps as <code>.npy</code> (float32 mm) and 16-bit PNG: "
-              "<a href=\"export/export.json\">export/export.json</a>.</p>\n", f);
+        if ((rc = figures(f, s, "relief", e))) goto fail;
+        height_files(f, s);
     }
 
     fputs("<h2>Detector plane</h2>\n<div class=\"figs\"><figure class=\"svg\">", f);
     detector_svg(f, g);
-    fputs("<figcaption>Detector layout, seen from the source (class numbers in the squares)"
-          "</figcaption></figure></div>\n", f);
+    fprintf(f, "<figcaption>Detector layout, seen from the source (class numbers in the "
+            "squares): %.4g&nbsp;mm plane, %.4g&nbsp;mm detectors; dashed: the input aperture"
+            "</figcaption></figure></div>\n", g->n * g->pitch_mm, g->det_size_mm);
     if ((rc = figures(f, s, "detector", e))) goto fail;
 
     fputs("<h2>Input masks</h2>\n", f);
@@ -727,6 +758,7 @@ static int write_html(const run_state *s, const char *path, d2_err *e)
         esc(f, s->res->note[4]);
         fputs("</p>\n", f);
     } else {
+        run_html_perturbations(f, s);
         tolerance_tables(f, s);
     }
     if ((rc = figures(f, s, "tolerance", e))) goto fail;

@@ -282,20 +282,12 @@ static int stage_model(run_state *s, d2_err *e)
     size_t cnt = (size_t)g->n * (size_t)g->n;
     float *w = d2_malloc(cnt * sizeof *w, "phase preview", e);
     if (!w) return D2_EIO;
-    char rel[96], path[RUN_PATH_MAX + 128], cap[160];
     for (int k = 0; k < g->layers && !rc; k++) {
         for (size_t i = 0; i < cnt; i++) {
             double v = fmod((double)m->phase[k][i], TWO_PI);
             w[i] = (float)(v < 0 ? v + TWO_PI : v);
         }
-        snprintf(rel, sizeof rel, "previews/layer%d_phase.png", k + 1);
-        if (!(rc = out_path(s, rel, path, sizeof path, e)) &&
-            !(rc = img_write_colormap(path, g->n, g->n, w, 0.0f, (float)TWO_PI, CMAP_TWILIGHT,
-                                      preview_scale(g->n), e))) {
-            snprintf(cap, sizeof cap, "Layer %d phase, 0 to 2 pi (cyclic colours), as trained",
-                     k + 1);
-            run_add_preview(s, "phase", rel, cap);
-        }
+        rc = run_fig_phase(s, k, w, e);
     }
     free(w);
     if (rc) return rc;
@@ -314,32 +306,6 @@ static int stage_model(run_state *s, d2_err *e)
 /* ------------------------------------------------------------------------
  * Stage 2: export, and the accuracy of what will be printed
  * ---------------------------------------------------------------------- */
-
-/* The detector plate seen from the source: its windows, one per class. */
-static int detector_layout_png(run_state *s, const d2_geom *g, d2_err *e)
-{
-    size_t cnt = (size_t)g->n * (size_t)g->n;
-    char path[RUN_PATH_MAX + 64];
-    float *v = d2_malloc(cnt * sizeof *v, "detector layout", e);
-    if (!v) return D2_EIO;
-    for (size_t i = 0; i < cnt; i++) v[i] = 0.15f;
-    for (int k = 0; k < g->ndet; k++) {
-        int r0, r1, c0, c1;
-        geom_det_rect(g, k, &r0, &r1, &c0, &c1);
-        for (int r = r0; r < r1; r++)
-            for (int c = c0; c < c1; c++) v[(size_t)r * g->n + c] = 1.0f;
-    }
-    int rc = out_path(s, "previews/detector_layout.png", path, sizeof path, e);
-    if (!rc)
-        rc = img_write_colormap(path, g->n, g->n, v, 0.0f, 1.0f, CMAP_GRAY, preview_scale(g->n),
-                                e);
-    free(v);
-    if (!rc)
-        run_add_preview(s, "detector", "previews/detector_layout.png",
-                        "Detector plate seen from the source: the 10 windows (white) cut "
-                        "through it; classes as in the layout drawing");
-    return rc;
-}
 
 static int stage_export(run_state *s, d2_err *e)
 {
@@ -360,7 +326,7 @@ static int stage_export(run_state *s, d2_err *e)
     xo.force = c->force;
 
     cJSON *sections = NULL;
-    char dir[RUN_PATH_MAX + 64], path[RUN_PATH_MAX + 128], rel[96], cap[160];
+    char dir[RUN_PATH_MAX + 64], path[RUN_PATH_MAX + 128];
     int rc;
     export_source src = {&s->model, NULL, "model", c->model_dir};
     if (c->model_dir[0]) {
@@ -379,32 +345,18 @@ static int stage_export(run_state *s, d2_err *e)
     for (int i = 0; i < s->ex.nwarn; i++) run_warn(s, "export: %s", s->ex.warn[i]);
     if (rc) goto done;
 
-    for (int k = 0; k < s->ex.layers; k++) {
-        char from[RUN_PATH_MAX + 128];
-        snprintf(rel, sizeof rel, "layer%d_preview.png", k + 1);
-        if ((rc = d2_path_join(from, sizeof from, dir, rel, e))) goto done;
-        snprintf(rel, sizeof rel, "previews/layer%d_height.png", k + 1);
-        if ((rc = out_path(s, rel, path, sizeof path, e)) || (rc = copy_file(from, path, e)))
-            goto done;
-        snprintf(cap, sizeof cap, "Layer %d height, %.3f (dark) to %.3f mm (bright)", k + 1,
-                 s->ex.p.base_mm, s->ex.p.base_mm + s->ex.period_mm);
-        run_add_preview(s, "height", rel, cap);
-    }
-
     /* The accuracy of exactly what will be printed: heights back to phase
      * and absorption at the source frequency. */
     if ((rc = export_load_as_model(dir, &s->printed, e))) goto done;
     s->have_printed = 1;
-    snprintf(rel, sizeof rel, "previews/detector_plane.png");
-    if (!(rc = out_path(s, rel, path, sizeof path, e)))
-        rc = eval_model(&s->printed, s->o->data_dir, c->test_limit, s->o->threads, path,
-                        s->o->progress, &s->ev_export, e);
-    if (rc) goto done;
+    if ((rc = eval_model(&s->printed, s->o->data_dir, c->test_limit, s->o->threads, NULL,
+                         s->o->progress, &s->ev_export, e)))
+        goto done;
     s->have_ev_export = 1;
-    if ((rc = detector_layout_png(s, &s->printed.g, e))) goto done;
-    run_add_preview(s, "detector", rel,
-                    "Intensity on the detector plane for the first test images, as printed "
-                    "(detector squares outlined)");
+    /* The figures of what will be printed: heights, one plate in 3-D, the
+     * output of a few digits. */
+    for (int k = 0; k < s->ex.layers && !rc; k++) rc = run_fig_height(s, k, e);
+    if (rc || (rc = run_fig_relief(s, 0, e)) || (rc = run_fig_output(s, e))) goto done;
     double lo = INFINITY, hi = 0;
     for (int k = 0; k < s->ex.layers; k++) {
         lo = fmin(lo, s->ex.layer[k].min_mm);
@@ -806,6 +758,7 @@ static void tol_summary(run_state *s, const tol_report *rep)
         t->inv[t->ninv].max_tested = v->max_tested;
         t->ninv++;
     }
+    run_tol_perturbations(t, r);
 }
 
 static cJSON *tol_summary_json(const run_tol *t)
@@ -828,6 +781,9 @@ static cJSON *tol_summary_json(const run_tol *t)
         double ci[2] = {t->yield_lo, t->yield_hi};
         cJSON_AddItemToObject(o, "yield_interval", cJSON_CreateDoubleArray(ci, 2));
     }
+    cJSON_AddItemToObject(o, "perturbations", run_perturbations_json(t));
+    if (t->dominant >= 0) cJSON_AddStringToObject(o, "dominant", t->pert[t->dominant].key);
+    else cJSON_AddNullToObject(o, "dominant");
     cJSON_AddNumberToObject(o, "seconds", t->seconds);
     cJSON_AddNumberToObject(o, "inferences", (double)t->inferences);
     return o;
@@ -842,6 +798,9 @@ static int stage_tolerance(run_state *s, d2_err *e)
     char exp[RUN_PATH_MAX + 64], dir[RUN_PATH_MAX + 64], path[RUN_PATH_MAX + 128];
     int rc;
     tol_config_default(&tc);
+    /* The cheap sensitivity table unless the config asks otherwise: it says
+     * which perturbation dominates. */
+    tc.sensitivity = TOL_SENS_KINDS;
     if ((rc = tol_config_read(c->path, c->tolerance, &tc, e))) return rc;
     tc.stencil_fn = mask_stencil_u8;
     if ((rc = out_path(s, "export", exp, sizeof exp, e)) ||

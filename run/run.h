@@ -69,6 +69,10 @@ typedef struct run_config {
     /* Accuracy: the first test_limit test images (0 = all 10000). */
     int test_limit;
 
+    /* The power budget: the source power reaching the input plane, mW
+     * ("source_power_mw", default 1). */
+    double source_power_mw;
+
     /* Input masks: the first mask_count test images of each listed digit,
      * or the listed test-set indices; none when both lists are empty. */
     int mask_ndigits;

@@ -42,6 +42,14 @@ typedef struct run_mask {
 
 /* The tolerance study in brief, for the report. */
 #define RUN_TOL_ROWS 10
+#define RUN_TOL_KINDS 16
+/* One configured perturbation, as the report's table shows it. */
+typedef struct run_tol_pert {
+    char what[64], key[32];          /* plain words; the report key ("lateral") */
+    char limit[128];                 /* "±0.1 mm" (UTF-8) */
+    char dist[192];                  /* how a trial draws it */
+    double change;                   /* alone, worst accuracy change; NAN: not evaluated */
+} run_tol_pert;
 typedef struct run_tol {
     int images, trials;
     double nominal;                  /* accuracy without perturbation */
@@ -53,9 +61,25 @@ typedef struct run_tol {
     struct { char what[96]; double magnitude, change; } sens[RUN_TOL_ROWS];
     int ninv;                        /* inverse tolerances */
     struct { char what[48]; double ref, at1, at5, max_tested; } inv[RUN_TOL_ROWS];
+    int npert, dominant;             /* dominant: index in pert, -1 none */
+    int sens_kinds;                  /* the sensitivity rows are per kind */
+    run_tol_pert pert[RUN_TOL_KINDS];
     double seconds;
     long inferences;
 } run_tol;
+
+/* The power budget of the stack as printed. */
+typedef struct run_power {
+    int ok;                          /* 0: not evaluated */
+    double source_mw;                /* through the input digit */
+    double eff_design, eff_printed;  /* detectors / input power (design NAN: unknown) */
+    double out_printed;              /* output plane / input power */
+    double transmission, fresnel_r;  /* stack power transmission; R per surface */
+    int ndet;
+    double det_total_w, det_each_w;  /* on all detectors; mean per detector */
+    double nep_needed;               /* W/sqrt(Hz) for SNR 10 in 1 Hz */
+    int low;                         /* under 1 % reaches the detectors */
+} run_power;
 
 /* Everything the stages produced, for the report. */
 typedef struct run_state {
@@ -103,6 +127,25 @@ int run_tolerance_check(const char *file, const cJSON *section, d2_err *e);
 /* Writes OUT/report.json, OUT/report.html and OUT/PRINTING.txt (atomically,
  * report.html last). Returns 0 or D2_EIO. */
 int run_write_reports(run_state *s, d2_err *e);
+
+/* Report sections (sections.c). run_tol_perturbations fills t's table
+ * from the study's result r (a const tol_result *, void here to keep the
+ * tolerance header out). */
+void run_tol_perturbations(run_tol *t, const void *r);
+void run_html_perturbations(FILE *f, const run_state *s);
+cJSON *run_perturbations_json(const run_tol *t);
+int run_power_budget(const run_state *s, run_power *p);
+void run_html_power(FILE *f, const run_state *s);
+cJSON *run_power_json(const run_state *s);
+
+/* The figures (previews.c), each added with run_add_preview: layer k's
+ * phase (wrapped, n x n), its printed height and 3-D relief (from the
+ * export folder), the output intensity of the first test digits. Return 0
+ * or the failing call's code. */
+int run_fig_phase(run_state *s, int k, const float *wrapped, d2_err *e);
+int run_fig_height(run_state *s, int k, d2_err *e);
+int run_fig_relief(run_state *s, int k, d2_err *e);
+int run_fig_output(run_state *s, d2_err *e);
 
 /* Standard base64 of n bytes, NUL-terminated; caller frees. NULL when out of
  * memory. */

@@ -18,6 +18,7 @@
 #include "core/fileio.h"
 #include "core/idx.h"
 #include "core/npy.h"
+#include "core/image.h"
 #include "export/export.h"
 #include "run/run.h"
 #include "run/run_int.h"
@@ -212,6 +213,10 @@ TEST(config_errors_name_the_key_the_value_and_what_is_allowed)
     CHECK_ERR(parse_cfg("{\"phases\": {\"files\": [\"m2/model.json\"], \"pitch_mm\": 0.4, "
                         "\"frequency_thz\": 0.4, \"illumination\": {\"type\": \"point\"}}}",
                         &c, &e), e, D2_EINPUT, "phases.illumination.distance_mm");
+    CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"source_power_mw\": 0}", &c, &e), e, D2_EINPUT,
+              "source_power_mw");
+    CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"tolerance\": {\"sensitivity\": \"some\"}}", &c, &e),
+              e, D2_EINPUT, "\"kinds\"");
     CHECK_ERR(parse_cfg("[1]", &c, &e), e, D2_EINPUT, "expected a JSON object");
 }
 
@@ -323,6 +328,103 @@ static int validators_accept(const char *stl)
     ok = ok && file_has(log, "manifold = yes");
     if (!ok) printf("  %s fails the mesh validators\n", stl);
     return ok;
+}
+
+/* ---- the page in a browser ------------------------------------------------ */
+
+/* 1 when a headless Chromium is on PATH. */
+static int have_chromium(void)
+{
+    return system("command -v chromium > /dev/null 2>&1") == 0;
+}
+
+/* Opens a copy of the page html_path with a script that, after the load,
+ * counts the images and those that did not decode (naturalWidth 0) in
+ * headless Chromium (--dump-dom). Returns 0 and sets *nimg and *broken, or
+ * -1 when the browser gave no answer. */
+static int browser_images(const char *html_path, int *nimg, int *broken)
+{
+    static const char script[] =
+        "<script>window.addEventListener('load',function(){var n=0,b=0;"
+        "for(var i of document.images){n++;if(!(i.complete&&i.naturalWidth>0))b++;}"
+        "document.body.setAttribute('data-imgcheck','images '+n+' broken '+b+' end');});"
+        "</script></body>";
+    char *html = NULL, copy[PATH_MAX + 32], dom[PATH_MAX + 32], cmd[4 * PATH_MAX];
+    d2_err e = {0};
+    if (d2_read_file(html_path, 1 << 28, &html, NULL, &e)) return -1;
+    char *end = strstr(html, "</body>");
+    snprintf(copy, sizeof copy, "%s.check.html", html_path);
+    snprintf(dom, sizeof dom, "%s.dom.txt", html_path);
+    FILE *f = fopen(copy, "w");
+    if (!f || !end) {
+        if (f) fclose(f);
+        free(html);
+        return -1;
+    }
+    fwrite(html, 1, (size_t)(end - html), f);
+    fputs(script, f);
+    fputs(end + 7, f);
+    fclose(f);
+    free(html);
+    snprintf(cmd, sizeof cmd, "timeout 60 chromium --headless --no-sandbox --disable-gpu "
+             "--virtual-time-budget=10000 --dump-dom 'file://%s' > '%s' 2>/dev/null", copy, dom);
+    if (system(cmd) != 0) return -1;
+    char *out = NULL;
+    if (d2_read_file(dom, 1 << 28, &out, NULL, &e)) return -1;
+    const char *p = strstr(out, "data-imgcheck=\"images ");
+    int ok = p && sscanf(p, "data-imgcheck=\"images %d broken %d end", nimg, broken) == 2;
+    free(out);
+    unlink(copy);
+    unlink(dom);
+    return ok ? 0 : -1;
+}
+
+/* A screenshot of the page, 1200 px wide: its width, or 0. */
+static int browser_screenshot(const char *html_path, const char *png)
+{
+    char cmd[4 * PATH_MAX];
+    snprintf(cmd, sizeof cmd, "timeout 60 chromium --headless --no-sandbox --disable-gpu "
+             "--hide-scrollbars --window-size=1200,9000 --screenshot='%s' 'file://%s' "
+             "> /dev/null 2>&1", png, html_path);
+    if (system(cmd) != 0) return 0;
+    int w = 0, h = 0;
+    float *px = NULL;
+    d2_err e = {0};
+    if (img_read_gray(png, &w, &h, &px, &e)) return 0;
+    /* Not blank: some pixel differs from the first. */
+    int varied = 0;
+    for (long i = 1; i < (long)w * h && !varied; i++) varied = px[i] != px[0];
+    free(px);
+    return varied ? w : 0;
+}
+
+/* PNG bit depth from the IHDR chunk, or 0. */
+static int png_bit_depth(const char *path, int *width)
+{
+    unsigned char b[26];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    if (n < 26 || memcmp(b + 12, "IHDR", 4)) return 0;
+    *width = b[16] << 24 | b[17] << 16 | b[18] << 8 | b[19];
+    return b[24];
+}
+
+TEST(the_page_check_finds_a_broken_image)
+{
+    if (!have_chromium()) {
+        printf("  skipped: chromium is not installed (scripts/install-deps installs it)\n");
+        return;
+    }
+    const char *page = t_path("broken.html");
+    /* One good 1 x 1 PNG and one that does not decode. */
+    t_write_text(page, "<!DOCTYPE html><html><body><img src=\"data:image/png;base64,"
+                 "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6k"
+                 "gAAAABJRU5ErkJggg==\"><img src=\"data:image/png;base64,AAAA\"></body></html>");
+    int n = -1, broken = -1;
+    CHECK(browser_images(page, &n, &broken) == 0);
+    CHECK(n == 2 && broken == 1);
 }
 
 TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
@@ -466,6 +568,74 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     CHECK(file_has(path, "(the nominal accuracy less 1 point)"));
     snprintf(path, sizeof path, "%s/tolerance/yield.png", pkg);
     CHECK(t_exists(path));
+
+    /* What the study simulated: the one perturbation with its limit and
+     * distribution, and what it costs alone (the run's per-kind table). */
+    const cJSON *pt = cJSON_GetObjectItem(tj, "perturbations");
+    CHECK(cJSON_GetArraySize(pt) == 1);
+    const cJSON *p0 = cJSON_GetArrayItem(pt, 0);
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(p0, "perturbation")) ?: "",
+                  "lateral"));
+    CHECK(strstr(cJSON_GetStringValue(cJSON_GetObjectItem(p0, "limit")) ?: "", "0.1 mm"));
+    CHECK(strstr(cJSON_GetStringValue(cJSON_GetObjectItem(p0, "distribution")) ?: "",
+                 "uniform in [-D, +D]"));
+    const cJSON *alone = cJSON_GetObjectItem(p0, "alone_change_points");
+    CHECK(cJSON_IsNumber(alone));
+    const cJSON *dom = cJSON_GetObjectItem(tj, "dominant");
+    if (cJSON_IsNumber(alone) && alone->valuedouble < 0)
+        CHECK(!strcmp(cJSON_GetStringValue(dom) ?: "", "lateral"));
+    else
+        CHECK(cJSON_IsNull(dom));
+    snprintf(path, sizeof path, "%s/report.html", pkg);
+    CHECK(file_has(path, "What the study simulated"));
+    CHECK(file_has(path, "lateral shift of each layer (x and y)"));
+    cJSON *tr = NULL;
+    snprintf(path, sizeof path, "%s/tolerance/report.json", pkg);
+    CHECK(cfg_load(path, &tr, &e) == 0);
+    const cJSON *sens = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(tr, "models"),
+                                                               0), "sensitivity");
+    CHECK(cJSON_GetArraySize(sens) == 1);
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetArrayItem(sens, 0), "layer")));
+    cJSON_Delete(tr);
+
+    /* The power budget: 1 mW by default, times the printed efficiency. */
+    const cJSON *pb = cJSON_GetObjectItem(rep, "power_budget");
+    CHECK(json_num(rep, "power_budget", "source_power_mw", NULL) == 1);
+    CHECK_NEAR(json_num(rep, "power_budget", "detector_efficiency_printed", NULL), ex.efficiency,
+               1e-6 * ex.efficiency);
+    CHECK_NEAR(json_num(rep, "power_budget", "detectors_total_w", NULL), 1e-3 * ex.efficiency,
+               1e-6 * 1e-3 * ex.efficiency);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(pb, "low")) == (ex.efficiency < 0.01));
+    snprintf(path, sizeof path, "%s/report.html", pkg);
+    CHECK(file_has(path, "<h2>Power budget</h2>"));
+    CHECK(file_has(path, "detector NEP needed"));
+
+    /* Every preview is an 8-bit figure with room for axes and a colour bar;
+     * one plate is shown in 3-D. */
+    int relief = 0, npv = 0;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItem(rep, "previews")) {
+        const char *f = cJSON_GetStringValue(cJSON_GetObjectItem(p, "file"));
+        const char *g = cJSON_GetStringValue(cJSON_GetObjectItem(p, "group"));
+        int w = 0;
+        snprintf(path, sizeof path, "%s/%s", pkg, f ? f : "?");
+        CHECK(png_bit_depth(path, &w) == 8);
+        if (g && strcmp(g, "mask")) CHECK(w >= 500);
+        relief += g && !strcmp(g, "relief");
+        npv++;
+    }
+    CHECK(relief == 1);
+
+    /* The page in a browser: every image decodes; a screenshot is not blank. */
+    snprintf(path, sizeof path, "%s/report.html", pkg);
+    if (have_chromium()) {
+        int n = -1, broken = -1;
+        CHECK(browser_images(path, &n, &broken) == 0);
+        CHECK(n == npv && broken == 0);
+        const char *shot = getenv("D2FAB_REPORT_SCREENSHOT");
+        CHECK(browser_screenshot(path, shot ? shot : t_path("report.png")) == 1200);
+    } else {
+        printf("  browser check skipped: chromium is not installed (scripts/install-deps)\n");
+    }
     cJSON_Delete(rep);
 }
 
@@ -752,6 +922,7 @@ int main(void)
     RUN(config_paths_are_relative_to_the_config_folder_and_defaults_fill_the_rest);
     RUN(config_errors_name_the_key_the_value_and_what_is_allowed);
     RUN(shipped_sample_config_is_valid);
+    RUN(the_page_check_finds_a_broken_image);
     RUN(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate);
     RUN(every_shipped_printer_and_material_runs_and_its_parts_validate);
     RUN(a_failing_stage_is_named_and_leaves_no_report_behind);

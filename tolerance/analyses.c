@@ -165,6 +165,52 @@ static int run_sensitivity(runner *ru, d2_err *e)
     return 0;
 }
 
+/* The cheap table: each kind alone with every layer and axis at +D together
+ * (the corner of its tolerance box), then at -D; fields and settings: one
+ * realisation. Two evaluations a kind instead of two per layer and axis. */
+static int run_sensitivity_kinds(runner *ru, d2_err *e)
+{
+    tol_result *res = ru->res;
+    const tol_mag *mag = &res->mag;
+    int L = res->s->m.g.layers, nrow = 0, rc;
+    if (!(res->sens = d2_calloc(TOL_NKINDS, sizeof *res->sens, "sensitivity table", e)))
+        return D2_EIO;
+    for (int k = 0; k < TOL_NKINDS; k++) {
+        int nl = tol_kinfo[k].per_layer ? L : 1;
+        double dmax = 0;
+        for (int l = 0; l < nl; l++) dmax = fmax(dmax, mag->v[k][l]);
+        if (!(dmax > 0)) continue;
+        tol_sens_row *row = &res->sens[nrow++];
+        row->kind = k;
+        row->layer = row->comp = -1;
+        row->magnitude = dmax;
+        row->acc_minus = NAN;
+        row->applicable = mag->on[k];
+        if (!row->applicable) {
+            row->acc_plus = res->nominal;
+            continue;
+        }
+        snprintf(ru->stage, sizeof ru->stage, "%s: sensitivity %s", res->s->name,
+                 tol_kinfo[k].name);
+        double worst = 1;
+        for (int sgn = 1; sgn >= (tol_kinfo[k].scalar ? -1 : 1); sgn -= 2) {
+            tol_draw d;
+            memset(&d, 0, sizeof d);
+            d.stream = SENS_STREAM;
+            for (int l = 0; l < nl; l++)
+                for (int c = 0; c < tol_kinfo[k].comps; c++)
+                    if (mag->v[k][l] > 0) d.u[k][l][c] = sgn;
+            double *acc = sgn > 0 ? &row->acc_plus : &row->acc_minus;
+            if ((rc = eval(ru, 1, &d, acc, NULL, NULL, e))) return rc;
+            worst = fmin(worst, *acc);
+        }
+        row->change = worst - res->nominal;
+    }
+    res->nsens = nrow;
+    qsort(res->sens, (size_t)nrow, sizeof *res->sens, cmp_sens);
+    return 0;
+}
+
 /* Largest sensible magnitude of a kind (internal unit) for the inverse
  * search: beyond it the perturbation stops meaning anything physical. */
 static double kind_cap(const tol_result *res, int k)
@@ -444,7 +490,10 @@ int tol_run(const tol_config *c, const tol_stack *stacks, int n, const d2_datase
         res->det_mean = sum / (double)nv;
         res->spec = c->spec >= 0 ? c->spec : res->nominal - 0.01;
         res->spec_from_nominal = c->spec < 0;
-        if (c->sensitivity && (rc = run_sensitivity(&ru, e))) goto done;
+        if (c->sensitivity &&
+            (rc = c->sensitivity == TOL_SENS_KINDS ? run_sensitivity_kinds(&ru, e)
+                                                   : run_sensitivity(&ru, e)))
+            goto done;
         if (c->inverse && (rc = run_inverse(&ru, e))) goto done;
         for (int s = 0; s < c->nscales; s++) {
             res->nmc = s + 1;

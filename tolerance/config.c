@@ -163,6 +163,7 @@ static int read_settings(const char *path, const cJSON *root, tol_config *c, d2_
     cfg_ctx top = {path, ""};
     int rc;
     long iv;
+    int iv2;
     double v;
     if ((rc = cfg_int(&top, root, "seed", 0, (long)c->seed, 0, 0x7fffffffL, &iv, e))) return rc;
     c->seed = (uint64_t)iv;
@@ -178,8 +179,19 @@ static int read_settings(const char *path, const cJSON *root, tol_config *c, d2_
                             CFG_LO_OPEN | CFG_HI_OPEN, &v, e)))
         return rc;
     c->confidence = v / 100;
-    if ((rc = cfg_bool(&top, root, "sensitivity", 0, c->sensitivity, &c->sensitivity, e)))
+    /* true / false, or "layers" / "kinds" (each kind on every layer at once). */
+    const cJSON *sv = cJSON_GetObjectItemCaseSensitive(root, "sensitivity");
+    if (cJSON_IsString(sv)) {
+        static const char *const modes[] = {"off", "layers", "kinds", NULL};
+        if ((rc = cfg_enum(&top, root, "sensitivity", 0, c->sensitivity, modes,
+                           &c->sensitivity, e)))
+            return rc;
+    } else if ((rc = cfg_bool(&top, root, "sensitivity", 0, c->sensitivity != TOL_SENS_OFF, &iv2,
+                              e))) {
         return rc;
+    } else if (sv) {
+        c->sensitivity = iv2 ? TOL_SENS_LAYERS : TOL_SENS_OFF;
+    }
     if ((rc = cfg_bool(&top, root, "inverse", 0, c->inverse, &c->inverse, e))) return rc;
     if ((rc = cfg_int(&top, root, "inverse_draws", 0, c->inverse_draws, 1, TOL_MAX_DRAWS, &iv, e)))
         return rc;
@@ -346,7 +358,10 @@ static double plan_evals(const tol_config *c, int layers)
         const tol_item *it = &c->item[k];
         if (!it->nval && !(k == TOL_MASK && (c->mask_png[0] || c->stencil))) continue;
         kinds++;
-        ops += (tol_kinfo[k].per_layer ? layers : 1) * tol_kinfo[k].comps * (tol_kinfo[k].scalar ? 2 : 1);
+        if (c->sensitivity == TOL_SENS_KINDS)
+            ops += tol_kinfo[k].scalar ? 2 : 1;
+        else
+            ops += (tol_kinfo[k].per_layer ? layers : 1) * tol_kinfo[k].comps * (tol_kinfo[k].scalar ? 2 : 1);
     }
     if (c->sensitivity) ev += ops;
     /* Scan (5 points, up to 5 extensions) and 2 x 4 bisection steps. */

@@ -96,7 +96,9 @@ static void add_conventions(cJSON *root)
     cJSON_AddStringToObject(cv, "magnitude", "D is the limit: uniform draws in [-D, D]; normal "
                             "draws N(0, (D/2)^2) truncated at 2 sigma = D");
     cJSON_AddStringToObject(cv, "sensitivity", "each perturbation alone at +D and -D (fields and "
-                            "settings: one realisation), per layer; change = worst accuracy - "
+                            "settings: one realisation), per layer and axis (sensitivity \"layers\") "
+                            "or per kind with every layer and axis at +D together, then -D "
+                            "(\"kinds\", layer and component null); change = worst accuracy - "
                             "nominal, sorted worst first");
     cJSON_AddStringToObject(cv, "inverse", "each perturbation on every layer at once, magnitude "
                             "D x factor; the mean accuracy over the draws at the factors 0.25, "

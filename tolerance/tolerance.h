@@ -87,6 +87,11 @@ typedef enum {
 
 enum { TOL_UNIFORM = 0, TOL_NORMAL = 1 };
 
+/* Sensitivity analyses: none; each perturbation alone per layer and axis
+ * (the optical tolerancing convention); or per kind, every layer and axis of
+ * a kind at +D together (and -D), 2 evaluations a kind: the run's default. */
+enum { TOL_SENS_OFF = 0, TOL_SENS_LAYERS = 1, TOL_SENS_KINDS = 2 };
+
 /* Name of a kind as used in report keys ("lateral", "height_error", ...). */
 const char *tol_kind_name(int kind);
 
@@ -130,7 +135,9 @@ typedef struct tol_config {
     int limit;                     /* test images, 0 = all */
     double spec;                   /* yield threshold, accuracy fraction; < 0: nominal - 1 point */
     double confidence;             /* Clopper-Pearson level, e.g. 0.95 */
-    int sensitivity, inverse;      /* run those analyses */
+    int sensitivity;               /* TOL_SENS_*: each perturbation alone, per layer and
+                                      axis, or per kind (every layer together: cheap) */
+    int inverse;                   /* run the inverse tolerances */
     int inverse_draws;             /* random draws averaged per inverse/scan point */
     int nscales;                   /* Monte-Carlo magnitude multipliers (sweep) */
     double scales[TOL_MAX_SCALES];
