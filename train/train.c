@@ -562,193 +562,254 @@ static double run_after(const d2_model *m, int epoch, int epochs, double el, lon
     return later > 0 ? later * el * (double)ntrain / (double)seen : 0;
 }
 
+/* Everything one training run holds: the data, the network and its thread
+ * pool, the Adam moments, the per-thread gradients and the scratch of the
+ * layer update. */
+typedef struct trainer {
+    d2_model *m;
+    const train_run_opts *ro;
+    d2_dataset tr, te;
+    d2_pool *pool;
+    d2_net *net;
+    int T, ntrain, jitter;
+    adam a;
+    train_job j;
+    int *order;
+    float **pgrad;
+    float complex *tbase[D2_MAX_LAYERS], *scratch, **qadj;
+    layer_pose poses[D2_MAX_LAYERS];
+    float max_phase, beta;
+    d2_rng rng;
+} trainer;
+
+static void trainer_free(trainer *x)
+{
+    int T = x->T, L = x->m->g.layers;
+    if (x->j.grad)
+        for (int k = 0; k < T; k++) {
+            if (x->j.grad[k])
+                for (int l = 0; l < L; l++) free(x->j.grad[k][l]);
+            free(x->j.grad[k]);
+        }
+    if (x->j.in)
+        for (int k = 0; k < T; k++) free(x->j.in[k]);
+    free(x->j.grad);
+    free(x->j.in);
+    free(x->j.loss);
+    free(x->j.correct);
+    for (int l = 0; l < L; l++) {
+        free(x->a.m[l]);
+        free(x->a.v[l]);
+    }
+    free(x->order);
+    for (int k = 0; x->pgrad && k < T; k++) free(x->pgrad[k]);
+    for (int k = 0; x->qadj && k < T; k++) free(x->qadj[k]);
+    free(x->pgrad);
+    free(x->scratch);
+    free(x->qadj);
+    for (int l = 0; l < L; l++) free(x->tbase[l]);
+    net_free(x->net);
+    d2_pool_free(x->pool);
+    dataset_free(&x->tr);
+    dataset_free(&x->te);
+}
+
+/* The thread pool, the network and every buffer of a run (x->tr loaded). */
+static int trainer_alloc(trainer *x, d2_err *e)
+{
+    const d2_geom *g = &x->m->g;
+    int L = g->layers;
+    size_t nn = (size_t)g->n * g->n;
+    if (!(x->pool = d2_pool_new(x->ro->threads, e))) goto fail;
+    int T = x->T = d2_pool_threads(x->pool);
+    if (!(x->net = net_new(g, T, e))) goto fail;
+    for (int l = 0; l < L; l++) {
+        x->a.m[l] = d2_calloc(nn, sizeof(float), "Adam state", e);
+        x->a.v[l] = d2_calloc(nn, sizeof(float), "Adam state", e);
+        if (!x->a.m[l] || !x->a.v[l]) goto fail;
+    }
+    train_job *j = &x->j;
+    j->grad = d2_calloc((size_t)T, sizeof *j->grad, "gradients", e);
+    j->in = d2_calloc((size_t)T, sizeof *j->in, "inputs", e);
+    j->loss = d2_calloc((size_t)T, sizeof *j->loss, "losses", e);
+    j->correct = d2_calloc((size_t)T, sizeof *j->correct, "counts", e);
+    if (!j->grad || !j->in || !j->loss || !j->correct) goto fail;
+    for (int k = 0; k < T; k++) {
+        j->grad[k] = d2_calloc((size_t)L, sizeof(float complex *), "gradients", e);
+        j->in[k] = d2_malloc(sizeof(float) * nn, "input plane", e);
+        if (!j->grad[k] || !j->in[k]) goto fail;
+        for (int l = 0; l < L; l++)
+            if (!(j->grad[k][l] = d2_calloc(nn, sizeof(float complex), "gradients", e))) goto fail;
+    }
+    const d2_train_opts *t = &x->m->t;
+    x->ntrain = t->train_limit > 0 && t->train_limit < x->tr.count ? t->train_limit : x->tr.count;
+    if (!(x->order = d2_malloc(sizeof(int) * x->ntrain, "sample order", e))) goto fail;
+    if (!(x->pgrad = d2_calloc((size_t)T, sizeof *x->pgrad, "phase gradients", e))) goto fail;
+    if (!(x->qadj = d2_calloc((size_t)T, sizeof *x->qadj, "transmission gradients", e)))
+        goto fail;
+    for (int k = 0; k < T; k++) {
+        if (!(x->pgrad[k] = d2_malloc(sizeof(float) * nn, "phase gradient", e))) goto fail;
+        if (!(x->qadj[k] = d2_malloc(sizeof(float complex) * nn, "transmission gradient", e)))
+            goto fail;
+    }
+    if (!(x->scratch = d2_malloc(sizeof(float complex) * nn, "transmission", e))) goto fail;
+    for (int l = 0; l < L; l++)
+        if (!(x->tbase[l] = d2_malloc(sizeof(float complex) * nn, "transmission", e))) goto fail;
+    x->jitter = t->jitter_xy_mm > 0 || t->jitter_z_mm > 0 || t->jitter_rot_deg > 0;
+    x->max_phase = (float)geom_max_phase(g);
+    x->beta = net_phase_beta(g);
+    j->net = x->net;
+    j->ds = &x->tr;
+    j->model = x->m;
+    j->threads = T;
+    return 0;
+fail:
+    return e->code ? e->code : D2_EIO;
+}
+
+/* What one epoch's training pass measured. */
+typedef struct epoch_stats {
+    double lr, loss;   /* learning rate; summed loss */
+    long correct, seen;
+    double train_s;
+} epoch_stats;
+
+/* One pass over the shuffled training set, a batch at a time. */
+static void train_epoch(trainer *x, int epoch, epoch_stats *st)
+{
+    d2_model *m = x->m;
+    const d2_train_opts *t = &m->t;
+    const d2_geom *g = &m->g;
+    train_job *j = &x->j;
+    int L = g->layers, T = x->T, ntrain = x->ntrain;
+    double t0 = d2_now();
+    memset(st, 0, sizeof *st);
+    st->lr = t->lr * pow(t->lr_decay, epoch);
+    for (int i = 0; i < ntrain; i++) x->order[i] = i;
+    d2_rng_shuffle(&x->rng, x->order, ntrain);
+    char label[32], extra[96] = "";
+    snprintf(label, sizeof label, "epoch %d/%d", epoch + 1, t->epochs);
+    d2_progress pr;
+    d2_progress_start(&pr, x->ro->progress, label);
+    for (int b0 = 0; b0 < ntrain; b0 += t->batch) {
+        j->idx = x->order + b0;
+        j->bsz = ntrain - b0 < t->batch ? ntrain - b0 : t->batch;
+        /* Misalignment-resilient training draws new layer poses for every
+         * batch (Mengu et al. 2020). */
+        if (x->jitter)
+            for (int l = 0; l < L; l++)
+                perturb_draw_uniform(&x->rng, t->jitter_xy_mm, t->jitter_z_mm, t->jitter_rot_deg,
+                                     &x->poses[l]);
+        load_layers(x->net, x->pool, m, x->jitter ? x->poses : NULL, x->tbase, x->scratch);
+        d2_pool_run(x->pool, train_part, j, T);
+        x->a.step++;
+        double bc1 = 1 - pow(ADAM_B1, (double)x->a.step), bc2 = 1 - pow(ADAM_B2, (double)x->a.step);
+        upd_job uj = {m, &x->a, j, T, g->n, g->pitch_mm, x->jitter, x->poses, x->tbase, x->beta,
+                      1.0f / j->bsz, (float)(st->lr / bc1), (float)(1.0 / bc2), x->max_phase,
+                      x->pgrad, x->qadj};
+        d2_pool_run(x->pool, update_layer, &uj, L);
+        for (int k = 0; k < T; k++) {
+            st->loss += j->loss[k];
+            st->correct += j->correct[k];
+        }
+        st->seen += j->bsz;
+        snprintf(extra, sizeof extra, "loss %.4f acc %.2f%%", st->loss / st->seen,
+                 100.0 * st->correct / st->seen);
+        d2_progress_after(&pr, run_after(m, epoch, t->epochs, d2_now() - t0, st->seen, ntrain));
+        d2_progress_update(&pr, st->seen, ntrain, extra);
+    }
+    st->train_s = d2_now() - t0;
+    d2_progress_end(&pr, extra);
+}
+
+/* The epoch in the model's history, and its line on the progress stream. */
+static void epoch_record(trainer *x, int epoch, const epoch_stats *st, const eval_result *r,
+                         double secs)
+{
+    d2_model *m = x->m;
+    m->train_seconds += secs;
+    m->test_accuracy = r->accuracy;
+    cJSON *h = cJSON_CreateObject();
+    cJSON_AddNumberToObject(h, "epoch", epoch + 1);
+    cJSON_AddNumberToObject(h, "learning_rate", st->lr);
+    cJSON_AddNumberToObject(h, "train_loss", st->loss / st->seen);
+    cJSON_AddNumberToObject(h, "train_accuracy", (double)st->correct / st->seen);
+    cJSON_AddNumberToObject(h, "test_accuracy", r->accuracy);
+    cJSON_AddNumberToObject(h, "test_images", r->count);
+    cJSON_AddNumberToObject(h, "detector_efficiency", r->efficiency);
+    cJSON_AddNumberToObject(h, "seconds", secs);
+    cJSON_AddNumberToObject(h, "train_samples_per_s", st->seen / st->train_s);
+    cJSON_AddNumberToObject(h, "threads", x->T);
+    cJSON_AddItemToArray(m->history, h);
+    if (x->ro->progress)
+        fprintf(x->ro->progress,
+                "epoch %d: train loss %.4f, train accuracy %.2f%%, test accuracy %.2f%% (%d "
+                "images), %.0f samples/s\n",
+                epoch + 1, st->loss / st->seen, 100.0 * st->correct / st->seen,
+                100 * r->accuracy, r->count, st->seen / st->train_s);
+}
+
+/* Refused before anything is loaded or allocated: the memory the network
+ * needs, and room for the model and, at the moment a new checkpoint is
+ * complete and the previous one not yet removed, two checkpoints (each the
+ * model plus Adam moments and unwrapped phases). */
+static int train_check_room(const d2_model *m, const char *out_dir, const train_run_opts *ro,
+                            d2_err *e)
+{
+    const d2_geom *g = &m->g;
+    int n = g->n, L = g->layers, rc;
+    if ((rc = geom_check_memory(g, ro->threads > 0 ? ro->threads : d2_cpu_count(), e))) return rc;
+    double nnd = (double)n * n, ps = n < 256 ? 2 : 1;
+    double model_b = L * (128 + 4 * nnd + 1.01 * (3 * nnd * ps * ps + n * ps)) + 65536;
+    return d2_check_space(out_dir, 3 * model_b + 2 * 3 * (128 + 4 * nnd * L),
+                          "training (the model and two checkpoints)", e);
+}
+
 int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_err *e)
 {
     const d2_train_opts *t = &m->t;
-    const d2_geom *g = &m->g;
-    int n = g->n, L = g->layers, rc = 0, T = 0;
-    size_t nn = (size_t)n * n;
-    d2_dataset tr = {0}, te = {0};
-    d2_pool *pool = NULL;
-    d2_net *net = NULL;
-    adam a = {0};
-    train_job j = {0};
-    int *order = NULL;
-    float **pgrad = NULL;
-    float complex *tbase[D2_MAX_LAYERS] = {0}, *scratch = NULL, **qadj = NULL;
-    layer_pose poses[D2_MAX_LAYERS] = {{0}};
-    d2_rng rng;
-    int first_epoch = 0;
-
-    /* Refused before anything is loaded or allocated. */
-    if ((rc = geom_check_memory(g, ro->threads > 0 ? ro->threads : d2_cpu_count(), e))) return rc;
-    /* Room for the model and, at the moment a new checkpoint is complete and
-     * the previous one not yet removed, two checkpoints (each the model plus
-     * Adam moments and unwrapped phases). */
-    double nnd = (double)nn, ps = n < 256 ? 2 : 1;
-    double model_b = L * (128 + 4 * nnd + 1.01 * (3 * nnd * ps * ps + n * ps)) + 65536;
-    if ((rc = d2_check_space(out_dir, 3 * model_b + 2 * 3 * (128 + 4 * nnd * L),
-                             "training (the model and two checkpoints)", e)))
-        return rc;
-    if ((rc = dataset_open(ro->data_dir, t->dataset, &t->data, 0, &tr, e))) return rc;
-    if ((rc = dataset_open(ro->data_dir, t->dataset, &t->data, 1, &te, e))) goto done;
-    if (te.rows != tr.rows || te.cols != tr.cols) {
+    trainer x;
+    memset(&x, 0, sizeof x);
+    x.m = m;
+    x.ro = ro;
+    int rc, first_epoch = 0;
+    if ((rc = train_check_room(m, out_dir, ro, e))) return rc;
+    if ((rc = dataset_open(ro->data_dir, t->dataset, &t->data, 0, &x.tr, e))) return rc;
+    if ((rc = dataset_open(ro->data_dir, t->dataset, &t->data, 1, &x.te, e))) goto done;
+    if (x.te.rows != x.tr.rows || x.te.cols != x.tr.cols) {
         rc = d2_fail(e, D2_EINPUT, "data set \"%s\": test images are %d x %d but training images "
-                     "%d x %d; expected the same size", t->dataset, te.cols, te.rows, tr.cols,
-                     tr.rows);
+                     "%d x %d; expected the same size", t->dataset, x.te.cols, x.te.rows,
+                     x.tr.cols, x.tr.rows);
         goto done;
     }
-    if (!(pool = d2_pool_new(ro->threads, e))) goto fail;
-    T = d2_pool_threads(pool);
-    if (!(net = net_new(g, T, e))) goto fail;
-    for (int l = 0; l < L; l++) {
-        a.m[l] = d2_calloc(nn, sizeof(float), "Adam state", e);
-        a.v[l] = d2_calloc(nn, sizeof(float), "Adam state", e);
-        if (!a.m[l] || !a.v[l]) goto fail;
-    }
-    j.grad = d2_calloc((size_t)T, sizeof *j.grad, "gradients", e);
-    j.in = d2_calloc((size_t)T, sizeof *j.in, "inputs", e);
-    j.loss = d2_calloc((size_t)T, sizeof *j.loss, "losses", e);
-    j.correct = d2_calloc((size_t)T, sizeof *j.correct, "counts", e);
-    if (!j.grad || !j.in || !j.loss || !j.correct) goto fail;
-    for (int k = 0; k < T; k++) {
-        j.grad[k] = d2_calloc((size_t)L, sizeof(float complex *), "gradients", e);
-        j.in[k] = d2_malloc(sizeof(float) * nn, "input plane", e);
-        if (!j.grad[k] || !j.in[k]) goto fail;
-        for (int l = 0; l < L; l++)
-            if (!(j.grad[k][l] = d2_calloc(nn, sizeof(float complex), "gradients", e))) goto fail;
-    }
-    int ntrain = t->train_limit > 0 && t->train_limit < tr.count ? t->train_limit : tr.count;
-    if (!(order = d2_malloc(sizeof(int) * ntrain, "sample order", e))) goto fail;
-    if (!(pgrad = d2_calloc((size_t)T, sizeof *pgrad, "phase gradients", e))) goto fail;
-    if (!(qadj = d2_calloc((size_t)T, sizeof *qadj, "transmission gradients", e))) goto fail;
-    for (int k = 0; k < T; k++) {
-        if (!(pgrad[k] = d2_malloc(sizeof(float) * nn, "phase gradient", e))) goto fail;
-        if (!(qadj[k] = d2_malloc(sizeof(float complex) * nn, "transmission gradient", e)))
-            goto fail;
-    }
-    if (!(scratch = d2_malloc(sizeof(float complex) * nn, "transmission", e))) goto fail;
-    for (int l = 0; l < L; l++)
-        if (!(tbase[l] = d2_malloc(sizeof(float complex) * nn, "transmission", e))) goto fail;
-    int jitter = t->jitter_xy_mm > 0 || t->jitter_z_mm > 0 || t->jitter_rot_deg > 0;
-    float max_phase = (float)geom_max_phase(g);
-    float beta = net_phase_beta(g);
-    d2_rng_seed(&rng, t->seed);
+    if ((rc = trainer_alloc(&x, e))) goto done;
+    d2_rng_seed(&x.rng, t->seed);
     if (!m->history) m->history = cJSON_CreateArray();
     if (ro->resume) {
-        if ((rc = load_checkpoint(out_dir, m, &a, &first_epoch, &rng, e))) goto done;
+        if ((rc = load_checkpoint(out_dir, m, &x.a, &first_epoch, &x.rng, e))) goto done;
         if (ro->progress)
             fprintf(ro->progress, "resuming after epoch %d of %d\n", first_epoch, t->epochs);
     } else if ((rc = clear_checkpoints(out_dir, e))) {
         goto done;
     }
     if ((rc = d2_mkdir_p(out_dir, e))) goto done;
-    j.net = net;
-    j.ds = &tr;
-    j.model = m;
-    j.threads = T;
-
-    const double b1 = ADAM_B1, b2 = ADAM_B2;
     for (int epoch = first_epoch; epoch < t->epochs; epoch++) {
-        double lr = t->lr * pow(t->lr_decay, epoch), t0 = d2_now();
-        for (int i = 0; i < ntrain; i++) order[i] = i;
-        d2_rng_shuffle(&rng, order, ntrain);
-        double sum_loss = 0;
-        long sum_correct = 0, seen = 0;
-        char label[32], extra[96];
-        snprintf(label, sizeof label, "epoch %d/%d", epoch + 1, t->epochs);
-        d2_progress pr;
-        d2_progress_start(&pr, ro->progress, label);
-        for (int b0 = 0; b0 < ntrain; b0 += t->batch) {
-            j.idx = order + b0;
-            j.bsz = ntrain - b0 < t->batch ? ntrain - b0 : t->batch;
-            /* Misalignment-resilient training draws new layer poses for every
-             * batch (Mengu et al. 2020). */
-            if (jitter)
-                for (int l = 0; l < L; l++)
-                    perturb_draw_uniform(&rng, t->jitter_xy_mm, t->jitter_z_mm, t->jitter_rot_deg,
-                                         &poses[l]);
-            load_layers(net, pool, m, jitter ? poses : NULL, tbase, scratch);
-            d2_pool_run(pool, train_part, &j, T);
-            a.step++;
-            double bc1 = 1 - pow(b1, (double)a.step), bc2 = 1 - pow(b2, (double)a.step);
-            upd_job uj = {m, &a, &j, T, n, g->pitch_mm, jitter, poses, tbase, beta,
-                          1.0f / j.bsz, (float)(lr / bc1), (float)(1.0 / bc2), max_phase,
-                          pgrad, qadj};
-            d2_pool_run(pool, update_layer, &uj, L);
-            for (int k = 0; k < T; k++) {
-                sum_loss += j.loss[k];
-                sum_correct += j.correct[k];
-            }
-            seen += j.bsz;
-            snprintf(extra, sizeof extra, "loss %.4f acc %.2f%%", sum_loss / seen,
-                     100.0 * sum_correct / seen);
-            d2_progress_after(&pr, run_after(m, epoch, t->epochs, d2_now() - t0, seen, ntrain));
-            d2_progress_update(&pr, seen, ntrain, extra);
-        }
-        double train_s = d2_now() - t0;
-        d2_progress_end(&pr, extra);
+        double t0 = d2_now();
+        epoch_stats st;
+        train_epoch(&x, epoch, &st);
         /* Test accuracy after each epoch, on the nominal (aligned) stack. */
-        load_layers(net, pool, m, NULL, tbase, scratch);
+        load_layers(x.net, x.pool, m, NULL, x.tbase, x.scratch);
         eval_result r;
-        if ((rc = eval_net(net, &te, t->test_limit, pool, ro->progress, &r, NULL, e))) goto done;
-        double secs = d2_now() - t0;
-        m->train_seconds += secs;
-        m->test_accuracy = r.accuracy;
-        cJSON *h = cJSON_CreateObject();
-        cJSON_AddNumberToObject(h, "epoch", epoch + 1);
-        cJSON_AddNumberToObject(h, "learning_rate", lr);
-        cJSON_AddNumberToObject(h, "train_loss", sum_loss / seen);
-        cJSON_AddNumberToObject(h, "train_accuracy", (double)sum_correct / seen);
-        cJSON_AddNumberToObject(h, "test_accuracy", r.accuracy);
-        cJSON_AddNumberToObject(h, "test_images", r.count);
-        cJSON_AddNumberToObject(h, "detector_efficiency", r.efficiency);
-        cJSON_AddNumberToObject(h, "seconds", secs);
-        cJSON_AddNumberToObject(h, "train_samples_per_s", seen / train_s);
-        cJSON_AddNumberToObject(h, "threads", T);
-        cJSON_AddItemToArray(m->history, h);
-        if (ro->progress)
-            fprintf(ro->progress,
-                    "epoch %d: train loss %.4f, train accuracy %.2f%%, test accuracy %.2f%% (%d "
-                    "images), %.0f samples/s\n",
-                    epoch + 1, sum_loss / seen, 100.0 * sum_correct / seen, 100 * r.accuracy,
-                    r.count, seen / train_s);
-        if ((rc = save_checkpoint(out_dir, m, &a, epoch + 1, &rng, e))) goto done;
+        if ((rc = eval_net(x.net, &x.te, t->test_limit, x.pool, ro->progress, &r, NULL, e)))
+            goto done;
+        epoch_record(&x, epoch, &st, &r, d2_now() - t0);
+        if ((rc = save_checkpoint(out_dir, m, &x.a, epoch + 1, &x.rng, e))) goto done;
         if ((rc = save_model(out_dir, m, e))) goto done;
     }
     /* Resumed from the last epoch's checkpoint (killed before the model files
      * were written): nothing is left to train, but the model is still due. */
     if (first_epoch >= t->epochs) rc = save_model(out_dir, m, e);
-    goto done;
-fail:
-    rc = e->code ? e->code : D2_EIO;
 done:
-    if (j.grad)
-        for (int k = 0; k < T; k++) {
-            if (j.grad[k])
-                for (int l = 0; l < L; l++) free(j.grad[k][l]);
-            free(j.grad[k]);
-        }
-    if (j.in)
-        for (int k = 0; k < T; k++) free(j.in[k]);
-    free(j.grad);
-    free(j.in);
-    free(j.loss);
-    free(j.correct);
-    for (int l = 0; l < L; l++) {
-        free(a.m[l]);
-        free(a.v[l]);
-    }
-    free(order);
-    for (int k = 0; pgrad && k < T; k++) free(pgrad[k]);
-    for (int k = 0; qadj && k < T; k++) free(qadj[k]);
-    free(pgrad);
-    free(scratch);
-    free(qadj);
-    for (int l = 0; l < L; l++) free(tbase[l]);
-    net_free(net);
-    d2_pool_free(pool);
-    dataset_free(&tr);
-    dataset_free(&te);
+    trainer_free(&x);
     return rc;
 }
