@@ -114,27 +114,9 @@ static int eend_cmp(const void *a, const void *b)
 static inline int degenerate(const uint32_t *t) { return t[0] == t[1] || t[1] == t[2] || t[0] == t[2]; }
 
 /* Checks triangles tri (3 * nt vertex ids < nv) with positions P (mm). */
-static int check_core(size_t nv, size_t nt, const uint32_t *tri, const vpos *P, mesh_report *r,
-                      d2_err *e)
+/* Bounding box of the nv vertices. */
+static void check_bbox(const vpos *P, size_t nv, mesh_report *r)
 {
-    int rc = D2_EIO;
-    memset(r, 0, sizeof *r);
-    r->facets = nt;
-    r->vertices = nv;
-    uint32_t *off = NULL, *corner = NULL, *fp = NULL, *loc_uf = NULL;
-    eend *ends = NULL;
-    if (3 * nt >= UINT32_MAX || nv >= UINT32_MAX)
-        return d2_fail(e, D2_EINPUT, "a mesh of %zu facets and %zu vertices: at most %u corners",
-                       nt, nv, UINT32_MAX - 1);
-    off = big_alloc((nv + 2) * sizeof *off, 1);
-    corner = big_alloc((nt ? 3 * nt : 1) * sizeof *corner, 0);
-    fp = big_alloc((nt ? nt : 1) * sizeof *fp, 0);
-    size_t cap = 64;
-    ends = malloc(2 * cap * sizeof *ends);
-    loc_uf = malloc(cap * sizeof *loc_uf);
-    if (!off || !corner || !fp || !ends || !loc_uf) goto oom;
-
-    /* bounding box */
     for (int k = 0; k < 3; k++) {
         r->lo[k] = nv ? INFINITY : 0;
         r->hi[k] = nv ? -INFINITY : 0;
@@ -147,12 +129,18 @@ static int check_core(size_t nv, size_t nt, const uint32_t *tri, const vpos *P, 
             if (x[k] > r->hi[k]) r->hi[k] = x[k];
         }
     }
+}
+
+/* Area, volume and degenerate facets; corners counted per vertex into
+ * off[v + 2]; fp[f] = f (each facet its own part). The loads of a later
+ * facet are started early (the vertices are scattered). For a mesh the
+ * volume is exact: 6 V = sum of det(a, b, c) in 128-bit integers, as
+ * mesh_volume_mm3 does. */
+static void check_facets(const uint32_t *tri, size_t nt, const vpos *P, uint32_t *off,
+                         uint32_t *fp, mesh_report *r)
+{
     double c0[3] = {0.5 * (r->lo[0] + r->hi[0]), 0.5 * (r->lo[1] + r->hi[1]),
                     0.5 * (r->lo[2] + r->hi[2])};
-    /* area, volume, degenerate facets; corners per vertex. The loads of a
-     * later facet are started early (the vertices are scattered). For a mesh
-     * the volume is exact: 6 V = sum of det(a, b, c) in 128-bit integers, as
-     * mesh_volume_mm3 does. */
     __int128 ivol = 0;
     for (size_t f = 0; f < nt; f++) {
         if (f + 16 < nt)
@@ -198,10 +186,15 @@ static int check_core(size_t nv, size_t nt, const uint32_t *tri, const vpos *P, 
         }
         for (int k = 0; k < 3; k++) off[t[k] + 2]++;
     }
-    /* counting sort of the corners by vertex: off[v + 1] is the fill point
-     * of vertex v's bucket, and after the fill off[v] .. off[v + 1] is it */
-    for (size_t v = 0; v < nv; v++) off[v + 2] += off[v + 1];
     if (P->iv) r->volume_mm3 = (double)ivol * (P->scale[0] * P->scale[1] * P->scale[2]) / 6.0;
+}
+
+/* Counting sort of the corners by vertex: off[v + 1] is the fill point of
+ * vertex v's bucket, and after the fill off[v] .. off[v + 1] is it. */
+static void check_buckets(const uint32_t *tri, size_t nt, size_t nv, uint32_t *off,
+                          uint32_t *corner)
+{
+    for (size_t v = 0; v < nv; v++) off[v + 2] += off[v + 1];
     for (size_t f = 0; f < nt; f++) {
         if (f + 16 < nt)
             for (int k = 0; k < 3; k++) __builtin_prefetch(off + tri[3 * (f + 16) + k] + 1, 1);
@@ -212,65 +205,104 @@ static int check_core(size_t nv, size_t nt, const uint32_t *tri, const vpos *P, 
         if (degenerate(t)) continue;
         for (int k = 0; k < 3; k++) corner[off[t[k] + 1]++] = (uint32_t)(3 * f + k);
     }
+}
+
+/* Scratch of the per-vertex pass, grown to the largest fan. */
+typedef struct fan_ws {
+    eend *ends;
+    uint32_t *loc_uf;
+    uint32_t cap;
+} fan_ws;
+
+/* The edges leaving vertex v (counted once, at their lower vertex), its fans
+ * (more than one: a non-manifold vertex), and the parts its edges join.
+ * D2_EIO when the scratch cannot grow. */
+static int check_vertex(size_t v, const uint32_t *tri, const uint32_t *off,
+                        const uint32_t *corner, uint32_t *fp, fan_ws *ws, mesh_report *r)
+{
+    uint32_t b0 = off[v], d = off[v + 1] - b0;
+    if (!d) return 0;
+    if (d > ws->cap) {
+        while (ws->cap < d) ws->cap *= 2;
+        free(ws->ends);
+        free(ws->loc_uf);
+        ws->ends = malloc(2 * (size_t)ws->cap * sizeof *ws->ends);
+        ws->loc_uf = malloc((size_t)ws->cap * sizeof *ws->loc_uf);
+        if (!ws->ends || !ws->loc_uf) return D2_EIO;
+    }
+    eend *ends = ws->ends;
+    uint32_t *loc_uf = ws->loc_uf;
+    for (uint32_t q = 0; q < d; q++) {
+        uint32_t c = corner[b0 + q], f = c / 3, k = c % 3;
+        const uint32_t *t = tri + 3 * (size_t)f;
+        ends[2 * q] = (eend){t[(k + 1) % 3], q, 1};
+        ends[2 * q + 1] = (eend){t[(k + 2) % 3], q, 0};
+        loc_uf[q] = q;
+    }
+    uint32_t ne = 2 * d;
+    if (ne <= 32) {
+        for (uint32_t i = 1; i < ne; i++) {
+            eend x = ends[i];
+            uint32_t j = i;
+            while (j > 0 && eend_cmp(&ends[j - 1], &x) > 0) {
+                ends[j] = ends[j - 1];
+                j--;
+            }
+            ends[j] = x;
+        }
+    } else {
+        qsort(ends, ne, sizeof *ends, eend_cmp);
+    }
+    for (uint32_t i = 0; i < ne;) {
+        uint32_t j = i + 1;
+        while (j < ne && ends[j].w == ends[i].w) j++;
+        uint32_t uses = j - i, w = ends[i].w;
+        if (uses == 2) uf_union(loc_uf, ends[i].loc, ends[i + 1].loc);
+        if (v < w) {
+            /* each edge once, at its lower vertex: lo -> hi leaves v */
+            uint32_t fwd = 0;
+            for (uint32_t q = i; q < j; q++) fwd += ends[q].out;
+            r->edges++;
+            if (uses == 1) r->open_edges++;
+            else if (uses > 2) r->nonmanifold_edges++;
+            else if (fwd != 1) r->inconsistent_edges++;
+            uint32_t f0 = corner[b0 + ends[i].loc] / 3;
+            for (uint32_t q = i + 1; q < j; q++) uf_union(fp, f0, corner[b0 + ends[q].loc] / 3);
+        }
+        i = j;
+    }
+    uint32_t fans = 0;
+    for (uint32_t q = 0; q < d; q++)
+        if (uf_find(loc_uf, q) == q) fans++;
+    if (fans > 1) r->nonmanifold_vertices++;
+    return 0;
+}
+
+static int check_core(size_t nv, size_t nt, const uint32_t *tri, const vpos *P, mesh_report *r,
+                      d2_err *e)
+{
+    int rc = D2_EIO;
+    memset(r, 0, sizeof *r);
+    r->facets = nt;
+    r->vertices = nv;
+    if (3 * nt >= UINT32_MAX || nv >= UINT32_MAX)
+        return d2_fail(e, D2_EINPUT, "a mesh of %zu facets and %zu vertices: at most %u corners",
+                       nt, nv, UINT32_MAX - 1);
+    uint32_t *off = big_alloc((nv + 2) * sizeof *off, 1);
+    uint32_t *corner = big_alloc((nt ? 3 * nt : 1) * sizeof *corner, 0);
+    uint32_t *fp = big_alloc((nt ? nt : 1) * sizeof *fp, 0);
+    fan_ws ws = {malloc(2 * 64 * sizeof(eend)), malloc(64 * sizeof(uint32_t)), 64};
+    if (!off || !corner || !fp || !ws.ends || !ws.loc_uf) goto oom;
+    check_bbox(P, nv, r);
+    check_facets(tri, nt, P, off, fp, r);
+    check_buckets(tri, nt, nv, off, corner);
     for (size_t v = 0; v < nv; v++) {
-        uint32_t b0 = off[v], d = off[v + 1] - b0;
         if (v + 8 < nv) /* a later vertex's facets: their loads overlap this work */
             for (uint32_t q = off[v + 8]; q < off[v + 9]; q++) {
                 __builtin_prefetch(tri + 3 * (size_t)(corner[q] / 3));
                 __builtin_prefetch(fp + corner[q] / 3);
             }
-        if (!d) continue;
-        if (d > cap) {
-            while (cap < d) cap *= 2;
-            free(ends);
-            free(loc_uf);
-            ends = malloc(2 * cap * sizeof *ends);
-            loc_uf = malloc(cap * sizeof *loc_uf);
-            if (!ends || !loc_uf) goto oom;
-        }
-        for (uint32_t q = 0; q < d; q++) {
-            uint32_t c = corner[b0 + q], f = c / 3, k = c % 3;
-            const uint32_t *t = tri + 3 * (size_t)f;
-            ends[2 * q] = (eend){t[(k + 1) % 3], q, 1};
-            ends[2 * q + 1] = (eend){t[(k + 2) % 3], q, 0};
-            loc_uf[q] = q;
-        }
-        uint32_t ne = 2 * d;
-        if (ne <= 32) {
-            for (uint32_t i = 1; i < ne; i++) {
-                eend x = ends[i];
-                uint32_t j = i;
-                while (j > 0 && eend_cmp(&ends[j - 1], &x) > 0) {
-                    ends[j] = ends[j - 1];
-                    j--;
-                }
-                ends[j] = x;
-            }
-        } else {
-            qsort(ends, ne, sizeof *ends, eend_cmp);
-        }
-        for (uint32_t i = 0; i < ne;) {
-            uint32_t j = i + 1;
-            while (j < ne && ends[j].w == ends[i].w) j++;
-            uint32_t uses = j - i, w = ends[i].w;
-            if (uses == 2) uf_union(loc_uf, ends[i].loc, ends[i + 1].loc);
-            if (v < w) {
-                /* each edge once, at its lower vertex: lo -> hi leaves v */
-                uint32_t fwd = 0;
-                for (uint32_t q = i; q < j; q++) fwd += ends[q].out;
-                r->edges++;
-                if (uses == 1) r->open_edges++;
-                else if (uses > 2) r->nonmanifold_edges++;
-                else if (fwd != 1) r->inconsistent_edges++;
-                uint32_t f0 = corner[b0 + ends[i].loc] / 3;
-                for (uint32_t q = i + 1; q < j; q++) uf_union(fp, f0, corner[b0 + ends[q].loc] / 3);
-            }
-            i = j;
-        }
-        uint32_t fans = 0;
-        for (uint32_t q = 0; q < d; q++)
-            if (uf_find(loc_uf, q) == q) fans++;
-        if (fans > 1) r->nonmanifold_vertices++;
+        if (check_vertex(v, tri, off, corner, fp, &ws, r)) goto oom;
     }
     for (size_t f = 0; f < nt; f++)
         if (uf_find(fp, (uint32_t)f) == f) r->parts++;
@@ -284,8 +316,8 @@ done:
     big_free(off);
     big_free(corner);
     big_free(fp);
-    free(ends);
-    free(loc_uf);
+    free(ws.ends);
+    free(ws.loc_uf);
     return rc;
 }
 
