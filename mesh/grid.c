@@ -488,11 +488,10 @@ static int flat_faces(gctx *x, int up, uint8_t *done)
     return 0;
 }
 
-int mesh_add_grid(mesh *m, const mesh_grid *g, d2_err *e)
+/* The grid's own sense: sizes, coordinates inside int32, lines increasing,
+ * cells at least 4 units wide. */
+static int grid_validate(const mesh_grid *g, d2_err *e)
 {
-    int rc = D2_EINPUT;
-    vinfo *vi = NULL;
-    uint8_t *done = NULL;
     if (g->nx < 1 || g->ny < 1 || g->nx > 100000 || g->ny > 100000)
         return d2_fail(e, D2_EINPUT, "mesh grid of %d x %d cells: expected 1..100000 per side",
                        g->nx, g->ny);
@@ -526,18 +525,12 @@ int mesh_add_grid(mesh *m, const mesh_grid *g, d2_err *e)
         return d2_fail(e, D2_EINPUT,
                        "mesh grid: a cell is %.2g mm wide; cells must be at least %.2g mm wide",
                        minw * MESH_Q_MM, 4 * MESH_Q_MM);
-    gctx x = {m, g, NULL, EPS, m->nv == 0, NULL, 0, 0, {0}};
-    for (int s = 0; s < 256; s++) x.conn[s] = (uint8_t)connected8(s);
-    size_t nv = (size_t)(g->nx + 1) * (g->ny + 1);
-    vi = d2_calloc(nv, sizeof *vi, "mesh grid vertices", e);
-    done = d2_malloc((size_t)g->nx * g->ny, "mesh grid faces", e);
-    if (!vi || !done) {
-        rc = D2_EIO;
-        goto fail;
-    }
-    x.vi = vi;
+    return 0;
+}
 
-    /* Rule: cells sharing a side must not meet along a horizontal edge only. */
+/* Rule: cells sharing a side must not meet along a horizontal edge only. */
+static int grid_side_contacts(const mesh_grid *g, d2_err *e)
+{
     for (int i = 0; i < g->ny; i++)
         for (int j = 0; j < g->nx; j++) {
             int32_t a0, a1, b0, b1;
@@ -545,80 +538,99 @@ int mesh_add_grid(mesh *m, const mesh_grid *g, d2_err *e)
             for (int d = 0; d < 2; d++) {
                 int ri = i + d, cj = j + 1 - d;
                 if (!cell(g, ri, cj, &b0, &b1)) continue;
-                if (a1 == b0 || b1 == a0) {
-                    d2_fail(e, D2_EINPUT,
-                            "mesh grid: material at x %.4f mm, y %.4f mm and its neighbour meet "
-                            "only along an edge at z %.4f mm (one's top is the other's bottom)",
-                            (g->xs[j] + g->xs[j + 1]) * 0.5 * MESH_Q_MM,
-                            (g->ys[i] + g->ys[i + 1]) * 0.5 * MESH_Q_MM,
-                            (a1 == b0 ? a1 : a0) * MESH_QZ_MM);
-                    goto fail;
-                }
+                if (a1 == b0 || b1 == a0)
+                    return d2_fail(e, D2_EINPUT,
+                                   "mesh grid: material at x %.4f mm, y %.4f mm and its "
+                                   "neighbour meet only along an edge at z %.4f mm (one's top "
+                                   "is the other's bottom)",
+                                   (g->xs[j] + g->xs[j + 1]) * 0.5 * MESH_Q_MM,
+                                   (g->ys[i] + g->ys[i + 1]) * 0.5 * MESH_Q_MM,
+                                   (a1 == b0 ? a1 : a0) * MESH_QZ_MM);
             }
         }
+    return 0;
+}
 
-    /* Z(P) per grid vertex, diagonal bands, point contacts. */
-    for (int i = 0; i <= g->ny; i++)
-        for (int j = 0; j <= g->nx; j++) {
-            vinfo *v = vat(&x, i, j);
-            for (int k = 0; k < MAXZ; k++) v->id[k] = UINT32_MAX;
-            int32_t zs[MAXZ];
-            int n = 0;
-            for (int k = 0; k < 4; k++) {
-                int32_t b, t;
-                if (!cell(g, i - 1 + (k >> 1), j - 1 + (k & 1), &b, &t)) continue;
-                zs[n++] = b;
-                zs[n++] = t;
-            }
-            /* insertion sort, unique */
-            for (int a = 0; a < n; a++) {
-                int32_t z = zs[a];
-                int pos = 0;
-                while (pos < v->nz && v->z[pos] < z) pos++;
-                if (pos < v->nz && v->z[pos] == z) continue;
-                memmove(v->z + pos + 1, v->z + pos, (v->nz - pos) * sizeof *v->z);
-                v->z[pos] = z;
-                v->nz++;
-            }
-            int cfg[MAXZ];
-            for (int bnd = 0; bnd + 1 < v->nz; bnd++) {
-                cfg[bnd] = band_cfg(&x, i, j, v, bnd);
-                if (!diagonal(cfg[bnd])) continue;
-                int kx = cfg[bnd] == 9 ? SW : SE, ky = cfg[bnd] == 9 ? NE : NW;
-                int32_t z0 = v->z[bnd], z1 = v->z[bnd + 1], bx, tx, by, ty;
-                cell(g, i - 1 + (kx >> 1), j - 1 + (kx & 1), &bx, &tx);
-                cell(g, i - 1 + (ky >> 1), j - 1 + (ky & 1), &by, &ty);
-                int any = 0;
-                /* the cell that ends at a band end gets its own vertex there;
-                 * when both do, Y alone moves */
-                if (ty == z1) v->dup[bnd + 1] |= 1 << ky, any = 1;
-                else if (tx == z1) v->dup[bnd + 1] |= 1 << kx, any = 1;
-                if (by == z0) v->dup[bnd] |= 1 << ky, any = 1;
-                else if (bx == z0) v->dup[bnd] |= 1 << kx, any = 1;
-                if (!any) {
-                    if (z1 - z0 < 2) {
-                        d2_fail(e, D2_EINPUT,
-                                "mesh grid: heights %.6f and %.6f mm at x %.4f, y %.4f mm are "
-                                "closer than the z grid allows",
-                                z0 * MESH_QZ_MM, z1 * MESH_QZ_MM, g->xs[j] * MESH_Q_MM,
-                                g->ys[i] * MESH_Q_MM);
-                        goto fail;
-                    }
-                    v->mid[bnd] |= 1 << ky;
-                }
-            }
-            for (int zi = 0; zi < v->nz; zi++) {
-                int below = zi > 0 ? cfg[zi - 1] : 0, above = zi + 1 < v->nz ? cfg[zi] : 0;
-                if (diagonal(below) || diagonal(above)) continue; /* resolved above */
-                if (!x.conn[below | above << 4] || !x.conn[~(below | above << 4) & 255]) {
-                    d2_fail(e, D2_EINPUT,
-                            "mesh grid: material touches only at the point x %.4f, y %.4f, "
-                            "z %.4f mm",
-                            g->xs[j] * MESH_Q_MM, g->ys[i] * MESH_Q_MM, v->z[zi] * MESH_QZ_MM);
-                    goto fail;
-                }
-            }
+/* Grid vertex (i, j): its heights Z(P), the diagonal bands (a duplicated
+ * vertex or a midpoint), and a refusal where material meets at a point. */
+static int grid_vertex(gctx *x, int i, int j, d2_err *e)
+{
+    const mesh_grid *g = x->g;
+    vinfo *v = vat(x, i, j);
+    for (int k = 0; k < MAXZ; k++) v->id[k] = UINT32_MAX;
+    int32_t zs[MAXZ];
+    int n = 0;
+    for (int k = 0; k < 4; k++) {
+        int32_t b, t;
+        if (!cell(g, i - 1 + (k >> 1), j - 1 + (k & 1), &b, &t)) continue;
+        zs[n++] = b;
+        zs[n++] = t;
+    }
+    /* insertion sort, unique */
+    for (int a = 0; a < n; a++) {
+        int32_t z = zs[a];
+        int pos = 0;
+        while (pos < v->nz && v->z[pos] < z) pos++;
+        if (pos < v->nz && v->z[pos] == z) continue;
+        memmove(v->z + pos + 1, v->z + pos, (v->nz - pos) * sizeof *v->z);
+        v->z[pos] = z;
+        v->nz++;
+    }
+    int cfg[MAXZ];
+    for (int bnd = 0; bnd + 1 < v->nz; bnd++) {
+        cfg[bnd] = band_cfg(x, i, j, v, bnd);
+        if (!diagonal(cfg[bnd])) continue;
+        int kx = cfg[bnd] == 9 ? SW : SE, ky = cfg[bnd] == 9 ? NE : NW;
+        int32_t z0 = v->z[bnd], z1 = v->z[bnd + 1], bx, tx, by, ty;
+        cell(g, i - 1 + (kx >> 1), j - 1 + (kx & 1), &bx, &tx);
+        cell(g, i - 1 + (ky >> 1), j - 1 + (ky & 1), &by, &ty);
+        int any = 0;
+        /* the cell that ends at a band end gets its own vertex there;
+         * when both do, Y alone moves */
+        if (ty == z1) v->dup[bnd + 1] |= 1 << ky, any = 1;
+        else if (tx == z1) v->dup[bnd + 1] |= 1 << kx, any = 1;
+        if (by == z0) v->dup[bnd] |= 1 << ky, any = 1;
+        else if (bx == z0) v->dup[bnd] |= 1 << kx, any = 1;
+        if (!any) {
+            if (z1 - z0 < 2)
+                return d2_fail(e, D2_EINPUT,
+                               "mesh grid: heights %.6f and %.6f mm at x %.4f, y %.4f mm are "
+                               "closer than the z grid allows",
+                               z0 * MESH_QZ_MM, z1 * MESH_QZ_MM, g->xs[j] * MESH_Q_MM,
+                               g->ys[i] * MESH_Q_MM);
+            v->mid[bnd] |= 1 << ky;
         }
+    }
+    for (int zi = 0; zi < v->nz; zi++) {
+        int below = zi > 0 ? cfg[zi - 1] : 0, above = zi + 1 < v->nz ? cfg[zi] : 0;
+        if (diagonal(below) || diagonal(above)) continue; /* resolved above */
+        if (!x->conn[below | above << 4] || !x->conn[~(below | above << 4) & 255])
+            return d2_fail(e, D2_EINPUT,
+                           "mesh grid: material touches only at the point x %.4f, y %.4f, "
+                           "z %.4f mm",
+                           g->xs[j] * MESH_Q_MM, g->ys[i] * MESH_Q_MM, v->z[zi] * MESH_QZ_MM);
+    }
+    return 0;
+}
+
+int mesh_add_grid(mesh *m, const mesh_grid *g, d2_err *e)
+{
+    int rc;
+    if ((rc = grid_validate(g, e))) return rc;
+    gctx x = {m, g, NULL, EPS, m->nv == 0, NULL, 0, 0, {0}};
+    for (int s = 0; s < 256; s++) x.conn[s] = (uint8_t)connected8(s);
+    size_t nv = (size_t)(g->nx + 1) * (g->ny + 1);
+    vinfo *vi = d2_calloc(nv, sizeof *vi, "mesh grid vertices", e);
+    uint8_t *done = d2_malloc((size_t)g->nx * g->ny, "mesh grid faces", e);
+    if (!vi || !done) {
+        rc = D2_EIO;
+        goto fail;
+    }
+    x.vi = vi;
+    if ((rc = grid_side_contacts(g, e))) goto fail;
+    for (int i = 0; i <= g->ny; i++)
+        for (int j = 0; j <= g->nx; j++)
+            if ((rc = grid_vertex(&x, i, j, e))) goto fail;
 
     /* Room for every grid-point vertex and about twice as many facets (a
      * closed surface has 2 V - 4 + 4 genus), so the arrays grow once. */
