@@ -32,18 +32,6 @@ double bench_peak_mib(void)
     return ru.ru_maxrss / 1024.0;
 }
 
-/* The wisdom file d2fab itself uses (optics/net.c), so the limit and the
- * program plan from the same wisdom. */
-static void wisdom_path(char *buf, size_t cap)
-{
-    const char *env = getenv("D2FAB_WISDOM");
-    if (env && *env) {
-        snprintf(buf, cap, "%s", env);
-        return;
-    }
-    const char *home = getenv("HOME");
-    snprintf(buf, cap, "%s/.cache/d2fab/wisdom-fftwf", home && *home ? home : ".");
-}
 
 enum { V_INPLACE_BATCH, V_OUTPLACE_BATCH, V_INPLACE_BLOCK, V_OUTPLACE_BLOCK };
 
@@ -171,7 +159,9 @@ bench_limit *bench_limit_new(int n, int p, const float complex *const *H, int nh
     memset(b->b, 0, pp * sizeof *b->b);
 
     char path[1024];
-    wisdom_path(path, sizeof path);
+    /* the wisdom file d2fab itself uses, so the limit and the program plan
+     * from the same wisdom */
+    net_wisdom_path(path, sizeof path);
     fftwf_import_wisdom_from_filename(path);
     double t0 = d2_now();
     unsigned fl = FFTW_PATIENT;

@@ -50,7 +50,7 @@ struct d2_net {
 static pthread_mutex_t plan_mu = PTHREAD_MUTEX_INITIALIZER;
 static int wisdom_loaded;
 
-static void wisdom_path(char *buf, size_t cap)
+void net_wisdom_path(char *buf, size_t cap)
 {
     const char *env = getenv("D2FAB_WISDOM");
     if (env && *env) {
@@ -66,7 +66,7 @@ static void wisdom_load(void)
     if (wisdom_loaded) return;
     wisdom_loaded = 1;
     char path[1024];
-    wisdom_path(path, sizeof path);
+    net_wisdom_path(path, sizeof path);
     /* The checked open: a FIFO or device there must not hang planning. */
     FILE *f;
     if (d2_fopen_input(path, &f, NULL)) return;
@@ -79,7 +79,7 @@ static void wisdom_load(void)
 static void wisdom_save(void)
 {
     char path[1024], tmp[1100], dir[1024];
-    wisdom_path(path, sizeof path);
+    net_wisdom_path(path, sizeof path);
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
     if (slash) {

@@ -220,6 +220,10 @@ void opt_heights_to_transmission(const float *h_mm, size_t count, double index, 
 
 typedef struct d2_net d2_net;
 
+/* The FFTW wisdom file the networks plan from: $D2FAB_WISDOM, else
+ * $HOME/.cache/d2fab/wisdom-fftwf. */
+void net_wisdom_path(char *buf, size_t cap);
+
 /* Builds plans and transfer functions for g, with workspaces for `threads`
  * concurrent callers. Returns NULL and fills e on failure. */
 d2_net *net_new(const d2_geom *g, int threads, d2_err *e);
