@@ -108,6 +108,39 @@ static cJSON *frame_json(const mesh_frame *f)
     return o;
 }
 
+/* The spacing both optical models see in this stack: the posts hold the
+ * datum faces gaps_mm apart; with the relief toward the detector each
+ * plate's tallest pillar sets its thickness and the air gaps follow. NULL
+ * when a plate does not fit its gap (the mesh checks refuse that earlier). */
+static cJSON *spacing_json(const d2_geom *g, const part *pt, int np)
+{
+    d2_geom gt = *g;
+    double plate[D2_MAX_LAYERS] = {0}, air[D2_MAX_LAYERS + 1];
+    size_t nn = (size_t)g->n * g->n;
+    int l = 0;
+    for (int i = 0; i < np && l < g->layers; i++) {
+        if (!pt[i].heights) continue;
+        for (size_t k = 0; k < nn; k++) plate[l] = fmax(plate[l], pt[i].heights[k]);
+        l++;
+    }
+    gt.relief_side = D2_RELIEF_DETECTOR;
+    d2_err e = {0};
+    if (l != g->layers || thick_air_gaps(&gt, g->gap_mm, plate, air, &e)) return NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "optics", "thick");
+    cJSON_AddStringToObject(
+        o, "note",
+        "The spacing the thick-plate model (d2fab eval, tolerance, mask and run on this export, "
+        "their default) uses is this stack as built: datum faces datum_gaps_mm apart, each plate "
+        "plate_thickness_mm thick (base and tallest pillar, relief toward the detector), air "
+        "gaps air_gaps_mm between a plate's top and the next datum face. The thin model "
+        "(--optics thin) puts phase screens at the datum faces, datum_gaps_mm apart.");
+    cJSON_AddItemToObject(o, "datum_gaps_mm", cJSON_CreateDoubleArray(g->gap_mm, g->layers + 1));
+    cJSON_AddItemToObject(o, "air_gaps_mm", cJSON_CreateDoubleArray(air, g->layers + 1));
+    cJSON_AddItemToObject(o, "plate_thickness_mm", cJSON_CreateDoubleArray(plate, g->layers));
+    return o;
+}
+
 static int write_json(const char *path, const char *export_dir, const d2_geom *g,
                       const mesh_printer *pr, const mesh_frame *f, const part *pt, int np,
                       const mesh_stack_report *rep, mesh_format fmt, d2_err *e)
@@ -135,6 +168,8 @@ static int write_json(const char *path, const char *export_dir, const d2_geom *g
     ok &= !!cJSON_AddNumberToObject(root, "neurons", g->n);
     ok &= !!(a = cJSON_AddArrayToObject(root, "gaps_mm"));
     for (int k = 0; a && k <= g->layers; k++) cJSON_AddItemToArray(a, cJSON_CreateNumber(g->gap_mm[k]));
+    cJSON *sj = spacing_json(g, pt, np);
+    ok &= sj && cJSON_AddItemToObject(root, "spacing", sj);
     cJSON *fj = frame_json(f);
     ok &= fj && cJSON_AddItemToObject(root, "frame", fj);
     ok &= !!(a = cJSON_AddArrayToObject(root, "plate_size_mm"));

@@ -52,6 +52,7 @@ typedef struct run_tol {
     struct { char what[48]; double ref, at1, at5, max_tested; } inv[RUN_TOL_ROWS];
     double seconds;
     long inferences;
+    int optics;                      /* optical model of every number (D2_OPTICS_*) */
 } run_tol;
 
 /* Everything the stages produced, for the report. */
@@ -69,6 +70,8 @@ typedef struct run_state {
     int have_printed;
     eval_result ev_export;      /* accuracy of the exported heights (as printed) */
     int have_ev_export;
+    eval_result ev_export_thin; /* the same heights as thin phase screens (with thick) */
+    int have_ev_export_thin;
     int nparts;
     run_part part[RUN_MAX_PARTS];
     char assembly_file[96];     /* "assembly.stl", "" when not written */
