@@ -305,9 +305,9 @@ int cmd_mask(int argc, char **argv)
     if (!a.quiet)
         for (int i = 0; i < nsrc; i++) print_result(src + i, res + i, m.g.pitch_mm);
     print_summary(&a, &rep, nsrc, m.g.pitch_mm, f);
-    printf("optical model of the network: %s\n", m.g.optics == D2_OPTICS_THICK
-                                                      ? "thick plates, air gaps of the assembly as built"
-                                                      : "thin phase screens, gaps datum to datum");
+    printf("optical model of the network: %s\n",
+           m.g.optics == D2_OPTICS_THICK ? "thick plates, air gaps of the assembly as built"
+                                         : "thin phase screens, gaps datum to datum");
 done:
     if (rc) {
         fprintf(stderr, "d2fab %s: %s\n", CMD, e.msg);

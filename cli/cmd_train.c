@@ -204,7 +204,9 @@ int cmd_eval(int argc, char **argv)
             }
             break;
         case 'Z': if (cli_num("eval", "slice-mm", optarg, 1e-4, 10, &slice)) return 1; break;
-        case 'E': if (cli_num("eval", "spacing-error-mm", optarg, -100, 100, &spacing_err)) return 1; break;
+        case 'E':
+            if (cli_num("eval", "spacing-error-mm", optarg, -100, 100, &spacing_err)) return 1;
+            break;
         case 'S': if (cli_int("eval", "subpixels", optarg, 1, 16, &subpix)) return 1; break;
         case 'h': eval_help(stdout); return 0;
         default: eval_help(stderr); return 1;
@@ -295,7 +297,8 @@ int cmd_eval(int argc, char **argv)
                    correct ? ", spacing corrected for the slabs" : " of the assembly as built");
         else
             printf("optical model: thin phase screens, gaps datum to datum\n");
-        if (spacing_err != 0) printf("spacing error: every gap after layer 1 %+g mm\n", spacing_err);
+        if (spacing_err != 0)
+            printf("spacing error: every gap after layer 1 %+g mm\n", spacing_err);
         printf("time %.1f s, %.2f ms per image\n", secs, 1e3 * secs / (r.count ? r.count : 1));
         printf("detector efficiency %.4f (detector energy / input energy), output plane %.4f\n",
                r.efficiency, r.output_efficiency);

@@ -37,7 +37,9 @@ static int load_stacks(const tol_study_opts *o, tol_study *st, d2_err *e)
             }
         if ((rc = export_model_load(sm->dir, &m, &is_export, e))) return rc;
         /* An export is scored as printed: thick plates unless told thin. */
-        int optics = o->cfg->optics >= 0 ? o->cfg->optics : is_export ? D2_OPTICS_THICK : m.g.optics;
+        int optics = o->cfg->optics >= 0 ? o->cfg->optics
+                     : is_export        ? D2_OPTICS_THICK
+                                        : m.g.optics;
         if (optics == D2_OPTICS_THIN && m.g.optics == D2_OPTICS_THICK) {
             model_free(&m);
             return d2_fail(e, D2_EINPUT, "%s: optics \"thin\": this model was trained with thick "
