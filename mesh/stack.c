@@ -108,6 +108,29 @@ static cJSON *frame_json(const mesh_frame *f)
     return o;
 }
 
+/* A model trained with thick plates states air gaps; the posts set the
+ * datum faces apart by those plus each printed plate's tallest pillar, which
+ * is the spacing eval and tolerance of the export then use (the export's
+ * thick model takes each plate as thick as its tallest pillar). Pillars
+ * always face the detector here: a model with the relief toward the source
+ * would need its plates mounted the other way round, which is refused. */
+static int thick_to_datum(export_folder *x, d2_err *e)
+{
+    d2_geom *g = &x->g;
+    if (g->optics != D2_OPTICS_THICK) return 0;
+    if (g->relief_side == D2_RELIEF_SOURCE)
+        return d2_fail(e, D2_EINPUT, "%s: the model was trained with the relief toward the "
+                       "source; mesh builds plates with the pillars toward the detector",
+                       x->json_path);
+    double plate[D2_MAX_LAYERS] = {0}, datum[D2_MAX_LAYERS + 1];
+    size_t nn = (size_t)g->n * g->n;
+    for (int l = 0; l < g->layers; l++)
+        for (size_t k = 0; k < nn; k++) plate[l] = fmax(plate[l], x->height_mm[l][k]);
+    thick_datum_gaps(g, g->gap_mm, plate, datum);
+    for (int k = 0; k <= g->layers; k++) g->gap_mm[k] = datum[k];
+    return 0;
+}
+
 /* The spacing both optical models see in this stack: the posts hold the
  * datum faces gaps_mm apart; with the relief toward the detector each
  * plate's tallest pillar sets its thickness and the air gaps follow. NULL
@@ -480,6 +503,7 @@ int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opt
         rc = d2_fail(e, D2_EINPUT, "%s: missing key \"printer\"", j->x.json_path);
         goto done;
     }
+    if ((rc = thick_to_datum(&j->x, e))) goto done;
     mesh_printer_from_profile(&j->x.printer, &j->pr);
     mesh_frame_for_stack(&j->fr, &j->pr, &o->frame, j->x.base_mm);
     if ((rc = stack_parts(j, o, e))) goto done;
