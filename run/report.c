@@ -409,8 +409,8 @@ static void accuracy_table(FILE *f, const run_state *s)
     fprintf(f, "<tr><td>with the printed input masks</td><td colspan=\"3\">");
     if (s->masks_json)
         fprintf(f, "%d of %d test digits read correctly through the printed masks (as "
-                "images %d, binarised %d)", s->mask_correct[2], s->mask_labelled,
-                s->mask_correct[0], s->mask_correct[1]);
+                "images %d, binarised %d; %s model)", s->mask_correct[2], s->mask_labelled,
+                s->mask_correct[0], s->mask_correct[1], optics_name(&s->printed.g));
     else esc(f, s->res->note[3]);
     fputs("</td></tr>\n<tr><td>under printing and assembly errors (Monte Carlo)</td>"
           "<td colspan=\"3\">", f);

@@ -705,9 +705,10 @@ static int stage_masks(run_state *s, d2_err *e)
     s->mask_correct[2] = rep.correct[2];
     s->mask_labelled = rep.labelled;
     stage_done(s, ST_MASKS, "%d stencil%s, %d island%s bridged; read correctly through the "
-               "printed stack: %d of %d as images, %d binarised, %d through the masks",
-               n, n == 1 ? "" : "s", rep.islands, rep.islands == 1 ? "" : "s", rep.correct[0],
-               rep.labelled, rep.correct[1], rep.correct[2]);
+               "printed stack: %d of %d as images, %d binarised, %d through the masks (%s "
+               "model)", n, n == 1 ? "" : "s", rep.islands, rep.islands == 1 ? "" : "s",
+               rep.correct[0], rep.labelled, rep.correct[1], rep.correct[2],
+               optics_name(&s->printed.g));
 done:
     if (src)
         for (int i = 0; i < n; i++) mask_source_free(&src[i]);
