@@ -69,6 +69,9 @@ static void mask_help(FILE *fp)
             "  -f, --frequency-thz F    frequency for the material optics, THz [the model's]\n"
             "      --format FMT         stl, 3mf, obj, ply or glb                       [stl]\n"
             "      --no-mesh            previews and reports only\n"
+            "      --optics MODEL       the network that reads the masks: thin (phase screens)\n"
+            "                           or thick (plates of base and relief, air gaps)\n"
+            "                                          [thick for an export, else the model's]\n"
             "  -o, --out DIR            output folder, created                    [required]\n"
             "  -q, --quiet              no per-mask lines\n"
             "  -h, --help               this help\n\n"
@@ -101,6 +104,7 @@ typedef struct mask_args {
     mask_profile_req q;
     const char *model_dir, *out, *data, *images[MAX_IMAGES];
     int nimages, quiet;
+    int optics;        /* -1: thick for an export, else the model's own */
     long index, digit, count, label;
 } mask_args;
 
@@ -109,7 +113,7 @@ static int mask_parse(int argc, char **argv, mask_args *a)
 {
     enum {
         O_IMAGE = 1000, O_LABEL, O_DATA, O_CARRIER, O_THICK, O_DEPTH, O_PROFILES, O_FORMAT,
-        O_NOMESH
+        O_NOMESH, O_OPTICS
     };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},       {"mnist-index", required_argument, 0, 'i'},
@@ -122,6 +126,7 @@ static int mask_parse(int argc, char **argv, mask_args *a)
         {"profiles", required_argument, 0, O_PROFILES},
         {"frequency-thz", required_argument, 0, 'f'},
         {"format", required_argument, 0, O_FORMAT}, {"no-mesh", no_argument, 0, O_NOMESH},
+        {"optics", required_argument, 0, O_OPTICS},
         {"out", required_argument, 0, 'o'},         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     mask_opts *o = &a->o;
@@ -160,6 +165,14 @@ static int mask_parse(int argc, char **argv, mask_args *a)
             break;
         case O_THICK: if (cli_num(CMD, "thick-mm", optarg, 0.01, 100, &o->thick_mm)) return 1; break;
         case O_DEPTH: if (cli_num(CMD, "depth-mm", optarg, 0.001, 100, &o->depth_mm)) return 1; break;
+        case O_OPTICS:
+            if (!strcmp(optarg, "thin")) a->optics = D2_OPTICS_THIN;
+            else if (!strcmp(optarg, "thick")) a->optics = D2_OPTICS_THICK;
+            else {
+                fprintf(stderr, "d2fab %s: --optics '%s': allowed thin, thick\n", CMD, optarg);
+                return 1;
+            }
+            break;
         case 'P': a->q.printer = optarg; break;
         case 'M': a->q.material = optarg; break;
         case O_PROFILES: a->q.profiles_dir = optarg; break;
@@ -250,7 +263,7 @@ static int load_sources(const mask_args *a, const d2_model *m, d2_dataset *ds,
 
 int cmd_mask(int argc, char **argv)
 {
-    mask_args a = {.index = -1, .digit = -1, .count = 1, .label = -1};
+    mask_args a = {.optics = -1, .index = -1, .digit = -1, .count = 1, .label = -1};
     mask_opts_default(&a.o);
     int rc = mask_parse(argc, argv, &a);
     if (rc >= 0) return rc;
@@ -265,6 +278,13 @@ int cmd_mask(int argc, char **argv)
     if ((rc = cli_load_model(a.model_dir, &m, &e)) ||
         (rc = mask_profiles_load(a.model_dir, &m, &a.q, &pf, &a.o, &e)))
         goto done;
+    int optics = a.optics >= 0 ? a.optics : m.height[0] ? D2_OPTICS_THICK : m.g.optics;
+    if (optics == D2_OPTICS_THIN && m.g.optics == D2_OPTICS_THICK) {
+        rc = d2_fail(&e, D2_EINPUT, "--optics thin: %s was trained with thick plates (air gaps); "
+                     "it has no thin equivalent", a.model_dir);
+        goto done;
+    }
+    if (optics == D2_OPTICS_THICK && (rc = model_make_thick(&m, 0, &e))) goto done;
     double f_model = opt_frequency_thz(m.g.wavelength_mm), f = pf.frequency_thz;
     if (pf.clamped)
         fprintf(stderr, "d2fab %s: warning: %.4g THz is outside the measured range of %s; "
@@ -285,6 +305,9 @@ int cmd_mask(int argc, char **argv)
     if (!a.quiet)
         for (int i = 0; i < nsrc; i++) print_result(src + i, res + i, m.g.pitch_mm);
     print_summary(&a, &rep, nsrc, m.g.pitch_mm, f);
+    printf("optical model of the network: %s\n",
+           m.g.optics == D2_OPTICS_THICK ? "thick plates, air gaps of the assembly as built"
+                                         : "thin phase screens, gaps datum to datum");
 done:
     if (rc) {
         fprintf(stderr, "d2fab %s: %s\n", CMD, e.msg);

@@ -57,6 +57,9 @@ static void tol_help(FILE *fp)
             "                         open) multiplied into every test image\n"
             "      --no-sensitivity   skip the sensitivity table\n"
             "      --no-inverse       skip the inverse tolerances and their scans\n"
+            "      --optics MODEL     thin (phase screens, gaps datum to datum) or thick\n"
+            "                         (plates of base and relief, air gaps of the assembly\n"
+            "                         as built)        [config, else thick for an export]\n"
             "  -t, --threads N        worker threads (results do not depend on it) [all cores]\n"
             "  -q, --quiet            no progress line\n"
             "  -h, --help             this help\n\n"
@@ -87,7 +90,7 @@ static int parse_scales(const char *s, tol_config *c)
 
 /* The flags that override the config. */
 typedef struct tol_flags {
-    const char *cfgpath, *lat, *ax, *rot, *quant, *dist, *sweep, *mask;
+    const char *cfgpath, *lat, *ax, *rot, *quant, *dist, *sweep, *mask, *optics;
     long limit, trials, seed;
     double spec;
     int nosens, noinv;
@@ -155,6 +158,14 @@ static int make_config(const tol_flags *f, tol_config *cfg)
     if (f->spec >= 0) cfg->spec = f->spec / 100;
     if (f->nosens) cfg->sensitivity = 0;
     if (f->noinv) cfg->inverse = 0;
+    if (f->optics) {
+        if (!strcmp(f->optics, "thin")) cfg->optics = D2_OPTICS_THIN;
+        else if (!strcmp(f->optics, "thick")) cfg->optics = D2_OPTICS_THICK;
+        else {
+            fprintf(stderr, "d2fab tolerance: --optics '%s': expected thin or thick\n", f->optics);
+            return 1;
+        }
+    }
     int any = cfg->mask_png[0] != 0 || cfg->stencil;
     for (int k = 0; k < TOL_NKINDS; k++) any |= cfg->item[k].nval > 0;
     if (!any) {
@@ -189,6 +200,9 @@ static void print_result(const tol_result *r, const tol_config *cfg)
     printf("%s (%s, %d layers of %d x %d): nominal accuracy %.2f%% on %d test images\n",
            r->s->name, r->s->is_export ? "export" : "model", r->s->m.g.layers, r->s->m.g.n,
            r->s->m.g.n, 100 * r->nominal, r->images);
+    printf("  optical model: %s\n", r->s->m.g.optics == D2_OPTICS_THICK
+                                          ? "thick plates, air gaps of the assembly as built"
+                                          : "thin phase screens, gaps datum to datum");
     if (r->nsens) print_sensitivity(r);
     if (r->ninv) {
         printf("  inverse tolerances (every layer at once; magnitude costing 1 / 5 points):\n");
@@ -219,7 +233,7 @@ static void print_result(const tol_result *r, const tol_config *cfg)
 int cmd_tolerance(int argc, char **argv)
 {
     enum { O_SPEC = 256, O_LAT, O_AX, O_ROT, O_QUANT, O_DIST, O_SWEEP, O_MASK, O_NOSENS, O_NOINV,
-           O_CMP };
+           O_CMP, O_OPTICS };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"compare", required_argument, 0, O_CMP},
         {"out", required_argument, 0, 'o'},      {"config", required_argument, 0, 'c'},
@@ -231,6 +245,7 @@ int cmd_tolerance(int argc, char **argv)
         {"distribution", required_argument, 0, O_DIST},
         {"sweep", required_argument, 0, O_SWEEP}, {"mask", required_argument, 0, O_MASK},
         {"no-sensitivity", no_argument, 0, O_NOSENS}, {"no-inverse", no_argument, 0, O_NOINV},
+        {"optics", required_argument, 0, O_OPTICS},
         {"threads", required_argument, 0, 't'},  {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
     tol_study_model models[TOL_MAX_MODELS];
@@ -260,6 +275,7 @@ int cmd_tolerance(int argc, char **argv)
         case O_SPEC: if (cli_num("tolerance", "spec", optarg, 0, 100, &f.spec)) return 1; break;
         case O_LAT: f.lat = optarg; break;
         case O_AX: f.ax = optarg; break;
+        case O_OPTICS: f.optics = optarg; break;
         case O_ROT: f.rot = optarg; break;
         case O_QUANT: f.quant = optarg; break;
         case O_DIST: f.dist = optarg; break;

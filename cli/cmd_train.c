@@ -152,6 +152,9 @@ static void eval_help(FILE *fp)
             "      --relief-side S  thick: the relief faces the detector or the source (the\n"
             "                       plate turned round; its flat face stays at its datum)\n"
             "                                                             [detector]\n"
+            "      --spacing-error-mm D  lengthen every gap after layer 1 (plate to plate\n"
+            "                       and the last plate to the detector) by D mm, negative\n"
+            "                       shortens: an assembly spaced wrong by D           [0]\n"
             "  -h, --help           this help\n\n%s",
             cli_exit_help);
 }
@@ -165,10 +168,11 @@ int cmd_eval(int argc, char **argv)
         {"optics", required_argument, 0, 'O'}, {"correct-spacing", no_argument, 0, 'C'},
         {"slice-mm", required_argument, 0, 'Z'}, {"subpixels", required_argument, 0, 'S'},
         {"relief-side", required_argument, 0, 'R'},
+        {"spacing-error-mm", required_argument, 0, 'E'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *dir = NULL, *data = dataset_default_dir(), *png = NULL;
     int optics = -1, correct = 0, side = -1;
-    double slice = 0;
+    double slice = 0, spacing_err = 0;
     long subpix = 0;
     long limit = 0, threads = 0;
     int json = 0, c;
@@ -200,6 +204,9 @@ int cmd_eval(int argc, char **argv)
             }
             break;
         case 'Z': if (cli_num("eval", "slice-mm", optarg, 1e-4, 10, &slice)) return 1; break;
+        case 'E':
+            if (cli_num("eval", "spacing-error-mm", optarg, -100, 100, &spacing_err)) return 1;
+            break;
         case 'S': if (cli_int("eval", "subpixels", optarg, 1, 16, &subpix)) return 1; break;
         case 'h': eval_help(stdout); return 0;
         default: eval_help(stderr); return 1;
@@ -236,6 +243,15 @@ int cmd_eval(int argc, char **argv)
                         "need --optics thick\n");
         return 1;
     }
+    for (int k = 1; k <= m.g.layers; k++) {
+        double z = (m.g.gap_mm[k] += spacing_err);
+        if (!(z > 0)) {
+            model_free(&m);
+            fprintf(stderr, "d2fab eval: --spacing-error-mm %g: gap %d would be %g mm; allowed: "
+                    "every gap stays > 0\n", spacing_err, k + 1, z);
+            return 1;
+        }
+    }
     char pngpath[4096];
     if (!png) {
         snprintf(pngpath, sizeof pngpath, "%s/eval.png", dir);
@@ -255,6 +271,7 @@ int cmd_eval(int argc, char **argv)
     cJSON_AddStringToObject(oj, "scored", is_export ? "export (printed heights)" : "model (phases)");
     if (m.g.optics == D2_OPTICS_THICK)
         cJSON_AddStringToObject(oj, "spacing", correct ? "corrected for the slabs" : "as built");
+    cJSON_AddNumberToObject(oj, "spacing_error_mm", spacing_err);
     cJSON *ga = cJSON_AddArrayToObject(oj, "gaps_mm");
     for (int k = 0; k <= m.g.layers; k++) cJSON_AddItemToArray(ga, cJSON_CreateNumber(m.g.gap_mm[k]));
     cJSON_AddItemToObject(o, "optics", oj);
@@ -280,6 +297,8 @@ int cmd_eval(int argc, char **argv)
                    correct ? ", spacing corrected for the slabs" : " of the assembly as built");
         else
             printf("optical model: thin phase screens, gaps datum to datum\n");
+        if (spacing_err != 0)
+            printf("spacing error: every gap after layer 1 %+g mm\n", spacing_err);
         printf("time %.1f s, %.2f ms per image\n", secs, 1e3 * secs / (r.count ? r.count : 1));
         printf("detector efficiency %.4f (detector energy / input energy), output plane %.4f\n",
                r.efficiency, r.output_efficiency);

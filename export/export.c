@@ -107,7 +107,8 @@ static int resolve_params(const d2_model *m, const export_opts *o, export_report
         warn(r, "the model was trained coupled to index %.5g but is exported with %.5g: the "
              "absorption pattern differs from the trained one", g->index, n_idx);
 
-    p->base_mm = !isnan(o->base_mm) ? o->base_mm : g->coupled ? g->base_mm : 1.0;
+    /* One base from training to print: the model's own unless told otherwise. */
+    p->base_mm = !isnan(o->base_mm) ? o->base_mm : g->base_mm;
     if (!(isfinite(p->base_mm) && p->base_mm >= 0 && p->base_mm <= 1000))
         return d2_fail(e, D2_EINPUT, "base %g mm (--base-mm): must be in [0, 1000]", p->base_mm);
     p->z_step_mm = r->printer.z_step_mm;
@@ -115,7 +116,7 @@ static int resolve_params(const d2_model *m, const export_opts *o, export_report
     double bq = ceil(p->base_mm / p->z_step_mm - 1e-9) * p->z_step_mm;
     if (fabs(bq - p->base_mm) > 1e-9) {
         /* Only news when the user or the trained model chose the base. */
-        if (!isnan(o->base_mm) || g->coupled)
+        if (!isnan(o->base_mm) || g->coupled || g->base_mm > 0)
             warn(r, "base %.6g mm rounded up to %.6g mm, a whole number of %.4g mm Z steps",
                  p->base_mm, bq, p->z_step_mm);
         p->base_mm = bq;

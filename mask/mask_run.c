@@ -251,6 +251,8 @@ static cJSON *summary_json(const mask_run_report *rep, const mask_opts *o, const
     cJSON_AddStringToObject(j, "dataset", m->t.dataset);
     cJSON_AddNumberToObject(j, "count", count);
     cJSON_AddNumberToObject(j, "labelled", rep->labelled);
+    /* which optical model read the masks (the accuracies below) */
+    cJSON_AddItemToObject(j, "optics", optics_to_json(g));
     cJSON *acc = cJSON_AddObjectToObject(j, "accuracy");
     for (int k = 0; k < 3; k++) {
         if (rep->labelled)

@@ -108,6 +108,62 @@ static cJSON *frame_json(const mesh_frame *f)
     return o;
 }
 
+/* A model trained with thick plates states air gaps; the posts set the
+ * datum faces apart by those plus each printed plate's tallest pillar, which
+ * is the spacing eval and tolerance of the export then use (the export's
+ * thick model takes each plate as thick as its tallest pillar). Pillars
+ * always face the detector here: a model with the relief toward the source
+ * would need its plates mounted the other way round, which is refused. */
+static int thick_to_datum(export_folder *x, d2_err *e)
+{
+    d2_geom *g = &x->g;
+    if (g->optics != D2_OPTICS_THICK) return 0;
+    if (g->relief_side == D2_RELIEF_SOURCE)
+        return d2_fail(e, D2_EINPUT, "%s: the model was trained with the relief toward the "
+                       "source; mesh builds plates with the pillars toward the detector",
+                       x->json_path);
+    double plate[D2_MAX_LAYERS] = {0}, datum[D2_MAX_LAYERS + 1];
+    size_t nn = (size_t)g->n * g->n;
+    for (int l = 0; l < g->layers; l++)
+        for (size_t k = 0; k < nn; k++) plate[l] = fmax(plate[l], x->height_mm[l][k]);
+    thick_datum_gaps(g, g->gap_mm, plate, datum);
+    for (int k = 0; k <= g->layers; k++) g->gap_mm[k] = datum[k];
+    return 0;
+}
+
+/* The spacing both optical models see in this stack: the posts hold the
+ * datum faces gaps_mm apart; with the relief toward the detector each
+ * plate's tallest pillar sets its thickness and the air gaps follow. NULL
+ * when a plate does not fit its gap (the mesh checks refuse that earlier). */
+static cJSON *spacing_json(const d2_geom *g, const part *pt, int np)
+{
+    d2_geom gt = *g;
+    double plate[D2_MAX_LAYERS] = {0}, air[D2_MAX_LAYERS + 1];
+    size_t nn = (size_t)g->n * g->n;
+    int l = 0;
+    for (int i = 0; i < np && l < g->layers; i++) {
+        if (!pt[i].heights) continue;
+        for (size_t k = 0; k < nn; k++) plate[l] = fmax(plate[l], pt[i].heights[k]);
+        l++;
+    }
+    gt.relief_side = D2_RELIEF_DETECTOR;
+    d2_err e = {0};
+    if (l != g->layers || thick_air_gaps(&gt, g->gap_mm, plate, air, &e)) return NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "optics", "thick");
+    cJSON_AddStringToObject(
+        o, "note",
+        "The spacing the thick-plate model (d2fab eval, tolerance, mask and run on this export, "
+        "their default) uses is this stack as built: datum faces datum_gaps_mm apart, each plate "
+        "plate_thickness_mm thick (base and tallest pillar, relief toward the detector), air "
+        "gaps air_gaps_mm between a plate's top and the next datum face. The thin model "
+        "(--optics thin) puts phase screens at the datum faces, datum_gaps_mm apart.");
+    cJSON_AddItemToObject(o, "datum_gaps_mm", cJSON_CreateDoubleArray(g->gap_mm, g->layers + 1));
+    cJSON_AddItemToObject(o, "air_gaps_mm", cJSON_CreateDoubleArray(air, g->layers + 1));
+    cJSON_AddItemToObject(o, "plate_thickness_mm", cJSON_CreateDoubleArray(plate, g->layers));
+    return o;
+}
+
 static int write_json(const char *path, const char *export_dir, const d2_geom *g,
                       const mesh_printer *pr, const mesh_frame *f, const part *pt, int np,
                       const mesh_stack_report *rep, mesh_format fmt, d2_err *e)
@@ -135,6 +191,8 @@ static int write_json(const char *path, const char *export_dir, const d2_geom *g
     ok &= !!cJSON_AddNumberToObject(root, "neurons", g->n);
     ok &= !!(a = cJSON_AddArrayToObject(root, "gaps_mm"));
     for (int k = 0; a && k <= g->layers; k++) cJSON_AddItemToArray(a, cJSON_CreateNumber(g->gap_mm[k]));
+    cJSON *sj = spacing_json(g, pt, np);
+    ok &= sj && cJSON_AddItemToObject(root, "spacing", sj);
     cJSON *fj = frame_json(f);
     ok &= fj && cJSON_AddItemToObject(root, "frame", fj);
     ok &= !!(a = cJSON_AddArrayToObject(root, "plate_size_mm"));
@@ -445,6 +503,7 @@ int mesh_stack(const char *export_dir, const char *out_dir, const mesh_stack_opt
         rc = d2_fail(e, D2_EINPUT, "%s: missing key \"printer\"", j->x.json_path);
         goto done;
     }
+    if ((rc = thick_to_datum(&j->x, e))) goto done;
     mesh_printer_from_profile(&j->x.printer, &j->pr);
     mesh_frame_for_stack(&j->fr, &j->pr, &o->frame, j->x.base_mm);
     if ((rc = stack_parts(j, o, e))) goto done;

@@ -26,6 +26,8 @@ void run_config_default(run_config *c)
     c->jump_weight = 1.0;
     c->test_limit = 1000;
     c->source_power_mw = 1;
+    c->optics = D2_OPTICS_THICK;
+    c->thick_limit = 100;
     c->mask_count = 1;
 }
 
@@ -237,16 +239,18 @@ static int read_config(const char *name, const char *base_dir, const cJSON *root
                        d2_err *e)
 {
     static const char *const keys[] = {"notes", "model", "phases", "printer", "material",
-                                       "frequency_thz", "test_limit", "export", "mesh", "masks",
-                                       "tolerance", "source_power_mw", NULL};
+                                       "frequency_thz", "test_limit", "optics", "thick_limit",
+                                       "export", "mesh", "masks", "tolerance", "source_power_mw",
+                                       NULL};
     static const char *const formats[] = {"stl", "3mf", "obj", "ply", "glb", NULL};
+    static const char *const optics_names[] = {"thin", "thick", NULL};
     run_config_default(c);
     snprintf(c->path, sizeof c->path, "%s", name);
     cfg_ctx top = {name, ""};
     const cJSON *ph, *ex, *me, *mk, *tl;
     const char *notes;
     char model[RUN_PATH_MAX] = "";
-    long limit;
+    long limit, tlimit;
     int rc, fmt = 0;
     if (!cJSON_IsObject(root))
         return d2_fail(e, D2_EINPUT, "%s: expected a JSON object (a run config)", name);
@@ -259,12 +263,15 @@ static int read_config(const char *name, const char *base_dir, const cJSON *root
         (rc = cfg_num(&top, root, "frequency_thz", 0, 0, 0, 1e4, &c->frequency_thz, e)) ||
         (rc = cfg_int(&top, root, "test_limit", 0, 1000, 0, 10000000, &limit, e)) ||
         (rc = cfg_num(&top, root, "source_power_mw", 0, 1, 1e-9, 1e6, &c->source_power_mw, e)) ||
+        (rc = cfg_enum(&top, root, "optics", 0, D2_OPTICS_THICK, optics_names, &c->optics, e)) ||
+        (rc = cfg_int(&top, root, "thick_limit", 0, 100, 0, 10000000, &tlimit, e)) ||
         (rc = cfg_object(&top, root, "export", &ex, e)) ||
         (rc = cfg_object(&top, root, "mesh", &me, e)) ||
         (rc = cfg_object(&top, root, "masks", &mk, e)) ||
         (rc = cfg_object(&top, root, "tolerance", &tl, e)))
         return rc;
     c->test_limit = (int)limit;
+    c->thick_limit = (int)tlimit;
     if (!model[0] == !ph)
         return d2_fail(e, D2_EINPUT, "%s: give either \"model\" (a model folder) or \"phases\" "
                        "(phase map files with pitch_mm and frequency_thz), not %s", name,

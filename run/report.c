@@ -179,6 +179,16 @@ static cJSON *report_json(const run_state *s)
     cJSON_AddItemToObject(acc, "as_printed", s->have_ev_export
                                                  ? eval_to_json(&s->ev_export, g->ndet)
                                                  : cJSON_CreateNull());
+    if (s->have_ev_export) {
+        /* which optical model produced the as-printed number */
+        cJSON *oj = optics_to_json(&s->printed.g);
+        cJSON_AddStringToObject(oj, "spacing", s->printed.g.optics == D2_OPTICS_THICK
+                                                   ? "the assembly as built (air gaps)"
+                                                   : "datum to datum");
+        cJSON_AddItemToObject(acc, "as_printed_optics", oj);
+    }
+    if (s->have_ev_export_thin)
+        cJSON_AddItemToObject(acc, "as_printed_thin", eval_to_json(&s->ev_export_thin, g->ndet));
     cJSON_AddItemToObject(acc, "masks", s->masks_json ? cJSON_Duplicate(s->masks_json, 1)
                                                       : cJSON_CreateNull());
     cJSON_AddItemToObject(acc, "tolerance", s->tolerance_json
@@ -410,17 +420,27 @@ static void accuracy_table(FILE *f, const run_state *s)
                 s->ev_model.efficiency);
     }
     if (s->have_ev_export) {
-        fprintf(f, "<tr><td>as printed: heights in %.4g mm steps, absorption of %s at %.4g THz"
-                "</td><td>", s->ex.p.z_step_mm, s->ex.material.name, s->ex.frequency_thz);
+        fprintf(f, "<tr><td>as printed: heights in %.4g mm steps, absorption of %s at %.4g THz, %s"
+                "</td><td>", s->ex.p.z_step_mm, s->ex.material.name, s->ex.frequency_thz,
+                s->printed.g.optics == D2_OPTICS_THICK
+                    ? "thick plates in the assembly as built (split-step through the relief)"
+                    : "thin phase screens, gaps datum to datum");
         pct(f, s->ev_export.accuracy);
         fprintf(f, "</td><td>%d</td><td>%.4f</td></tr>\n", s->ev_export.count,
                 s->ev_export.efficiency);
     }
+    if (s->have_ev_export_thin) {
+        fputs("<tr><td>the same heights as thin phase screens (gaps datum to datum), for "
+              "comparison only</td><td>", f);
+        pct(f, s->ev_export_thin.accuracy);
+        fprintf(f, "</td><td>%d</td><td>%.4f</td></tr>\n", s->ev_export_thin.count,
+                s->ev_export_thin.efficiency);
+    }
     fprintf(f, "<tr><td>with the printed input masks</td><td colspan=\"3\">");
     if (s->masks_json)
         fprintf(f, "%d of %d test digits read correctly through the printed masks (as "
-                "images %d, binarised %d)", s->mask_correct[2], s->mask_labelled,
-                s->mask_correct[0], s->mask_correct[1]);
+                "images %d, binarised %d; %s model)", s->mask_correct[2], s->mask_labelled,
+                s->mask_correct[0], s->mask_correct[1], optics_name(&s->printed.g));
     else esc(f, s->res->note[3]);
     fputs("</td></tr>\n<tr><td>under printing and assembly errors (Monte Carlo)</td>"
           "<td colspan=\"3\">", f);
@@ -548,8 +568,11 @@ static void tolerance_tables(FILE *f, const run_state *s)
     const run_tol *t = &s->tol;
     fprintf(f, "<p>The stack as printed, on %d test images: nominal accuracy ", t->images);
     pct(f, t->nominal);
-    fputs(". Every number and each trial's perturbations: <a href=\"tolerance/report.json\">"
-          "tolerance/report.json</a> and the CSV files beside it.</p>\n", f);
+    fprintf(f, ", every number from the %s model. Every number and each trial's "
+            "perturbations: <a href=\"tolerance/report.json\">tolerance/report.json</a> and "
+            "the CSV files beside it.</p>\n",
+            t->optics == D2_OPTICS_THICK ? "thick-plate (the assembly as built)"
+                                         : "thin phase-screen (gaps datum to datum)");
     if (t->trials) {
         fprintf(f, "<table><tr><th>Monte Carlo, %d trials</th><th>accuracy</th></tr>\n",
                 t->trials);
@@ -888,6 +911,16 @@ static int write_printing(const run_state *s, const char *path, d2_err *e)
                 s->assembly_file, s->nmasks ? " (without a mask)" : "");
     fprintf(f, "\nThe simulated accuracy of these parts and the tolerance study are in "
                "report.html.\n");
+    if (s->have_ev_export)
+        fprintf(f, "Simulated accuracy as printed: %.2f %% on %d test images, %s.\n",
+                100 * s->ev_export.accuracy, s->ev_export.count,
+                s->printed.g.optics == D2_OPTICS_THICK
+                    ? "thick-plate model of the assembly as built"
+                    : "thin phase screens (gaps datum to datum)");
+    if (s->have_ev_export_thin)
+        fprintf(f, "The thin phase-screen model gives %.2f %% on %d images; it does not "
+                "model the plates' thickness.\n", 100 * s->ev_export_thin.accuracy,
+                s->ev_export_thin.count);
     return d2_out_commit(o, e);
 }
 

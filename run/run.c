@@ -307,6 +307,33 @@ static int stage_model(run_state *s, d2_err *e)
  * Stage 2: export, and the accuracy of what will be printed
  * ---------------------------------------------------------------------- */
 
+/* Scores s->printed (the export as a thin model) as thin phase screens on
+ * test_limit images, then, with thick optics, turns it into the thick model
+ * of the assembly as built and scores that on thick_limit images: ev_export
+ * is the config's optical model, ev_export_thin the thin one beside it. */
+static int printed_scores(run_state *s, d2_err *e)
+{
+    const run_config *c = s->c;
+    int rc;
+    if (c->optics == D2_OPTICS_THIN)
+        return (rc = eval_model(&s->printed, s->o->data_dir, c->test_limit, s->o->threads, NULL,
+                                s->o->progress, &s->ev_export, e))
+                   ? rc
+                   : (s->have_ev_export = 1, 0);
+    if ((rc = eval_model(&s->printed, s->o->data_dir, c->test_limit, s->o->threads, NULL,
+                         s->o->progress, &s->ev_export_thin, e)) ||
+        (rc = model_make_thick(&s->printed, 0, e)))
+        return rc;
+    s->have_ev_export_thin = 1;
+    int limit = c->thick_limit > 0 ? c->thick_limit : c->test_limit;
+    if (c->test_limit > 0 && limit > c->test_limit) limit = c->test_limit;
+    if ((rc = eval_model(&s->printed, s->o->data_dir, limit, s->o->threads, NULL, s->o->progress,
+                         &s->ev_export, e)))
+        return rc;
+    s->have_ev_export = 1;
+    return 0;
+}
+
 static int stage_export(run_state *s, d2_err *e)
 {
     const run_config *c = s->c;
@@ -345,16 +372,14 @@ static int stage_export(run_state *s, d2_err *e)
     for (int i = 0; i < s->ex.nwarn; i++) run_warn(s, "export: %s", s->ex.warn[i]);
     if (rc) goto done;
 
-    /* The accuracy of exactly what will be printed: heights back to phase
-     * and absorption at the source frequency. */
+    /* The accuracy of what will be printed: the exported heights as thick
+     * plates in the assembly as built (the config's optics), on thick_limit
+     * images; beside it the same heights as thin phase screens. */
     if ((rc = export_load_as_model(dir, &s->printed, e))) goto done;
     s->have_printed = 1;
-    if ((rc = eval_model(&s->printed, s->o->data_dir, c->test_limit, s->o->threads, NULL,
-                         s->o->progress, &s->ev_export, e)))
-        goto done;
-    s->have_ev_export = 1;
+    if ((rc = printed_scores(s, e))) goto done;
     /* The figures of what will be printed: heights, one plate in 3-D, the
-     * output of a few digits. */
+     * output of a few digits (through the same optical model). */
     for (int k = 0; k < s->ex.layers && !rc; k++) rc = run_fig_height(s, k, e);
     if (rc || (rc = run_fig_relief(s, 0, e)) || (rc = run_fig_output(s, e))) goto done;
     double lo = INFINITY, hi = 0;
@@ -363,9 +388,10 @@ static int stage_export(run_state *s, d2_err *e)
         hi = fmax(hi, s->ex.layer[k].max_mm);
     }
     stage_done(s, ST_EXPORT, "%s in %s at %.4g THz: heights %.3f to %.3f mm in %.4g mm steps; "
-               "accuracy as printed %.2f %% (design %.2f %%)", s->ex.printer.name,
-               s->ex.material.name, s->ex.frequency_thz, lo, hi, s->ex.p.z_step_mm,
-               100 * s->ev_export.accuracy, 100 * s->ev_model.accuracy);
+               "accuracy as printed %.2f %% (%s model, %d images; design %.2f %%)",
+               s->ex.printer.name, s->ex.material.name, s->ex.frequency_thz, lo, hi,
+               s->ex.p.z_step_mm, 100 * s->ev_export.accuracy, optics_name(&s->printed.g),
+               s->ev_export.count, 100 * s->ev_model.accuracy);
 done:
     cJSON_Delete(sections);
     return rc;
@@ -668,9 +694,10 @@ static int stage_masks(run_state *s, d2_err *e)
     s->mask_correct[2] = rep.correct[2];
     s->mask_labelled = rep.labelled;
     stage_done(s, ST_MASKS, "%d stencil%s, %d island%s bridged; read correctly through the "
-               "printed stack: %d of %d as images, %d binarised, %d through the masks",
-               n, n == 1 ? "" : "s", rep.islands, rep.islands == 1 ? "" : "s", rep.correct[0],
-               rep.labelled, rep.correct[1], rep.correct[2]);
+               "printed stack: %d of %d as images, %d binarised, %d through the masks (%s "
+               "model)", n, n == 1 ? "" : "s", rep.islands, rep.islands == 1 ? "" : "s",
+               rep.correct[0], rep.labelled, rep.correct[1], rep.correct[2],
+               optics_name(&s->printed.g));
 done:
     if (src)
         for (int i = 0; i < n; i++) mask_source_free(&src[i]);
@@ -767,6 +794,9 @@ static cJSON *tol_summary_json(const run_tol *t)
     if (!o) return NULL;
     cJSON_AddStringToObject(o, "report", "tolerance/report.json");
     cJSON_AddStringToObject(o, "stack", "export (as printed)");
+    cJSON_AddStringToObject(o, "optics", t->optics == D2_OPTICS_THICK
+                                             ? "thick (plates in the assembly as built)"
+                                             : "thin (phase screens, gaps datum to datum)");
     cJSON_AddNumberToObject(o, "test_images", t->images);
     cJSON_AddNumberToObject(o, "nominal_accuracy", t->nominal);
     cJSON_AddNumberToObject(o, "trials", t->trials);
@@ -811,6 +841,7 @@ static int stage_tolerance(run_state *s, d2_err *e)
     tol_study_opts so = {&tc, &sm, 1, s->o->data_dir, s->o->threads, dir, NULL, s->o->progress};
     if ((rc = tol_study_run(&so, &st, e))) return rc;
     tol_summary(s, &st.rep);
+    s->tol.optics = st.stacks[0].m.g.optics;
     if (!(s->tolerance_json = tol_summary_json(&s->tol))) {
         rc = d2_fail(e, D2_EIO, "out of memory");
         goto done;
@@ -833,12 +864,13 @@ static int stage_tolerance(run_state *s, d2_err *e)
     if (t->trials)
         stage_done(s, ST_TOL, "nominal %.2f %% on %d test images; Monte Carlo over %d trials: "
                    "mean %.2f %%, worst %.2f %%; yield %.0f %% of trials reach the spec, "
-                   "%.2f %% (%s)", 100 * t->nominal, t->images, t->trials, 100 * t->mean,
+                   "%.2f %% (%s); %s model", 100 * t->nominal, t->images, t->trials, 100 * t->mean,
                    100 * t->min, 100 * t->yield, 100 * t->spec,
-                   t->spec_from_nominal ? "nominal less 1 point" : "spec_accuracy_percent");
+                   t->spec_from_nominal ? "nominal less 1 point" : "spec_accuracy_percent",
+                   t->optics == D2_OPTICS_THICK ? "thick" : "thin");
     else
-        stage_done(s, ST_TOL, "nominal %.2f %% on %d test images; no Monte-Carlo trials",
-                   100 * t->nominal, t->images);
+        stage_done(s, ST_TOL, "nominal %.2f %% on %d test images; no Monte-Carlo trials (%s model)",
+                   100 * t->nominal, t->images, t->optics == D2_OPTICS_THICK ? "thick" : "thin");
 done:
     cJSON_Delete(tj);
     tol_study_free(&st);

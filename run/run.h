@@ -68,6 +68,12 @@ typedef struct run_config {
 
     /* Accuracy: the first test_limit test images (0 = all 10000). */
     int test_limit;
+    /* The optical model that scores the export as printed ("optics": D2_OPTICS_THICK,
+     * the default, or D2_OPTICS_THIN), and the test images it scores with
+     * thick plates ("thick_limit", about 30 times the thin cost per image;
+     * 0 = test_limit). The thin score on test_limit images is reported beside it. */
+    int optics;
+    int thick_limit;
 
     /* The power budget: the source power reaching the input plane, mW
      * ("source_power_mw", default 1). */

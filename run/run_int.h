@@ -66,6 +66,7 @@ typedef struct run_tol {
     run_tol_pert pert[RUN_TOL_KINDS];
     double seconds;
     long inferences;
+    int optics;                      /* optical model of every number (D2_OPTICS_*) */
 } run_tol;
 
 /* The power budget of the stack as printed. */
@@ -96,6 +97,8 @@ typedef struct run_state {
     int have_printed;
     eval_result ev_export;      /* accuracy of the exported heights (as printed) */
     int have_ev_export;
+    eval_result ev_export_thin; /* the same heights as thin phase screens (with thick) */
+    int have_ev_export_thin;
     int nparts;
     run_part part[RUN_MAX_PARTS];
     char assembly_file[96];     /* "assembly.stl", "" when not written */

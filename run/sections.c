@@ -219,8 +219,10 @@ void run_html_power(FILE *f, const run_state *s)
           "the input digit)</td><td>", f);
     if (isnan(p.eff_design)) fputs("not evaluated", f);
     else fprintf(f, "%.4g&nbsp;%%", 100 * p.eff_design);
-    fprintf(f, "</td></tr>\n<tr><td>detector efficiency, as printed</td><td>%.4g&nbsp;%%</td>"
-            "</tr>\n", 100 * p.eff_printed);
+    fprintf(f, "</td></tr>\n<tr><td>detector efficiency, as printed (%s, %d test images)</td>"
+            "<td>%.4g&nbsp;%%</td></tr>\n",
+            s->printed.g.optics == D2_OPTICS_THICK ? "thick-plate model" : "thin phase screens",
+            s->ev_export.count, 100 * p.eff_printed);
     if (!isnan(p.transmission))
         fprintf(f, "<tr><td>stack transmission (absorption in every plate and Fresnel "
                 "reflection, %.1f&nbsp;%% at each of 2 surfaces a plate)</td><td>%.4g&nbsp;%%"
@@ -266,6 +268,8 @@ cJSON *run_power_json(const run_state *s)
     if (isnan(p.eff_design)) cJSON_AddNullToObject(o, "detector_efficiency_design");
     else cJSON_AddNumberToObject(o, "detector_efficiency_design", p.eff_design);
     cJSON_AddNumberToObject(o, "detector_efficiency_printed", p.eff_printed);
+    cJSON_AddStringToObject(o, "printed_optics",
+                            s->printed.g.optics == D2_OPTICS_THICK ? "thick" : "thin");
     cJSON_AddNumberToObject(o, "output_plane_efficiency_printed", p.out_printed);
     if (isnan(p.transmission)) cJSON_AddNullToObject(o, "stack_transmission");
     else cJSON_AddNumberToObject(o, "stack_transmission", p.transmission);

@@ -935,10 +935,12 @@ TEST(export_writes_every_file_and_loads_back_as_the_printed_model)
     int rc = export_stack(&src, &o, out, &r, &e);
     CHECK(rc == 0);
     if (rc) printf("  %s\n", e.msg);
-    /* twopoint at 0.4 THz: n 1.68, kappa 0.04; base 1 mm rounds up to 63 steps of 16 um */
+    /* twopoint at 0.4 THz: n 1.68, kappa 0.04; the base is the model's own
+     * (0.5 mm), rounded up to 32 steps of 16 um: one base from training to print */
     CHECK_NEAR(r.p.index, 1.68, 1e-12);
     CHECK_NEAR(r.p.kappa, 0.04, 1e-12);
-    CHECK_NEAR(r.p.base_mm, 1.008, 1e-12);
+    CHECK_NEAR(m.g.base_mm, 0.5, 1e-12);
+    CHECK_NEAR(r.p.base_mm, 0.512, 1e-12);
     /* stack transmission = prod mean(a^2) * (1 - R)^(2L) */
     double R = opt_fresnel_r(1.68);
     CHECK_NEAR(r.power_transmission,

@@ -679,6 +679,21 @@ TEST(run_writes_previews_meshes_and_one_line_per_mask_and_meshes_pass_validators
     double a = cJSON_GetNumberValue(cJSON_GetObjectItem(acc, "mask"));
     CHECK_NEAR(a, rep.correct[2] / 3.0, 1e-5);
     CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(sum, "bridges")) == 3);
+    /* the summary names the optical model that read the masks: the thin model
+     * here, the thick one once the model is made thick (as for an export) */
+    const char *om = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(sum, "optics"), "model"));
+    CHECK(om && !strcmp(om, "thin"));
+    cJSON_Delete(sum);
+    CHECK(model_make_thick(&m, 0, &e) == 0);
+    out = t_path("run1-thick");
+    rc = mask_run(&m, src, 3, &o, out, res, &rep, &e);
+    if (rc) printf("  %s\n", e.msg);
+    CHECK(rc == 0);
+    snprintf(p, sizeof p, "%s/summary.json", out);
+    sum = NULL;
+    CHECK(cfg_load(p, &sum, &e) == 0);
+    om = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(sum, "optics"), "model"));
+    CHECK(om && !strcmp(om, "thick"));
     cJSON_Delete(sum);
     for (int i = 0; i < 3; i++) mask_source_free(&src[i]);
     model_free(&m);

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "core/config.h"
 #include "core/fileio.h"
 #include "core/image.h"
 #include "core/npy.h"
@@ -977,6 +978,9 @@ static int write_npy(const char *path, int n, const float *v)
     return npy_write(path, NPY_F32, 2, shape, v, &e);
 }
 
+/* make_export: 1 writes a model trained with thick plates (gaps are air gaps) */
+static int export_thick;
+
 /* An export folder of L layers of n x n at pitch 0.5 mm. */
 static const char *make_export(const char *name, int n, int layers, const float *const *h,
                                double build_xy)
@@ -995,14 +999,15 @@ static const char *make_export(const char *name, int n, int layers, const float 
                  "]},\n  \"input\": {\"aperture_mm\": 12},\n"
                  "  \"detector\": {\"size_mm\": 1.5, \"centers_mm\": [[-5, -5], [0, -5], [5, -5], "
                  "[-7.5, 0], [-2.5, 0], [2.5, 0], [7.5, 0], [-5, 5], [0, 5], [5, 5]]},\n"
-                 "  \"material\": {\"index\": 1.7227, \"kappa\": 0.031}},\n"
+                 "  \"material\": {\"index\": 1.7227, \"kappa\": 0.031}%s},\n"
                  " \"pitch_mm\": 0.5, \"neurons\": %d, \"layers\": %d, \"base_mm\": 0.5,\n"
                  " \"z_step_mm\": 0.016, \"levels\": 0,\n"
                  " \"printer\": {\"name\": \"testprinter\", \"technology\": \"polyjet\", "
                  "\"xy_resolution_mm\": 0.042, \"z_step_mm\": 0.016, \"build_volume_mm\": [%g, %g, "
                  "200], \"min_feature_mm\": 0.1, \"pin_clearance_mm\": 0.1},\n"
                  " \"layer_files\": [",
-                 n, layers, build_xy, build_xy);
+                 export_thick ? ",\n  \"optics\": {\"model\": \"thick\"}" : "", n, layers, build_xy,
+                 build_xy);
     for (int k = 0; k < layers; k++) {
         char f[64], path[700];
         snprintf(f, sizeof f, "layer%d_height.npy", k + 1);
@@ -1025,6 +1030,46 @@ static int count_files(const char *dir)
     return atoi(outbuf);
 }
 
+
+/* A model trained with thick plates states air gaps: the posts set the datum
+ * faces apart by the air gap plus the plate before it (its tallest pillar),
+ * and assembly.json states both. */
+TEST(stack_of_a_thick_model_spaces_datum_faces_by_air_gap_plus_plate)
+{
+    int n = 40, L = 2;
+    float *h[2] = {random_heights(n, 31, 0.5, 65, 0.016), random_heights(n, 32, 0.5, 65, 0.016)};
+    export_thick = 1;
+    const char *exp = make_export("exp-thick", n, L, (const float *const *)h, 490);
+    export_thick = 0;
+    const char *out = t_path("parts-thick");
+    mesh_stack_opts o;
+    mesh_stack_opts_default(&o);
+    mesh_stack_report rep;
+    d2_err e = {0};
+    int rc = mesh_stack(exp, out, &o, &rep, &e);
+    if (rc) printf("  %s\n", e.msg);
+    CHECK(rc == 0);
+    double top[2] = {0, 0};
+    for (int l = 0; l < L; l++)
+        for (int i = 0; i < n * n; i++) top[l] = fmax(top[l], h[l][i]);
+    char path[700];
+    snprintf(path, sizeof path, "%s/assembly.json", out);
+    cJSON *as = NULL;
+    CHECK(cfg_load(path, &as, &e) == 0);
+    const cJSON *g = cJSON_GetObjectItem(as, "gaps_mm");
+    const cJSON *air = cJSON_GetObjectItem(cJSON_GetObjectItem(as, "spacing"), "air_gaps_mm");
+    CHECK(cJSON_GetArraySize(g) == 3 && cJSON_GetArraySize(air) == 3);
+    for (int k = 0; k < 3 && cJSON_GetArraySize(g) == 3 && cJSON_GetArraySize(air) == 3; k++) {
+        double want = 7.0 + k + (k ? top[k - 1] : 0);
+        CHECK_NEAR(cJSON_GetArrayItem(g, k)->valuedouble, want, 1e-5);
+        CHECK_NEAR(cJSON_GetArrayItem(air, k)->valuedouble, 7.0 + k, 1e-5);
+    }
+    /* the parts sit where the datum gaps put them */
+    CHECK_NEAR(rep.part[2].z_mm, 7.0 + 8.0 + top[0], 1e-5);
+    cJSON_Delete(as);
+    free(h[0]);
+    free(h[1]);
+}
 TEST(stack_writes_every_part_the_assembly_and_its_json)
 {
     int n = 40, L = 2;
@@ -1295,6 +1340,7 @@ int main(void)
     RUN(checking_a_plate_costs_at_most_a_few_builds);
     RUN(stack_writes_every_part_the_assembly_and_its_json);
     RUN(check_against_the_export_passes_a_true_part_and_names_a_changed_pixel);
+    RUN(stack_of_a_thick_model_spaces_datum_faces_by_air_gap_plus_plate);
     RUN(stack_refuses_bad_heights_big_plates_and_misfit_pegs_writing_nothing);
     RUN(plate_refuses_bad_heights_and_features);
     RUN(check_command_exits_2_on_an_open_mesh);

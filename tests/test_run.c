@@ -437,7 +437,7 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     char cfg[4 * PATH_MAX], args[4 * PATH_MAX];
     snprintf(cfg, sizeof cfg,
              "{\"model\": \"model\", \"printer\": \"objet-connex500\", \"material\": \"verobp\","
-             " \"frequency_thz\": 0.4, \"test_limit\": 300,"
+             " \"frequency_thz\": 0.4, \"test_limit\": 300, \"thick_limit\": 100,"
              " \"masks\": {\"digits\": [0, 8], \"count\": 1},"
              " \"tolerance\": {\"trials\": 3, \"limit\": 100, \"lateral_mm\": 0.1,"
              " \"inverse\": false}}");
@@ -452,7 +452,8 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     CHECK(file_has(log, "print package: "));
 
     /* The report's accuracy is eval's on the same inputs: the model, and the
-     * export loaded back as what will be printed. */
+     * export loaded back as what will be printed: thick plates in the
+     * assembly as built on thick_limit images, thin phase screens beside it. */
     d2_err e = {0};
     cJSON *rep = NULL;
     char path[PATH_MAX + 64];
@@ -470,13 +471,24 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     CHECK(ev.count == 300 && ex.count == 300);
     CHECK(json_num(rep, "accuracy", "design", "accuracy") == ev.accuracy);
     CHECK(json_num(rep, "accuracy", "design", "correct") == ev.correct);
-    CHECK(json_num(rep, "accuracy", "as_printed", "accuracy") == ex.accuracy);
-    CHECK(json_num(rep, "accuracy", "as_printed", "test_images") == 300);
+    CHECK(json_num(rep, "accuracy", "as_printed_thin", "accuracy") == ex.accuracy);
+    CHECK(json_num(rep, "accuracy", "as_printed_thin", "test_images") == 300);
+    eval_result ek;
+    CHECK(export_load_as_model(path, &m, &e) == 0);
+    CHECK(model_make_thick(&m, 0, &e) == 0);
+    CHECK(eval_model(&m, dataset_default_dir(), 100, 0, NULL, NULL, &ek, &e) == 0);
+    model_free(&m);
+    CHECK(json_num(rep, "accuracy", "as_printed", "accuracy") == ek.accuracy);
+    CHECK(json_num(rep, "accuracy", "as_printed", "test_images") == 100);
+    const cJSON *po = cJSON_GetObjectItem(cJSON_GetObjectItem(rep, "accuracy"), "as_printed_optics");
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(po, "model")) ?: "", "thick"));
     /* The efficiencies tell the two apart (the printed plates absorb). */
     CHECK_NEAR(json_num(rep, "accuracy", "design", "detector_efficiency"), ev.efficiency,
                1e-6 * ev.efficiency);
-    CHECK_NEAR(json_num(rep, "accuracy", "as_printed", "detector_efficiency"), ex.efficiency,
+    CHECK_NEAR(json_num(rep, "accuracy", "as_printed_thin", "detector_efficiency"), ex.efficiency,
                1e-6 * ex.efficiency);
+    CHECK_NEAR(json_num(rep, "accuracy", "as_printed", "detector_efficiency"), ek.efficiency,
+               1e-6 * ek.efficiency);
     CHECK(ex.efficiency < 0.9 * ev.efficiency);
     printf("  accuracy design %.1f%%, as printed %.1f%%\n", 100 * ev.accuracy,
            100 * ex.accuracy);
@@ -489,6 +501,7 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     CHECK(refs >= 3); /* PRINTING.txt, report.json, export/export.json at least */
     snprintf(path, sizeof path, "%s/PRINTING.txt", pkg);
     CHECK(file_has(path, "Layer height  0.016 mm"));
+    CHECK(file_has(path, "on 100 test images, thick-plate model of the assembly as built"));
     for (int k = 1; k <= 3; k++) {
         snprintf(path, sizeof path, "%s/previews/layer%d_phase.png", pkg, k);
         CHECK(t_exists(path));
@@ -545,20 +558,45 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
         cJSON_GetObjectItem(cJSON_GetObjectItem(as, "assembly"), "file"));
     snprintf(path, sizeof path, "%s/%s", pkg, af ? af : "?");
     CHECK(af && t_exists(path));
+    /* The stack as built has the spacing the thick model scored: datum gaps
+     * less each plate's thickness are the air gaps the tolerance study used. */
+    const cJSON *sp = cJSON_GetObjectItem(as, "spacing");
+    const cJSON *dg = cJSON_GetObjectItem(sp, "datum_gaps_mm"), *ag = cJSON_GetObjectItem(sp, "air_gaps_mm");
+    const cJSON *pl = cJSON_GetObjectItem(sp, "plate_thickness_mm");
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(sp, "optics")) ?: "", "thick"));
+    CHECK(cJSON_GetArraySize(dg) == 4 && cJSON_GetArraySize(ag) == 4 && cJSON_GetArraySize(pl) == 3);
+    cJSON *tr = NULL;
+    snprintf(path, sizeof path, "%s/tolerance/report.json", pkg);
+    CHECK(cfg_load(path, &tr, &e) == 0);
+    const cJSON *tg = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(tr, "models"), 0), "optics"),
+        "gaps_mm");
+    CHECK(cJSON_GetArraySize(tg) == 4);
+    for (int k = 0; k < 4 && cJSON_GetArraySize(tg) == 4 && cJSON_GetArraySize(dg) == 4; k++) {
+        double d = cJSON_GetArrayItem(dg, k)->valuedouble, a = cJSON_GetArrayItem(ag, k)->valuedouble;
+        double t = k ? cJSON_GetArrayItem(pl, k - 1)->valuedouble : 0;
+        CHECK_NEAR(a, d - t, 1e-9);
+        CHECK(t == 0 || t > 0.1);
+        CHECK_NEAR(cJSON_GetArrayItem(tg, k)->valuedouble, a, 1e-9);
+    }
+    cJSON_Delete(tr);
     cJSON_Delete(as);
 
     /* The tolerance study's nominal accuracy is eval's on the first 100
-     * images of the stack as printed; the yield plot is in the page. */
+     * images of the stack as printed (thick plates, the default for an
+     * export, said in the report); the yield plot is in the page. */
     CHECK(!strcmp(stage_status(rep, "tolerance"), "done"));
     eval_result e100;
     snprintf(path, sizeof path, "%s/export", pkg);
     CHECK(export_load_as_model(path, &m, &e) == 0);
+    CHECK(model_make_thick(&m, 0, &e) == 0);
     CHECK(eval_model(&m, dataset_default_dir(), 100, 0, NULL, NULL, &e100, &e) == 0);
     model_free(&m);
     CHECK(json_num(rep, "accuracy", "tolerance", "nominal_accuracy") == e100.accuracy);
     CHECK(json_num(rep, "accuracy", "tolerance", "trials") == 3);
     /* The yield's spec is said in words: no spec was set, so nominal - 1 point. */
     const cJSON *tj = cJSON_GetObjectItem(cJSON_GetObjectItem(rep, "accuracy"), "tolerance");
+    CHECK(!strncmp(cJSON_GetStringValue(cJSON_GetObjectItem(tj, "optics")) ?: "", "thick", 5));
     CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(tj, "spec_rule")) ?: "",
                   "nominal - 1 point"));
     CHECK_NEAR(json_num(rep, "accuracy", "tolerance", "spec_accuracy"), e100.accuracy - 0.01,
@@ -589,7 +627,6 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     snprintf(path, sizeof path, "%s/report.html", pkg);
     CHECK(file_has(path, "What the study simulated"));
     CHECK(file_has(path, "lateral shift of each layer (x and y)"));
-    cJSON *tr = NULL;
     snprintf(path, sizeof path, "%s/tolerance/report.json", pkg);
     CHECK(cfg_load(path, &tr, &e) == 0);
     const cJSON *sens = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(tr, "models"),
@@ -601,11 +638,13 @@ TEST(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate)
     /* The power budget: 1 mW by default, times the printed efficiency. */
     const cJSON *pb = cJSON_GetObjectItem(rep, "power_budget");
     CHECK(json_num(rep, "power_budget", "source_power_mw", NULL) == 1);
-    CHECK_NEAR(json_num(rep, "power_budget", "detector_efficiency_printed", NULL), ex.efficiency,
-               1e-6 * ex.efficiency);
-    CHECK_NEAR(json_num(rep, "power_budget", "detectors_total_w", NULL), 1e-3 * ex.efficiency,
-               1e-6 * 1e-3 * ex.efficiency);
-    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(pb, "low")) == (ex.efficiency < 0.01));
+    /* as printed: the thick-plate model's efficiency, the one the report scores */
+    CHECK_NEAR(json_num(rep, "power_budget", "detector_efficiency_printed", NULL), ek.efficiency,
+               1e-6 * ek.efficiency);
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(pb, "printed_optics")) ?: "", "thick"));
+    CHECK_NEAR(json_num(rep, "power_budget", "detectors_total_w", NULL), 1e-3 * ek.efficiency,
+               1e-6 * 1e-3 * ek.efficiency);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(pb, "low")) == (ek.efficiency < 0.01));
     snprintf(path, sizeof path, "%s/report.html", pkg);
     CHECK(file_has(path, "<h2>Power budget</h2>"));
     CHECK(file_has(path, "detector NEP needed"));

@@ -163,6 +163,70 @@ TEST(zero_perturbation_reproduces_eval_exactly)
     }
 }
 
+
+/* An export is scored as printed: the study turns it into the thick model of
+ * the assembly as built unless the config says thin, and says which. */
+TEST(tolerance_of_an_export_uses_thick_plates_unless_told_thin)
+{
+    d2_model m;
+    d2_err e = {0};
+    random_model(&m, 32, 2, 23, 0);
+    export_opts o;
+    export_opts_default(&o);
+    o.printer = "objet-connex500";
+    o.material = "verobp";
+    export_report er;
+    export_source src = {&m, NULL, "model", "random"};
+    char dir[700], out[720];
+    snprintf(dir, sizeof dir, "%s/export-thick", t_tmpdir());
+    int rc = export_stack(&src, &o, dir, &er, &e);
+    if (rc) printf("  %s\n", e.msg);
+    CHECK(rc == 0);
+    export_report_free(&er);
+    model_free(&m);
+    d2_model thin, thick;
+    CHECK(export_load_as_model(dir, &thin, &e) == 0);
+    CHECK(export_load_as_model(dir, &thick, &e) == 0);
+    CHECK(model_make_thick(&thick, 0, &e) == 0);
+    double acc_thin, acc_thick;
+    free(eval_energies(&thin, IMAGES, &acc_thin));
+    free(eval_energies(&thick, IMAGES, &acc_thick));
+    for (int pass = 0; pass < 2; pass++) {
+        tol_config c;
+        tol_config_default(&c);
+        c.trials = 1;
+        c.limit = IMAGES;
+        c.sensitivity = c.inverse = 0;
+        CHECK(tol_config_set(&c, "lateral_mm", 0.05, &e) == 0);
+        if (pass) c.optics = D2_OPTICS_THIN;
+        snprintf(out, sizeof out, "%s/tol-optics-%d", t_tmpdir(), pass);
+        tol_study_model sm = {dir, NULL, NULL};
+        tol_study_opts so = {&c, &sm, 1, dataset_default_dir(), 2, out, NULL, NULL};
+        tol_study st;
+        rc = tol_study_run(&so, &st, &e);
+        if (rc) printf("  %s\n", e.msg);
+        CHECK(rc == 0);
+        if (rc) continue;
+        const d2_geom *g = &st.stacks[0].m.g;
+        CHECK(g->optics == (pass ? D2_OPTICS_THIN : D2_OPTICS_THICK));
+        CHECK(st.rep.res[0].nominal == (pass ? acc_thin : acc_thick));
+        for (int k = 0; k <= g->layers; k++)
+            CHECK_NEAR(g->gap_mm[k], (pass ? thin.g : thick.g).gap_mm[k], 1e-12);
+        /* report.json names the model of every number */
+        char path[800];
+        snprintf(path, sizeof path, "%s/report.json", out);
+        cJSON *j = NULL;
+        CHECK(cfg_load(path, &j, &e) == 0);
+        const cJSON *mo = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "models"), 0);
+        const cJSON *op = cJSON_GetObjectItemCaseSensitive(mo, "optics");
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(op, "model"));
+        CHECK(name && !strcmp(name, pass ? "thin" : "thick"));
+        cJSON_Delete(j);
+        tol_study_free(&st);
+    }
+    model_free(&thin);
+    model_free(&thick);
+}
 TEST(export_stack_nominal_equals_eval_of_the_export_and_requantising_changes_nothing)
 {
     d2_model m;
@@ -1000,6 +1064,7 @@ int main(void)
     if (!pool1 || !pool2) return 3;
     RUN(zero_perturbation_reproduces_eval_exactly);
     RUN(export_stack_nominal_equals_eval_of_the_export_and_requantising_changes_nothing);
+    RUN(tolerance_of_an_export_uses_thick_plates_unless_told_thin);
     RUN(whole_pixel_shift_equals_the_rolled_layer);
     RUN(shifted_trained_model_matches_eval_of_the_rolled_layer_files);
     RUN(accuracy_falls_as_the_lateral_shift_grows_past_a_pixel);

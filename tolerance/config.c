@@ -92,13 +92,14 @@ static const char *const k_top[] = {
     "seed", "trials", "limit", "spec_accuracy_percent", "confidence_percent", "distribution",
     "distributions", "sweep_scales", "sensitivity", "inverse", "inverse_draws", "quantize",
     "correlation_length_mm", "input_mask_png", "input_mask", "mask_threshold",
-    "mask_min_feature_mm", "notes",
+    "mask_min_feature_mm", "notes", "optics",
     "lateral_mm", "lateral_px", "axial_mm", "axial_wavelengths", "rotation_deg",
     "pitch_error_percent", "height_error_mm", "height_error_wavelengths",
     "height_error_correlated_mm", "height_error_correlated_wavelengths", "quantize_step_mm",
     "quantize_levels", "index_error", "kappa_error", "wavelength_error_mm", "frequency_error_thz",
     "detector_shift_mm", "detector_shift_px", "detector_noise_relative", NULL};
 static const char *const dists[] = {"uniform", "normal", NULL};
+static const char *const optics_names[] = {"thin", "thick", NULL};
 
 void tol_config_default(tol_config *c)
 {
@@ -112,6 +113,7 @@ void tol_config_default(tol_config *c)
     c->stencil_threshold = 0.5;
     c->nscales = 1;
     c->scales[0] = 1.0;
+    c->optics = -1;
 }
 
 static const mkey *find_mkey(const char *key)
@@ -203,6 +205,7 @@ static int read_settings(const char *path, const cJSON *root, tol_config *c, d2_
     }
     const char *notes;
     if ((rc = cfg_str(&top, root, "notes", 0, "", &notes, e))) return rc;
+    if ((rc = cfg_enum(&top, root, "optics", 0, c->optics, optics_names, &c->optics, e))) return rc;
     return 0;
 }
 

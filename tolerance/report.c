@@ -200,6 +200,15 @@ static cJSON *model_json(const tol_report *rep, const tol_result *r)
     cJSON_AddStringToObject(o, "name", s->name);
     cJSON_AddStringToObject(o, "path", s->path);
     cJSON_AddStringToObject(o, "kind", s->is_export ? "export" : "model");
+    /* which optical model produced every number of this model */
+    cJSON *oj = optics_to_json(&s->m.g);
+    cJSON_AddStringToObject(oj, "spacing", s->m.g.optics == D2_OPTICS_THICK
+                                               ? "the assembly as built (air gaps)"
+                                               : "datum to datum");
+    cJSON *ga = cJSON_AddArrayToObject(oj, "gaps_mm");
+    for (int k = 0; k <= s->m.g.layers; k++)
+        cJSON_AddItemToArray(ga, cJSON_CreateNumber(s->m.g.gap_mm[k]));
+    cJSON_AddItemToObject(o, "optics", oj);
     cJSON_AddNumberToObject(o, "layers", s->m.g.layers);
     cJSON_AddNumberToObject(o, "neurons", s->m.g.n);
     add_num(o, "pitch_mm", s->m.g.pitch_mm);

@@ -36,6 +36,19 @@ static int load_stacks(const tol_study_opts *o, tol_study *st, d2_err *e)
                 snprintf(name, sizeof name, "%.48s-%d", base, (i + 1) % 1000000);
             }
         if ((rc = export_model_load(sm->dir, &m, &is_export, e))) return rc;
+        /* An export is scored as printed: thick plates unless told thin. */
+        int optics = o->cfg->optics >= 0 ? o->cfg->optics
+                     : is_export        ? D2_OPTICS_THICK
+                                        : m.g.optics;
+        if (optics == D2_OPTICS_THIN && m.g.optics == D2_OPTICS_THICK) {
+            model_free(&m);
+            return d2_fail(e, D2_EINPUT, "%s: optics \"thin\": this model was trained with thick "
+                           "plates (air gaps); it has no thin equivalent", sm->dir);
+        }
+        if (optics == D2_OPTICS_THICK && (rc = model_make_thick(&m, 0, e))) {
+            model_free(&m);
+            return rc;
+        }
         if ((rc = tol_stack_init(&st->stacks[i], &m, is_export ? sm->dir : NULL, name,
                                  sm->path ? sm->path : sm->dir, e)))
             return rc;

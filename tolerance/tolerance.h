@@ -141,6 +141,11 @@ typedef struct tol_config {
     int inverse_draws;             /* random draws averaged per inverse/scan point */
     int nscales;                   /* Monte-Carlo magnitude multipliers (sweep) */
     double scales[TOL_MAX_SCALES];
+    /* optical model of every stack: -1 (default) thick plates for an export,
+     * the model's own for a model folder; D2_OPTICS_THIN or D2_OPTICS_THICK
+     * ("optics": "thin" | "thick"). Thick turns the stack into the thick model
+     * of the same assembly (model_make_thick, spacing as built). */
+    int optics;
 } tol_config;
 
 /* Defaults: seed 1, 200 trials, all test images, spec nominal - 1 point,
