@@ -577,6 +577,16 @@ int d2_is_temp_name(const char *name)
     return name[0] == '.' && t && !strncmp(t, ".tmp-", 5);
 }
 
+int d2_remove_index(const char *path, d2_err *e)
+{
+    if (unlink(path) != 0 && errno != ENOENT) {
+        const char *slash = strrchr(path, '/');
+        return d2_fail(e, D2_EIO, "%s: cannot remove the old %s: %s", path,
+                       slash ? slash + 1 : path, strerror(errno));
+    }
+    return 0;
+}
+
 int d2_dir_clear(const char *dir, int nofollow, int (*own)(const char *name, void *ctx),
                  void *ctx, const char *what, d2_err *e)
 {

@@ -92,6 +92,11 @@ int d2_check_input(const char *path, d2_err *e);
  * export's file"). */
 int d2_dir_clear(const char *dir, int nofollow, int (*own)(const char *name, void *ctx),
                  void *ctx, const char *what, d2_err *e);
+/* Removes a stage's index file (path: its export.json, assembly.json, ...)
+ * before the stage writes anything, so a run stopped half-way never leaves
+ * an index that names files it did not write; the index is written last. A
+ * missing file is fine. 0, or D2_EIO naming the file. */
+int d2_remove_index(const char *path, d2_err *e);
 /* 1 if name is a d2fab temporary ".NAME.tmp-XXXXXX" (a killed writer's). */
 int d2_is_temp_name(const char *name);
 

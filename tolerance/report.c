@@ -561,10 +561,9 @@ int tol_write(const tol_report *rep, const char *out_dir, d2_err *e)
     int rc;
     if ((rc = d2_mkdir_p(out_dir, e))) return rc;
     /* The index goes first and comes back last (as export.json). */
-    if ((rc = d2_path_join(path, sizeof path, out_dir, "report.json", e))) return rc;
-    if (unlink(path) != 0 && errno != ENOENT)
-        return d2_fail(e, D2_EIO, "%s: cannot remove the old report.json: %s", path,
-                       strerror(errno));
+    if ((rc = d2_path_join(path, sizeof path, out_dir, "report.json", e)) ||
+        (rc = d2_remove_index(path, e)))
+        return rc;
     if ((rc = write_sensitivity(rep, out_dir, e))) return rc;
     if ((rc = write_inverse(rep, out_dir, e))) return rc;
     if ((rc = write_montecarlo(rep, out_dir, e))) return rc;
