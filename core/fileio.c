@@ -577,6 +577,28 @@ int d2_is_temp_name(const char *name)
     return name[0] == '.' && t && !strncmp(t, ".tmp-", 5);
 }
 
+void d2_tmp_path(const char *path, char *tmp, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    int dl = slash ? (int)(slash - path + 1) : 0;
+    snprintf(tmp, cap, "%.*s.%s.tmp-%ld", dl, path, slash ? slash + 1 : path, (long)getpid());
+}
+
+int d2_tmp_install(const char *tmp, const char *path, const char *producer, d2_err *e)
+{
+    struct stat st;
+    if (stat(tmp, &st) != 0 || st.st_size <= 0) {
+        remove(tmp);
+        return d2_fail(e, D2_EIO, "%s: %s wrote no image", path, producer);
+    }
+    if (rename(tmp, path) != 0) {
+        int err = errno;
+        remove(tmp);
+        return d2_fail(e, D2_EIO, "%s: %s", path, strerror(err));
+    }
+    return 0;
+}
+
 int d2_remove_index(const char *path, d2_err *e)
 {
     if (unlink(path) != 0 && errno != ENOENT) {

@@ -97,6 +97,12 @@ int d2_dir_clear(const char *dir, int nofollow, int (*own)(const char *name, voi
  * an index that names files it did not write; the index is written last. A
  * missing file is fine. 0, or D2_EIO naming the file. */
 int d2_remove_index(const char *path, d2_err *e);
+/* For a writer that only takes a file name (PLplot): its temporary beside
+ * path, DIR/.NAME.tmp-PID, into tmp. */
+void d2_tmp_path(const char *path, char *tmp, size_t cap);
+/* Moves such a temporary into place; a missing or empty one fails with
+ * D2_EIO ("PATH: PRODUCER wrote no image") and is removed. */
+int d2_tmp_install(const char *tmp, const char *path, const char *producer, d2_err *e);
 /* 1 if name is a d2fab temporary ".NAME.tmp-XXXXXX" (a killed writer's). */
 int d2_is_temp_name(const char *name);
 

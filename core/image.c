@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <plplot.h>
 #include <png.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,4 +277,18 @@ done:
     free(buf);
     free(px);
     return rc;
+}
+
+int img_plot_png_available(void)
+{
+    const char **menu = calloc(128, sizeof *menu), **devs = calloc(128, sizeof *devs);
+    int n = 128, ok = 0;
+    if (menu && devs) {
+        plgFileDevs(&menu, &devs, &n);
+        for (int i = 0; i < n; i++)
+            if (devs[i] && !strcmp(devs[i], "pngcairo")) ok = 1;
+    }
+    free(menu);
+    free(devs);
+    return ok;
 }

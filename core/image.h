@@ -37,4 +37,8 @@ void img_cmap_rgb(img_cmap cmap, float t, uint8_t rgb[3]);
  * w*h floats, row 0 at the top; caller frees. */
 int img_read_gray(const char *path, int *w, int *h, float **px, d2_err *e);
 
+/* 1 when PLplot's pngcairo driver (Debian plplot-driver-cairo), which draws
+ * the plots and figures as PNG, is installed. */
+int img_plot_png_available(void);
+
 #endif

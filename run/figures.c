@@ -10,25 +10,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/fileio.h"
 #include "core/util.h"
 
 /* ------------------------------------------------------------------------
  * Maps
  * ---------------------------------------------------------------------- */
 
-static int have_pngcairo(void)
-{
-    const char **menu = calloc(128, sizeof *menu), **devs = calloc(128, sizeof *devs);
-    int n = 128, ok = 0;
-    if (menu && devs) {
-        plgFileDevs(&menu, &devs, &n);
-        for (int i = 0; i < n; i++)
-            if (devs[i] && !strcmp(devs[i], "pngcairo")) ok = 1;
-    }
-    free(menu);
-    free(devs);
-    return ok;
-}
 
 static void set_cmap1(img_cmap cmap)
 {
@@ -73,7 +61,7 @@ int fig_write_maps(const char *path, const fig_maps *f, d2_err *e)
     if (f->np < 1 || f->np > FIG_MAX_PANELS)
         return d2_fail(e, D2_EUSAGE, "%s: %d panels (allowed 1 to %d)", path, f->np,
                        FIG_MAX_PANELS);
-    if (!have_pngcairo())
+    if (!img_plot_png_available())
         return d2_fail(e, D2_EIO, "%s: PLplot's pngcairo driver is not installed (Debian "
                        "package plplot-driver-cairo; scripts/install-deps installs it)", path);
     int nmax = 0;
@@ -82,10 +70,7 @@ int fig_write_maps(const char *path, const fig_maps *f, d2_err *e)
     plAlloc2dGrid(&cols, nmax, nmax);
     if (!cols) return d2_fail(e, D2_EIO, "%s: out of memory", path);
     char tmp[4300];
-    const char *slash = strrchr(path, '/');
-    int dl = slash ? (int)(slash - path + 1) : 0;
-    snprintf(tmp, sizeof tmp, "%.*s.%s.tmp-%ld", dl, path, slash ? slash + 1 : path,
-             (long)getpid());
+    d2_tmp_path(path, tmp, sizeof tmp);
     /* Panels of 360 px squares with room for the axes; the bar on the right. */
     const double P = 360, L = 78, R = 22, T = 70, B = 62, BAR = 130;
     double W = f->np * (L + P + R) + BAR, H = T + P + B;
@@ -128,23 +113,7 @@ int fig_write_maps(const char *path, const fig_maps *f, d2_err *e)
                ticks, sub, nv, vp);
     plend();
     plFree2dGrid(cols, nmax, nmax);
-    FILE *fp = fopen(tmp, "rb");
-    long size = -1;
-    if (fp) {
-        fseek(fp, 0, SEEK_END);
-        size = ftell(fp);
-        fclose(fp);
-    }
-    if (size <= 0) {
-        remove(tmp);
-        return d2_fail(e, D2_EIO, "%s: PLplot wrote no image", path);
-    }
-    if (rename(tmp, path) != 0) {
-        int err = errno;
-        remove(tmp);
-        return d2_fail(e, D2_EIO, "%s: %s", path, strerror(err));
-    }
-    return 0;
+    return d2_tmp_install(tmp, path, "PLplot", e);
 }
 
 /* ------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/fileio.h"
+#include "core/image.h"
 #include "tolerance/tol_int.h"
 
 static void kind_axis(const tol_result *r, int k, char *buf, size_t cap)
@@ -91,30 +92,15 @@ typedef struct plot {
     series s[40];
 } plot;
 
-static int cairo_available(void)
-{
-    const char **menu = calloc(128, sizeof *menu), **devs = calloc(128, sizeof *devs);
-    int n = 128, ok = 0;
-    if (menu && devs) {
-        plgFileDevs(&menu, &devs, &n);
-        for (int i = 0; i < n; i++)
-            if (devs[i] && !strcmp(devs[i], "pngcairo")) ok = 1;
-    }
-    free(menu);
-    free(devs);
-    return ok;
-}
 
 /* Draws p into path (atomically: a temporary beside it, renamed). */
 static int plot_write(const plot *p, const char *path, d2_err *e)
 {
-    if (!cairo_available())
+    if (!img_plot_png_available())
         return d2_fail(e, D2_EIO, "%s: PLplot's pngcairo driver is not installed (Debian package "
                        "plplot-driver-cairo; scripts/install-deps installs it)", path);
     char tmp[4300];
-    const char *slash = strrchr(path, '/');
-    int dl = slash ? (int)(slash - path + 1) : 0;
-    snprintf(tmp, sizeof tmp, "%.*s.%s.tmp-%ld", dl, path, slash ? slash + 1 : path, (long)getpid());
+    d2_tmp_path(path, tmp, sizeof tmp);
     int r[NPAL], g[NPAL], b[NPAL];
     for (int i = 0; i < NPAL; i++) r[i] = pal[i][0], g[i] = pal[i][1], b[i] = pal[i][2];
     /* The legend goes below the plot, one row per entry, so it never hides
@@ -191,23 +177,7 @@ static int plot_write(const plot *p, const char *path, d2_err *e)
                  text, NULL, NULL, NULL, NULL, lcol, lsty, lwid, scol, sscale, snum, sym);
     }
     plend();
-    FILE *f = fopen(tmp, "rb");
-    long size = -1;
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        size = ftell(f);
-        fclose(f);
-    }
-    if (size <= 0) {
-        remove(tmp);
-        return d2_fail(e, D2_EIO, "%s: PLplot wrote no image", path);
-    }
-    if (rename(tmp, path) != 0) {
-        int err = errno;
-        remove(tmp);
-        return d2_fail(e, D2_EIO, "%s: %s", path, strerror(err));
-    }
-    return 0;
+    return d2_tmp_install(tmp, path, "PLplot", e);
 }
 
 static series *add_series(plot *p)
