@@ -159,7 +159,16 @@ static void eval_help(FILE *fp)
             cli_exit_help);
 }
 
-int cmd_eval(int argc, char **argv)
+/* What `eval` was asked for. */
+typedef struct eval_args {
+    const char *dir, *data, *png;
+    int optics, correct, side, json;
+    double slice, spacing_err;
+    long subpix, limit, threads;
+} eval_args;
+
+/* Parses the options into a; -1 to go on, else the exit status. */
+static int eval_parse(int argc, char **argv, eval_args *a)
 {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"data", required_argument, 0, 'd'},
@@ -170,113 +179,170 @@ int cmd_eval(int argc, char **argv)
         {"relief-side", required_argument, 0, 'R'},
         {"spacing-error-mm", required_argument, 0, 'E'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
-    const char *dir = NULL, *data = dataset_default_dir(), *png = NULL;
-    int optics = -1, correct = 0, side = -1;
-    double slice = 0, spacing_err = 0;
-    long subpix = 0;
-    long limit = 0, threads = 0;
-    int json = 0, c;
+    int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:d:l:t:p:jh", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': dir = optarg; break;
-        case 'd': data = optarg; break;
-        case 'l': if (cli_int("eval", "limit", optarg, 1, 10000000, &limit)) return 1; break;
-        case 't': if (cli_int("eval", "threads", optarg, 1, 1024, &threads)) return 1; break;
-        case 'p': png = optarg; break;
-        case 'j': json = 1; break;
+        case 'm': a->dir = optarg; break;
+        case 'd': a->data = optarg; break;
+        case 'l': if (cli_int("eval", "limit", optarg, 1, 10000000, &a->limit)) return 1; break;
+        case 't': if (cli_int("eval", "threads", optarg, 1, 1024, &a->threads)) return 1; break;
+        case 'p': a->png = optarg; break;
+        case 'j': a->json = 1; break;
         case 'O':
-            if (!strcmp(optarg, "thin")) optics = D2_OPTICS_THIN;
-            else if (!strcmp(optarg, "thick")) optics = D2_OPTICS_THICK;
+            if (!strcmp(optarg, "thin")) a->optics = D2_OPTICS_THIN;
+            else if (!strcmp(optarg, "thick")) a->optics = D2_OPTICS_THICK;
             else {
                 fprintf(stderr, "d2fab eval: --optics '%s': expected thin or thick\n", optarg);
                 return 1;
             }
             break;
-        case 'C': correct = 1; break;
+        case 'C': a->correct = 1; break;
         case 'R':
-            if (!strcmp(optarg, "detector")) side = D2_RELIEF_DETECTOR;
-            else if (!strcmp(optarg, "source")) side = D2_RELIEF_SOURCE;
+            if (!strcmp(optarg, "detector")) a->side = D2_RELIEF_DETECTOR;
+            else if (!strcmp(optarg, "source")) a->side = D2_RELIEF_SOURCE;
             else {
                 fprintf(stderr, "d2fab eval: --relief-side '%s': expected detector or source\n",
                         optarg);
                 return 1;
             }
             break;
-        case 'Z': if (cli_num("eval", "slice-mm", optarg, 1e-4, 10, &slice)) return 1; break;
+        case 'Z': if (cli_num("eval", "slice-mm", optarg, 1e-4, 10, &a->slice)) return 1; break;
         case 'E':
-            if (cli_num("eval", "spacing-error-mm", optarg, -100, 100, &spacing_err)) return 1;
+            if (cli_num("eval", "spacing-error-mm", optarg, -100, 100, &a->spacing_err)) return 1;
             break;
-        case 'S': if (cli_int("eval", "subpixels", optarg, 1, 16, &subpix)) return 1; break;
+        case 'S': if (cli_int("eval", "subpixels", optarg, 1, 16, &a->subpix)) return 1; break;
         case 'h': eval_help(stdout); return 0;
         default: eval_help(stderr); return 1;
         }
     }
-    if (!dir || optind < argc) {
+    if (!a->dir || optind < argc) {
         if (optind < argc) fprintf(stderr, "d2fab eval: unexpected argument '%s'\n", argv[optind]);
         else fprintf(stderr, "d2fab eval: --model is required\n");
         eval_help(stderr);
         return 1;
     }
+    return -1;
+}
+
+/* The optical model asked for, applied to m: thin or thick (slices,
+ * sub-pixels, relief side, spacing corrected), and the spacing error. 0, or
+ * the exit status (m is then freed). */
+static int eval_optics(d2_model *m, const eval_args *a, int is_export)
+{
     d2_err e = {0};
-    d2_model m;
-    int rc = cli_load_model(dir, &m, &e);
-    if (rc) return cli_error("eval", rc, e.msg);
-    int is_export = m.height[0] != NULL;
-    if (optics < 0) optics = is_export ? D2_OPTICS_THICK : m.g.optics;
-    if (optics == D2_OPTICS_THIN && m.g.optics == D2_OPTICS_THICK) {
-        model_free(&m);
+    int optics = a->optics >= 0 ? a->optics : is_export ? D2_OPTICS_THICK : m->g.optics;
+    int rc;
+    if (optics == D2_OPTICS_THIN && m->g.optics == D2_OPTICS_THICK) {
+        model_free(m);
         return cli_error("eval", D2_EINPUT, "--optics thin: this model was trained with thick "
                          "plates (air gaps); it has no thin equivalent here");
     }
     if (optics == D2_OPTICS_THICK) {
-        if (slice > 0) m.g.slice_mm = slice;
-        if (subpix > 0) m.g.subpix = (int)subpix;
-        if (side >= 0) m.g.relief_side = side;
-        if ((rc = model_make_thick(&m, correct, &e))) {
-            model_free(&m);
+        if (a->slice > 0) m->g.slice_mm = a->slice;
+        if (a->subpix > 0) m->g.subpix = (int)a->subpix;
+        if (a->side >= 0) m->g.relief_side = a->side;
+        if ((rc = model_make_thick(m, a->correct, &e))) {
+            model_free(m);
             return cli_error("eval", rc, e.msg);
         }
-    } else if (correct || slice > 0 || subpix > 0 || side >= 0) {
-        model_free(&m);
+    } else if (a->correct || a->slice > 0 || a->subpix > 0 || a->side >= 0) {
+        model_free(m);
         fprintf(stderr, "d2fab eval: --correct-spacing, --slice-mm, --subpixels and --relief-side "
                         "need --optics thick\n");
         return 1;
     }
-    for (int k = 1; k <= m.g.layers; k++) {
-        double z = (m.g.gap_mm[k] += spacing_err);
+    for (int k = 1; k <= m->g.layers; k++) {
+        double z = (m->g.gap_mm[k] += a->spacing_err);
         if (!(z > 0)) {
-            model_free(&m);
+            model_free(m);
             fprintf(stderr, "d2fab eval: --spacing-error-mm %g: gap %d would be %g mm; allowed: "
-                    "every gap stays > 0\n", spacing_err, k + 1, z);
+                    "every gap stays > 0\n", a->spacing_err, k + 1, z);
             return 1;
         }
     }
+    return 0;
+}
+
+/* The result as JSON, with the optical model that produced it. */
+static cJSON *eval_json(const eval_args *a, const d2_model *m, const eval_result *r, int is_export,
+                        double secs)
+{
+    cJSON *o = eval_to_json(r, m->g.ndet);
+    cJSON *oj = optics_to_json(&m->g);
+    cJSON_AddStringToObject(oj, "scored", is_export ? "export (printed heights)" : "model (phases)");
+    if (m->g.optics == D2_OPTICS_THICK)
+        cJSON_AddStringToObject(oj, "spacing", a->correct ? "corrected for the slabs" : "as built");
+    cJSON_AddNumberToObject(oj, "spacing_error_mm", a->spacing_err);
+    cJSON *ga = cJSON_AddArrayToObject(oj, "gaps_mm");
+    for (int k = 0; k <= m->g.layers; k++)
+        cJSON_AddItemToArray(ga, cJSON_CreateNumber(m->g.gap_mm[k]));
+    cJSON_AddItemToObject(o, "optics", oj);
+    cJSON_AddNumberToObject(o, "seconds", secs);
+    return o;
+}
+
+/* The result for a person: accuracy, optical model, time, per class, confusion. */
+static void eval_print(const eval_args *a, const d2_model *m, const eval_result *r, double secs,
+                       const char *png)
+{
+    printf("%s: accuracy %.2f%% (%d/%d test images of %s)\n", a->dir, 100 * r->accuracy,
+           r->correct, r->count, m->t.dataset);
+    if (m->g.optics == D2_OPTICS_THICK)
+        printf("optical model: thick plates (relief toward the %s, slices <= %.4g mm, %d x %d "
+               "sub-pixels, Fresnel %s), air gaps%s\n",
+               m->g.relief_side == D2_RELIEF_SOURCE ? "source" : "detector",
+               thick_slice_max(&m->g), thick_subpix(&m->g), thick_subpix(&m->g),
+               m->g.no_fresnel ? "off" : "on",
+               a->correct ? ", spacing corrected for the slabs" : " of the assembly as built");
+    else
+        printf("optical model: thin phase screens, gaps datum to datum\n");
+    if (a->spacing_err != 0)
+        printf("spacing error: every gap after layer 1 %+g mm\n", a->spacing_err);
+    printf("time %.1f s, %.2f ms per image\n", secs, 1e3 * secs / (r->count ? r->count : 1));
+    printf("detector efficiency %.4f (detector energy / input energy), output plane %.4f\n",
+           r->efficiency, r->output_efficiency);
+    printf("per class:");
+    for (int k = 0; k < m->g.ndet; k++)
+        printf(" %d:%.1f%%", k,
+               r->class_count[k] ? 100.0 * r->class_correct[k] / r->class_count[k] : 0.0);
+    printf("\nconfusion (rows: true class, columns: predicted)\n     ");
+    for (int k = 0; k < m->g.ndet; k++) printf("%6d", k);
+    printf("\n");
+    for (int i = 0; i < m->g.ndet; i++) {
+        printf("%4d ", i);
+        for (int j = 0; j < m->g.ndet; j++) printf("%6d", r->confusion[i][j]);
+        printf("\n");
+    }
+    printf("output intensity of the first test images: %s\n", png);
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    eval_args a = {NULL, dataset_default_dir(), NULL, -1, 0, -1, 0, 0, 0, 0, 0, 0};
+    int rc = eval_parse(argc, argv, &a);
+    if (rc >= 0) return rc;
+    d2_err e = {0};
+    d2_model m;
+    if ((rc = cli_load_model(a.dir, &m, &e))) return cli_error("eval", rc, e.msg);
+    int is_export = m.height[0] != NULL;
+    if ((rc = eval_optics(&m, &a, is_export))) return rc;
     char pngpath[4096];
+    const char *png = a.png;
     if (!png) {
-        snprintf(pngpath, sizeof pngpath, "%s/eval.png", dir);
+        snprintf(pngpath, sizeof pngpath, "%s/eval.png", a.dir);
         png = pngpath;
     }
     eval_result r;
     double t0 = d2_now();
-    rc = eval_model(&m, data, (int)limit, (int)threads, png, json ? NULL : stderr, &r, &e);
+    rc = eval_model(&m, a.data, (int)a.limit, (int)a.threads, png, a.json ? NULL : stderr, &r, &e);
     double secs = d2_now() - t0;
     if (rc) {
         model_free(&m);
         return cli_error("eval", rc, e.msg);
     }
-    cJSON *o = eval_to_json(&r, m.g.ndet);
-    /* which optical model produced the numbers */
-    cJSON *oj = optics_to_json(&m.g);
-    cJSON_AddStringToObject(oj, "scored", is_export ? "export (printed heights)" : "model (phases)");
-    if (m.g.optics == D2_OPTICS_THICK)
-        cJSON_AddStringToObject(oj, "spacing", correct ? "corrected for the slabs" : "as built");
-    cJSON_AddNumberToObject(oj, "spacing_error_mm", spacing_err);
-    cJSON *ga = cJSON_AddArrayToObject(oj, "gaps_mm");
-    for (int k = 0; k <= m.g.layers; k++) cJSON_AddItemToArray(ga, cJSON_CreateNumber(m.g.gap_mm[k]));
-    cJSON_AddItemToObject(o, "optics", oj);
-    cJSON_AddNumberToObject(o, "seconds", secs);
-    if (json) {
+    cJSON *o = eval_json(&a, &m, &r, is_export, secs);
+    if (a.json) {
         char *s = (rc = cfg_json_complete("eval --json", &e)) ? NULL : cJSON_Print(o);
         if (!s) {
             cJSON_Delete(o);
@@ -286,35 +352,7 @@ int cmd_eval(int argc, char **argv)
         printf("%s\n", s);
         free(s);
     } else {
-        printf("%s: accuracy %.2f%% (%d/%d test images of %s)\n", dir, 100 * r.accuracy,
-               r.correct, r.count, m.t.dataset);
-        if (m.g.optics == D2_OPTICS_THICK)
-            printf("optical model: thick plates (relief toward the %s, slices <= %.4g mm, %d x %d "
-                   "sub-pixels, Fresnel %s), air gaps%s\n",
-                   m.g.relief_side == D2_RELIEF_SOURCE ? "source" : "detector",
-                   thick_slice_max(&m.g), thick_subpix(&m.g), thick_subpix(&m.g),
-                   m.g.no_fresnel ? "off" : "on",
-                   correct ? ", spacing corrected for the slabs" : " of the assembly as built");
-        else
-            printf("optical model: thin phase screens, gaps datum to datum\n");
-        if (spacing_err != 0)
-            printf("spacing error: every gap after layer 1 %+g mm\n", spacing_err);
-        printf("time %.1f s, %.2f ms per image\n", secs, 1e3 * secs / (r.count ? r.count : 1));
-        printf("detector efficiency %.4f (detector energy / input energy), output plane %.4f\n",
-               r.efficiency, r.output_efficiency);
-        printf("per class:");
-        for (int k = 0; k < m.g.ndet; k++)
-            printf(" %d:%.1f%%", k,
-                   r.class_count[k] ? 100.0 * r.class_correct[k] / r.class_count[k] : 0.0);
-        printf("\nconfusion (rows: true class, columns: predicted)\n     ");
-        for (int k = 0; k < m.g.ndet; k++) printf("%6d", k);
-        printf("\n");
-        for (int a = 0; a < m.g.ndet; a++) {
-            printf("%4d ", a);
-            for (int b = 0; b < m.g.ndet; b++) printf("%6d", r.confusion[a][b]);
-            printf("\n");
-        }
-        printf("output intensity of the first test images: %s\n", png);
+        eval_print(&a, &m, &r, secs, png);
     }
     cJSON_Delete(o);
     model_free(&m);

@@ -42,60 +42,6 @@ char *run_base64(const unsigned char *p, size_t n)
     return out;
 }
 
-/* Total gap from the input plane to plane k (0 = input, L + 1 = detector). */
-static double plane_z(const d2_geom *g, int k)
-{
-    double z = 0;
-    for (int i = 0; i < k; i++) z += g->gap_mm[i];
-    return z;
-}
-
-static const char *technology_of(const run_state *s)
-{
-    return s->have_export ? s->ex.printer.technology : "other";
-}
-
-static int is_resin(const char *tech)
-{
-    return !strcmp(tech, "sla") || !strcmp(tech, "msla") || !strcmp(tech, "dlp");
-}
-
-/* How a plate goes on the build plate, by printer technology. */
-static const char *orientation_text(const run_state *s)
-{
-    const char *t = technology_of(s);
-    if (!strcmp(t, "polyjet"))
-        return "flat on the tray, flat datum face (engraved SRC) down, relief and posts up; "
-               "glossy finish";
-    if (is_resin(t))
-        return "flat, datum face (engraved SRC) on the build platform, no tilt, no supports";
-    if (!strcmp(t, "fdm"))
-        return "flat, datum face (engraved SRC) on the bed, 100 % infill, no supports";
-    return "flat, datum face (engraved SRC) down, relief and posts up";
-}
-
-/* The layer model (printer_print_time_h) over the whole part's height. */
-static double print_time_h(const run_state *s, double height_mm)
-{
-    if (!s->have_export) return -1;
-    return printer_print_time_h(&s->ex.printer, height_mm, NULL, NULL, 0);
-}
-
-/* How the time was found, for the report: the rate and its source. */
-static const char *print_time_source(const run_state *s)
-{
-    if (s->have_export && s->ex.printer.layer_time_s > 0)
-        return "the printer profile's layer_time_s";
-    return "Z step / the profile's vertical rate z_speed_mm_per_h (the vendor's maximum: "
-           "optimistic, it leaves out peel and settling)";
-}
-
-static double mass_g(const run_state *s, double volume_mm3)
-{
-    if (!s->have_export || !(s->ex.material.density_g_cm3 > 0)) return -1;
-    return volume_mm3 * 1e-3 * s->ex.material.density_g_cm3;
-}
-
 static const char *status_name(run_status st)
 {
     switch (st) {
@@ -113,6 +59,48 @@ static const char *status_name(run_status st)
 static cJSON *num_or_null(double v, int ok)
 {
     return ok ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+}
+
+/* One part of the package in report.json: file, material, volume, mass, print
+ * time, size, facets and the pillar-top check. */
+static cJSON *part_json(const run_state *s, const run_part *p)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "name", p->name);
+    cJSON_AddStringToObject(o, "kind", p->kind);
+    cJSON_AddStringToObject(o, "file", p->file);
+    cJSON_AddStringToObject(o, "material", s->ex.material.name);
+    cJSON_AddNumberToObject(o, "layer_height_mm", s->ex.printer.z_step_mm);
+    cJSON_AddStringToObject(o, "orientation", run_orientation_text(s));
+    cJSON_AddNumberToObject(o, "volume_mm3", p->volume_mm3);
+    double m = run_mass_g(s, p->volume_mm3), t = run_print_time_h(s, p->size_mm[2]);
+    cJSON_AddItemToObject(o, "mass_g", num_or_null(m, m >= 0));
+    cJSON_AddItemToObject(o, "print_time_h", num_or_null(t, t >= 0));
+    if (t >= 0) {
+        long nl = 0;
+        printer_print_time_h(&s->ex.printer, p->size_mm[2], &nl, NULL, 0);
+        cJSON_AddNumberToObject(o, "print_layers", (double)nl);
+        cJSON_AddStringToObject(o, "print_time_method", "layer model");
+    }
+    cJSON_AddItemToObject(o, "size_mm", cJSON_CreateDoubleArray(p->size_mm, 3));
+    cJSON_AddNumberToObject(o, "z_mm", p->z_mm);
+    cJSON_AddNumberToObject(o, "facets", (double)p->facets);
+    cJSON_AddNumberToObject(o, "bytes", (double)p->bytes);
+    if (p->tops_checked) {
+        /* d2fab check --against: the mesh's pillar tops against the export */
+        const mesh_tops_report *tc = &p->tops;
+        cJSON *c = cJSON_AddObjectToObject(o, "pillar_tops_check");
+        cJSON_AddNumberToObject(c, "layer", tc->layer);
+        cJSON_AddNumberToObject(c, "pixels", (double)tc->rows * tc->cols);
+        cJSON_AddNumberToObject(c, "max_mm", tc->max_mm);
+        cJSON_AddNumberToObject(c, "rms_mm", tc->rms_mm);
+        cJSON_AddItemToObject(c, "max_rad", num_or_null(tc->max_rad, isfinite(tc->max_rad)));
+        cJSON_AddItemToObject(c, "rms_rad", num_or_null(tc->rms_rad, isfinite(tc->rms_rad)));
+        cJSON_AddNumberToObject(c, "tolerance_mm", tc->tol_mm);
+        cJSON_AddNumberToObject(c, "pixels_over", (double)tc->over);
+    }
+    return o;
 }
 
 static cJSON *report_json(const run_state *s)
@@ -169,7 +157,7 @@ static cJSON *report_json(const run_state *s)
         cJSON_AddNumberToObject(sk, "base_mm", x->p.base_mm);
         cJSON_AddNumberToObject(sk, "period_mm", x->period_mm);
         double z[D2_MAX_LAYERS + 2];
-        for (int k = 0; k <= g->layers + 1; k++) z[k] = plane_z(g, k);
+        for (int k = 0; k <= g->layers + 1; k++) z[k] = run_plane_z(g, k);
         cJSON_AddItemToObject(sk, "plane_z_mm", cJSON_CreateDoubleArray(z, g->layers + 2));
     }
 
@@ -198,44 +186,7 @@ static cJSON *report_json(const run_state *s)
     cJSON_AddItemToObject(root, "power_budget", run_power_json(s));
 
     cJSON *parts = cJSON_AddArrayToObject(root, "parts");
-    for (int i = 0; i < s->nparts; i++) {
-        const run_part *p = &s->part[i];
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddItemToArray(parts, o);
-        cJSON_AddStringToObject(o, "name", p->name);
-        cJSON_AddStringToObject(o, "kind", p->kind);
-        cJSON_AddStringToObject(o, "file", p->file);
-        cJSON_AddStringToObject(o, "material", s->ex.material.name);
-        cJSON_AddNumberToObject(o, "layer_height_mm", s->ex.printer.z_step_mm);
-        cJSON_AddStringToObject(o, "orientation", orientation_text(s));
-        cJSON_AddNumberToObject(o, "volume_mm3", p->volume_mm3);
-        double m = mass_g(s, p->volume_mm3), t = print_time_h(s, p->size_mm[2]);
-        cJSON_AddItemToObject(o, "mass_g", num_or_null(m, m >= 0));
-        cJSON_AddItemToObject(o, "print_time_h", num_or_null(t, t >= 0));
-        if (t >= 0) {
-            long nl = 0;
-            printer_print_time_h(&s->ex.printer, p->size_mm[2], &nl, NULL, 0);
-            cJSON_AddNumberToObject(o, "print_layers", (double)nl);
-            cJSON_AddStringToObject(o, "print_time_method", "layer model");
-        }
-        cJSON_AddItemToObject(o, "size_mm", cJSON_CreateDoubleArray(p->size_mm, 3));
-        cJSON_AddNumberToObject(o, "z_mm", p->z_mm);
-        cJSON_AddNumberToObject(o, "facets", (double)p->facets);
-        cJSON_AddNumberToObject(o, "bytes", (double)p->bytes);
-        if (p->tops_checked) {
-            /* d2fab check --against: the mesh's pillar tops against the export */
-            const mesh_tops_report *tc = &p->tops;
-            cJSON *c = cJSON_AddObjectToObject(o, "pillar_tops_check");
-            cJSON_AddNumberToObject(c, "layer", tc->layer);
-            cJSON_AddNumberToObject(c, "pixels", (double)tc->rows * tc->cols);
-            cJSON_AddNumberToObject(c, "max_mm", tc->max_mm);
-            cJSON_AddNumberToObject(c, "rms_mm", tc->rms_mm);
-            cJSON_AddItemToObject(c, "max_rad", num_or_null(tc->max_rad, isfinite(tc->max_rad)));
-            cJSON_AddItemToObject(c, "rms_rad", num_or_null(tc->rms_rad, isfinite(tc->rms_rad)));
-            cJSON_AddNumberToObject(c, "tolerance_mm", tc->tol_mm);
-            cJSON_AddNumberToObject(c, "pixels_over", (double)tc->over);
-        }
-    }
+    for (int i = 0; i < s->nparts; i++) cJSON_AddItemToArray(parts, part_json(s, &s->part[i]));
     cJSON_AddItemToObject(root, "assembly", s->assembly_file[0]
                                                 ? cJSON_CreateString(s->assembly_file)
                                                 : cJSON_CreateNull());
@@ -300,7 +251,7 @@ static void stack_svg(FILE *f, const run_state *s)
 {
     const d2_geom *g = &s->model.g;
     int L = g->layers, np = L + 2;
-    double total = plane_z(g, L + 1);
+    double total = run_plane_z(g, L + 1);
     const double W = 1040, H = 350, x0 = 150, x1 = W - 70, ytop = 60, yh = 180;
     double sx = (x1 - x0) / total;
     double active = g->n * g->pitch_mm;
@@ -323,7 +274,7 @@ static void stack_svg(FILE *f, const run_state *s)
     fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#999\" "
             "stroke-dasharray=\"6 4\"/>\n", x0 - 20, ymid, x1 + 40, ymid);
     for (int k = 0; k < np; k++) {
-        double z = plane_z(g, k), x = x0 + z * sx;
+        double z = run_plane_z(g, k), x = x0 + z * sx;
         double th = s->plate_thick_mm[k];
         if (!(th > 0)) th = k >= 1 && k <= L && s->have_export ? s->ex.layer[k - 1].max_mm : 2;
         double wpx = fmax(3, th * sx);
@@ -333,7 +284,7 @@ static void stack_svg(FILE *f, const run_state *s)
         else snprintf(lb, sizeof lb, "layer %d", k);
         /* Posts from this plate's frame to the next plate's datum face. */
         if (k < np - 1 && s->post_mm > 0) {
-            double xn = x0 + plane_z(g, k + 1) * sx;
+            double xn = x0 + run_plane_z(g, k + 1) * sx;
             double off = (s->frame_width_mm - s->post_mm) / 2;
             for (int side_i = 0; side_i < 2; side_i++) {
                 double y = side_i ? ymid + side * sy / 2 - (off + s->post_mm) * sy
@@ -354,7 +305,7 @@ static void stack_svg(FILE *f, const run_state *s)
         fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">z = %.4g mm</text>\n",
                 x + wpx / 2, ytop + yh + 20, z);
         if (k > 0) {
-            double xp = x0 + plane_z(g, k - 1) * sx, yd = ytop + yh + 48;
+            double xp = x0 + run_plane_z(g, k - 1) * sx, yd = ytop + yh + 48;
             fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#333\" "
                     "marker-start=\"url(#ar)\" marker-end=\"url(#ar)\"/>\n", xp + 1, yd, x - 1,
                     yd);
@@ -490,22 +441,22 @@ static void parts_table(FILE *f, const run_state *s)
         fputs("flat, datum face (SRC) down", f);
         fprintf(f, "</td><td>%.1f x %.1f x %.2f</td><td>%.0f&nbsp;mm&sup3;</td>", p->size_mm[0],
                 p->size_mm[1], p->size_mm[2], p->volume_mm3);
-        double m = mass_g(s, p->volume_mm3), t = print_time_h(s, p->size_mm[2]);
+        double m = run_mass_g(s, p->volume_mm3), t = run_print_time_h(s, p->size_mm[2]);
         if (m >= 0) fprintf(f, "<td>%.1f&nbsp;g</td>", m);
         else fputs("<td>-</td>", f);
         if (t >= 0) fprintf(f, "<td>%.1f&nbsp;h</td></tr>\n", t);
         else fputs("<td>not estimated</td></tr>\n", f);
     }
     fputs("</table>\n<p>Orientation: ", f);
-    esc(f, orientation_text(s));
+    esc(f, run_orientation_text(s));
     fputs(". Details for the print shop: <a href=\"PRINTING.txt\">PRINTING.txt</a>.</p>\n", f);
-    if (print_time_h(s, 1) < 0)
+    if (run_print_time_h(s, 1) < 0)
         fputs("<p>No print time is estimated: the printer profile gives neither a time per "
               "layer (layer_time_s) nor a vertical build rate (z_speed_mm_per_h).</p>\n", f);
     else {
         fputs("<p>Print time: layer model, every layer of the whole part (datum plate, "
               "relief, posts and pins: part height / Z step) times the time per layer from ", f);
-        esc(f, print_time_source(s));
+        esc(f, run_print_time_source(s));
         fputs("; each part printed alone; parts printed side by side in one job take about "
               "as long as the tallest.</p>\n", f);
     }
@@ -797,132 +748,6 @@ fail:
  * PRINTING.txt
  * ---------------------------------------------------------------------- */
 
-static int write_printing(const run_state *s, const char *path, d2_err *e)
-{
-    d2_out *o = d2_out_open(path, e);
-    if (!o) return e->code;
-    FILE *f = d2_out_fp(o);
-    const d2_geom *g = &s->model.g;
-    const export_report *x = &s->ex;
-    const char *tech = technology_of(s);
-    fprintf(f, "PRINTING: what to print and how\n"
-               "===============================\n\n");
-    fprintf(f, "Printer       %s (profile %s)\n", x->printer.display_name, x->printer.name);
-    fprintf(f, "Material      %s (profile %s) for every part\n", x->material.display_name,
-            x->material.name);
-    fprintf(f, "Layer height  %.4g mm (the printer's Z step)\n", x->printer.z_step_mm);
-    fprintf(f, "Units         millimetres\n");
-    fprintf(f, "Count         one of each part below\n\n");
-    fprintf(f, "The optics were computed for n = %.5g, kappa = %.4g at %.4g THz: another\n"
-               "material or a material mix changes the phase and the parts will not work.\n"
-               "Every relief height is a whole number of %.4g mm layers: print at exactly\n"
-               "this layer height; do not scale, hollow, smooth, repair or decimate the files.\n\n",
-            x->p.index, x->p.kappa, x->frequency_thz, x->printer.z_step_mm);
-
-    fprintf(f, "PARTS\n");
-    fprintf(f, "  %-26s %-30s %-21s %10s %8s %7s\n", "file", "part", "size x, y, z (mm)",
-            "volume", "mass", "time");
-    double tmax = 0;
-    for (int i = 0; i < s->nparts; i++) {
-        const run_part *p = &s->part[i];
-        char size[48], t[16], m[16];
-        double th = print_time_h(s, p->size_mm[2]), mg = mass_g(s, p->volume_mm3);
-        snprintf(size, sizeof size, "%.1f x %.1f x %.2f", p->size_mm[0], p->size_mm[1],
-                 p->size_mm[2]);
-        if (th >= 0) snprintf(t, sizeof t, "%.1f h", th), tmax = fmax(tmax, th);
-        else snprintf(t, sizeof t, "-");
-        if (mg >= 0) snprintf(m, sizeof m, "%.1f g", mg);
-        else snprintf(m, sizeof m, "-");
-        fprintf(f, "  %-26s %-30.30s %-21s %6.0f mm3 %8s %7s\n", p->file, p->what, size,
-                p->volume_mm3, m, t);
-    }
-    if (print_time_h(s, 1) >= 0)
-        fprintf(f, "  Time: layer model, every layer of the whole part (part height / Z step)\n"
-                   "  times the time per layer from %s;\n  side by side in one job about "
-                   "%.1f h (the tallest part).\n",
-                print_time_source(s), tmax);
-    else
-        fprintf(f, "  Print time not estimated: the printer profile gives neither a time per "
-                   "layer\n  (layer_time_s) nor a vertical build rate (z_speed_mm_per_h).\n");
-    fprintf(f, "\n");
-
-    fprintf(f, "ORIENTATION\n  %s.\n", orientation_text(s));
-    fprintf(f, "  Each plate has a flat datum face, engraved \"SRC\" (mirrored): it faces the\n"
-               "  source in the stack and is the reference for every gap. The relief (square\n"
-               "  pillars), the corner posts with their pins and the part label are on the\n"
-               "  other face.\n");
-    if (!strcmp(tech, "polyjet"))
-        fprintf(f, "  Print flat in the XY plane: the heights are whole Z steps only when the\n"
-                   "  plate lies flat. Use glossy mode, so support material touches only the\n"
-                   "  datum face and the pin holes.\n\n");
-    else if (is_resin(tech))
-        fprintf(f, "  Do not tilt the plates (usual for resin parts): a tilt turns the whole-\n"
-                   "  step heights into staircases. Print directly on the platform, no\n"
-                   "  supports; the first layers' spread (elephant foot) stays on the frame\n"
-                   "  edge.\n\n");
-    else if (!strcmp(tech, "fdm"))
-        fprintf(f, "  100 %% infill (voids change the refractive index), no supports, no\n"
-                   "  ironing. The first layer may be printed thicker only if the slicer\n"
-                   "  keeps the total heights.\n\n");
-    else
-        fprintf(f, "  Print flat so each height is a whole number of layers.\n\n");
-
-    fprintf(f, "SUPPORTS\n");
-    if (!strcmp(tech, "polyjet"))
-        fprintf(f, "  Support material fills the pin holes and the engraving under the datum\n"
-                   "  face; wash it out completely (water jet) - a support residue in a pin\n"
-                   "  hole tilts the next plate.\n\n");
-    else
-        fprintf(f, "  None: the datum face lies on the build plate; the pin holes and the\n"
-                   "  engraving open downward and bridge over less than 3 mm.\n\n");
-
-    fprintf(f, "POST-PROCESSING\n");
-    if (!strcmp(tech, "polyjet"))
-        fprintf(f, "  Remove the support (water jet, no sodium hydroxide bath longer than the\n"
-                   "  material sheet allows). Do not sand, polish or paint the active area.\n");
-    else if (is_resin(tech))
-        fprintf(f, "  Wash in IPA and post-cure as the resin's data sheet says (curing changes\n"
-                   "  the refractive index: keep it the same for every plate). Do not sand,\n"
-                   "  polish or coat the active area.\n");
-    else
-        fprintf(f, "  Remove brim and stringing. Do not sand or coat the active area.\n");
-    fprintf(f, "  Check each plate is flat (lay it on a flat surface) and the pins enter the\n"
-               "  next plate's holes with the designed play (+- %.3g mm).\n\n",
-            x->printer.pin_clearance_mm);
-
-    fprintf(f, "ASSEMBLY ORDER (source to detector, light travels toward the detector)\n");
-    for (int k = 0; k <= g->layers + 1; k++) {
-        const char *what = k == 0 ? (s->nmasks
-                                         ? "an input mask (one digit at a time)"
-                                         : "the input aperture plate")
-                           : k == g->layers + 1 ? "the detector plane" : NULL;
-        if (what)
-            fprintf(f, "  %d. %-40s datum at z = %7.2f mm\n", k + 1, what, plane_z(g, k));
-        else
-            fprintf(f, "  %d. layer %-34d datum at z = %7.2f mm\n", k + 1, k, plane_z(g, k));
-    }
-    fprintf(f, "  Stack each part on the previous one's posts, datum face toward the source:\n"
-               "  the pins go into its holes; one pin is offset, so a part fits only the\n"
-               "  right way round. Gaps (datum to datum):");
-    for (int k = 0; k <= g->layers; k++) fprintf(f, " %.4g", g->gap_mm[k]);
-    fprintf(f, " mm.\n");
-    if (s->assembly_file[0])
-        fprintf(f, "  %s shows the stack in place%s; assembly.json lists the order and z.\n",
-                s->assembly_file, s->nmasks ? " (without a mask)" : "");
-    fprintf(f, "\nThe simulated accuracy of these parts and the tolerance study are in "
-               "report.html.\n");
-    if (s->have_ev_export)
-        fprintf(f, "Simulated accuracy as printed: %.2f %% on %d test images, %s.\n",
-                100 * s->ev_export.accuracy, s->ev_export.count,
-                s->printed.g.optics == D2_OPTICS_THICK
-                    ? "thick-plate model of the assembly as built"
-                    : "thin phase screens (gaps datum to datum)");
-    if (s->have_ev_export_thin)
-        fprintf(f, "The thin phase-screen model gives %.2f %% on %d images; it does not "
-                "model the plates' thickness.\n", 100 * s->ev_export_thin.accuracy,
-                s->ev_export_thin.count);
-    return d2_out_commit(o, e);
-}
 
 int run_write_reports(run_state *s, d2_err *e)
 {
@@ -935,7 +760,7 @@ int run_write_reports(run_state *s, d2_err *e)
     if (!j) return d2_fail(e, D2_EIO, "out of memory building report.json");
     for (k = 0; k < 3 && !rc; k++) {
         if ((rc = d2_path_join(path[k], sizeof path[k], s->o->out_dir, names[k], e))) break;
-        rc = k == 0 ? write_printing(s, path[k], e)
+        rc = k == 0 ? run_write_printing(s, path[k], e)
              : k == 1 ? write_html(s, path[k], e)
                       : cfg_write(path[k], j, e);
     }

@@ -126,10 +126,32 @@ void run_add_preview(run_state *s, const char *group, const char *file, const ch
 /* Checks a run config's "tolerance" section with the tolerance stage's
  * reader (tol_config_read); the message names the section. */
 int run_tolerance_check(const char *file, const cJSON *section, d2_err *e);
+/* The output folder must be new, empty or an earlier package (a run never
+ * mixes its files with someone else's; sub-folders that are links are
+ * refused, naming them); then the earlier package's report and d2fab's own
+ * files are removed (run/package.c). */
+int run_prepare_out(run_state *s, d2_err *e);
 
 /* Writes OUT/report.json, OUT/report.html and OUT/PRINTING.txt (atomically,
  * report.html last). Returns 0 or D2_EIO. */
 int run_write_reports(run_state *s, d2_err *e);
+
+/* The facts of the print (run/printing.c). Total gap from the input plane to
+ * plane k (0 = input, L + 1 = detector), mm. */
+double run_plane_z(const d2_geom *g, int k);
+/* The printer's technology ("polyjet", "sla", "msla", "dlp", "fdm", ...). */
+const char *run_technology_of(const run_state *s);
+int run_is_resin(const char *tech);
+/* How a plate goes on the build plate, in words. */
+const char *run_orientation_text(const run_state *s);
+/* Print time of a part height_mm tall, hours (layer model; < 0: not
+ * estimated), and how the time was found, in words. */
+double run_print_time_h(const run_state *s, double height_mm);
+const char *run_print_time_source(const run_state *s);
+/* Mass of volume_mm3 of the material, g (< 0: no density). */
+double run_mass_g(const run_state *s, double volume_mm3);
+/* Writes PRINTING.txt, atomically. */
+int run_write_printing(const run_state *s, const char *path, d2_err *e);
 
 /* Report sections (sections.c). run_tol_perturbations fills t's table
  * from the study's result r (a const tol_result *, void here to keep the
