@@ -599,13 +599,15 @@ int d2_tmp_install(const char *tmp, const char *path, const char *producer, d2_e
     return 0;
 }
 
-int d2_remove_index(const char *path, d2_err *e)
+int d2_remove_index(const char *dir, const char *name, d2_err *e)
 {
-    if (unlink(path) != 0 && errno != ENOENT) {
-        const char *slash = strrchr(path, '/');
-        return d2_fail(e, D2_EIO, "%s: cannot remove the old %s: %s", path,
-                       slash ? slash + 1 : path, strerror(errno));
-    }
+    char path[4200];
+    int rc;
+    if ((rc = d2_mkdir_p(dir, e)) || (rc = d2_path_join(path, sizeof path, dir, name, e)))
+        return rc;
+    if (unlink(path) != 0 && errno != ENOENT)
+        return d2_fail(e, D2_EIO, "%s: cannot remove the old %s: %s", path, name,
+                       strerror(errno));
     return 0;
 }
 

@@ -92,11 +92,12 @@ int d2_check_input(const char *path, d2_err *e);
  * export's file"). */
 int d2_dir_clear(const char *dir, int nofollow, int (*own)(const char *name, void *ctx),
                  void *ctx, const char *what, d2_err *e);
-/* Removes a stage's index file (path: its export.json, assembly.json, ...)
- * before the stage writes anything, so a run stopped half-way never leaves
- * an index that names files it did not write; the index is written last. A
- * missing file is fine. 0, or D2_EIO naming the file. */
-int d2_remove_index(const char *path, d2_err *e);
+/* Makes the output folder dir and removes the stage's index file in it
+ * (name: export.json, assembly.json, ...) before the stage writes anything,
+ * so a run stopped half-way never leaves an index that names files it did
+ * not write; the index is written last. A missing file is fine. 0, or the
+ * error naming the folder or the file. */
+int d2_remove_index(const char *dir, const char *name, d2_err *e);
 /* For a writer that only takes a file name (PLplot): its temporary beside
  * path, DIR/.NAME.tmp-PID, into tmp. */
 void d2_tmp_path(const char *path, char *tmp, size_t cap);

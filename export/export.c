@@ -530,7 +530,7 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
     if ((rc = d2_path_join(json_path, sizeof json_path, out_dir, "export.json", e))) goto fail;
     stale_export stale = {r->layers, 0, {{0}}};
     old_export_files(json_path, &stale);
-    if ((rc = d2_remove_index(json_path, e))) goto fail;
+    if ((rc = d2_remove_index(out_dir, "export.json", e))) goto fail;
     if (!(written = d2_calloc((size_t)r->layers * 3, sizeof *written, "file list", e))) {
         rc = D2_EIO;
         goto fail;

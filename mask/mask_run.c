@@ -437,11 +437,8 @@ static int mask_write_all(mask_job *j, const char *out_dir, d2_err *e)
     const mask_opts *o = j->o;
     char path[1024];
     int rc;
-    if ((rc = d2_mkdir_p(out_dir, e))) return rc;
     /* The index goes first and comes back last (as export.json). */
-    if ((rc = d2_path_join(path, sizeof path, out_dir, "summary.json", e)) ||
-        (rc = d2_remove_index(path, e)))
-        return rc;
+    if ((rc = d2_remove_index(out_dir, "summary.json", e))) return rc;
     for (int i = 0; i < j->count; i++) {
         const mask_source *s = j->src + i;
         mask_result *r = j->res + i;

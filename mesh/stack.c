@@ -455,7 +455,7 @@ static int stack_write(stack_job *j, const char *export_dir, const char *out_dir
     if ((rc = d2_path_join(path, sizeof path, out_dir, "assembly.json", e))) return rc;
     stale_mesh stale = {&j->rep, 0, {{0}}};
     old_mesh_files(path, &stale);
-    if ((rc = d2_remove_index(path, e))) return rc;
+    if ((rc = d2_remove_index(out_dir, "assembly.json", e))) return rc;
     const char *ext = mesh_format_ext(o->format);
     /* The print settings a 3MF carries for the slicer. */
     mesh_print_info info = {j->pr.name, j->x.have_material ? j->x.material : NULL,

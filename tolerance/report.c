@@ -559,11 +559,8 @@ int tol_write(const tol_report *rep, const char *out_dir, d2_err *e)
 {
     char path[4200];
     int rc;
-    if ((rc = d2_mkdir_p(out_dir, e))) return rc;
     /* The index goes first and comes back last (as export.json). */
-    if ((rc = d2_path_join(path, sizeof path, out_dir, "report.json", e)) ||
-        (rc = d2_remove_index(path, e)))
-        return rc;
+    if ((rc = d2_remove_index(out_dir, "report.json", e))) return rc;
     if ((rc = write_sensitivity(rep, out_dir, e))) return rc;
     if ((rc = write_inverse(rep, out_dir, e))) return rc;
     if ((rc = write_montecarlo(rep, out_dir, e))) return rc;
