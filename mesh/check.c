@@ -563,42 +563,10 @@ static int walk(const struct aiScene *sc, const struct aiNode *nd, struct aiMatr
     return 0;
 }
 
-int mesh_check_file(const char *path, mesh_report *r, d2_err *e)
+/* The triangles of a mesh file through Assimp, as a soup (9 floats a facet,
+ * malloc'ed): at least one, else D2_EINPUT naming the file. */
+static int load_soup(const char *path, float **xyz, size_t *facets, d2_err *e)
 {
-    /* Assimp opens the file itself: the checked open first, so a FIFO or
-     * device is refused instead of read forever. */
-    int crc = d2_check_input(path, e);
-    if (crc) return crc;
-    int fast = check_binary_stl(path, r, e);
-    if (fast <= 0) return fast;
-    const struct aiScene *sc = aiImportFile(path, aiProcess_JoinIdenticalVertices);
-    if (!sc)
-        return d2_fail(e, D2_EINPUT, "%s: cannot read it as a mesh: %s", path, aiGetErrorString());
-    soup s = {0};
-    int rc = 0;
-    struct aiMatrix4x4 id;
-    aiIdentityMatrix4(&id);
-    if (sc->mRootNode) rc = walk(sc, sc->mRootNode, id, &s, 0);
-    aiReleaseImport(sc);
-    if (rc) {
-        free(s.v);
-        return d2_fail(e, D2_EIO, "%s: out of memory loading %zu facets", path, s.n);
-    }
-    if (!s.n) {
-        free(s.v);
-        return d2_fail(e, D2_EINPUT, "%s: the file holds no triangles", path);
-    }
-    rc = mesh_check_soup(s.v, s.n, r, e);
-    free(s.v);
-    return rc;
-}
-
-int mesh_load_soup(const char *path, float **xyz, size_t *facets, d2_err *e)
-{
-    *xyz = NULL;
-    *facets = 0;
-    int crc = d2_check_input(path, e);
-    if (crc) return crc;
     const struct aiScene *sc = aiImportFile(path, aiProcess_JoinIdenticalVertices);
     if (!sc)
         return d2_fail(e, D2_EINPUT, "%s: cannot read it as a mesh: %s", path, aiGetErrorString());
@@ -619,4 +587,29 @@ int mesh_load_soup(const char *path, float **xyz, size_t *facets, d2_err *e)
     *xyz = s.v;
     *facets = s.n;
     return 0;
+}
+
+int mesh_check_file(const char *path, mesh_report *r, d2_err *e)
+{
+    /* Assimp opens the file itself: the checked open first, so a FIFO or
+     * device is refused instead of read forever. */
+    int crc = d2_check_input(path, e);
+    if (crc) return crc;
+    int fast = check_binary_stl(path, r, e);
+    if (fast <= 0) return fast;
+    float *v = NULL;
+    size_t nf = 0;
+    int rc = load_soup(path, &v, &nf, e);
+    if (rc) return rc;
+    rc = mesh_check_soup(v, nf, r, e);
+    free(v);
+    return rc;
+}
+
+int mesh_load_soup(const char *path, float **xyz, size_t *facets, d2_err *e)
+{
+    *xyz = NULL;
+    *facets = 0;
+    int crc = d2_check_input(path, e);
+    return crc ? crc : load_soup(path, xyz, facets, e);
 }
