@@ -113,6 +113,50 @@ int material_at(const material_profile *m, double f_thz, double *index, double *
 double printer_print_time_h(const printer_profile *p, double height_mm, long *layers,
                             char *how, size_t how_size);
 
+/* ---------------------------------------------------------------------------
+ * The print time from a real slicer (export/slicer.c)
+ * ------------------------------------------------------------------------- */
+
+enum { SLICER_NONE = 0, SLICER_SLA = 1, SLICER_FDM = 2 };
+
+/* How PrusaSlicer can slice for p: SLICER_SLA (technology sla, msla, dlp),
+ * SLICER_FDM (fdm), or SLICER_NONE (polyjet and others). */
+int slicer_kind(const printer_profile *p);
+/* The slicer program: $D2FAB_SLICER when set, else "prusa-slicer". */
+const char *slicer_program(void);
+/* 0 when PrusaSlicer can slice for p and slicer_program() is installed (a
+ * name on $PATH, or a path that is executable); else D2_EINPUT with the
+ * message slicer_print_time would give. */
+int slicer_check(const printer_profile *p, d2_err *e);
+
+typedef struct slicer_estimate {
+    double time_h;            /* the slicer's estimated print time of the part alone */
+    double material;          /* resin (ml, SLA) or filament (cm3, FDM) it uses */
+    char material_unit[8];    /* "ml" or "cm3" */
+    long layers;              /* layers it sliced */
+    double exposure_s, first_exposure_s; /* SLA exposure it assumed; 0 for FDM */
+    char slicer[96];          /* the slicer's own name and version */
+    char mode[8];             /* "sla" or "gcode" */
+    char how[400];            /* the settings, in words, for reports */
+} slicer_estimate;
+
+/* Asks PrusaSlicer (slicer_program()) for the print time of the part file
+ * (STL, 3MF or OBJ, mm) on printer p: for resin printers `--export-sla` with
+ * the profile's build area as the display (pixels of xy_resolution_mm), its
+ * Z step as every layer's height (the first too), no supports or pad, and
+ * reads printTime and usedMaterial from the archive's config.ini; for FDM
+ * `--export-gcode` with the bed, Z step, nozzle = xy_resolution_mm and 100 %
+ * rectilinear infill, and reads "; estimated printing time (normal mode)"
+ * and "; filament used [cm3]". Exposure, tilt and speeds are the slicer's
+ * defaults (r->how says which). The slicer's files go into a fresh folder
+ * inside work_dir (NULL: "."), removed afterwards. About 10-40 s per part.
+ * Fails with D2_EINPUT for a printer it cannot slice for (PolyJet), a part
+ * format it cannot read, or a slicer not found (naming D2FAB_SLICER and the
+ * Debian package); with D2_EIO when the slicer fails (the last line of its
+ * log in the message) or runs longer than 30 minutes. */
+int slicer_print_time(const printer_profile *p, const char *part, const char *work_dir,
+                      slicer_estimate *r, d2_err *e);
+
 /* The folders searched for NAME.json (printers) and materials/NAME.json, in
  * order: user_dir (--profiles, may be NULL), $D2FAB_PROFILES, $D2FAB_PRINTERS
  * or else ./printers, and the printers folder beside the running executable.
