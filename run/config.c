@@ -241,9 +241,10 @@ static int read_config(const char *name, const char *base_dir, const cJSON *root
     static const char *const keys[] = {"notes", "model", "phases", "printer", "material",
                                        "frequency_thz", "test_limit", "optics", "thick_limit",
                                        "export", "mesh", "masks", "tolerance", "source_power_mw",
-                                       NULL};
+                                       "print_time", NULL};
     static const char *const formats[] = {"stl", "3mf", "obj", "ply", "glb", NULL};
     static const char *const optics_names[] = {"thin", "thick", NULL};
+    static const char *const time_models[] = {"layers", "slicer", NULL};
     run_config_default(c);
     snprintf(c->path, sizeof c->path, "%s", name);
     cfg_ctx top = {name, ""};
@@ -265,6 +266,7 @@ static int read_config(const char *name, const char *base_dir, const cJSON *root
         (rc = cfg_num(&top, root, "source_power_mw", 0, 1, 1e-9, 1e6, &c->source_power_mw, e)) ||
         (rc = cfg_enum(&top, root, "optics", 0, D2_OPTICS_THICK, optics_names, &c->optics, e)) ||
         (rc = cfg_int(&top, root, "thick_limit", 0, 100, 0, 10000000, &tlimit, e)) ||
+        (rc = cfg_enum(&top, root, "print_time", 0, 0, time_models, &c->print_time_slicer, e)) ||
         (rc = cfg_object(&top, root, "export", &ex, e)) ||
         (rc = cfg_object(&top, root, "mesh", &me, e)) ||
         (rc = cfg_object(&top, root, "masks", &mk, e)) ||
@@ -300,6 +302,10 @@ static int read_config(const char *name, const char *base_dir, const cJSON *root
             return rc;
         snprintf(c->mesh_format, sizeof c->mesh_format, "%s", formats[fmt]);
     }
+    if (c->print_time_slicer && fmt > 2)
+        return d2_fail(e, D2_EINPUT, "%s: \"print_time\": \"slicer\" needs parts PrusaSlicer "
+                       "reads: \"mesh\": {\"format\": \"stl\", \"3mf\" or \"obj\"}, not "
+                       "\"%s\"", name, formats[fmt]);
     if (mk && (rc = read_masks(name, mk, c, e))) return rc;
     if (tl && (rc = read_tolerance(name, tl, c, e))) return rc;
     /* Printer and material names given as paths are relative to the config. */

@@ -56,6 +56,28 @@ const char *run_print_time_source(const run_state *s)
            "optimistic, it leaves out peel and settling)";
 }
 
+int run_slice_parts(run_state *s, double *worst_h, d2_err *e)
+{
+    char path[RUN_PATH_MAX + 128];
+    int rc;
+    *worst_h = 0;
+    for (int i = 0; i < s->nparts; i++) {
+        run_part *p = &s->part[i];
+        if (strcmp(p->kind, "layer")) continue;
+        if (s->o->progress) {
+            fprintf(s->o->progress, "      asking %s for the print time of %s\n",
+                    slicer_program(), p->file);
+            fflush(s->o->progress);
+        }
+        if ((rc = d2_path_join(path, sizeof path, s->o->out_dir, p->file, e)) ||
+            (rc = slicer_print_time(&s->ex.printer, path, s->o->out_dir, &p->slice, e)))
+            return rc;
+        p->sliced = 1;
+        *worst_h = fmax(*worst_h, p->slice.time_h);
+    }
+    return 0;
+}
+
 double run_mass_g(const run_state *s, double volume_mm3)
 {
     if (!s->have_export || !(s->ex.material.density_g_cm3 > 0)) return -1;
@@ -81,6 +103,9 @@ static void printing_parts(FILE *f, const run_state *s)
         else snprintf(m, sizeof m, "-");
         fprintf(f, "  %-26s %-30.30s %-21s %6.0f mm3 %8s %7s\n", p->file, p->what, size,
                 p->volume_mm3, m, t);
+        if (p->sliced)
+            fprintf(f, "  %-26s PrusaSlicer: %.2f h, %.3g %s\n", "", p->slice.time_h,
+                    p->slice.material, p->slice.material_unit);
     }
     if (run_print_time_h(s, 1) >= 0)
         fprintf(f, "  Time: layer model, every layer of the whole part (part height / Z step)\n"
@@ -90,6 +115,12 @@ static void printing_parts(FILE *f, const run_state *s)
     else
         fprintf(f, "  Print time not estimated: the printer profile gives neither a time per "
                    "layer\n  (layer_time_s) nor a vertical build rate (z_speed_mm_per_h).\n");
+    for (int i = 0; i < s->nparts; i++)
+        if (s->part[i].sliced) {
+            fprintf(f, "  PrusaSlicer lines: each layer part sliced alone by %s.\n",
+                    s->part[i].slice.how);
+            break;
+        }
     fprintf(f, "\n");
 }
 

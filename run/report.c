@@ -83,6 +83,17 @@ static cJSON *part_json(const run_state *s, const run_part *p)
         cJSON_AddNumberToObject(o, "print_layers", (double)nl);
         cJSON_AddStringToObject(o, "print_time_method", "layer model");
     }
+    if (p->sliced) {
+        /* beside the layer model: what PrusaSlicer says, and how it was asked */
+        const slicer_estimate *r = &p->slice;
+        cJSON *sl = cJSON_AddObjectToObject(o, "print_time_slicer");
+        cJSON_AddNumberToObject(sl, "time_h", r->time_h);
+        cJSON_AddNumberToObject(sl, "material", r->material);
+        cJSON_AddStringToObject(sl, "material_unit", r->material_unit);
+        cJSON_AddNumberToObject(sl, "layers", (double)r->layers);
+        cJSON_AddStringToObject(sl, "slicer", r->slicer);
+        cJSON_AddStringToObject(sl, "method", r->how);
+    }
     cJSON_AddItemToObject(o, "size_mm", cJSON_CreateDoubleArray(p->size_mm, 3));
     cJSON_AddNumberToObject(o, "z_mm", p->z_mm);
     cJSON_AddNumberToObject(o, "facets", (double)p->facets);
@@ -424,9 +435,10 @@ static void accuracy_table(FILE *f, const run_state *s)
 
 static void parts_table(FILE *f, const run_state *s)
 {
-    fputs("<table><tr><th>part</th><th>file</th><th>material</th><th>layer height</th>"
-          "<th>orientation</th><th>size (mm)</th><th>volume</th><th>mass</th>"
-          "<th>est. print time</th></tr>\n", f);
+    fprintf(f, "<table><tr><th>part</th><th>file</th><th>material</th><th>layer height</th>"
+            "<th>orientation</th><th>size (mm)</th><th>volume</th><th>mass</th>"
+            "<th>est. print time (layer model)</th>%s</tr>\n",
+            s->c->print_time_slicer ? "<th>PrusaSlicer</th>" : "");
     for (int i = 0; i < s->nparts; i++) {
         const run_part *p = &s->part[i];
         fputs("<tr><td>", f);
@@ -444,8 +456,14 @@ static void parts_table(FILE *f, const run_state *s)
         double m = run_mass_g(s, p->volume_mm3), t = run_print_time_h(s, p->size_mm[2]);
         if (m >= 0) fprintf(f, "<td>%.1f&nbsp;g</td>", m);
         else fputs("<td>-</td>", f);
-        if (t >= 0) fprintf(f, "<td>%.1f&nbsp;h</td></tr>\n", t);
-        else fputs("<td>not estimated</td></tr>\n", f);
+        if (t >= 0) fprintf(f, "<td>%.1f&nbsp;h</td>", t);
+        else fputs("<td>not estimated</td>", f);
+        if (p->sliced)
+            fprintf(f, "<td>%.2f&nbsp;h, %.3g&nbsp;%s</td>", p->slice.time_h, p->slice.material,
+                    p->slice.material_unit);
+        else if (s->c->print_time_slicer)
+            fputs("<td>-</td>", f);
+        fputs("</tr>\n", f);
     }
     fputs("</table>\n<p>Orientation: ", f);
     esc(f, run_orientation_text(s));
@@ -460,6 +478,15 @@ static void parts_table(FILE *f, const run_state *s)
         fputs("; each part printed alone; parts printed side by side in one job take about "
               "as long as the tallest.</p>\n", f);
     }
+    for (int i = 0; i < s->nparts; i++)
+        if (s->part[i].sliced) {
+            fputs("<p>PrusaSlicer column: each layer part sliced alone by ", f);
+            esc(f, s->part[i].slice.how);
+            fputs("; the slicer's time and resin or filament use as it reports them. Where it "
+                  "and the layer model differ, trust the slicer, and your printer's own slicer "
+                  "more.</p>\n", f);
+            break;
+        }
 }
 
 static void export_table(FILE *f, const run_state *s)

@@ -408,11 +408,16 @@ static int stage_mesh(run_state *s, int with_masks, d2_err *e)
                            mr.open_edges, mr.nonmanifold_edges, mr.inconsistent_edges, mr.parts);
         facets += mp->facets;
     }
-    double tops_mm;
-    if ((rc = mesh_tops(s, exp, &tops_mm, e))) return rc;
+    double tops_mm, slice_h = 0;
+    if ((rc = mesh_tops(s, exp, &tops_mm, e)) ||
+        (c->print_time_slicer && (rc = run_slice_parts(s, &slice_h, e))))
+        return rc;
+    char sliced[96] = "";
+    if (c->print_time_slicer)
+        snprintf(sliced, sizeof sliced, "; PrusaSlicer: the longest layer part %.2f h", slice_h);
     stage_done(s, ST_MESH, "%d parts, %zu facets, each read back closed and in one piece; "
-               "every layer's pillar tops match the export (max %.2g mm); assembly %s",
-               rep.nparts, facets, tops_mm, s->assembly_file);
+               "every layer's pillar tops match the export (max %.2g mm); assembly %s%s",
+               rep.nparts, facets, tops_mm, s->assembly_file, sliced);
     return 0;
 }
 
@@ -793,7 +798,13 @@ int run_pipeline(const run_config *c, const run_opts *o, run_result *r, d2_err *
             rc = fail_stage(s, ST_EXPORT, rc, e);
             goto done;
         }
+        /* Asked for the slicer's time: it must exist before hours of work. */
+        rc = c->print_time_slicer ? slicer_check(&pr, e) : 0;
         printer_free(&pr);
+        if (rc) {
+            rc = fail_stage(s, ST_MESH, rc, e);
+            goto done;
+        }
         if ((rc = material_find(&pp, c->material, &mt, e))) {
             rc = fail_stage(s, ST_EXPORT, rc, e);
             goto done;

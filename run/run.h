@@ -65,6 +65,8 @@ typedef struct run_config {
     double index, kappa;          /* NAN: from the material profile */
     int force;                    /* printer limits: warn instead of failing */
     char mesh_format[8];          /* "stl", "3mf", "obj", "ply", "glb" */
+    int print_time_slicer;        /* "print_time": "slicer" (1) asks PrusaSlicer for every
+                                     layer part's time; "layers" (0) the layer model only */
 
     /* Accuracy: the first test_limit test images (0 = all 10000). */
     int test_limit;
@@ -118,6 +120,10 @@ void run_config_default(run_config *c);
  *                    "phase_offset" "auto" | rad, "jump_weight", "index",
  *                    "kappa", "force"} as d2fab export's options
  *   "mesh"           {"format": "stl" | "3mf" | "obj" | "ply" | "glb"} [stl]
+ *   "print_time"     "layers" (the layer model of the printer profile) or
+ *                    "slicer" (also PrusaSlicer's estimate for every layer
+ *                    part, about 10-40 s each: resin and FDM printers, parts
+ *                    in stl, 3mf or obj) ["layers"]
  *   "masks"          {"digits": [0..9, ...] with "count" (first count test
  *                    images of each, 1..16) and/or "test_indices": [...];
  *                    "mode" "stencil" | "carrier-recess" | "carrier-relief",

@@ -23,6 +23,8 @@ typedef struct run_part {
     size_t facets, bytes;
     int tops_checked;       /* layer parts: pillar tops against the export */
     mesh_tops_report tops;
+    int sliced;             /* "print_time": "slicer": PrusaSlicer's estimate in slice */
+    slicer_estimate slice;
 } run_part;
 
 /* One picture of the package. */
@@ -148,6 +150,10 @@ const char *run_orientation_text(const run_state *s);
  * estimated), and how the time was found, in words. */
 double run_print_time_h(const run_state *s, double height_mm);
 const char *run_print_time_source(const run_state *s);
+/* With "print_time": "slicer", asks PrusaSlicer for the print time of every
+ * layer part (slicer_print_time), one line each on the progress stream; the
+ * longest in *worst_h. */
+int run_slice_parts(run_state *s, double *worst_h, d2_err *e);
 /* Mass of volume_mm3 of the material, g (< 0: no density). */
 double run_mass_g(const run_state *s, double volume_mm3);
 /* Writes PRINTING.txt, atomically. */

@@ -218,6 +218,16 @@ TEST(config_errors_name_the_key_the_value_and_what_is_allowed)
     CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"tolerance\": {\"sensitivity\": \"some\"}}", &c, &e),
               e, D2_EINPUT, "\"kinds\"");
     CHECK_ERR(parse_cfg("[1]", &c, &e), e, D2_EINPUT, "expected a JSON object");
+    /* The print time: the layer model or the slicer, which reads stl, 3mf or obj. */
+    CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"print_time\": \"fast\"}", &c, &e), e,
+              D2_EINPUT, "print_time");
+    CHECK(strstr(e.msg, "layers") && strstr(e.msg, "slicer"));
+    CHECK_ERR(parse_cfg("{\"model\": \"m2\", \"print_time\": \"slicer\", \"mesh\": "
+                        "{\"format\": \"ply\"}}", &c, &e), e, D2_EINPUT, "\"mesh\": {\"format\"");
+    CHECK(strstr(e.msg, "\"print_time\": \"slicer\"") && strstr(e.msg, "\"ply\""));
+    irc = parse_cfg("{\"model\": \"m2\", \"print_time\": \"slicer\", \"mesh\": "
+                    "{\"format\": \"3mf\"}}", &c, &e);
+    CHECK(irc == 0 && c.print_time_slicer == 1);
 }
 
 TEST(shipped_sample_config_is_valid)
@@ -838,6 +848,72 @@ TEST(every_shipped_printer_and_material_runs_and_its_parts_validate)
     printf("  %d printer x material runs, %d parts, %d manifold in prusa-slicer\n", nruns, nparts,
            yes);
 }
+/* "print_time": "slicer": a missing slicer or a PolyJet printer stops the run
+ * before any work; with prusa-slicer installed every layer part gets its
+ * estimate beside the layer model, and the slicer counts the same layers. */
+TEST(print_time_slicer_puts_prusaslicer_beside_the_layer_model)
+{
+    d2_err e = {0};
+    uint64_t s = 777;
+    float ph[32 * 32];
+    size_t shape[2] = {32, 32};
+    for (int i = 0; i < 32 * 32; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        ph[i] = (float)(2 * M_PI * (double)(s >> 11) / 9007199254740992.0);
+    }
+    CHECK(npy_write(t_path("slice1.npy"), NPY_F32, 2, shape, ph, &e) == 0);
+    const char *cfgp = t_path("slice.json"), *pkg = t_path("pkg-slice"), *log = t_path("slice.log");
+    char args[4 * PATH_MAX], path[PATH_MAX + 64], cfg[512];
+    const char *fmt = "{\"phases\": {\"files\": [\"slice1.npy\"], \"pitch_mm\": 0.4, "
+                      "\"frequency_thz\": 0.4, \"gaps_mm\": [10]}, \"printer\": \"%s\", "
+                      "\"material\": \"resin\", \"test_limit\": 10, \"thick_limit\": 5, "
+                      "\"print_time\": \"slicer\"}";
+    snprintf(args, sizeof args, "run '%s' --out '%s' --data '%s'", cfgp, pkg,
+             dataset_default_dir());
+    snprintf(path, sizeof path, "%s/report.json", pkg);
+    /* PolyJet: PrusaSlicer cannot slice for it */
+    snprintf(cfg, sizeof cfg, fmt, "objet-connex500");
+    write_config(cfgp, cfg);
+    CHECK(d2fab(args, log) == 2);
+    CHECK(file_has(log, "mesh stage") && file_has(log, "polyjet") &&
+          file_has(log, "\"print_time\": \"layers\"") && !file_has(log, "[1/6] model"));
+    /* no slicer: named, before the first stage */
+    snprintf(cfg, sizeof cfg, fmt, "anycubic-photon-mono-x");
+    write_config(cfgp, cfg);
+    setenv("D2FAB_SLICER", "no-such-slicer-d2fab", 1);
+    CHECK(d2fab(args, log) == 2);
+    unsetenv("D2FAB_SLICER");
+    CHECK(file_has(log, "no-such-slicer-d2fab") && file_has(log, "D2FAB_SLICER") &&
+          !file_has(log, "[1/6] model"));
+    CHECK(!t_exists(path));
+    if (system("prusa-slicer --help > /dev/null 2>&1") != 0) {
+        printf("  skipped the sliced run: prusa-slicer is not installed\n");
+        return;
+    }
+    int rc = d2fab(args, log);
+    if (rc) print_file(log);
+    CHECK(rc == 0);
+    cJSON *rep = NULL;
+    CHECK(cfg_load(path, &rep, &e) == 0);
+    const cJSON *p, *layer = NULL;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(rep, "parts"))
+        if (!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(p, "name")), "layer1")) layer = p;
+    const cJSON *sl = cJSON_GetObjectItemCaseSensitive(layer, "print_time_slicer");
+    double t = cJSON_GetNumberValue(cJSON_GetObjectItem(sl, "time_h"));
+    double lay = cJSON_GetNumberValue(cJSON_GetObjectItem(sl, "layers"));
+    double ours = cJSON_GetNumberValue(cJSON_GetObjectItem(layer, "print_layers"));
+    double model = cJSON_GetNumberValue(cJSON_GetObjectItem(layer, "print_time_h"));
+    CHECK(sl && t > 0 && lay > 100 && lay == ours && model > 0);
+    CHECK(strstr(cJSON_GetStringValue(cJSON_GetObjectItem(sl, "method")), "--export-sla"));
+    printf("  layer1: PrusaSlicer %.3f h for %.0f layers, layer model %.3f h\n", t, lay, model);
+    cJSON_Delete(rep);
+    snprintf(path, sizeof path, "%s/PRINTING.txt", pkg);
+    CHECK(file_has(path, "PrusaSlicer: ") && file_has(path, "PrusaSlicer lines"));
+    snprintf(path, sizeof path, "%s/report.html", pkg);
+    CHECK(file_has(path, "<th>PrusaSlicer</th>") && file_has(path, "PrusaSlicer column"));
+    CHECK(file_has(log, "PrusaSlicer: the longest layer part"));
+}
+
 TEST(a_failing_stage_is_named_and_leaves_no_report_behind)
 {
     if (!quick_model()) {
@@ -964,6 +1040,7 @@ int main(void)
     RUN(the_page_check_finds_a_broken_image);
     RUN(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate);
     RUN(every_shipped_printer_and_material_runs_and_its_parts_validate);
+    RUN(print_time_slicer_puts_prusaslicer_beside_the_layer_model);
     RUN(a_failing_stage_is_named_and_leaves_no_report_behind);
     RUN(run_refuses_an_output_folder_that_is_not_a_package);
     RUN(rerun_replaces_the_earlier_package_and_phase_maps_run_like_a_model);
