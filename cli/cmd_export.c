@@ -32,7 +32,11 @@ static void export_help(FILE *fp)
             "      --png-range-rad LO:HI  phase of PNG black and white, rad   [none]\n"
             "      --pitch-mm P         pixel pitch of bare phase maps, mm      [required]\n"
             "      --gaps-mm G[,G...]   gaps of bare maps: one for all, or layers + 1\n"
-            "                           (input->layer 1, ..., last->detector), mm    [30]\n\n"
+            "                           (input->layer 1, ..., last->detector), mm    [30]\n"
+            "      --illumination plane|gaussian:W|point:Z  what lights the input plane of\n"
+            "                           bare maps: plane wave, Gaussian beam of waist W mm,\n"
+            "                           point source Z mm before it (a model folder has its\n"
+            "                           own)                                     [plane]\n\n"
             "Printer, material and source:\n"
             "  -P, --printer NAME       printer profile name or .json path [objet-connex500]\n"
             "  -M, --material NAME      material profile name or .json path         [verobp]\n"
@@ -60,9 +64,11 @@ static void export_help(FILE *fp)
             "      --list-materials     list material profiles and exit\n"
             "  -q, --quiet              no summary\n"
             "  -h, --help               this help\n\n"
-            "The plate outline for the build-volume check is estimated as n * pitch plus a\n"
-            "%.0f mm frame each side; the mesh stage knows the exact frame.\n\n%s",
-            EXP_MAX_LEVELS, EXP_FRAME_MARGIN_MM, cli_exit_help);
+            "The build-volume check uses the part d2fab mesh builds: n * pitch plus the\n"
+            "frame band it derives from the printer each side (10 mm for resin and PolyJet\n"
+            "printers, 14.5 mm for the Prusa MK4), and the tallest part with its posts\n"
+            "and pins.\n\n%s",
+            EXP_MAX_LEVELS, cli_exit_help);
 }
 
 static int list_profiles(const char *user_dir, int materials)
@@ -162,7 +168,7 @@ static void print_summary(const export_report *r, const char *out)
 
 enum {
     O_PNGRANGE = 1000, O_PITCH, O_GAPS, O_PROFILES, O_INDEX, O_KAPPA, O_BASE, O_LEVELS,
-    O_OFFSET, O_JW, O_FORCE, O_LISTP, O_LISTM
+    O_OFFSET, O_JW, O_FORCE, O_LISTP, O_LISTM, O_ILLUM
 };
 
 /* The command line of d2fab export. */
@@ -172,6 +178,9 @@ typedef struct export_args {
     const char *phase_files[D2_MAX_LAYERS + 1];
     int nphase, have_range, list_p, list_m, quiet, ngaps;
     double lo, hi, pitch, gaps[D2_MAX_LAYERS + 1];
+    const char *illum_arg;      /* --illumination as given, or NULL */
+    int illum;                  /* D2_ILLUM_* */
+    double illum_mm;            /* waist or distance */
     char note[512];             /* from reading the phase maps (a float64 map converted) */
 } export_args;
 
@@ -195,6 +204,33 @@ static int parse_range(const char *arg, export_args *a)
     }
     a->have_range = 1;
     return 0;
+}
+
+/* --illumination plane | gaussian:WAIST_MM | point:DISTANCE_MM (the ranges of
+ * the config's "illumination"). 0, or the exit status. */
+static int parse_illum(const char *arg, export_args *a)
+{
+    const char *colon = strchr(arg, ':');
+    size_t len = colon ? (size_t)(colon - arg) : strlen(arg);
+    a->illum_arg = arg;
+    if (!colon && !strcmp(arg, "plane")) {
+        a->illum = D2_ILLUM_PLANE;
+        return 0;
+    }
+    if (colon && len == 8 && !strncmp(arg, "gaussian", 8)) {
+        a->illum = D2_ILLUM_GAUSSIAN;
+        return cli_num(CMD, "illumination gaussian waist (mm)", colon + 1, 1e-3, 1e5,
+                       &a->illum_mm) ? 1 : 0;
+    }
+    if (colon && len == 5 && !strncmp(arg, "point", 5)) {
+        a->illum = D2_ILLUM_POINT;
+        return cli_num(CMD, "illumination point distance (mm)", colon + 1, 1e-3, 1e7,
+                       &a->illum_mm) ? 1 : 0;
+    }
+    fprintf(stderr, "d2fab %s: --illumination '%s': expected plane, gaussian:WAIST_MM (a "
+            "Gaussian beam, 1/e^2 intensity radius) or point:DISTANCE_MM (a point source that "
+            "far before the input plane)\n", CMD, arg);
+    return 1;
 }
 
 /* One export option (the library checks the ranges it explains). 0, or the
@@ -254,6 +290,7 @@ static int export_parse(int argc, char **argv, export_args *a)
         {"jump-weight", required_argument, 0, O_JW}, {"force", no_argument, 0, O_FORCE},
         {"out", required_argument, 0, 'o'},          {"list-printers", no_argument, 0, O_LISTP},
         {"list-materials", no_argument, 0, O_LISTM}, {"quiet", no_argument, 0, 'q'},
+        {"illumination", required_argument, 0, O_ILLUM},
         {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
     int c;
     optind = 1;
@@ -268,6 +305,7 @@ static int export_parse(int argc, char **argv, export_args *a)
             a->phase_files[a->nphase++] = optarg;
             break;
         case O_PNGRANGE: if (parse_range(optarg, a)) return 1; break;
+        case O_ILLUM: if (parse_illum(optarg, a)) return 1; break;
         case O_PITCH: if (cli_num(CMD, "pitch-mm", optarg, 1e-4, 100, &a->pitch)) return 1; break;
         case O_GAPS:
             if (parse_list("gaps-mm", optarg, a->gaps, D2_MAX_LAYERS + 1, &a->ngaps)) return 1;
@@ -309,9 +347,10 @@ static int export_parse(int argc, char **argv, export_args *a)
         export_help(stderr);
         return 1;
     }
-    if (a->model_dir && (a->pitch > 0 || a->ngaps || a->have_range)) {
-        fprintf(stderr, "d2fab %s: --pitch-mm, --gaps-mm and --png-range-rad apply to --phase "
-                "maps only (a model folder has its geometry)\n", CMD);
+    if (a->model_dir && (a->pitch > 0 || a->ngaps || a->have_range || a->illum_arg)) {
+        fprintf(stderr, "d2fab %s: --pitch-mm, --gaps-mm, --png-range-rad and --illumination "
+                "apply to --phase maps only (a model folder has its geometry and its "
+                "illumination in model.json)\n", CMD);
         return 1;
     }
     if (!a->model_dir) {
@@ -354,7 +393,19 @@ static int load_source(export_args *a, d2_model *m, cJSON **model_json,
                           sizeof a->note};
     src->kind = "phase";
     src->path = a->phase_files[0];
-    return exp_model_from_phases(&in, m, e);
+    if ((rc = exp_model_from_phases(&in, m, e))) return rc;
+    /* The illumination the maps were designed for: used by every later stage
+     * through export.json's "model" section. */
+    m->g.illum = a->illum;
+    m->g.illum_waist_mm = a->illum == D2_ILLUM_GAUSSIAN ? a->illum_mm : 0;
+    m->g.illum_distance_mm = a->illum == D2_ILLUM_POINT ? a->illum_mm : 0;
+    if (illum_check(&m->g, "--illumination", e)) {
+        d2_err ie = *e;
+        return d2_fail(e, D2_EINPUT, "--illumination '%s' on %d x %d maps of %g mm pitch: %s",
+                       a->illum_arg, m->g.n, m->g.n, m->g.pitch_mm, strstr(ie.msg, "a point") ?
+                       strstr(ie.msg, "a point") : ie.msg);
+    }
+    return 0;
 }
 
 int cmd_export(int argc, char **argv)

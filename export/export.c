@@ -25,9 +25,12 @@ static const char *const objective_note =
     "exp(-2 pi kappa h / wavelength) with h the whole thickness; stack power transmission = "
     "product over layers of mean(amplitude^2) times (1 - R)^2 per plate, R = ((n - 1) / "
     "(n + 1))^2, multiple reflections ignored. The build-volume check uses the plate side "
-    "n * pitch + 2 x 10 mm frame as an estimate; the mesh stage has the exact frame. Print "
-    "time: layer model, the tallest part (the largest gap after a layer + 1.5 mm pins) in "
-    "Z steps times the profile's layer_time_s (or Z step / z_speed_mm_per_h).";
+    "n * pitch + 2 x frame_width_mm, the frame band the mesh stage derives from the printer's "
+    "minimum feature and pin clearance (10 mm for resin and PolyJet printers, 14.5 mm for the "
+    "Prusa MK4; d2fab mesh --frame-mm changes it), and the tallest part (the largest gap "
+    "after a layer + the pin length) against the build height. Print time: layer model, the "
+    "tallest part in Z steps times the profile's layer_time_s (or Z step / "
+    "z_speed_mm_per_h).";
 
 void export_opts_default(export_opts *o)
 {
@@ -170,7 +173,7 @@ static int check_relief(const export_report *r, d2_err *e)
 
 /* Pitch against the printer's lateral resolution and the plate against the
  * build volume: errors, or warnings with --force. */
-static int check_printer(const export_opts *o, double max_h, export_report *r, d2_err *e)
+static int check_printer(const export_opts *o, export_report *r, d2_err *e)
 {
     const printer_profile *pr = &r->printer;
     char msg[768];
@@ -184,11 +187,13 @@ static int check_printer(const export_opts *o, double max_h, export_report *r, d
         warn(r, "%s (--force)", msg);
     }
     const double *b = pr->build_mm;
-    if (r->plate_side_mm > b[0] || r->plate_side_mm > b[1] || max_h > b[2]) {
-        snprintf(msg, sizeof msg, "plate %.1f x %.1f x %.2f mm (%d x %.4g mm pixels plus an "
-                 "estimated %.0f mm frame each side) does not fit the build volume of %s, "
-                 "%.0f x %.0f x %.0f mm", r->plate_side_mm, r->plate_side_mm, max_h, r->n,
-                 r->pitch_mm, EXP_FRAME_MARGIN_MM, pr->display_name, b[0], b[1], b[2]);
+    if (r->plate_side_mm > b[0] || r->plate_side_mm > b[1] || r->print_height_mm > b[2]) {
+        snprintf(msg, sizeof msg, "plate %.1f x %.1f x %.2f mm (%d x %.4g mm pixels plus the "
+                 "%.4g mm frame band d2fab mesh builds for this printer each side; height: the "
+                 "tallest part with its posts and pins) does not fit the build volume of %s, "
+                 "%.0f x %.0f x %.0f mm", r->plate_side_mm, r->plate_side_mm,
+                 r->print_height_mm, r->n, r->pitch_mm, r->frame.width_mm, pr->display_name,
+                 b[0], b[1], b[2]);
         if (!o->force)
             return d2_fail(e, D2_EINPUT, "%s; choose a larger printer, or --force to export "
                            "anyway", msg);
@@ -280,7 +285,8 @@ static cJSON *report_json(const export_source *src, const export_opts *o, const 
         ok &= cJSON_AddStringToObject(root, "phase_offset", "auto") != NULL;
     ok &= cJSON_AddNumberToObject(root, "jump_weight", r->p.jump_weight) != NULL;
     ok &= cJSON_AddNumberToObject(root, "period_mm", r6(r->period_mm)) != NULL;
-    ok &= cJSON_AddNumberToObject(root, "plate_side_estimate_mm", r6(r->plate_side_mm)) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "frame_width_mm", r->frame.width_mm) != NULL;
+    ok &= cJSON_AddNumberToObject(root, "plate_side_mm", r6(r->plate_side_mm)) != NULL;
 
     cJSON *files = cJSON_AddArrayToObject(root, "layer_files");
     ok &= files != NULL;
@@ -464,7 +470,8 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
     r->n = m->g.n;
     r->layers = m->g.layers;
     r->pitch_mm = m->g.pitch_mm;
-    r->plate_side_mm = r->n * r->pitch_mm + 2 * EXP_FRAME_MARGIN_MM;
+    printer_frame_default(&r->frame, r->printer.min_feature_mm, r->printer.pin_clearance_mm);
+    r->plate_side_mm = r->n * r->pitch_mm + 2 * r->frame.width_mm;
     if (!(isfinite(r->pitch_mm) && r->pitch_mm > 0))
         return d2_fail(e, D2_EINPUT, "pitch %g mm: must be > 0", r->pitch_mm);
     if ((rc = resolve_params(m, o, r, e))) return rc;
@@ -476,9 +483,14 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
     }
     r->period_mm = opt_period_mm(r->p.wavelength_mm, r->p.index);
     if ((rc = check_relief(r, e))) return rc;
-    /* Heights never exceed base + one period (+ half a Z step of rounding). */
-    if ((rc = check_printer(o, r->p.base_mm + r->period_mm + 0.5 * r->p.z_step_mm, r, e)))
-        return rc;
+    /* The tallest part: heights never exceed base + one period (+ half a Z
+     * step of rounding); a layer plate stands on posts as tall as the gap to
+     * the next part, with pins on top. */
+    r->print_height_mm = fmax(r->p.base_mm + r->period_mm + 0.5 * r->p.z_step_mm,
+                              r->frame.thick_mm);
+    for (int k = 1; k <= r->layers; k++)
+        r->print_height_mm = fmax(r->print_height_mm, m->g.gap_mm[k] + r->frame.pin_len_mm);
+    if ((rc = check_printer(o, r, e))) return rc;
 
     size_t cnt = (size_t)r->n * (size_t)r->n;
     double max_h = 0;
@@ -499,11 +511,10 @@ int export_stack(const export_source *src, const export_opts *o, const char *out
     }
     r->fresnel_r = opt_fresnel_r(r->p.index);
     r->power_transmission *= pow(1 - r->fresnel_r, 2 * r->layers);
-    /* The tallest part, not the relief: a layer plate stands on posts as tall as
-     * the gap to the next part, with pins on top. */
-    r->print_height_mm = max_h;
+    /* The tallest part, now with the relief as exported. */
+    r->print_height_mm = fmax(max_h, r->frame.thick_mm);
     for (int k = 1; k <= r->layers; k++)
-        r->print_height_mm = fmax(r->print_height_mm, m->g.gap_mm[k] + EXP_PIN_LEN_MM);
+        r->print_height_mm = fmax(r->print_height_mm, m->g.gap_mm[k] + r->frame.pin_len_mm);
     r->print_time_h = printer_print_time_h(&r->printer, r->print_height_mm, &r->print_layers,
                                            r->print_time_how, sizeof r->print_time_how);
 

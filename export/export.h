@@ -113,6 +113,39 @@ int material_at(const material_profile *m, double f_thz, double *index, double *
 double printer_print_time_h(const printer_profile *p, double height_mm, long *layers,
                             char *how, size_t how_size);
 
+/* The frame band, posts, pins and labels of every printed part, derived from
+ * the printer (the mesh stage builds them; the export stage needs the band's
+ * width for the build-volume check). */
+typedef struct printer_frame {
+    double width_mm;      /* frame band around the active area */
+    double thick_mm;      /* frame thickness (datum to the frame's top face) */
+    double post_mm;       /* side of the square posts */
+    double pin_mm;        /* side of the square pins on the post tops */
+    double pin_len_mm;    /* pin length above the shoulder */
+    double key_mm;        /* offset of the top-left pin toward +x */
+    double clearance_mm;  /* hole clearance per side */
+    double engrave_mm;    /* label depth */
+    double font_px_mm;    /* label pixel (stroke) size; rounded up to whole
+                             pitches so strokes fall on pixel lines */
+    double min_feature_mm;/* printer's smallest feature (checks) */
+} printer_frame;
+
+/* The sizes for a printer of minimum feature mf and pin clearance c (mm):
+ * font pixel max(0.5, 2 mf), pin max(2, 4 mf), pin length max(1.5, 3 mf),
+ * key max(1, 2 c), engrave max(0.4, mf), post max(5, pin + 2 key + 2 mf),
+ * thickness 3, and a band width of max(10, printer_frame_min_width_mm(f, 1,
+ * 1)), both rounded up to 0.5 mm. Every shipped resin and PolyJet printer
+ * (mf <= 0.3) gets 10 / 5 / 2 / 1 / 0.4 mm; the Prusa MK4 (mf 0.45) a
+ * 14.5 mm band, so posts, holes and labels fit every shipped printer without
+ * options. */
+void printer_frame_default(printer_frame *f, double mf, double c);
+/* The band a 7-pixel label needs at any pitch (a pitch-aligned font pixel is
+ * at most twice font_px_mm) with its margins, mm. */
+double printer_frame_label_band_mm(const printer_frame *f);
+/* The narrowest band width that holds f's posts (with walls), its pin holes
+ * (holes != 0) and its labels (labels != 0), mm. */
+double printer_frame_min_width_mm(const printer_frame *f, int holes, int labels);
+
 /* ---------------------------------------------------------------------------
  * The print time from a real slicer (export/slicer.c)
  * ------------------------------------------------------------------------- */
@@ -184,10 +217,6 @@ void profile_names_free(char **names, int count);
  * Phase -> height (export/height.c)
  * ------------------------------------------------------------------------- */
 
-#define EXP_FRAME_MARGIN_MM 10.0     /* frame width assumed each side of the
-                                        plate for the build-volume estimate */
-#define EXP_PIN_LEN_MM 1.5          /* pin length above the posts assumed for
-                                        the print-time estimate */
 #define EXP_MAX_LEVELS 4096
 
 typedef struct exp_params {
@@ -323,7 +352,9 @@ typedef struct export_report {
     double frequency_thz;
     int n, layers;
     double pitch_mm, period_mm;
-    double plate_side_mm;         /* n * pitch + 2 * EXP_FRAME_MARGIN_MM */
+    printer_frame frame;          /* the printer's frame (printer_frame_default): what
+                                     `d2fab mesh` builds without options */
+    double plate_side_mm;         /* n * pitch + 2 * frame.width_mm */
     exp_layer_stats layer[D2_MAX_LAYERS];
     double power_transmission;    /* prod_k mean(a_k^2) * (1 - R)^2 */
     double fresnel_r;             /* R per surface */
@@ -331,7 +362,7 @@ typedef struct export_report {
     double print_time_h;          /* tallest part (printer_print_time_h);
                                      < 0 when unknown */
     double print_height_mm;       /* that part's height: the largest gap after a
-                                     layer + EXP_PIN_LEN_MM, or the relief */
+                                     layer + the frame's pin length, or the relief */
     long print_layers;            /* its layers */
     char print_time_how[160];     /* printer_print_time_h's method */
     int nwarn;
@@ -339,7 +370,8 @@ typedef struct export_report {
 } export_report;
 
 /* Checks everything (profiles, wavelength, index, pitch against the printer,
- * plate against the build volume), computes every layer in memory and only
+ * the tallest part - plate outline n * pitch + 2 x the printer's frame band,
+ * height the largest gap + pin - against the build volume), computes every layer in memory and only
  * then writes into out_dir (created): per layer K layerK_height.npy (float32
  * mm), layerK_height.png (16-bit, h = value * png_scale_mm) and
  * layerK_preview.png (viridis, base..base + P), and export.json last. An old

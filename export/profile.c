@@ -414,6 +414,39 @@ void profile_names_free(char **names, int count)
     free(names);
 }
 
+/* Rounds up to the next half millimetre, so derived sizes read cleanly. */
+static double half_mm_up(double mm) { return ceil(mm * 2 - 1e-9) / 2; }
+
+double printer_frame_label_band_mm(const printer_frame *f)
+{
+    /* a pitch-aligned font pixel is at most twice the asked one (mesh/plate.c) */
+    return 7 * 2 * f->font_px_mm + 2 * fmax(f->min_feature_mm, f->font_px_mm);
+}
+
+double printer_frame_min_width_mm(const printer_frame *f, int holes, int labels)
+{
+    double mf = f->min_feature_mm, w = f->post_mm + 2 * mf;
+    if (holes) w = fmax(w, f->pin_mm + 2 * f->clearance_mm + 2 * f->key_mm + 2 * mf);
+    if (labels) w = fmax(w, printer_frame_label_band_mm(f));
+    return w;
+}
+
+void printer_frame_default(printer_frame *f, double mf, double cl)
+{
+    /* The resin sizes (pin 2, key 1, post 5, band 10 mm) hold for features
+     * up to 0.3 mm; coarser printers (FDM) get each size from the
+     * feature: a pin of 4 strokes, a key of 2 clearances, a post that keeps
+     * a shoulder of one stroke, and a band that holds posts, holes and a
+     * 7-pixel label at twice the font pixel with margins. */
+    double pin = fmax(2.0, 4 * mf), key = fmax(1.0, 2 * cl);
+    *f = (printer_frame){.width_mm = 10.0, .thick_mm = 3.0, .pin_mm = pin,
+                         .pin_len_mm = fmax(1.5, 3 * mf), .key_mm = key, .clearance_mm = cl,
+                         .engrave_mm = fmax(0.4, mf), .font_px_mm = fmax(0.5, 2 * mf),
+                         .min_feature_mm = mf};
+    f->post_mm = fmax(5.0, half_mm_up(pin + 2 * key + 2 * mf));
+    f->width_mm = fmax(10.0, half_mm_up(printer_frame_min_width_mm(f, 1, 1)));
+}
+
 double printer_print_time_h(const printer_profile *p, double height_mm, long *layers,
                             char *how, size_t how_size)
 {

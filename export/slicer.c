@@ -131,7 +131,8 @@ static int zip_entry(const char *path, const char *name, char **out, d2_err *e)
     if (fseek(f, 0, SEEK_END) != 0) goto bad;
     long size = ftell(f);
     long take = size < (long)sizeof tail ? size : (long)sizeof tail;
-    if (take < 22 || fseek(f, size - take, SEEK_SET) != 0 || fread(tail, 1, take, f) != (size_t)take)
+    if (take < 22 || fseek(f, size - take, SEEK_SET) != 0 ||
+        fread(tail, 1, take, f) != (size_t)take)
         goto bad;
     long eocd = -1;
     for (long i = take - 22; i >= 0 && eocd < 0; i--)

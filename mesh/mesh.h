@@ -123,37 +123,15 @@ void mesh_printer_from_profile(const printer_profile *p, mesh_printer *pr);
 int mesh_printer_from_json(const cJSON *obj, const char *file, const char *path, mesh_printer *pr,
                            d2_err *e);
 
-/* The frame and alignment features, identical on every part of a stack. */
-typedef struct mesh_frame {
-    double width_mm;      /* frame band around the active area */
-    double thick_mm;      /* frame thickness (datum to the frame's top face) */
-    double post_mm;       /* side of the square posts */
-    double pin_mm;        /* side of the square pins on the post tops */
-    double pin_len_mm;    /* pin length above the shoulder */
-    double key_mm;        /* offset of the top-left pin toward +x */
-    double clearance_mm;  /* hole clearance per side */
-    double engrave_mm;    /* label depth */
-    double font_px_mm;    /* label pixel (stroke) size; rounded up to whole
-                             pitches so strokes fall on pixel lines */
-    double min_feature_mm;/* printer's smallest feature (checks) */
-} mesh_frame;
+/* The frame and alignment features, identical on every part of a stack: the
+ * export stage's printer_frame (export.h), whose width it needs for the
+ * build-volume check. */
+typedef printer_frame mesh_frame;
 
-/* Defaults for printer pr (NULL: generic resin), derived from its minimum
- * feature mf and pin clearance c (mm): font pixel max(0.5, 2 mf), pin
- * max(2, 4 mf), pin length max(1.5, 3 mf), key max(1, 2 c), engrave
- * max(0.4, mf), post max(5, pin + 2 key + 2 mf), thickness 3, and a band
- * width of max(10, mesh_frame_min_width_mm(f, 1, 1)), both rounded up to
- * 0.5 mm. Every shipped resin and PolyJet printer (mf <= 0.3) gets 10 / 5 /
- * 2 / 1 / 0.4 mm; the Prusa MK4 (mf 0.45) a 14.5 mm band, so posts, holes
- * and labels fit every shipped printer without options. */
+/* printer_frame_default for printer pr (NULL: generic resin, minimum
+ * feature and clearance 0.1 mm): every shipped resin and PolyJet printer
+ * gets a 10 mm band, 5 mm posts, 2 mm pins; the Prusa MK4 a 14.5 mm band. */
 void mesh_frame_default(mesh_frame *f, const mesh_printer *pr);
-
-/* The band a 7-pixel label needs at any pitch (a pitch-aligned font pixel is
- * at most twice font_px_mm) with its margins, mm. */
-double mesh_frame_label_band_mm(const mesh_frame *f);
-/* The narrowest band width that holds f's posts (with walls), its pin holes
- * (holes != 0) and its labels (labels != 0), mm. */
-double mesh_frame_min_width_mm(const mesh_frame *f, int holes, int labels);
 
 /* The frame `d2fab mesh` uses for a stack: mesh_frame_default(pr), the
  * thickness raised to base_mm, then every field > 0 of o (may be NULL; a

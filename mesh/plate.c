@@ -35,39 +35,10 @@ int mesh_printer_from_json(const cJSON *obj, const char *file, const char *path,
     return 0;
 }
 
-/* Rounds up to the next half millimetre, so derived sizes read cleanly. */
-static double half_mm_up(double mm) { return ceil(mm * 2 - 1e-9) / 2; }
-
-double mesh_frame_label_band_mm(const mesh_frame *f)
-{
-    /* a pitch-aligned font pixel is at most twice the asked one (plate_labels) */
-    return 7 * 2 * f->font_px_mm + 2 * fmax(f->min_feature_mm, f->font_px_mm);
-}
-
-double mesh_frame_min_width_mm(const mesh_frame *f, int holes, int labels)
-{
-    double mf = f->min_feature_mm, w = f->post_mm + 2 * mf;
-    if (holes) w = fmax(w, f->pin_mm + 2 * f->clearance_mm + 2 * f->key_mm + 2 * mf);
-    if (labels) w = fmax(w, mesh_frame_label_band_mm(f));
-    return w;
-}
-
 void mesh_frame_default(mesh_frame *f, const mesh_printer *pr)
 {
-    double mf = pr && pr->min_feature_mm > 0 ? pr->min_feature_mm : 0.1;
-    double cl = pr && pr->pin_clearance_mm > 0 ? pr->pin_clearance_mm : 0.1;
-    /* The resin sizes (pin 2, key 1, post 5, band 10 mm) hold for features
-     * up to 0.3 mm; coarser printers (FDM) get each size from the
-     * feature: a pin of 4 strokes, a key of 2 clearances, a post that keeps
-     * a shoulder of one stroke, and a band that holds posts, holes and a
-     * 7-pixel label at twice the font pixel with margins. */
-    double pin = fmax(2.0, 4 * mf), key = fmax(1.0, 2 * cl);
-    *f = (mesh_frame){.width_mm = 10.0, .thick_mm = 3.0, .pin_mm = pin,
-                      .pin_len_mm = fmax(1.5, 3 * mf), .key_mm = key, .clearance_mm = cl,
-                      .engrave_mm = fmax(0.4, mf), .font_px_mm = fmax(0.5, 2 * mf),
-                      .min_feature_mm = mf};
-    f->post_mm = fmax(5.0, half_mm_up(pin + 2 * key + 2 * mf));
-    f->width_mm = fmax(10.0, half_mm_up(mesh_frame_min_width_mm(f, 1, 1)));
+    printer_frame_default(f, pr && pr->min_feature_mm > 0 ? pr->min_feature_mm : 0.1,
+                          pr && pr->pin_clearance_mm > 0 ? pr->pin_clearance_mm : 0.1);
 }
 
 /* ------------------------------------------------------------ grid lines */

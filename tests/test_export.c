@@ -1025,6 +1025,143 @@ TEST(topas_carries_its_one_thz_literature_point_and_warns_beyond_it)
     export_report_free(&r);
 }
 
+/* Exports one n x n random map at pitch_mm with one gap after the layer. */
+static int export_square(int n, double pitch_mm, double gap_mm, const char *printer,
+                         export_report *r, d2_err *e)
+{
+    d2_model m;
+    float *map = malloc((size_t)n * n * sizeof *map);
+    make_phase(map, n, 0.5, 0.6, 7);
+    write_map(t_path("square.npy"), map, n, n);
+    free(map);
+    const char *files[] = {t_path("square.npy")};
+    double gaps[2] = {30, gap_mm};
+    exp_phase_input in = {files, 1, pitch_mm, WL_04, gaps, 2, 0, 0, 0};
+    if (exp_model_from_phases(&in, &m, e)) return -99;
+    export_opts o;
+    export_opts_default(&o);
+    o.printer = printer;
+    o.material = "hips";
+    export_source src = {&m, NULL, "phase", files[0]};
+    int rc = export_stack(&src, &o, t_path("square-exp"), r, e);
+    model_free(&m);
+    return rc;
+}
+
+/* The build-volume check sees the part d2fab mesh builds: the printer's own
+ * frame band (14.5 mm on the Prusa MK4, not an assumed 10 mm) and the
+ * tallest part with posts and pins. */
+TEST(build_volume_check_uses_the_frame_and_height_the_mesh_stage_builds)
+{
+    d2_err e = {0};
+    export_report r;
+    profile_path pp;
+    profile_path_init(&pp, NULL);
+    printer_profile p;
+    CHECK(printer_find(&pp, "prusa-mk4", &p, &e) == 0);
+    mesh_printer mp;
+    mesh_printer_from_profile(&p, &mp);
+    mesh_frame mf;
+    mesh_frame_for_stack(&mf, &mp, NULL, 1.0);
+    printer_free(&p);
+    /* 224 x 0.8 mm + 2 x 14.5 = 208.2 mm fits the 210 mm bed */
+    int rc = export_square(224, 0.8, 20, "prusa-mk4", &r, &e);
+    if (rc) printf("  %s\n", e.msg);
+    CHECK(rc == 0);
+    CHECK_NEAR(r.frame.width_mm, 14.5, 0);
+    CHECK_NEAR(r.frame.width_mm, mf.width_mm, 0);
+    CHECK_NEAR(r.plate_side_mm, 224 * 0.8 + 29, 1e-9);
+    export_report_free(&r);
+    /* and so does the mesh stage's part */
+    mesh_stack_opts mo;
+    mesh_stack_report mr;
+    mesh_stack_opts_default(&mo);
+    rc = mesh_stack(t_path("square-exp"), t_path("square-parts"), &mo, &mr, &e);
+    if (rc) printf("  %s\n", e.msg);
+    CHECK(rc == 0 && mr.part[1].size_mm[0] <= 210);
+    /* 230 x 0.8 mm: 204 mm with a 10 mm frame, 213 mm with the MK4's */
+    CHECK_ERR(export_square(230, 0.8, 20, "prusa-mk4", &r, &e), e, D2_EINPUT,
+              "213.0 x 213.0");
+    CHECK(strstr(e.msg, "14.5 mm frame band") && strstr(e.msg, "--force"));
+    export_report_free(&r);
+    /* a 219 mm gap: posts and 1.5 mm pins reach 220.5 mm of the 220 mm height */
+    CHECK_ERR(export_square(100, 0.8, 219, "prusa-mk4", &r, &e), e, D2_EINPUT, "x 220.50 mm");
+    export_report_free(&r);
+}
+
+/* Runs `d2fab export ARGS` ($D2FAB_BIN, default ./d2fab) with its output in
+ * log; the exit status. */
+static int d2fab_export(const char *args, const char *log)
+{
+    const char *b = getenv("D2FAB_BIN");
+    char cmd[8 * PATH_MAX];
+    snprintf(cmd, sizeof cmd, "'%s' export %s > '%s' 2>&1", b && *b ? b : "./d2fab", args, log);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int log_has(const char *log, const char *needle)
+{
+    char *buf = NULL;
+    d2_err e = {0};
+    if (d2_read_file(log, 1 << 20, &buf, NULL, &e)) return 0;
+    int yes = strstr(buf, needle) != NULL;
+    if (!yes) printf("  %s lacks \"%s\":\n%s", log, needle, buf);
+    free(buf);
+    return yes;
+}
+
+/* Bare maps take their illumination on the command line; it goes into
+ * export.json and comes back when the export is loaded as the printed model. */
+TEST(export_cli_takes_the_illumination_of_bare_maps)
+{
+    float map[32 * 32];
+    make_phase(map, 32, 0.5, 0.6, 11);
+    write_map(t_path("illum.npy"), map, 32, 32);
+    const char *log = t_path("illum.log");
+    char args[4 * PATH_MAX], out[PATH_MAX];
+    snprintf(out, sizeof out, "%s", t_path("illum-exp"));
+    snprintf(args, sizeof args, "--phase '%s' --pitch-mm 0.4 --frequency-thz 0.4 -q -o '%s' "
+             "--illumination gaussian:5", t_path("illum.npy"), out);
+    CHECK(d2fab_export(args, log) == 0);
+    d2_model m;
+    d2_err e = {0};
+    int rc = export_load_as_model(out, &m, &e);
+    CHECK(rc == 0);
+    if (!rc) {
+        CHECK(m.g.illum == D2_ILLUM_GAUSSIAN && m.g.illum_waist_mm == 5);
+        model_free(&m);
+    }
+    snprintf(args, sizeof args, "--phase '%s' --pitch-mm 0.4 --frequency-thz 0.4 -q -o '%s' "
+             "--illumination point:800", t_path("illum.npy"), out);
+    CHECK(d2fab_export(args, log) == 0);
+    rc = export_load_as_model(out, &m, &e);
+    CHECK(rc == 0);
+    if (!rc) {
+        CHECK(m.g.illum == D2_ILLUM_POINT && m.g.illum_distance_mm == 800);
+        model_free(&m);
+    }
+    /* a point source that aliases: the shortest distance allowed */
+    snprintf(args, sizeof args, "--phase '%s' --pitch-mm 0.4 --frequency-thz 0.4 -q -o '%s' "
+             "--illumination point:1", t_path("illum.npy"), t_path("illum-bad"));
+    CHECK(d2fab_export(args, log) == 2);
+    CHECK(log_has(log, "--illumination 'point:1'") && log_has(log, "allowed: more than"));
+    CHECK(!t_exists(t_path("illum-bad/export.json")));
+    static const char *const bad[] = {"laser", "gaussian:-2", "gaussian", "point:x"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(args, sizeof args, "--phase '%s' --pitch-mm 0.4 --frequency-thz 0.4 -q -o "
+                 "'%s' --illumination %s", t_path("illum.npy"), t_path("illum-bad"), bad[i]);
+        CHECK(d2fab_export(args, log) == 1);
+        CHECK(log_has(log, "--illumination"));
+    }
+    CHECK(log_has(log, "illumination point distance"));
+    /* a model folder carries its own */
+    snprintf(args, sizeof args, "--model '%s' -q -o '%s' --illumination plane", out,
+             t_path("illum-bad"));
+    CHECK(d2fab_export(args, log) == 1);
+    CHECK(log_has(log, "its illumination in model.json"));
+}
+
 TEST(a_failed_write_leaves_no_export_json_and_removes_this_runs_files)
 {
     export_opts o;
@@ -1076,9 +1213,10 @@ TEST(export_writes_every_file_and_loads_back_as_the_printed_model)
                r.layer[0].power_mean * r.layer[1].power_mean * pow(1 - R, 4), 1e-12);
     double mx = fmax(r.layer[0].max_mm, r.layer[1].max_mm);
     /* the time counts the tallest part (posts as tall as the largest gap after
-     * a layer, 1.5 mm pins), not the relief: 16 um layers at 10 mm/h */
+     * a layer, the printer's pins), not the relief: 16 um layers at 10 mm/h */
     double ph = mx;
-    for (int k = 1; k <= 2; k++) ph = fmax(ph, m.g.gap_mm[k] + EXP_PIN_LEN_MM);
+    CHECK_NEAR(r.frame.pin_len_mm, 1.5, 0);
+    for (int k = 1; k <= 2; k++) ph = fmax(ph, m.g.gap_mm[k] + r.frame.pin_len_mm);
     CHECK(ph > 10 * mx);
     CHECK_NEAR(r.print_height_mm, ph, 1e-9);
     CHECK(r.print_layers == (long)ceil(ph / 0.016 - 1e-6));
@@ -1236,6 +1374,8 @@ int main(void)
     RUN(float64_phase_maps_from_numpy_are_converted_with_a_note);
     RUN(bad_export_inputs_fail_and_write_nothing);
     RUN(a_failed_write_leaves_no_export_json_and_removes_this_runs_files);
+    RUN(build_volume_check_uses_the_frame_and_height_the_mesh_stage_builds);
+    RUN(export_cli_takes_the_illumination_of_bare_maps);
     RUN(export_writes_every_file_and_loads_back_as_the_printed_model);
     RUN(a_model_trained_coupled_keeps_the_plain_wrap_and_its_base);
     RUN(levels_export_uses_whole_level_offsets_on_the_z_grid);
