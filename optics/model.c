@@ -275,8 +275,10 @@ static int data_path(const char *path, const char *key, const char *val, char *o
     return 0;
 }
 
-/* The lab's own data: "folder" needs train and test folders, "idx" an image
- * and label file for each split; the shipped sets take none of these keys. */
+/* The lab's own data: "folder" needs a test folder, "idx" a test image and
+ * label file; the training split is optional here (phase maps trained
+ * elsewhere bring only a test set; training asks for it when it opens it);
+ * the shipped sets take none of these keys. */
 static int read_data_paths(const char *path, const cJSON *inp, d2_train_opts *t, d2_err *e)
 {
     static const char *const keys[] = {"train", "test", "train_images", "train_labels",
@@ -287,15 +289,15 @@ static int read_data_paths(const char *path, const cJSON *inp, d2_train_opts *t,
     memset(&t->data, 0, sizeof t->data);
     for (int k = 0; k < 6; k++) {
         const cJSON *v = inp ? cJSON_GetObjectItemCaseSensitive(inp, keys[k]) : NULL;
-        int wanted = k < 2 ? folder : idx;
-        if (!v && !wanted) continue;
+        int wanted = k < 2 ? folder : idx, test = k == 1 || k >= 4;
+        if (!v && (!wanted || !test)) continue;
         if (!v)
             return d2_fail(e, D2_EINPUT, "%s: missing key \"input.%s\": \"dataset\": \"%s\" needs "
                            "%s (paths relative to the config file)", path, keys[k], t->dataset,
-                           folder ? "\"train\" and \"test\" folders with sub-folders 0 to 9 of "
-                                    "PNG images"
-                                  : "\"train_images\", \"train_labels\", \"test_images\" and "
-                                    "\"test_labels\" IDX files");
+                           folder ? "a \"test\" folder (and \"train\" to train) with "
+                                    "sub-folders 0 to 9 of PNG images"
+                                  : "\"test_images\" and \"test_labels\" IDX files (and "
+                                    "\"train_images\", \"train_labels\" to train)");
         if (!wanted)
             return d2_fail(e, D2_EINPUT, "%s: key \"input.%s\" is not used with \"dataset\": \"%s\""
                            "; \"train\"/\"test\" go with \"folder\", \"train_images\"/... with "
@@ -306,6 +308,10 @@ static int read_data_paths(const char *path, const cJSON *inp, d2_train_opts *t,
         int rc = data_path(path, keys[k], v->valuestring, dst[k], D2_DATA_PATH, e);
         if (rc) return rc;
     }
+    if (idx && !t->data.train[0] != !t->data.train_labels[0])
+        return d2_fail(e, D2_EINPUT, "%s: \"input.train_images\" and \"input.train_labels\" "
+                       "go together: give both IDX files of the training split, or neither",
+                       path);
     return 0;
 }
 
@@ -460,15 +466,15 @@ cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t)
     cJSON_AddNumberToObject(inp, "aperture_mm", g->aperture_mm);
     illum_to_json(g, inp);
     cJSON_AddStringToObject(inp, "dataset", t->dataset);
-    if (!strcmp(t->dataset, "folder")) {
-        cJSON_AddStringToObject(inp, "train", t->data.train);
-        cJSON_AddStringToObject(inp, "test", t->data.test);
-    } else if (!strcmp(t->dataset, "idx")) {
-        cJSON_AddStringToObject(inp, "train_images", t->data.train);
-        cJSON_AddStringToObject(inp, "train_labels", t->data.train_labels);
-        cJSON_AddStringToObject(inp, "test_images", t->data.test);
-        cJSON_AddStringToObject(inp, "test_labels", t->data.test_labels);
-    }
+    /* the lab's own data: the paths there are (no training split for maps
+     * trained elsewhere) */
+    int folder = !strcmp(t->dataset, "folder"), idx = !strcmp(t->dataset, "idx");
+    const char *dk[] = {"train", "test", "train_images", "train_labels", "test_images",
+                        "test_labels"};
+    const char *dv[] = {t->data.train, t->data.test, t->data.train, t->data.train_labels,
+                        t->data.test, t->data.test_labels};
+    for (int k = 0; k < 6; k++)
+        if ((k < 2 ? folder : idx) && dv[k][0]) cJSON_AddStringToObject(inp, dk[k], dv[k]);
     cJSON *det = cJSON_AddObjectToObject(root, "detector");
     cJSON_AddStringToObject(det, "layout", "custom");
     cJSON_AddNumberToObject(det, "size_mm", g->det_size_mm);

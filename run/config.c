@@ -2,7 +2,9 @@
  * studies; every key checked with the core/config.h readers. */
 #include "run/run_int.h"
 
+#include <errno.h>
 #include <libgen.h>
+#include <stdlib.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -93,12 +95,58 @@ static int int_array(const cfg_ctx *c, const cJSON *obj, const char *key, int n_
     return 0;
 }
 
+/* The lab's own test set for bare maps: "dataset": "folder" with "test" (a
+ * folder of class sub-folders 0..9 of PNGs) or "idx" with "test_images" and
+ * "test_labels"; inside the config's folder, made absolute so that
+ * model.json and export.json name the same files from anywhere. */
+static int read_phase_data(const char *file, const char *base_dir, const cJSON *ph, int ds,
+                           run_config *c, d2_err *e)
+{
+    static const char *const keys[] = {"test", "test_images", "test_labels"};
+    char *dst[] = {c->phase_data.test, c->phase_data.test, c->phase_data.test_labels};
+    int folder = ds == 2, idx = ds == 3, rc;
+    memset(&c->phase_data, 0, sizeof c->phase_data);
+    for (int k = 0; k < 3; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(ph, keys[k]);
+        int wanted = k == 0 ? folder : idx;
+        char key[32], path[RUN_PATH_MAX];
+        snprintf(key, sizeof key, "phases.%s", keys[k]);
+        if (!v && !wanted) continue;
+        if (!v)
+            return d2_fail(e, D2_EINPUT, "%s: missing key \"%s\": \"phases.dataset\": \"%s\" "
+                           "needs %s (paths relative to the config file)", file, key,
+                           folder ? "folder" : "idx",
+                           folder ? "\"test\", a folder with sub-folders 0 to 9 of PNG images"
+                                  : "\"test_images\" and \"test_labels\", an IDX pair");
+        if (!wanted)
+            return d2_fail(e, D2_EINPUT, "%s: key \"%s\" is not used with \"phases.dataset\": "
+                           "\"%s\"; \"test\" goes with \"folder\", \"test_images\" and "
+                           "\"test_labels\" with \"idx\"", file, key, c->phase_dataset);
+        if (!cJSON_IsString(v))
+            return d2_fail(e, D2_EINPUT, "%s: key \"%s\": expected a path (a string)", file, key);
+        if ((rc = resolve(file, key, base_dir, v->valuestring, path, sizeof path, e)) ||
+            (rc = must_exist(file, key, v->valuestring, path, folder, e)))
+            return rc;
+        char *abs = realpath(path, NULL);
+        if (!abs || strlen(abs) >= D2_DATA_PATH) {
+            rc = d2_fail(e, D2_EINPUT, "%s: key \"%s\" = \"%s\": %s", file, key,
+                         v->valuestring, abs ? "the full path is too long" : strerror(errno));
+            free(abs);
+            return rc;
+        }
+        memcpy(dst[k], abs, strlen(abs) + 1);
+        free(abs);
+    }
+    return 0;
+}
+
 static int read_phases(const char *file, const char *base_dir, const cJSON *ph, run_config *c,
                        d2_err *e)
 {
     static const char *const keys[] = {"files", "pitch_mm", "frequency_thz", "gaps_mm",
-                                       "png_range_rad", "dataset", "illumination", NULL};
-    static const char *const datasets[] = {"mnist", "fashion", NULL};
+                                       "png_range_rad", "dataset", "illumination", "test",
+                                       "test_images", "test_labels", NULL};
+    static const char *const datasets[] = {"mnist", "fashion", "folder", "idx", NULL};
     cfg_ctx pc = {file, "phases"};
     int rc, ds = 0, nr = 0;
     double range[2];
@@ -143,6 +191,7 @@ static int read_phases(const char *file, const char *base_dir, const cJSON *ph, 
         c->phase_png_hi_rad = range[1];
     }
     snprintf(c->phase_dataset, sizeof c->phase_dataset, "%s", datasets[ds]);
+    if ((rc = read_phase_data(file, base_dir, ph, ds, c, e))) return rc;
     /* Checked for aliasing against the plane once the maps give its size. */
     d2_geom ig;
     geom_default(&ig);

@@ -148,7 +148,7 @@ int run_fig_output(run_state *s, d2_err *e)
         rc = d2_fail(e, D2_EIO, "out of memory drawing the output intensity");
         goto done;
     }
-    if ((rc = dataset_load(s->o->data_dir, m->t.dataset, 1, &ds, e))) goto done;
+    if ((rc = dataset_open(s->o->data_dir, m->t.dataset, &m->t.data, 1, &ds, e))) goto done;
     if (!(net = net_new(g, 1, e))) {
         rc = e->code ? e->code : D2_EIO;
         goto done;

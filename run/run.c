@@ -135,6 +135,7 @@ static int stage_model(run_state *s, d2_err *e)
         rc = exp_model_from_phases(&in, m, e);
         if (!rc) {
             snprintf(m->t.dataset, sizeof m->t.dataset, "%s", c->phase_dataset);
+            m->t.data = c->phase_data;
             m->g.illum = c->phase_illum;
             m->g.illum_waist_mm = c->phase_illum_waist_mm;
             m->g.illum_distance_mm = c->phase_illum_distance_mm;

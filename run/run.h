@@ -49,7 +49,8 @@ typedef struct run_config {
     int phase_ngaps;              /* 0: 30 mm each, 1: every gap, layers + 1 */
     int phase_png_range;          /* PNG phase maps: "phases.png_range_rad" given */
     double phase_png_lo_rad, phase_png_hi_rad;
-    char phase_dataset[16];       /* "mnist" or "fashion" */
+    char phase_dataset[16];       /* "mnist", "fashion", "folder" or "idx" */
+    d2_data_paths phase_data;     /* folder / idx: the test set, absolute paths */
     int phase_illum;              /* "phases.illumination": D2_ILLUM_* */
     double phase_illum_waist_mm, phase_illum_distance_mm;
 
@@ -110,7 +111,9 @@ void run_config_default(run_config *c);
  *                    or grey PNG], "pitch_mm", "frequency_thz" (the design
  *                    frequency), "gaps_mm" [1 or layers + 1 numbers; default
  *                    30 each], "png_range_rad" [lo, hi] (PNG maps),
- *                    "dataset" "mnist" | "fashion"}
+ *                    "dataset" "mnist" | "fashion" | "folder" (with "test": a
+ *                    folder of class sub-folders 0..9 of PNGs) | "idx" (with
+ *                    "test_images" and "test_labels"), "illumination"}
  *   "printer", "material"  profile names or .json paths
  *                    [objet-connex500, verobp]
  *   "frequency_thz"  source frequency [the model's]

@@ -914,6 +914,82 @@ TEST(print_time_slicer_puts_prusaslicer_beside_the_layer_model)
     CHECK(file_has(log, "PrusaSlicer: the longest layer part"));
 }
 
+/* Bare phase maps scored on the lab's own test set: an IDX pair or a PNG
+ * folder named in "phases", used by every stage and written into export.json. */
+TEST(phase_maps_run_on_the_labs_own_test_set)
+{
+    d2_err e = {0};
+    uint64_t s = 4242;
+    float ph[32 * 32];
+    size_t shape[2] = {32, 32};
+    for (int i = 0; i < 32 * 32; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        ph[i] = (float)(2 * M_PI * (double)(s >> 11) / 9007199254740992.0);
+    }
+    CHECK(npy_write(t_path("own1.npy"), NPY_F32, 2, shape, ph, &e) == 0);
+    enum { N = 20 };
+    uint8_t px[N * 16 * 16], lb[N];
+    for (int i = 0; i < N; i++) {
+        lb[i] = (uint8_t)(i % 10);
+        for (int k = 0; k < 256; k++) px[i * 256 + k] = (uint8_t)((k * 7 + i * 13) % 256);
+    }
+    CHECK(d2_mkdir_p(t_path("own"), &e) == 0);
+    CHECK(idx_write_images(t_path("own/test-images"), px, N, 16, 16, &e) == 0);
+    CHECK(idx_write_labels(t_path("own/test-labels"), lb, N, &e) == 0);
+    const char *cfgp = t_path("own.json"), *pkg = t_path("pkg-own"), *log = t_path("own.log");
+    write_config(cfgp, "{\"phases\": {\"files\": [\"own1.npy\"], \"pitch_mm\": 0.4, "
+                       "\"frequency_thz\": 0.4, \"gaps_mm\": [10], \"dataset\": \"idx\", "
+                       "\"test_images\": \"own/test-images\", \"test_labels\": "
+                       "\"own/test-labels\"}, \"printer\": \"formlabs-form4\", \"material\": "
+                       "\"resin\", \"test_limit\": 0, \"thick_limit\": 5, \"tolerance\": "
+                       "{\"trials\": 2, \"sensitivity\": \"off\"}}");
+    char args[4 * PATH_MAX], path[PATH_MAX + 64];
+    /* no --data: the shipped sets are not needed */
+    snprintf(args, sizeof args, "run '%s' --out '%s' --data '%s'", cfgp, pkg, t_path("no-data"));
+    int rc = d2fab(args, log);
+    if (rc) print_file(log);
+    CHECK(rc == 0);
+    CHECK(file_has(log, "on 20 idx test images"));
+    snprintf(path, sizeof path, "%s/export/export.json", pkg);
+    cJSON *ex = NULL;
+    CHECK(cfg_load(path, &ex, &e) == 0);
+    const cJSON *inp = cJSON_GetObjectItem(cJSON_GetObjectItem(ex, "model"), "input");
+    const char *ti = cJSON_GetStringValue(cJSON_GetObjectItem(inp, "test_images"));
+    const char *ds = cJSON_GetStringValue(cJSON_GetObjectItem(inp, "dataset"));
+    CHECK(ds && !strcmp(ds, "idx"));
+    CHECK(ti && ti[0] == '/' && strstr(ti, "own/test-images"));
+    cJSON_Delete(ex);
+    /* the tolerance stage read the same 20 images back through export.json */
+    snprintf(path, sizeof path, "%s/report.json", pkg);
+    CHECK(file_has(path, "\"test_images\":\t20"));
+
+    /* what is wrong is named */
+    run_config c;
+    CHECK_ERR(parse_cfg("{\"phases\": {\"files\": [\"own1.npy\"], \"pitch_mm\": 0.4, "
+                        "\"frequency_thz\": 0.4, \"dataset\": \"folder\"}}", &c, &e), e,
+              D2_EINPUT, "missing key \"phases.test\"");
+    CHECK_ERR(parse_cfg("{\"phases\": {\"files\": [\"own1.npy\"], \"pitch_mm\": 0.4, "
+                        "\"frequency_thz\": 0.4, \"dataset\": \"idx\", \"test_images\": "
+                        "\"own/test-images\"}}", &c, &e), e, D2_EINPUT,
+              "missing key \"phases.test_labels\"");
+    CHECK_ERR(parse_cfg("{\"phases\": {\"files\": [\"own1.npy\"], \"pitch_mm\": 0.4, "
+                        "\"frequency_thz\": 0.4, \"dataset\": \"folder\", \"test\": \"own\", "
+                        "\"test_images\": \"own/test-images\"}}", &c, &e), e, D2_EINPUT,
+              "\"phases.test_images\" is not used");
+    CHECK_ERR(parse_cfg("{\"phases\": {\"files\": [\"own1.npy\"], \"pitch_mm\": 0.4, "
+                        "\"frequency_thz\": 0.4, \"dataset\": \"folder\", \"test\": "
+                        "\"nowhere\"}}", &c, &e), e, D2_EINPUT, "does not exist");
+    CHECK_ERR(parse_cfg("{\"phases\": {\"files\": [\"own1.npy\"], \"pitch_mm\": 0.4, "
+                        "\"frequency_thz\": 0.4, \"dataset\": \"folder\", \"test\": "
+                        "\"own/test-images\"}}", &c, &e), e, D2_EINPUT, "is not a folder");
+    CHECK_ERR(parse_cfg("{\"phases\": {\"files\": [\"own1.npy\"], \"pitch_mm\": 0.4, "
+                        "\"frequency_thz\": 0.4, \"dataset\": \"folder\", \"test\": "
+                        "\"../x\"}}", &c, &e), e, D2_EINPUT, "phases.test");
+    CHECK_ERR(parse_cfg("{\"phases\": {\"files\": [\"own1.npy\"], \"pitch_mm\": 0.4, "
+                        "\"frequency_thz\": 0.4, \"test\": \"own\"}}", &c, &e), e, D2_EINPUT,
+              "is not used with \"phases.dataset\": \"mnist\"");
+}
+
 TEST(a_failing_stage_is_named_and_leaves_no_report_behind)
 {
     if (!quick_model()) {
@@ -1041,6 +1117,7 @@ int main(void)
     RUN(run_makes_a_package_whose_report_matches_eval_and_whose_parts_validate);
     RUN(every_shipped_printer_and_material_runs_and_its_parts_validate);
     RUN(print_time_slicer_puts_prusaslicer_beside_the_layer_model);
+    RUN(phase_maps_run_on_the_labs_own_test_set);
     RUN(a_failing_stage_is_named_and_leaves_no_report_behind);
     RUN(run_refuses_an_output_folder_that_is_not_a_package);
     RUN(rerun_replaces_the_earlier_package_and_phase_maps_run_like_a_model);

@@ -600,6 +600,17 @@ TEST(bad_lab_data_sets_fail_naming_the_file)
     const char *c2 = "{\"input\": {\"dataset\": \"mnist\", \"train\": \"a\"}}";
     CHECK(d2_write_file(p, c2, strlen(c2), &e) == 0);
     CHECK_ERR(config_load(p, &g, &t, &e), e, D2_EINPUT, "\"input.train\" is not used");
+    /* A test set alone describes a model trained elsewhere; training it then
+     * names the missing training split. */
+    const char *c3 = "{\"input\": {\"dataset\": \"folder\", \"test\": \"a\"}}";
+    CHECK(d2_write_file(p, c3, strlen(c3), &e) == 0);
+    CHECK(config_load(p, &g, &t, &e) == 0 && t.data.test[0] && !t.data.train[0]);
+    CHECK_ERR(dataset_open(NULL, t.dataset, &t.data, 0, &ds, &e), e, D2_EINPUT,
+              "no training path given (key \"input.train\"");
+    const char *c4 = "{\"input\": {\"dataset\": \"idx\", \"test_images\": \"a\", "
+                     "\"test_labels\": \"b\", \"train_images\": \"c\"}}";
+    CHECK(d2_write_file(p, c4, strlen(c4), &e) == 0);
+    CHECK_ERR(config_load(p, &g, &t, &e), e, D2_EINPUT, "go together");
 }
 
 TEST(short_mnist_training_clearly_beats_chance)
