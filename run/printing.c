@@ -56,6 +56,15 @@ const char *run_print_time_source(const run_state *s)
            "optimistic, it leaves out peel and settling)";
 }
 
+const char *run_slicer_hint(const run_state *s)
+{
+    return slicer_kind(&s->ex.printer) == SLICER_NONE
+               ? "PrusaSlicer cannot slice for this printer: the print shop's software gives "
+                 "the time."
+               : "\"print_time\": \"slicer\" in the run config asks PrusaSlicer for each "
+                 "layer part's time.";
+}
+
 int run_slice_parts(run_state *s, double *worst_h, d2_err *e)
 {
     char path[RUN_PATH_MAX + 128];
@@ -115,6 +124,8 @@ static void printing_parts(FILE *f, const run_state *s)
     else
         fprintf(f, "  Print time not estimated: the printer profile gives neither a time per "
                    "layer\n  (layer_time_s) nor a vertical build rate (z_speed_mm_per_h).\n");
+    if (s->have_export && !s->c->print_time_slicer)
+        fprintf(f, "  %s\n", run_slicer_hint(s));
     for (int i = 0; i < s->nparts; i++)
         if (s->part[i].sliced) {
             fprintf(f, "  PrusaSlicer lines: each layer part sliced alone by %s.\n",

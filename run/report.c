@@ -478,6 +478,11 @@ static void parts_table(FILE *f, const run_state *s)
         fputs("; each part printed alone; parts printed side by side in one job take about "
               "as long as the tallest.</p>\n", f);
     }
+    if (s->have_export && !s->c->print_time_slicer) {
+        fputs("<p>", f);
+        esc(f, run_slicer_hint(s));
+        fputs("</p>\n", f);
+    }
     for (int i = 0; i < s->nparts; i++)
         if (s->part[i].sliced) {
             fputs("<p>PrusaSlicer column: each layer part sliced alone by ", f);

@@ -150,6 +150,8 @@ const char *run_orientation_text(const run_state *s);
  * estimated), and how the time was found, in words. */
 double run_print_time_h(const run_state *s, double height_mm);
 const char *run_print_time_source(const run_state *s);
+/* One sentence on asking a slicer for the time (or why it cannot). */
+const char *run_slicer_hint(const run_state *s);
 /* With "print_time": "slicer", asks PrusaSlicer for the print time of every
  * layer part (slicer_print_time), one line each on the progress stream; the
  * longest in *worst_h. */

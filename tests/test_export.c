@@ -453,7 +453,7 @@ TEST(every_shipped_profile_loads_and_the_paper_values_are_right)
     d2_err e = {0};
     const char *printers[] = {"objet-connex500", "stratasys-j850", "formlabs-form3",
                               "formlabs-form4", "anycubic-photon-mono-x", "prusa-mk4"};
-    const char *mats[] = {"verobp", "resin", "hips", "pla", "topas"};
+    const char *mats[] = {"verobp", "resin", "hips", "pla", "topas", "pc"};
     for (size_t i = 0; i < sizeof printers / sizeof *printers; i++) {
         printer_profile p;
         int rc = printer_find(&pp, printers[i], &p, &e);
@@ -493,6 +493,14 @@ TEST(every_shipped_profile_loads_and_the_paper_values_are_right)
     material_at(&v, 0.4, &n, &k);
     CHECK_NEAR(n, 1.7227, 0);
     CHECK_NEAR(k, 0.031, 0);
+    material_free(&v);
+    /* polycarbonate's 1 THz review-table point: n 1.65, alpha 12 /cm as
+     * kappa = alpha lambda / (4 pi) */
+    CHECK(material_find(&pp, "pc", &v, &e) == 0);
+    CHECK(material_at(&v, 1.0, &n, &k) == 0);
+    CHECK_NEAR(n, 1.65, 0);
+    CHECK_NEAR(k, 1.2 * opt_wavelength_mm(1.0) / (4 * M_PI), 1e-4);
+    CHECK(material_at(&v, 0.4, &n, &k) == 1); /* one point: 0.4 THz is outside it */
     material_free(&v);
     printer_profile p;
     CHECK(printer_find(&pp, "stratasys-j850", &p, &e) == 0);
