@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cmds.h"
+#include "core/fileio.h"
 #include "mesh/mesh.h"
 
 #define CMD "mesh"
@@ -44,15 +45,38 @@ static void mesh_help(FILE *fp)
             "                           [max(0.5, 2 x printer min_feature_mm)]\n"
             "      --min-feature-mm F   smallest wall or stroke checked [printer min_feature_mm]\n"
             "      --no-input           no input aperture plate\n"
+            "      --print-time-slicer  ask PrusaSlicer for each layer part's print time and\n"
+            "                           resin or filament (resin and FDM printers; stl, 3mf\n"
+            "                           or obj; 10-40 s a part; $D2FAB_SLICER: another binary)\n"
             "  -q, --quiet              no per-part summary\n"
             "  -h, --help               this help\n\n%s",
             cli_exit_help);
 }
 
+/* PrusaSlicer's print time of every layer part, one line each. */
+static int print_slicer_times(const printer_profile *p, const char *out,
+                              const mesh_stack_report *rep, int quiet, d2_err *e)
+{
+    for (int i = 0; i < rep->nparts; i++) {
+        const mesh_stack_part *mp = rep->part + i;
+        char path[4096];
+        slicer_estimate r;
+        int rc;
+        if (strncmp(mp->name, "layer", 5)) continue;
+        if ((rc = d2_path_join(path, sizeof path, out, mp->file, e)) ||
+            (rc = slicer_print_time(p, path, out, &r, e)))
+            return rc;
+        if (!quiet)
+            printf("%-11s %-14s PrusaSlicer: %.2f h, %.3g %s (%s)\n", mp->name, mp->file,
+                   r.time_h, r.material, r.material_unit, r.how);
+    }
+    return 0;
+}
+
 int cmd_mesh(int argc, char **argv)
 {
     enum { O_FRAME = 1000, O_THICK, O_POST, O_PIN, O_PINLEN, O_KEY, O_CLEAR, O_ENGRAVE, O_FONT,
-           O_MINF, O_NOINPUT };
+           O_MINF, O_NOINPUT, O_SLICER };
     static const struct option opts[] = {
         {"export", required_argument, 0, 'e'},        {"out", required_argument, 0, 'o'},
         {"format", required_argument, 0, 'f'},        {"frame-mm", required_argument, 0, O_FRAME},
@@ -64,11 +88,12 @@ int cmd_mesh(int argc, char **argv)
         {"font-px-mm", required_argument, 0, O_FONT},
         {"min-feature-mm", required_argument, 0, O_MINF},
         {"no-input", no_argument, 0, O_NOINPUT},     {"quiet", no_argument, 0, 'q'},
+        {"print-time-slicer", no_argument, 0, O_SLICER},
         {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
     mesh_stack_opts o;
     mesh_stack_opts_default(&o);
     const char *exp_dir = NULL, *out = NULL;
-    int quiet = 0, c;
+    int quiet = 0, slicer = 0, c;
     d2_err e = {0};
     optind = 1;
     int li = 0;
@@ -91,6 +116,7 @@ int cmd_mesh(int argc, char **argv)
         case O_FONT: dst = &o.frame.font_px_mm; hi = 50; break;
         case O_MINF: dst = &o.frame.min_feature_mm; lo = 0.001; hi = 10; break;
         case O_NOINPUT: o.no_input = 1; break;
+        case O_SLICER: slicer = 1; break;
         case 'q': quiet = 1; break;
         case 'h': mesh_help(stdout); return 0;
         default: mesh_help(stderr); return 1;
@@ -108,9 +134,29 @@ int cmd_mesh(int argc, char **argv)
                 CMD);
         return 1;
     }
+    /* The slicer is checked before any part is built. */
+    export_folder x;
+    int rc, have_x = 0;
+    if (slicer) {
+        if (o.format != MESH_STL && o.format != MESH_3MF && o.format != MESH_OBJ)
+            return cli_error(CMD, D2_EUSAGE, "--print-time-slicer needs parts PrusaSlicer reads: "
+                             "--format stl, 3mf or obj");
+        if ((rc = export_folder_load(exp_dir, &x, &e))) return cli_error(CMD, rc, e.msg);
+        have_x = 1;
+        rc = !x.have_printer ? d2_fail(&e, D2_EINPUT, "%s has no \"printer\" section: "
+                                       "--print-time-slicer needs the printer", x.json_path)
+                             : slicer_check(&x.printer, &e);
+        if (rc) {
+            export_folder_free(&x);
+            return cli_error(CMD, rc, e.msg);
+        }
+    }
     mesh_stack_report rep;
-    int rc = mesh_stack(exp_dir, out, &o, &rep, &e);
-    if (rc) return cli_error(CMD, rc, e.msg);
+    rc = mesh_stack(exp_dir, out, &o, &rep, &e);
+    if (rc) {
+        if (have_x) export_folder_free(&x);
+        return cli_error(CMD, rc, e.msg);
+    }
     if (!quiet) {
         printf("part        file            facets       bytes   volume_mm3    z_mm  size_mm\n");
         for (int i = 0; i < rep.nparts; i++) {
@@ -124,6 +170,11 @@ int cmd_mesh(int argc, char **argv)
         printf("built and checked in %.2f s, written in %.2f s to %s (assembly.json: order, z)\n",
                rep.seconds_mesh, rep.seconds_write, out);
         for (int i = 0; i < rep.nwarn; i++) printf("warning: %s\n", rep.warn[i]);
+    }
+    if (slicer) {
+        rc = print_slicer_times(&x.printer, out, &rep, quiet, &e);
+        export_folder_free(&x);
+        if (rc) return cli_error(CMD, rc, e.msg);
     }
     return 0;
 }

@@ -353,13 +353,14 @@ static int check(const printer_profile *p, char *prog, size_t cap, d2_err *e)
 {
     if (slicer_kind(p) == SLICER_NONE)
         return d2_fail(e, D2_EINPUT, "PrusaSlicer slices for SLA/MSLA/DLP resin printers and "
-                       "FDM printers, not for %s (%s, technology \"%s\"): use the layer model "
-                       "(\"print_time\": \"layers\")", p->display_name, p->name, p->technology);
+                       "FDM printers, not for %s (%s, technology \"%s\"): leave the time to the "
+                       "layer model (\"print_time\": \"layers\" in a run config, no "
+                       "--print-time-slicer for mesh)", p->display_name, p->name, p->technology);
     const char *name = slicer_program();
     if (find_program(name, prog, cap))
         return d2_fail(e, D2_EINPUT, "slicer \"%s\" not found%s (install the Debian package "
                        "prusa-slicer, or set D2FAB_SLICER to its path; without it use the layer "
-                       "model, \"print_time\": \"layers\")", name,
+                       "model: \"print_time\": \"layers\", no --print-time-slicer)", name,
                        strchr(name, '/') ? " or not executable" : " on $PATH");
     return 0;
 }

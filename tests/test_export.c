@@ -1097,13 +1097,13 @@ TEST(build_volume_check_uses_the_frame_and_height_the_mesh_stage_builds)
     export_report_free(&r);
 }
 
-/* Runs `d2fab export ARGS` ($D2FAB_BIN, default ./d2fab) with its output in
- * log; the exit status. */
-static int d2fab_export(const char *args, const char *log)
+/* Runs `d2fab ARGS` ($D2FAB_BIN, default ./d2fab) with its output in log;
+ * the exit status. */
+static int d2fab_cmd(const char *args, const char *log)
 {
     const char *b = getenv("D2FAB_BIN");
     char cmd[8 * PATH_MAX];
-    snprintf(cmd, sizeof cmd, "'%s' export %s > '%s' 2>&1", b && *b ? b : "./d2fab", args, log);
+    snprintf(cmd, sizeof cmd, "'%s' %s > '%s' 2>&1", b && *b ? b : "./d2fab", args, log);
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
@@ -1129,9 +1129,9 @@ TEST(export_cli_takes_the_illumination_of_bare_maps)
     const char *log = t_path("illum.log");
     char args[4 * PATH_MAX], out[PATH_MAX];
     snprintf(out, sizeof out, "%s", t_path("illum-exp"));
-    snprintf(args, sizeof args, "--phase '%s' --pitch-mm 0.4 --frequency-thz 0.4 -q -o '%s' "
+    snprintf(args, sizeof args, "export --phase '%s' --pitch-mm 0.4 --frequency-thz 0.4 -q -o '%s' "
              "--illumination gaussian:5", t_path("illum.npy"), out);
-    CHECK(d2fab_export(args, log) == 0);
+    CHECK(d2fab_cmd(args, log) == 0);
     d2_model m;
     d2_err e = {0};
     int rc = export_load_as_model(out, &m, &e);
@@ -1140,9 +1140,9 @@ TEST(export_cli_takes_the_illumination_of_bare_maps)
         CHECK(m.g.illum == D2_ILLUM_GAUSSIAN && m.g.illum_waist_mm == 5);
         model_free(&m);
     }
-    snprintf(args, sizeof args, "--phase '%s' --pitch-mm 0.4 --frequency-thz 0.4 -q -o '%s' "
+    snprintf(args, sizeof args, "export --phase '%s' --pitch-mm 0.4 --frequency-thz 0.4 -q -o '%s' "
              "--illumination point:800", t_path("illum.npy"), out);
-    CHECK(d2fab_export(args, log) == 0);
+    CHECK(d2fab_cmd(args, log) == 0);
     rc = export_load_as_model(out, &m, &e);
     CHECK(rc == 0);
     if (!rc) {
@@ -1150,24 +1150,63 @@ TEST(export_cli_takes_the_illumination_of_bare_maps)
         model_free(&m);
     }
     /* a point source that aliases: the shortest distance allowed */
-    snprintf(args, sizeof args, "--phase '%s' --pitch-mm 0.4 --frequency-thz 0.4 -q -o '%s' "
+    snprintf(args, sizeof args, "export --phase '%s' --pitch-mm 0.4 --frequency-thz 0.4 -q -o '%s' "
              "--illumination point:1", t_path("illum.npy"), t_path("illum-bad"));
-    CHECK(d2fab_export(args, log) == 2);
+    CHECK(d2fab_cmd(args, log) == 2);
     CHECK(log_has(log, "--illumination 'point:1'") && log_has(log, "allowed: more than"));
     CHECK(!t_exists(t_path("illum-bad/export.json")));
     static const char *const bad[] = {"laser", "gaussian:-2", "gaussian", "point:x"};
     for (int i = 0; i < 4; i++) {
-        snprintf(args, sizeof args, "--phase '%s' --pitch-mm 0.4 --frequency-thz 0.4 -q -o "
+        snprintf(args, sizeof args, "export --phase '%s' --pitch-mm 0.4 --frequency-thz 0.4 -q -o "
                  "'%s' --illumination %s", t_path("illum.npy"), t_path("illum-bad"), bad[i]);
-        CHECK(d2fab_export(args, log) == 1);
+        CHECK(d2fab_cmd(args, log) == 1);
         CHECK(log_has(log, "--illumination"));
     }
     CHECK(log_has(log, "illumination point distance"));
     /* a model folder carries its own */
-    snprintf(args, sizeof args, "--model '%s' -q -o '%s' --illumination plane", out,
+    snprintf(args, sizeof args, "export --model '%s' -q -o '%s' --illumination plane", out,
              t_path("illum-bad"));
-    CHECK(d2fab_export(args, log) == 1);
+    CHECK(d2fab_cmd(args, log) == 1);
     CHECK(log_has(log, "its illumination in model.json"));
+}
+
+/* d2fab mesh --print-time-slicer: each layer part's time from the slicer
+ * (a stand-in here, PrusaSlicer where installed); a PolyJet export, a
+ * format the slicer cannot read or a missing slicer fail before any part. */
+TEST(mesh_cli_asks_the_slicer_for_each_layer_part)
+{
+    float map[32 * 32];
+    make_phase(map, 32, 0.5, 0.6, 12);
+    write_map(t_path("msl.npy"), map, 32, 32);
+    const char *log = t_path("msl.log");
+    char args[4 * PATH_MAX];
+    snprintf(args, sizeof args, "export --phase '%s' --pitch-mm 0.8 --frequency-thz 0.4 -q -o "
+             "'%s' --printer prusa-mk4 --material hips", t_path("msl.npy"), t_path("msl-fdm"));
+    CHECK(d2fab_cmd(args, log) == 0);
+    snprintf(args, sizeof args, "export --phase '%s' --pitch-mm 0.8 --frequency-thz 0.4 -q -o "
+             "'%s'", t_path("msl.npy"), t_path("msl-pj"));
+    CHECK(d2fab_cmd(args, log) == 0);
+    setenv("D2FAB_SLICER", fake_slicer("msl.sh", "; estimated printing time (normal mode) = "
+                                       "2h 30m 0s\n; filament used [cm3] = 4.00", 0), 1);
+    snprintf(args, sizeof args, "mesh --export '%s' --out '%s' --print-time-slicer",
+             t_path("msl-fdm"), t_path("msl-parts"));
+    CHECK(d2fab_cmd(args, log) == 0);
+    CHECK(log_has(log, "layer1.stl     PrusaSlicer: 2.50 h, 4 cm3"));
+    /* refused before any part is written */
+    snprintf(args, sizeof args, "mesh --export '%s' --out '%s' --print-time-slicer",
+             t_path("msl-pj"), t_path("msl-pj-parts"));
+    CHECK(d2fab_cmd(args, log) == 2);
+    CHECK(log_has(log, "polyjet") && !t_exists(t_path("msl-pj-parts")));
+    snprintf(args, sizeof args, "mesh --export '%s' --out '%s' --print-time-slicer -f ply",
+             t_path("msl-fdm"), t_path("msl-ply"));
+    CHECK(d2fab_cmd(args, log) == 1);
+    CHECK(log_has(log, "stl, 3mf or obj") && !t_exists(t_path("msl-ply")));
+    setenv("D2FAB_SLICER", "no-such-slicer-d2fab", 1);
+    snprintf(args, sizeof args, "mesh --export '%s' --out '%s' --print-time-slicer",
+             t_path("msl-fdm"), t_path("msl-none"));
+    CHECK(d2fab_cmd(args, log) == 2);
+    CHECK(log_has(log, "not found") && !t_exists(t_path("msl-none")));
+    unsetenv("D2FAB_SLICER");
 }
 
 TEST(a_failed_write_leaves_no_export_json_and_removes_this_runs_files)
@@ -1384,6 +1423,7 @@ int main(void)
     RUN(a_failed_write_leaves_no_export_json_and_removes_this_runs_files);
     RUN(build_volume_check_uses_the_frame_and_height_the_mesh_stage_builds);
     RUN(export_cli_takes_the_illumination_of_bare_maps);
+    RUN(mesh_cli_asks_the_slicer_for_each_layer_part);
     RUN(export_writes_every_file_and_loads_back_as_the_printed_model);
     RUN(a_model_trained_coupled_keeps_the_plain_wrap_and_its_base);
     RUN(levels_export_uses_whole_level_offsets_on_the_z_grid);
