@@ -47,7 +47,7 @@ static void mesh_help(FILE *fp)
             "      --no-input           no input aperture plate\n"
             "      --print-time-slicer  ask PrusaSlicer for each layer part's print time and\n"
             "                           resin or filament (resin and FDM printers; stl, 3mf\n"
-            "                           or obj; 10-40 s a part; $D2FAB_SLICER: another binary)\n"
+            "                           or obj; 5-25 s CPU a part; $D2FAB_SLICER: other binary)\n"
             "  -q, --quiet              no per-part summary\n"
             "  -h, --help               this help\n\n%s",
             cli_exit_help);

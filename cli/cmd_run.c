@@ -38,7 +38,7 @@ static void run_help(FILE *fp)
             "the stage line and the report say so. Knobs that set the run time:\n"
             "test_limit, tolerance.trials x tolerance.limit, tolerance.sensitivity and\n"
             "tolerance.inverse (see the notes in %s); \"print_time\": \"slicer\" asks\n"
-            "PrusaSlicer for every layer part's print time (10-40 s each; $D2FAB_SLICER\n"
+            "PrusaSlicer for every layer part's print time (5-25 s CPU each; $D2FAB_SLICER\n"
             "names another slicer binary).\n\n%s",
             SAMPLE, SAMPLE, cli_exit_help);
 }

@@ -125,7 +125,7 @@ void run_config_default(run_config *c);
  *   "mesh"           {"format": "stl" | "3mf" | "obj" | "ply" | "glb"} [stl]
  *   "print_time"     "layers" (the layer model of the printer profile) or
  *                    "slicer" (also PrusaSlicer's estimate for every layer
- *                    part, about 10-40 s each: resin and FDM printers, parts
+ *                    part, about 5-25 s of CPU each: resin and FDM printers, parts
  *                    in stl, 3mf or obj) ["layers"]
  *   "masks"          {"digits": [0..9, ...] with "count" (first count test
  *                    images of each, 1..16) and/or "test_indices": [...];
