@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/par.h"
 #include "export/export.h"
 
 /* The last component of a folder path, as the model's name in the report. */
@@ -107,7 +108,7 @@ int tol_study_run(const tol_study_opts *o, tol_study *st, d2_err *e)
                 (unsigned long long)cfg->seed, st->threads,
                 st->nstacks * tol_plan_inferences(cfg, big->layers, st->images));
     if ((rc = tol_run(cfg, st->stacks, st->nstacks, &ds, pool, o->progress, &st->rep, e)) ||
-        (rc = tol_write(&st->rep, o->out_dir, e)))
+        (d2_par_rank() == 0 && (rc = tol_write(&st->rep, o->out_dir, e))))
         goto done;
 done:
     d2_pool_free(pool);
