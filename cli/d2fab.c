@@ -48,7 +48,10 @@ static void usage(FILE *fp)
     fprintf(fp,
             "\nUnits: lengths in mm, frequencies in THz, phases in radians.\n"
             "Environment: D2FAB_DATA (data folder, default ./data), D2FAB_PROFILES\n"
-            "(extra printer/material profile folder), D2FAB_WISDOM (FFTW wisdom file).\n\n%s",
+            "(extra printer/material profile folder), D2FAB_WISDOM (FFTW wisdom file).\n"
+            "MPI: under mpirun or srun, train, eval and tolerance split their work over the\n"
+            "ranks (%s); rank 0 prints and writes.\n\n%s",
+            d2_par_have_mpi() ? "this build has MPI" : "this build has no MPI: make without MPI=no",
             cli_exit_help);
 }
 
