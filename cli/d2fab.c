@@ -144,7 +144,7 @@ int main(int argc, char **argv)
     d2_err e = {0};
     if (d2_par_init(&argc, &argv, &e)) {
         fprintf(stderr, "d2fab: %s\n", e.msg);
-        return 3;
+        return d2_exit_code(e.code);
     }
     /* SIGINT / SIGTERM remove the temporaries being written, then end the
      * process by that signal (130 / 143). */

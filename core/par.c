@@ -196,10 +196,21 @@ void d2_par_abort(int status, const char *msg)
 #else /* single process */
 
 int d2_par_have_mpi(void) { return 0; }
+/* Started by mpirun or srun as one of several processes, a build without
+ * MPI would run the whole job in each of them: refused. */
 int d2_par_init(int *argc, char ***argv, d2_err *e)
 {
-    (void)argc, (void)argv, (void)e;
+    (void)argc, (void)argv;
     (void)g_active;
+    static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && atoi(v) > 1)
+            return d2_fail(e, D2_EUSAGE, "started as one of %s processes (%s), but this d2fab "
+                           "was built without MPI, so each would run the whole job; build it "
+                           "with Open MPI (make, not make MPI=no) or start one process", v,
+                           vars[i]);
+    }
     return 0;
 }
 void d2_par_finalize(void) {}
