@@ -10,6 +10,10 @@ CFLAGS_MATH := $(shell $(CC) -fcx-limited-range -Werror -x c -c -o /dev/null /de
 CFLAGS   ?= $(OPT) -g
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-missing-field-initializers
 CPPFLAGS += -D_GNU_SOURCE -I. -MMD -MP
+ifeq ($(MPI),no)
+BUILD    ?= build-nompi
+BIN      ?= build-nompi/d2fab
+endif
 BUILD    ?= build
 # The program; the sanitizer build puts its own into build-san/.
 BIN      ?= d2fab
@@ -18,6 +22,17 @@ HAVE_PKGS := $(shell pkg-config --exists $(PKGS) 2>/dev/null && echo yes)
 ifeq ($(HAVE_PKGS),yes)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS)) -lfftw3f_threads
+endif
+# MPI (Open MPI, pkg-config ompi-c) when found: the same binary then runs as
+# one process or as the ranks of mpirun / srun. MPI=no builds without it (into
+# build-nompi/ unless BUILD is given, so the two builds never share objects).
+MPI      ?= auto
+ifneq ($(MPI),no)
+HAVE_MPI := $(shell pkg-config --exists ompi-c 2>/dev/null && echo yes)
+ifeq ($(HAVE_MPI),yes)
+PKG_CFLAGS += $(shell pkg-config --cflags ompi-c) -DD2_HAVE_MPI
+PKG_LIBS   += $(shell pkg-config --libs ompi-c)
+endif
 endif
 LDLIBS   += $(PKG_LIBS) -lpthread -lm
 

@@ -8,6 +8,7 @@
 
 #include "cli/cmds.h"
 #include "core/config.h"
+#include "core/par.h"
 #include "core/idx.h"
 #include "core/util.h"
 #include "mask/mask.h"
@@ -296,6 +297,8 @@ int cmd_tolerance(int argc, char **argv)
         tol_help(stderr);
         return 1;
     }
+    /* Under mpirun only rank 0 reports progress. */
+    if (d2_par_rank() > 0) quiet = 1;
     tol_config cfg;
     int rc = make_config(&f, &cfg);
     if (rc) return rc;

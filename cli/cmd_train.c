@@ -8,6 +8,7 @@
 #include "cli/cmds.h"
 #include "core/config.h"
 #include "core/fileio.h"
+#include "core/par.h"
 #include "core/util.h"
 #include "train/train.h"
 
@@ -89,6 +90,8 @@ int cmd_train(int argc, char **argv)
         train_help(stderr);
         return 1;
     }
+    /* Under mpirun only rank 0 reports progress. */
+    if (d2_par_rank() > 0) quiet = 1;
     d2_err e = {0};
     d2_model m = {0};
     int rc = config_load(cfg, &m.g, &m.t, &e);
@@ -335,7 +338,8 @@ int cmd_eval(int argc, char **argv)
     }
     eval_result r;
     double t0 = d2_now();
-    rc = eval_model(&m, a.data, (int)a.limit, (int)a.threads, png, a.json ? NULL : stderr, &r, &e);
+    rc = eval_model(&m, a.data, (int)a.limit, (int)a.threads, png, a.json || d2_par_rank() ? NULL : stderr, &r,
+                    &e);
     double secs = d2_now() - t0;
     if (rc) {
         model_free(&m);

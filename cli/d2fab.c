@@ -9,6 +9,7 @@
 #include "cli/cmds.h"
 #include "core/err.h"
 #include "core/fileio.h"
+#include "core/par.h"
 #include "export/export.h"
 #include "optics/optics.h"
 
@@ -47,13 +48,19 @@ static void usage(FILE *fp)
     fprintf(fp,
             "\nUnits: lengths in mm, frequencies in THz, phases in radians.\n"
             "Environment: D2FAB_DATA (data folder, default ./data), D2FAB_PROFILES\n"
-            "(extra printer/material profile folder), D2FAB_WISDOM (FFTW wisdom file).\n\n%s",
+            "(extra printer/material profile folder), D2FAB_WISDOM (FFTW wisdom file).\n"
+            "MPI: under mpirun or srun, train, eval and tolerance split their work over the\n"
+            "ranks (%s); rank 0 prints and writes.\n\n%s",
+            d2_par_have_mpi() ? "this build has MPI" : "this build has no MPI: make without MPI=no",
             cli_exit_help);
 }
 
 int cli_error(const char *cmd, int code, const char *msg)
 {
-    fprintf(stderr, "d2fab %s: %s\n", cmd, msg);
+    if (d2_par_size() > 1)
+        fprintf(stderr, "d2fab %s [rank %d of %d]: %s\n", cmd, d2_par_rank(), d2_par_size(), msg);
+    else
+        fprintf(stderr, "d2fab %s: %s\n", cmd, msg);
     return d2_exit_code(code);
 }
 
@@ -105,25 +112,56 @@ int cli_load_model(const char *dir, d2_model *m, d2_err *e)
     return export_model_load(dir, m, NULL, e);
 }
 
+/* Commands that split their work over MPI ranks; the others run as one
+ * process. */
+static int runs_on_ranks(const char *cmd)
+{
+    return !strcmp(cmd, "train") || !strcmp(cmd, "eval") || !strcmp(cmd, "tolerance");
+}
+
+/* Under mpirun (K > 1): only rank 0 writes to stdout (the others' goes to
+ * /dev/null; progress is theirs to silence); a command that fails on any rank
+ * ends the whole job with that rank's message, already printed. */
+static int dispatch(int argc, char **argv)
+{
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (strcmp(argv[1], cmds[i].name)) continue;
+        if (d2_par_size() > 1 && !runs_on_ranks(argv[1])) {
+            if (d2_par_rank() == 0)
+                fprintf(stderr, "d2fab %s: runs as one process; start it without mpirun (train, "
+                        "eval and tolerance split their work over MPI ranks)\n", argv[1]);
+            return 1;
+        }
+        if (d2_par_rank() > 0 && !freopen("/dev/null", "w", stdout)) return 3;
+        return cmds[i].fn(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "d2fab: unknown command '%s' (d2fab --help lists them)\n", argv[1]);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
+    d2_err e = {0};
+    if (d2_par_init(&argc, &argv, &e)) {
+        fprintf(stderr, "d2fab: %s\n", e.msg);
+        return d2_exit_code(e.code);
+    }
     /* SIGINT / SIGTERM remove the temporaries being written, then end the
      * process by that signal (130 / 143). */
     d2_stop_signals();
+    int rc = 0;
     if (argc < 2) {
         usage(stderr);
-        return 1;
-    }
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        rc = 1;
+    } else if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
-        return 0;
-    }
-    if (!strcmp(argv[1], "--version")) {
+    } else if (!strcmp(argv[1], "--version")) {
         printf("d2fab %s\n", D2FAB_VERSION);
-        return 0;
+    } else {
+        rc = dispatch(argc, argv);
     }
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (!strcmp(argv[1], cmds[i].name)) return cmds[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "d2fab: unknown command '%s' (d2fab --help lists them)\n", argv[1]);
-    return 1;
+    fflush(stdout);
+    if (rc && d2_par_size() > 1) d2_par_abort(rc, NULL);
+    d2_par_finalize();
+    return rc;
 }

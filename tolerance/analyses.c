@@ -12,6 +12,7 @@
 #include "core/fileio.h"
 #include "core/image.h"
 #include "core/npy.h"
+#include "core/par.h"
 #include "export/export.h"
 #include "optics/optics.h"
 
@@ -119,14 +120,128 @@ static int cmp_sens(const void *a, const void *b)
     return x->comp - y->comp;
 }
 
+
+/* Draw i of an evaluation set and its magnitude scale; may set ru->stage. */
+typedef void (*draw_fn)(runner *ru, void *ctx, int i, tol_draw *d, double *scale);
+
+/* n independent evaluations, draw i from make. Under K MPI ranks each rank
+ * evaluates its block (d2_par_range) and the accuracies (and the realised
+ * vectors, nvec a draw, when vec is not NULL) are shared, so every rank
+ * holds all n in order, the numbers one process computes: an evaluation
+ * depends on its draw and the seed alone. */
+static int eval_set(runner *ru, int n, draw_fn make, void *ctx, double *acc, double *vec,
+                    int nvec, d2_err *e)
+{
+    long lo, hi;
+    d2_par_range(n, &lo, &hi);
+    tol_draw d;
+    for (long i = lo; i < hi; i++) {
+        double scale;
+        make(ru, ctx, (int)i, &d, &scale);
+        int rc = eval(ru, scale, &d, &acc[i], vec ? vec + (size_t)i * nvec : NULL, NULL, e);
+        if (rc) return rc;
+    }
+    /* The other ranks' evaluations count toward the job's progress and the
+     * report's inference count. */
+    long others = (long)ru->count * (n - (hi - lo));
+    ru->done += others;
+    ru->res->inferences += others;
+    if (ru->done > ru->total) ru->total = ru->done;
+    int rc = d2_par_share(acc, sizeof *acc, n, e);
+    if (!rc && vec && nvec > 0) rc = d2_par_share(vec, sizeof(double) * nvec, n, e);
+    return rc;
+}
+
+/* A set of prepared draws at one scale; kind (if not NULL) names each
+ * draw's perturbation in the sensitivity stage label. */
+typedef struct draw_list {
+    const tol_draw *d;
+    const int *kind;
+    double scale;
+} draw_list;
+
+static void list_draw(runner *ru, void *ctx, int i, tol_draw *d, double *scale)
+{
+    const draw_list *dl = ctx;
+    *d = dl->d[i];
+    *scale = dl->scale;
+    if (dl->kind)
+        snprintf(ru->stage, sizeof ru->stage, "%s: sensitivity %s", ru->res->s->name,
+                 tol_kinfo[dl->kind[i]].name);
+}
+
+/* The evaluations a sensitivity table asks for: row and sign of each. */
+typedef struct sens_set {
+    tol_draw *d;
+    int *kind, *row, *minus;
+    int n;
+} sens_set;
+
+static void sens_set_free(sens_set *s)
+{
+    free(s->d);
+    free(s->kind);
+    free(s->row);
+    free(s->minus);
+}
+
+static int sens_set_alloc(sens_set *s, int cap, d2_err *e)
+{
+    memset(s, 0, sizeof *s);
+    s->d = d2_calloc((size_t)cap, sizeof *s->d, "sensitivity draws", e);
+    s->kind = d2_calloc((size_t)cap, sizeof(int), "sensitivity draws", e);
+    s->row = d2_calloc((size_t)cap, sizeof(int), "sensitivity draws", e);
+    s->minus = d2_calloc((size_t)cap, sizeof(int), "sensitivity draws", e);
+    return s->d && s->kind && s->row && s->minus ? 0 : D2_EIO;
+}
+
+/* Evaluates every draw of s (split over the ranks), puts each accuracy into
+ * its row (acc_plus or acc_minus) and the row's change: its worse side less
+ * the nominal. */
+static int sens_set_run(runner *ru, sens_set *s, d2_err *e)
+{
+    tol_result *res = ru->res;
+    double *acc = d2_malloc(sizeof(double) * (s->n ? s->n : 1), "sensitivity accuracies", e);
+    if (!acc) return D2_EIO;
+    draw_list dl = {s->d, s->kind, 1};
+    int rc = eval_set(ru, s->n, list_draw, &dl, acc, NULL, 0, e);
+    for (int i = 0; !rc && i < s->n; i++) {
+        tol_sens_row *row = &res->sens[s->row[i]];
+        if (s->minus[i]) row->acc_minus = acc[i];
+        else row->acc_plus = acc[i];
+    }
+    for (int i = 0; !rc && i < s->n; i++) {
+        tol_sens_row *row = &res->sens[s->row[i]];
+        double worst = row->acc_plus;
+        if (tol_kinfo[row->kind].scalar) worst = fmin(worst, row->acc_minus);
+        row->change = worst - res->nominal;
+    }
+    free(acc);
+    return rc;
+}
+
+/* Appends draw d (unit value u at kind k, layer l, component c) for row. */
+static void sens_push(sens_set *s, int k, int row, int minus, const tol_draw *d)
+{
+    s->d[s->n] = *d;
+    s->kind[s->n] = k;
+    s->row[s->n] = row;
+    s->minus[s->n] = minus;
+    s->n++;
+}
+
 static int run_sensitivity(runner *ru, d2_err *e)
 {
     tol_result *res = ru->res;
     const tol_mag *mag = &res->mag;
     int L = res->s->m.g.layers, nrow = 0, rc;
     int cap = TOL_NKINDS * D2_MAX_LAYERS * 2;
-    if (!(res->sens = d2_calloc((size_t)cap, sizeof *res->sens, "sensitivity table", e)))
+    sens_set ss = {0};
+    if (!(res->sens = d2_calloc((size_t)cap, sizeof *res->sens, "sensitivity table", e)) ||
+        sens_set_alloc(&ss, 2 * cap, e)) {
+        sens_set_free(&ss);
         return D2_EIO;
+    }
     for (int k = 0; k < TOL_NKINDS; k++) {
         int nl = tol_kinfo[k].per_layer ? L : 1;
         for (int l = 0; l < nl; l++) {
@@ -147,20 +262,18 @@ static int run_sensitivity(runner *ru, d2_err *e)
                 memset(&d, 0, sizeof d);
                 d.stream = SENS_STREAM;
                 d.u[k][l][c] = 1;
-                snprintf(ru->stage, sizeof ru->stage, "%s: sensitivity %s", res->s->name,
-                         tol_kinfo[k].name);
-                if ((rc = eval(ru, 1, &d, &row->acc_plus, NULL, NULL, e))) return rc;
-                double worst = row->acc_plus;
+                sens_push(&ss, k, nrow - 1, 0, &d);
                 if (tol_kinfo[k].scalar) {
                     d.u[k][l][c] = -1;
-                    if ((rc = eval(ru, 1, &d, &row->acc_minus, NULL, NULL, e))) return rc;
-                    worst = fmin(worst, row->acc_minus);
+                    sens_push(&ss, k, nrow - 1, 1, &d);
                 }
-                row->change = worst - res->nominal;
             }
         }
     }
     res->nsens = nrow;
+    rc = sens_set_run(ru, &ss, e);
+    sens_set_free(&ss);
+    if (rc) return rc;
     qsort(res->sens, (size_t)nrow, sizeof *res->sens, cmp_sens);
     return 0;
 }
@@ -173,8 +286,12 @@ static int run_sensitivity_kinds(runner *ru, d2_err *e)
     tol_result *res = ru->res;
     const tol_mag *mag = &res->mag;
     int L = res->s->m.g.layers, nrow = 0, rc;
-    if (!(res->sens = d2_calloc(TOL_NKINDS, sizeof *res->sens, "sensitivity table", e)))
+    sens_set ss = {0};
+    if (!(res->sens = d2_calloc(TOL_NKINDS, sizeof *res->sens, "sensitivity table", e)) ||
+        sens_set_alloc(&ss, 2 * TOL_NKINDS, e)) {
+        sens_set_free(&ss);
         return D2_EIO;
+    }
     for (int k = 0; k < TOL_NKINDS; k++) {
         int nl = tol_kinfo[k].per_layer ? L : 1;
         double dmax = 0;
@@ -190,9 +307,6 @@ static int run_sensitivity_kinds(runner *ru, d2_err *e)
             row->acc_plus = res->nominal;
             continue;
         }
-        snprintf(ru->stage, sizeof ru->stage, "%s: sensitivity %s", res->s->name,
-                 tol_kinfo[k].name);
-        double worst = 1;
         for (int sgn = 1; sgn >= (tol_kinfo[k].scalar ? -1 : 1); sgn -= 2) {
             tol_draw d;
             memset(&d, 0, sizeof d);
@@ -200,13 +314,13 @@ static int run_sensitivity_kinds(runner *ru, d2_err *e)
             for (int l = 0; l < nl; l++)
                 for (int c = 0; c < tol_kinfo[k].comps; c++)
                     if (mag->v[k][l] > 0) d.u[k][l][c] = sgn;
-            double *acc = sgn > 0 ? &row->acc_plus : &row->acc_minus;
-            if ((rc = eval(ru, 1, &d, acc, NULL, NULL, e))) return rc;
-            worst = fmin(worst, *acc);
+            sens_push(&ss, k, nrow - 1, sgn < 0, &d);
         }
-        row->change = worst - res->nominal;
     }
     res->nsens = nrow;
+    rc = sens_set_run(ru, &ss, e);
+    sens_set_free(&ss);
+    if (rc) return rc;
     qsort(res->sens, (size_t)nrow, sizeof *res->sens, cmp_sens);
     return 0;
 }
@@ -239,6 +353,52 @@ static double kind_cap(const tol_result *res, int k)
     }
 }
 
+/* Scan points: draw i is draws[i % nd] at factor f[i / nd]. */
+typedef struct scan_ctx {
+    const tol_draw *draws;
+    int nd;
+    const double *f;
+} scan_ctx;
+
+static void scan_draw(runner *ru, void *ctx, int i, tol_draw *d, double *scale)
+{
+    (void)ru;
+    const scan_ctx *sc = ctx;
+    *d = sc->draws[i % sc->nd];
+    *scale = sc->f[i / sc->nd];
+}
+
+/* The new scan points at factors f[0..nf-1] (not yet in iv, room for them),
+ * their nd draws each evaluated as one set (split over the ranks); *mean:
+ * the last point's mean accuracy. */
+static int inv_scan(runner *ru, tol_inverse *iv, const tol_draw *draws, int nd, const double *f,
+                    int nf, double *mean, d2_err *e)
+{
+    double *acc = d2_malloc(sizeof(double) * nd * nf, "scan accuracies", e);
+    if (!acc) return D2_EIO;
+    scan_ctx sc = {draws, nd, f};
+    int rc = eval_set(ru, nd * nf, scan_draw, &sc, acc, NULL, 0, e);
+    for (int j = 0; !rc && j < nf; j++) {
+        tol_scan_pt pt = {f[j], 0, INFINITY, -INFINITY};
+        for (int k = 0; k < nd; k++) {
+            double a = acc[j * nd + k];
+            pt.mean += a / nd;
+            pt.min = fmin(pt.min, a);
+            pt.max = fmax(pt.max, a);
+        }
+        int at = iv->npts;
+        while (at > 0 && iv->pts[at - 1].factor > f[j]) {
+            iv->pts[at] = iv->pts[at - 1];
+            at--;
+        }
+        iv->pts[at] = pt;
+        iv->npts++;
+        *mean = pt.mean;
+    }
+    free(acc);
+    return rc;
+}
+
 static int inv_point(runner *ru, tol_inverse *iv, const tol_draw *draws, int nd, double f,
                      double *mean, d2_err *e)
 {
@@ -251,24 +411,7 @@ static int inv_point(runner *ru, tol_inverse *iv, const tol_draw *draws, int nd,
         *mean = NAN;
         return 0;
     }
-    tol_scan_pt pt = {f, 0, INFINITY, -INFINITY};
-    for (int k = 0; k < nd; k++) {
-        double a;
-        int rc = eval(ru, f, &draws[k], &a, NULL, NULL, e);
-        if (rc) return rc;
-        pt.mean += a / nd;
-        pt.min = fmin(pt.min, a);
-        pt.max = fmax(pt.max, a);
-    }
-    int at = iv->npts;
-    while (at > 0 && iv->pts[at - 1].factor > f) {
-        iv->pts[at] = iv->pts[at - 1];
-        at--;
-    }
-    iv->pts[at] = pt;
-    iv->npts++;
-    *mean = pt.mean;
-    return 0;
+    return inv_scan(ru, iv, draws, nd, &f, 1, mean, e);
 }
 
 /* The magnitude factor where the mean accuracy first falls `loss` below
@@ -334,8 +477,10 @@ static int run_inverse(runner *ru, d2_err *e)
         snprintf(ru->stage, sizeof ru->stage, "%s: inverse %s", res->s->name, tol_kinfo[k].name);
         double cap = kind_cap(res, k), m = 0;
         double fmax_ = cap / iv->ref;
-        for (size_t i = 0; i < sizeof scan / sizeof *scan && scan[i] <= fmax_; i++)
-            if ((rc = inv_point(ru, iv, draws, nd, scan[i], &m, e))) goto done;
+        /* The first points do not depend on each other: one set. */
+        int nscan = 0;
+        while (nscan < (int)(sizeof scan / sizeof *scan) && scan[nscan] <= fmax_) nscan++;
+        if (nscan && (rc = inv_scan(ru, iv, draws, nd, scan, nscan, &m, e))) goto done;
         /* Extend until 5 points are lost or the perturbation stops being
          * physical. */
         double f = 8;
@@ -367,6 +512,28 @@ static int cmp_dbl(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Monte-Carlo trial t draws stream t + 1; the label gives the mean of this
+ * rank's trials so far. */
+typedef struct mc_ctx {
+    tol_mc *mc;
+    int layers;
+    double sum; /* of this rank's trials before the current one */
+} mc_ctx;
+
+static void mc_draw(runner *ru, void *ctx, int t, tol_draw *d, double *scale)
+{
+    mc_ctx *mx = ctx;
+    const tol_result *res = ru->res;
+    long lo, hi;
+    d2_par_range(mx->mc->trials, &lo, &hi);
+    if (t > lo) mx->sum += mx->mc->acc[t - 1];
+    snprintf(ru->stage, sizeof ru->stage, "%s: Monte Carlo x%g trial %d/%d mean %.2f%%",
+             res->s->name, mx->mc->scale, t + 1, mx->mc->trials,
+             t > lo ? 100 * mx->sum / (t - lo) : 100 * res->nominal);
+    tol_draw_make(d, &res->mag, mx->layers, ru->c->seed, (uint64_t)t + 1, -1);
+    *scale = mx->mc->scale;
+}
+
 static int run_mc(runner *ru, tol_mc *mc, double scale, d2_err *e)
 {
     tol_result *res = ru->res;
@@ -378,22 +545,14 @@ static int run_mc(runner *ru, tol_mc *mc, double scale, d2_err *e)
     mc->acc = d2_malloc(sizeof(double) * T, "trial accuracies", e);
     mc->vec = d2_calloc((size_t)T * (mc->nvec ? mc->nvec : 1), sizeof(double), "trial vectors", e);
     if (!mc->acc || !mc->vec) return D2_EIO;
-    double sum = 0;
-    int pass = 0;
-    for (int t = 0; t < T; t++) {
-        tol_draw d;
-        tol_draw_make(&d, &res->mag, L, ru->c->seed, (uint64_t)t + 1, -1);
-        if (scale == 0) {
-            mc->acc[t] = res->nominal;
-        } else {
-            snprintf(ru->stage, sizeof ru->stage, "%s: Monte Carlo x%g trial %d/%d mean %.2f%%",
-                     res->s->name, scale, t + 1, T, t ? 100 * sum / t : 100 * res->nominal);
-            if ((rc = eval(ru, scale, &d, &mc->acc[t], mc->vec + (size_t)t * mc->nvec, NULL, e)))
-                return rc;
-        }
-        sum += mc->acc[t];
-        pass += mc->acc[t] >= res->spec - 1e-12;
+    if (scale == 0) {
+        for (int t = 0; t < T; t++) mc->acc[t] = res->nominal;
+    } else {
+        mc_ctx mx = {mc, L, 0};
+        if ((rc = eval_set(ru, T, mc_draw, &mx, mc->acc, mc->vec, mc->nvec, e))) return rc;
     }
+    int pass = 0;
+    for (int t = 0; t < T; t++) pass += mc->acc[t] >= res->spec - 1e-12;
     /* Sums relative to the first trial, so identical trials give exactly
      * their value and a zero spread. */
     double a0 = mc->acc[0], sd = 0, ss = 0;
@@ -419,6 +578,21 @@ static int run_mc(runner *ru, tol_mc *mc, double scale, d2_err *e)
     mc->yield = (double)pass / T;
     tol_clopper_pearson(pass, T, ru->c->confidence, &mc->yield_lo, &mc->yield_hi);
     return 0;
+}
+
+/* Stencil mode: test images with no printable stencil. Every rank that made
+ * the stencils counts the same; a rank none of whose evaluations turned the
+ * mask on counts 0, so the ranks take the largest. */
+static int unprintable(runner *ru, int *out, d2_err *e)
+{
+    int K = d2_par_size(), *v = d2_calloc((size_t)K, sizeof *v, "stencil counts", e);
+    if (!v) return D2_EIO;
+    v[d2_par_rank()] = tol_sim_unprintable(ru->sim);
+    int rc = d2_par_share(v, sizeof *v, K, e);
+    *out = 0;
+    for (int r = 0; r < K; r++) *out = v[r] > *out ? v[r] : *out;
+    free(v);
+    return rc;
 }
 
 void tol_report_free(tol_report *rep)
@@ -499,7 +673,7 @@ int tol_run(const tol_config *c, const tol_stack *stacks, int n, const d2_datase
             res->nmc = s + 1;
             if ((rc = run_mc(&ru, &res->mc[s], c->scales[s], e))) goto done;
         }
-        res->unprintable = tol_sim_unprintable(ru.sim);
+        if ((rc = unprintable(&ru, &res->unprintable, e))) goto done;
         res->seconds = d2_now() - m0;
         tol_sim_free(ru.sim);
         ru.sim = NULL;

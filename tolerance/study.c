@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/par.h"
 #include "export/export.h"
 
 /* The last component of a folder path, as the model's name in the report. */
@@ -99,15 +100,17 @@ int tol_study_run(const tol_study_opts *o, tol_study *st, d2_err *e)
     st->images = cfg->limit > 0 && cfg->limit < ds.count ? cfg->limit : ds.count;
     st->threads = d2_pool_threads(pool);
     if ((rc = tol_check_limits(cfg, st->nstacks, st->images, big, st->threads, e))) goto done;
+    char ranks[48] = "";
+    if (d2_par_size() > 1) snprintf(ranks, sizeof ranks, " a rank x %d MPI ranks", d2_par_size());
     if (o->announce)
         fprintf(o->announce,
                 "tolerance: %d model(s), %d test images of %s, %d trials x %d scale(s), seed "
-                "%llu, %d threads; at most %.3g inferences\n",
+                "%llu, %d threads%s; at most %.3g inferences\n",
                 st->nstacks, st->images, st->stacks[0].m.t.dataset, cfg->trials, cfg->nscales,
-                (unsigned long long)cfg->seed, st->threads,
+                (unsigned long long)cfg->seed, st->threads, ranks,
                 st->nstacks * tol_plan_inferences(cfg, big->layers, st->images));
     if ((rc = tol_run(cfg, st->stacks, st->nstacks, &ds, pool, o->progress, &st->rep, e)) ||
-        (rc = tol_write(&st->rep, o->out_dir, e)))
+        (d2_par_rank() == 0 && (rc = tol_write(&st->rep, o->out_dir, e))))
         goto done;
 done:
     d2_pool_free(pool);

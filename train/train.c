@@ -1,5 +1,5 @@
-/* Trainer (Adam on the phases, thread pool over the samples of a batch) and
- * evaluation. */
+/* Trainer: Adam on the phases, a thread pool over the samples of a batch and
+ * MPI ranks over shares of it (data-parallel). */
 #include "train/train.h"
 
 #include <complex.h>
@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -15,191 +16,9 @@
 #include "core/fileio.h"
 #include "core/image.h"
 #include "core/npy.h"
+#include "core/par.h"
 #include "core/util.h"
 #include "optics/optics.h"
-
-int eval_argmax(const float *det, int ndet)
-{
-    int best = 0;
-    for (int k = 1; k < ndet; k++)
-        if (det[k] > det[best]) best = k;
-    return best;
-}
-
-cJSON *eval_to_json(const eval_result *r, int ndet)
-{
-    cJSON *o = cJSON_CreateObject();
-    cfg_add_numbers(o, (const cfg_num_item[]){{"test_images", r->count}, {"correct", r->correct},
-                    {"accuracy", r->accuracy}, {"detector_efficiency", r->efficiency},
-                    {"output_efficiency", r->output_efficiency}}, 5);
-    cJSON *pc = cJSON_AddArrayToObject(o, "class_accuracy");
-    cJSON *cm = cJSON_AddArrayToObject(o, "confusion");
-    for (int k = 0; k < ndet; k++) {
-        cJSON_AddItemToArray(pc, cJSON_CreateNumber(
-                                     r->class_count[k] ? (double)r->class_correct[k] / r->class_count[k] : 0));
-        cJSON *row = cJSON_CreateIntArray(r->confusion[k], ndet);
-        cJSON_AddItemToArray(cm, row);
-    }
-    return o;
-}
-
-/* ---- evaluation --------------------------------------------------------- */
-
-typedef struct eval_job {
-    d2_net *net;
-    const d2_dataset *ds;
-    int start, count;
-    float **in;     /* per-thread input plane */
-    float *det;     /* count x ndet */
-    double *tot;    /* count: energy on the output plane */
-} eval_job;
-
-static void eval_one(void *arg, int i, int tid)
-{
-    eval_job *j = arg;
-    const d2_geom *g = net_geom(j->net);
-    int idx = j->start + i;
-    size_t px = (size_t)j->ds->rows * j->ds->cols;
-    input_from_u8(g, j->ds->images + px * idx, j->ds->rows, j->ds->cols, j->in[tid]);
-    j->tot[i] = net_infer(j->net, j->in[tid], j->det + (size_t)i * g->ndet, NULL, tid);
-}
-
-int eval_net(d2_net *net, const d2_dataset *ds, int limit, d2_pool *pool, FILE *progress,
-             eval_result *r, float *det_out, d2_err *e)
-{
-    const d2_geom *g = net_geom(net);
-    int count = limit > 0 && limit < ds->count ? limit : ds->count;
-    int T = d2_pool_threads(pool), rc = 0;
-    memset(r, 0, sizeof *r);
-    const int chunk = 256;
-    eval_job j = {net, ds, 0, 0, NULL, NULL, NULL};
-    j.in = d2_calloc((size_t)T, sizeof *j.in, "input planes", e);
-    j.det = d2_malloc(sizeof(float) * chunk * g->ndet, "detector energies", e);
-    j.tot = d2_malloc(sizeof(double) * chunk, "energies", e);
-    if (!j.in || !j.det || !j.tot) {
-        rc = D2_EIO;
-        goto done;
-    }
-    for (int t = 0; t < T; t++)
-        if (!(j.in[t] = d2_malloc(sizeof(float) * g->n * g->n, "input plane", e))) {
-            rc = D2_EIO;
-            goto done;
-        }
-    d2_progress pr;
-    d2_progress_start(&pr, progress, "eval");
-    double eff = 0, oeff = 0;
-    for (int s = 0; s < count; s += chunk) {
-        j.start = s;
-        j.count = count - s < chunk ? count - s : chunk;
-        d2_pool_run(pool, eval_one, &j, j.count);
-        for (int i = 0; i < j.count; i++) {
-            const float *d = j.det + (size_t)i * g->ndet;
-            int lab = ds->labels[s + i], pred = eval_argmax(d, g->ndet);
-            double sum = 0;
-            for (int k = 0; k < g->ndet; k++) sum += d[k];
-            eff += sum;
-            oeff += j.tot[i];
-            if (lab < D2_MAX_DET) {
-                r->class_count[lab]++;
-                r->confusion[lab][pred]++;
-                if (pred == lab) {
-                    r->class_correct[lab]++;
-                    r->correct++;
-                }
-            }
-            if (det_out) memcpy(det_out + (size_t)(s + i) * g->ndet, d, sizeof(float) * g->ndet);
-        }
-        char extra[64];
-        snprintf(extra, sizeof extra, "acc %.2f%%", 100.0 * r->correct / (s + j.count));
-        d2_progress_update(&pr, s + j.count, count, extra);
-    }
-    r->count = count;
-    r->accuracy = count ? (double)r->correct / count : 0;
-    r->efficiency = count ? eff / count : 0;
-    r->output_efficiency = count ? oeff / count : 0;
-    if (progress && count >= 2000) {
-        char extra[64];
-        snprintf(extra, sizeof extra, "accuracy %.2f%%", 100 * r->accuracy);
-        d2_progress_end(&pr, extra);
-    }
-done:
-    if (j.in)
-        for (int t = 0; t < T; t++) free(j.in[t]);
-    free(j.in);
-    free(j.det);
-    free(j.tot);
-    return rc;
-}
-
-/* A montage of output intensities: up to 10 test images side by side, each
- * normalised to its own peak, with the detector squares drawn in white and
- * the true class's detector in green. */
-static int write_output_png(d2_net *net, const d2_dataset *ds, const char *path, d2_err *e)
-{
-    const d2_geom *g = net_geom(net);
-    int n = g->n, cnt = ds->count < 10 ? ds->count : 10, sc = n < 150 ? 2 : 1;
-    int cell = n * sc + 4, W = cell * cnt, H = cell;
-    uint8_t *rgb = d2_calloc((size_t)W * H * 3, 1, "preview", e);
-    float *in = d2_malloc(sizeof(float) * n * n, "input", e);
-    float *inten = d2_malloc(sizeof(float) * n * n, "intensity", e);
-    int rc = D2_EIO;
-    if (!rgb || !in || !inten) goto done;
-    for (int s = 0; s < cnt; s++) {
-        float det[D2_MAX_DET];
-        input_from_u8(g, ds->images + (size_t)s * ds->rows * ds->cols, ds->rows, ds->cols, in);
-        net_infer(net, in, det, inten, 0);
-        float mx = 0;
-        for (int i = 0; i < n * n; i++) mx = fmaxf(mx, inten[i]);
-        for (int i = 0; i < n * sc; i++)
-            for (int jx = 0; jx < n * sc; jx++) {
-                float v = mx > 0 ? inten[(i / sc) * n + jx / sc] / mx : 0;
-                uint8_t *px = rgb + ((size_t)(i + 2) * W + s * cell + jx + 2) * 3;
-                img_cmap_rgb(CMAP_INFERNO, sqrtf(v), px);
-            }
-        for (int k = 0; k < g->ndet; k++) {
-            int r0, r1, c0, c1;
-            geom_det_rect(g, k, &r0, &r1, &c0, &c1);
-            uint8_t col[3] = {255, 255, 255};
-            if (k == ds->labels[s]) col[0] = 0, col[2] = 0;
-            for (int i = r0 * sc; i < r1 * sc; i++)
-                for (int jx = c0 * sc; jx < c1 * sc; jx++) {
-                    if (i != r0 * sc && i != r1 * sc - 1 && jx != c0 * sc && jx != c1 * sc - 1)
-                        continue;
-                    memcpy(rgb + ((size_t)(i + 2) * W + s * cell + jx + 2) * 3, col, 3);
-                }
-        }
-    }
-    rc = img_write_rgb8(path, W, H, rgb, e);
-done:
-    free(rgb);
-    free(in);
-    free(inten);
-    return rc;
-}
-
-int eval_model(const d2_model *m, const char *data_dir, int limit, int threads,
-               const char *png_path, FILE *progress, eval_result *r, d2_err *e)
-{
-    d2_dataset ds = {0};
-    d2_pool *pool = NULL;
-    d2_net *net = NULL;
-    int rc = geom_check_memory(&m->g, threads > 0 ? threads : d2_cpu_count(), e);
-    if (rc) return rc;
-    rc = dataset_open(data_dir, m->t.dataset, &m->t.data, 1, &ds, e);
-    if (rc) return rc;
-    if (!(pool = d2_pool_new(threads, e)) || !(net = net_new(&m->g, d2_pool_threads(pool), e))) {
-        rc = e->code ? e->code : D2_EIO;
-        goto done;
-    }
-    net_set_model(net, m);
-    if ((rc = eval_net(net, &ds, limit, pool, progress, r, NULL, e))) goto done;
-    if (png_path) rc = write_output_png(net, &ds, png_path, e);
-done:
-    net_free(net);
-    d2_pool_free(pool);
-    dataset_free(&ds);
-    return rc;
-}
 
 /* ---- training ----------------------------------------------------------- */
 
@@ -492,9 +311,12 @@ static int save_model(const char *dir, const d2_model *m, d2_err *e)
 #define ADAM_B2 0.999
 #define ADAM_EPS 1e-8f
 
-/* One Adam step of one layer: sum the threads' dL/dt*, pull it back through
- * the batch's displacement, turn it into a phase gradient and update. The
- * layers are independent, so they run on the pool. */
+/* One Adam step, in two passes over the layers (independent, so they run on
+ * the pool): grad_layer sums the threads' dL/dt* in thread order, pulls it
+ * back through the batch's displacement and turns it into this rank's phase
+ * gradient (linear in dL/dt*, so the ranks' phase gradients add: the sum
+ * over ranks exchanges n*n floats a layer, not complex values); adam_layer
+ * updates the phases from the summed gradient. */
 typedef struct upd_job {
     d2_model *m;
     adam *a;
@@ -505,16 +327,16 @@ typedef struct upd_job {
     const layer_pose *poses;
     float complex **tbase;
     float beta, scale, step, ibc2, max_phase;
-    float **pgrad;          /* [thread] n*n scratch */
+    float *pgrad;           /* layers x n*n phase gradients */
     float complex **qadj;   /* [thread] n*n scratch */
 } upd_job;
 
-static void update_layer(void *arg, int l, int tid)
+static void grad_layer(void *arg, int l, int tid)
 {
     upd_job *u = arg;
     size_t nn = (size_t)u->n * u->n;
     float complex *g0 = u->j->grad[0][l];
-    float *ph = u->m->phase[l], *am = u->a->m[l], *av = u->a->v[l], *pg = u->pgrad[tid];
+    float *pg = u->pgrad + nn * l;
     for (int k = 1; k < u->threads; k++) {
         float complex *gk = u->j->grad[k][l];
         for (size_t i = 0; i < nn; i++) g0[i] += gk[i];
@@ -530,6 +352,14 @@ static void update_layer(void *arg, int l, int tid)
         net_phase_grad(g0, u->tbase[l], u->beta, nn, pg);
     }
     memset(g0, 0, sizeof(float complex) * nn);
+}
+
+static void adam_layer(void *arg, int l, int tid)
+{
+    (void)tid;
+    upd_job *u = arg;
+    size_t nn = (size_t)u->n * u->n;
+    float *ph = u->m->phase[l], *am = u->a->m[l], *av = u->a->v[l], *pg = u->pgrad + nn * l;
     const float b1 = (float)ADAM_B1, b2 = (float)ADAM_B2;
     for (size_t i = 0; i < nn; i++) {
         float gr = pg[i] * u->scale;
@@ -575,7 +405,7 @@ typedef struct trainer {
     adam a;
     train_job j;
     int *order;
-    float **pgrad;
+    float *pgrad;           /* layers x n*n: phase gradient of the batch */
     float complex *tbase[D2_MAX_LAYERS], *scratch, **qadj;
     layer_pose poses[D2_MAX_LAYERS];
     float max_phase, beta;
@@ -602,7 +432,6 @@ static void trainer_free(trainer *x)
         free(x->a.v[l]);
     }
     free(x->order);
-    for (int k = 0; x->pgrad && k < T; k++) free(x->pgrad[k]);
     for (int k = 0; x->qadj && k < T; k++) free(x->qadj[k]);
     free(x->pgrad);
     free(x->scratch);
@@ -644,11 +473,10 @@ static int trainer_alloc(trainer *x, d2_err *e)
     const d2_train_opts *t = &x->m->t;
     x->ntrain = t->train_limit > 0 && t->train_limit < x->tr.count ? t->train_limit : x->tr.count;
     if (!(x->order = d2_malloc(sizeof(int) * x->ntrain, "sample order", e))) goto fail;
-    if (!(x->pgrad = d2_calloc((size_t)T, sizeof *x->pgrad, "phase gradients", e))) goto fail;
+    if (!(x->pgrad = d2_malloc(sizeof(float) * nn * L, "phase gradients", e))) goto fail;
     if (!(x->qadj = d2_calloc((size_t)T, sizeof *x->qadj, "transmission gradients", e)))
         goto fail;
     for (int k = 0; k < T; k++) {
-        if (!(x->pgrad[k] = d2_malloc(sizeof(float) * nn, "phase gradient", e))) goto fail;
         if (!(x->qadj[k] = d2_malloc(sizeof(float complex) * nn, "transmission gradient", e)))
             goto fail;
     }
@@ -669,20 +497,25 @@ fail:
 
 /* What one epoch's training pass measured. */
 typedef struct epoch_stats {
-    double lr, loss;   /* learning rate; summed loss */
+    double lr, loss;   /* learning rate; summed loss (all ranks) */
     long correct, seen;
     double train_s;
+    double comm_s, comm_bytes; /* in the sums over ranks (this rank) */
+    long steps;
 } epoch_stats;
 
-/* One pass over the shuffled training set, a batch at a time. */
-static void train_epoch(trainer *x, int epoch, epoch_stats *st)
+/* One pass over the shuffled training set, a batch at a time; under K ranks
+ * each takes its block of every batch (all draw the same order and poses
+ * from the same RNG) and the phase gradients are summed over the ranks. */
+static int train_epoch(trainer *x, int epoch, epoch_stats *st, d2_err *e)
 {
     d2_model *m = x->m;
     const d2_train_opts *t = &m->t;
     const d2_geom *g = &m->g;
     train_job *j = &x->j;
-    int L = g->layers, T = x->T, ntrain = x->ntrain;
-    double t0 = d2_now();
+    int L = g->layers, T = x->T, ntrain = x->ntrain, rc;
+    double t0 = d2_now(), c0 = d2_par_seconds(), b0_bytes = d2_par_bytes_sent();
+    long lseen = 0;
     memset(st, 0, sizeof *st);
     st->lr = t->lr * pow(t->lr_decay, epoch);
     for (int i = 0; i < ntrain; i++) x->order[i] = i;
@@ -692,8 +525,11 @@ static void train_epoch(trainer *x, int epoch, epoch_stats *st)
     d2_progress pr;
     d2_progress_start(&pr, x->ro->progress, label);
     for (int b0 = 0; b0 < ntrain; b0 += t->batch) {
-        j->idx = x->order + b0;
-        j->bsz = ntrain - b0 < t->batch ? ntrain - b0 : t->batch;
+        int bsz = ntrain - b0 < t->batch ? ntrain - b0 : t->batch;
+        long lo, hi;
+        d2_par_range(bsz, &lo, &hi);
+        j->idx = x->order + b0 + lo;
+        j->bsz = (int)(hi - lo);
         /* Misalignment-resilient training draws new layer poses for every
          * batch (Mengu et al. 2020). */
         if (x->jitter)
@@ -705,21 +541,33 @@ static void train_epoch(trainer *x, int epoch, epoch_stats *st)
         x->a.step++;
         double bc1 = 1 - pow(ADAM_B1, (double)x->a.step), bc2 = 1 - pow(ADAM_B2, (double)x->a.step);
         upd_job uj = {m, &x->a, j, T, g->n, g->pitch_mm, x->jitter, x->poses, x->tbase, x->beta,
-                      1.0f / j->bsz, (float)(st->lr / bc1), (float)(1.0 / bc2), x->max_phase,
+                      1.0f / bsz, (float)(st->lr / bc1), (float)(1.0 / bc2), x->max_phase,
                       x->pgrad, x->qadj};
-        d2_pool_run(x->pool, update_layer, &uj, L);
+        d2_pool_run(x->pool, grad_layer, &uj, L);
+        if ((rc = d2_par_sum_f32(x->pgrad, (size_t)L * g->n * g->n, e))) return rc;
+        d2_pool_run(x->pool, adam_layer, &uj, L);
         for (int k = 0; k < T; k++) {
             st->loss += j->loss[k];
             st->correct += j->correct[k];
         }
-        st->seen += j->bsz;
-        snprintf(extra, sizeof extra, "loss %.4f acc %.2f%%", st->loss / st->seen,
-                 100.0 * st->correct / st->seen);
+        st->seen += bsz;
+        st->steps++;
+        lseen += j->bsz;
+        /* Under K ranks: this rank's share of the loss and accuracy. */
+        snprintf(extra, sizeof extra, "loss %.4f acc %.2f%%", lseen ? st->loss / lseen : 0,
+                 lseen ? 100.0 * st->correct / lseen : 0);
         d2_progress_after(&pr, run_after(m, epoch, t->epochs, d2_now() - t0, st->seen, ntrain));
         d2_progress_update(&pr, st->seen, ntrain, extra);
     }
+    double sums[2] = {st->loss, (double)st->correct};
+    if ((rc = d2_par_sum_f64(sums, 2, e))) return rc;
+    st->loss = sums[0];
+    st->correct = (long)sums[1];
     st->train_s = d2_now() - t0;
+    st->comm_s = d2_par_seconds() - c0;
+    st->comm_bytes = d2_par_bytes_sent() - b0_bytes;
     d2_progress_end(&pr, extra);
+    return 0;
 }
 
 /* The epoch in the model's history, and its line on the progress stream. */
@@ -740,6 +588,15 @@ static void epoch_record(trainer *x, int epoch, const epoch_stats *st, const eva
     cJSON_AddNumberToObject(h, "seconds", secs);
     cJSON_AddNumberToObject(h, "train_samples_per_s", st->seen / st->train_s);
     cJSON_AddNumberToObject(h, "threads", x->T);
+    if (d2_par_size() > 1) {
+        /* Threads per rank, the ranks, and what the gradient sums cost rank
+         * 0 (the bench and the README's projection read these). */
+        cJSON_AddNumberToObject(h, "ranks", d2_par_size());
+        cJSON_AddNumberToObject(h, "allreduce_seconds", st->comm_s);
+        cJSON_AddNumberToObject(h, "allreduce_bytes_per_step",
+                                st->steps ? st->comm_bytes / st->steps : 0);
+        cJSON_AddNumberToObject(h, "steps", st->steps);
+    }
     cJSON_AddItemToArray(m->history, h);
     if (x->ro->progress)
         fprintf(x->ro->progress,
@@ -759,10 +616,61 @@ static int train_check_room(const d2_model *m, const char *out_dir, const train_
     const d2_geom *g = &m->g;
     int n = g->n, L = g->layers, rc;
     if ((rc = geom_check_memory(g, ro->threads > 0 ? ro->threads : d2_cpu_count(), e))) return rc;
+    if (d2_par_rank() > 0) return 0; /* rank 0 writes */
     double nnd = (double)n * n, ps = n < 256 ? 2 : 1;
     double model_b = L * (128 + 4 * nnd + 1.01 * (3 * nnd * ps * ps + n * ps)) + 65536;
     return d2_check_space(out_dir, 3 * model_b + 2 * 3 * (128 + 4 * nnd * L),
                           "training (the model and two checkpoints)", e);
+}
+
+/* Under K ranks: rank 0 has read the checkpoint; every rank receives its
+ * epoch, Adam step, RNG state, moments and phases. */
+static int share_checkpoint(trainer *x, int *first_epoch, d2_err *e)
+{
+    if (d2_par_size() == 1) return 0;
+    struct {
+        long epoch, step;
+        uint64_t rng[4];
+    } st = {*first_epoch, x->a.step, {x->rng.s[0], x->rng.s[1], x->rng.s[2], x->rng.s[3]}};
+    int rc = d2_par_bcast(&st, sizeof st, e);
+    size_t bytes = sizeof(float) * x->m->g.n * x->m->g.n;
+    for (int l = 0; l < x->m->g.layers && !rc; l++)
+        if (!(rc = d2_par_bcast(x->a.m[l], bytes, e)) && !(rc = d2_par_bcast(x->a.v[l], bytes, e)))
+            rc = d2_par_bcast(x->m->phase[l], bytes, e);
+    if (rc) return rc;
+    *first_epoch = (int)st.epoch;
+    x->a.step = st.step;
+    memcpy(x->rng.s, st.rng, sizeof st.rng);
+    return 0;
+}
+
+/* Under K ranks: every rank must hold the same phases after each epoch (the
+ * same sums, the same Adam steps). A hash of each rank's phases is shared
+ * and compared, so ranks that drift apart (different hardware or builds
+ * rounding differently) stop the job instead of training on. */
+static int ranks_agree(trainer *x, int epoch, d2_err *e)
+{
+    int K = d2_par_size(), me = d2_par_rank(), rc;
+    if (K == 1) return 0;
+    uint64_t *h = d2_calloc((size_t)K, sizeof *h, "phase hashes", e);
+    if (!h) return D2_EIO;
+    uint64_t v = 1469598103934665603ULL;
+    size_t nn = (size_t)x->m->g.n * x->m->g.n;
+    for (int l = 0; l < x->m->g.layers; l++) {
+        const unsigned char *p = (const unsigned char *)x->m->phase[l];
+        for (size_t i = 0; i < nn * sizeof(float); i++) v = (v ^ p[i]) * 1099511628211ULL;
+    }
+    h[me] = v;
+    if (!(rc = d2_par_share(h, sizeof *h, K, e)))
+        for (int r = 1; r < K; r++)
+            if (h[r] != h[0]) {
+                rc = d2_fail(e, D2_EIO, "after epoch %d rank %d holds other phases than rank 0; "
+                             "the ranks must run the same build on the same kind of CPU",
+                             epoch + 1, r);
+                break;
+            }
+    free(h);
+    return rc;
 }
 
 int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_err *e)
@@ -785,30 +693,36 @@ int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_e
     if ((rc = trainer_alloc(&x, e))) goto done;
     d2_rng_seed(&x.rng, t->seed);
     if (!m->history) m->history = cJSON_CreateArray();
+    /* Under K ranks rank 0 reads and writes the folder; the others receive
+     * the checkpoint from it. */
+    int writer = d2_par_rank() == 0;
     if (ro->resume) {
-        if ((rc = load_checkpoint(out_dir, m, &x.a, &first_epoch, &x.rng, e))) goto done;
+        if (writer && (rc = load_checkpoint(out_dir, m, &x.a, &first_epoch, &x.rng, e)))
+            goto done;
+        if ((rc = share_checkpoint(&x, &first_epoch, e))) goto done;
         if (ro->progress)
             fprintf(ro->progress, "resuming after epoch %d of %d\n", first_epoch, t->epochs);
-    } else if ((rc = clear_checkpoints(out_dir, e))) {
+    } else if (writer && (rc = clear_checkpoints(out_dir, e))) {
         goto done;
     }
-    if ((rc = d2_mkdir_p(out_dir, e))) goto done;
+    if (writer && (rc = d2_mkdir_p(out_dir, e))) goto done;
     for (int epoch = first_epoch; epoch < t->epochs; epoch++) {
         double t0 = d2_now();
         epoch_stats st;
-        train_epoch(&x, epoch, &st);
+        if ((rc = train_epoch(&x, epoch, &st, e)) || (rc = ranks_agree(&x, epoch, e))) goto done;
         /* Test accuracy after each epoch, on the nominal (aligned) stack. */
         load_layers(x.net, x.pool, m, NULL, x.tbase, x.scratch);
         eval_result r;
-        if ((rc = eval_net(x.net, &x.te, t->test_limit, x.pool, ro->progress, &r, NULL, e)))
+        if ((rc = eval_net_ranks(x.net, &x.te, t->test_limit, x.pool, ro->progress, &r, e)))
             goto done;
         epoch_record(&x, epoch, &st, &r, d2_now() - t0);
+        if (!writer) continue;
         if ((rc = save_checkpoint(out_dir, m, &x.a, epoch + 1, &x.rng, e))) goto done;
         if ((rc = save_model(out_dir, m, e))) goto done;
     }
     /* Resumed from the last epoch's checkpoint (killed before the model files
      * were written): nothing is left to train, but the model is still due. */
-    if (first_epoch >= t->epochs) rc = save_model(out_dir, m, e);
+    if (writer && first_epoch >= t->epochs) rc = save_model(out_dir, m, e);
 done:
     trainer_free(&x);
     return rc;

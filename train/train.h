@@ -20,7 +20,11 @@ typedef struct train_run_opts {
 /* Trains m (geometry and training options already set, phases allocated or
  * loaded) for m->t.epochs epochs, writing after every epoch a checkpoint
  * under out_dir/checkpoints/ and the current model into out_dir (model.json,
- * layerK.npy, layerK.png). With ro->resume, restores phases, Adam state, RNG
+ * layerK.npy, layerK.png). Under K MPI ranks (collective) every rank takes a
+ * fixed block of each batch, the phase gradients are summed over the ranks in
+ * rank order, every rank makes the same Adam step, and only rank 0 writes;
+ * the same config, seed, K and threads per rank give the same bits. With
+ * ro->resume, restores phases, Adam state, RNG
  * and history from the last complete checkpoint and continues. Returns 0 or a
  * D2_E* code. */
 int train_model(d2_model *m, const char *out_dir, const train_run_opts *ro, d2_err *e);
@@ -48,7 +52,8 @@ typedef struct eval_result {
 } eval_result;
 
 /* Evaluates a model on the first `limit` test images (0 = all) of its data
- * set. If png_path is not NULL, writes a montage of the output intensity of
+ * set, split over the ranks of an MPI job (collective; rank 0 writes the
+ * montage). If png_path is not NULL, writes a montage of the output intensity of
  * the first few test images with the detector squares outlined. */
 int eval_model(const d2_model *m, const char *data_dir, int limit, int threads,
                const char *png_path, FILE *progress, eval_result *r, d2_err *e);
@@ -59,6 +64,12 @@ int eval_model(const d2_model *m, const char *data_dir, int limit, int threads,
 typedef struct d2_net d2_net;
 int eval_net(d2_net *net, const d2_dataset *ds, int limit, d2_pool *pool,
              FILE *progress, eval_result *r, float *det_out, d2_err *e);
+
+/* eval_net over the ranks of an MPI job (collective): each rank evaluates
+ * its block of the images (d2_par_range) and every rank receives the whole
+ * result, counts and energies summed in rank order. One process: eval_net. */
+int eval_net_ranks(d2_net *net, const d2_dataset *ds, int limit, d2_pool *pool,
+                   FILE *progress, eval_result *r, d2_err *e);
 
 /* The result as JSON: accuracy, per-class accuracy, confusion matrix,
  * efficiencies. Caller owns it. */
