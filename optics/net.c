@@ -380,8 +380,8 @@ static double forward(d2_net *net, const float *in, const float complex *inc, ws
     }
     prop_core(net, w, net->H[0], 0);
     for (int l = 0; l < L; l++) {
-        if (store) crop(net, w, s->v[l]);
         if (net->thick) {
+            if (store) crop(net, w, s->v[l]);
             if (thick_forward(net->thick, l, w, p, (int)(s - net->ws), store, NULL)) ein = NAN;
             for (int i = 0; i < n; i++) memset(w + (size_t)i * p + n, 0, (size_t)(p - n) * sizeof *w);
             prop_core(net, w, net->H[l + 1], 0);
@@ -391,7 +391,9 @@ static double forward(d2_net *net, const float *in, const float complex *inc, ws
         for (int i = 0; i < n; i++) {
             float complex *row = w + (size_t)i * p;
             const float complex *tr = t + (size_t)i * n;
-            d2_cmul(row, tr, (size_t)n, 0);
+            /* training keeps the field met (v_l) in the same pass */
+            if (store) d2_cmul_keep(row, tr, s->v[l] + (size_t)i * n, (size_t)n);
+            else d2_cmul(row, tr, (size_t)n, 0);
             memset(row + n, 0, (size_t)(p - n) * sizeof *row);
         }
         prop_core(net, w, net->H[l + 1], 0);

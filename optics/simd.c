@@ -34,6 +34,21 @@ D2_CLONES void d2_cmul(float complex *restrict w, const float complex *restrict 
     }
 }
 
+D2_CLONES void d2_cmul_keep(float complex *restrict w, const float complex *restrict h,
+                            float complex *restrict keep, size_t count)
+{
+    float *x = (float *)w, *k = (float *)keep;
+    const float *y = (const float *)h;
+    size_t m = 2 * count;
+    for (size_t i = 0; i < m; i += 2) {
+        float a = x[i], b = x[i + 1], c = y[i], d = y[i + 1];
+        k[i] = a;
+        k[i + 1] = b;
+        x[i] = a * c - b * d;
+        x[i + 1] = a * d + b * c;
+    }
+}
+
 D2_CLONES void d2_adj_layer(float complex *restrict w, const float complex *restrict t,
                             const float complex *restrict v, float complex *restrict g, size_t count)
 {

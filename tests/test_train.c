@@ -251,6 +251,12 @@ TEST(dispatched_kernels_match_plain_complex_arithmetic)
             }
         }
         memcpy(w0, w, m * sizeof *w);
+        d2_cmul_keep(w0, h, g0, m);
+        for (size_t i = 0; i < m; i++) {
+            CHECK(cabs((double complex)w[i] * h[i] - w0[i]) <= 1e-6);
+            CHECK(g0[i] == w[i]);
+        }
+        memcpy(w0, w, m * sizeof *w);
         memcpy(g0, g, m * sizeof *g);
         d2_adj_layer(w0, h, v, g0, m);
         for (size_t i = 0; i < m; i++) {
