@@ -75,3 +75,24 @@ D2_CLONES double d2_sumsq(const float *x, size_t count)
     for (; i < count; i++) s[0] += (double)x[i] * x[i];
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
+
+D2_CLONES double d2_sumsq_rows(const float *x, size_t rows, size_t len, size_t stride)
+{
+    /* the lanes of d2_sumsq over the rows laid end to end: element g of that
+     * row goes to lane g % 8, the last count % 8 to lane 0 */
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t count = rows * len, body = count - count % 8;
+    if (len % 8 == 0) {
+        for (size_t r = 0; r < rows; r++) {
+            const float *y = x + r * stride;
+            for (size_t i = 0; i < len; i += 8)
+                for (int k = 0; k < 8; k++) s[k] += (double)y[i + k] * y[i + k];
+        }
+    } else {
+        for (size_t g = 0; g < count; g++) {
+            float v = x[(g / len) * stride + g % len];
+            s[g < body ? g % 8 : 0] += (double)v * v;
+        }
+    }
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}

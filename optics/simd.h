@@ -23,4 +23,8 @@ void d2_adj_layer(float complex *restrict w, const float complex *restrict t,
 /* Sum of x[i]^2 in double, i < count (eight partial sums, then added). */
 double d2_sumsq(const float *x, size_t count);
 
+/* d2_sumsq of rows rows of len floats, row r at x + r * stride: the same
+ * value, bit for bit, as d2_sumsq of the rows copied end to end. */
+double d2_sumsq_rows(const float *x, size_t rows, size_t len, size_t stride);
+
 #endif

@@ -271,6 +271,15 @@ TEST(dispatched_kernels_match_plain_complex_arithmetic)
             ss += (double)x[2 * i] * x[2 * i] + (double)x[2 * i + 1] * x[2 * i + 1];
         }
         CHECK_NEAR(d2_sumsq(x, 2 * m), ss, 1e-12 * ss);
+        /* by rows, strided: bit for bit the sum of the rows laid end to end */
+        for (size_t len = 1; len <= 2 * m && len <= 24; len++) {
+            size_t rows = 2 * m / len, ld = len + 3;
+            float *y = malloc(rows * ld * sizeof *y);
+            for (size_t i = 0; i < rows; i++)
+                for (size_t k = 0; k < ld; k++) y[i * ld + k] = k < len ? x[i * len + k] : 1e3f;
+            CHECK(d2_sumsq_rows(y, rows, len, ld) == d2_sumsq(x, rows * len));
+            free(y);
+        }
         free(w);
         free(h);
         free(v);
