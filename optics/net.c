@@ -511,7 +511,8 @@ double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double te
 {
     ws *s = &net->ws[tid];
     int n = net->n, p = net->p, L = net->L;
-    /* disjoint detectors: the adjoint starts in place from the output in w */
+    /* disjoint detectors: the adjoint starts in place from the output in w;
+     * detectors that share pixels (touching squares) add their terms there */
     int inplace = !net->det_overlap;
     double ein = forward(net, in, NULL, s, 1, !inplace);
     detect(net, inplace ? s->w : s->o, inplace ? (size_t)p : (size_t)n, ein, det);
@@ -529,7 +530,7 @@ double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double te
             float gk = (float)(dl_de[k] / ein);
             for (int r = net->det_r0[k]; r < net->det_r1[k]; r++)
                 for (int c = net->det_c0[k]; c < net->det_c1[k]; c++)
-                    w[(size_t)r * p + c] = gk * s->o[(size_t)r * n + c];
+                    w[(size_t)r * p + c] += gk * s->o[(size_t)r * n + c];
         }
     }
     prop_core(net, w, net->H[L], 1);
