@@ -44,6 +44,7 @@ struct d2_net {
     thick *thick;                      /* thick plates (optics/thick.c), or NULL */
     int thick_failed;                  /* a plate could not be set: results are NaN */
     int det_r0[D2_MAX_DET], det_r1[D2_MAX_DET], det_c0[D2_MAX_DET], det_c1[D2_MAX_DET];
+    int det_overlap;                   /* two detectors share pixels */
     ws *ws;
 };
 
@@ -162,6 +163,11 @@ d2_net *net_new(const d2_geom *g, int threads, d2_err *e)
     }
     for (int k = 0; k < g->ndet; k++)
         geom_det_rect(g, k, &net->det_r0[k], &net->det_r1[k], &net->det_c0[k], &net->det_c1[k]);
+    for (int a = 0; a < g->ndet; a++)
+        for (int b = a + 1; b < g->ndet; b++)
+            if (net->det_r0[a] < net->det_r1[b] && net->det_r0[b] < net->det_r1[a] &&
+                net->det_c0[a] < net->det_c1[b] && net->det_c0[b] < net->det_c1[a])
+                net->det_overlap = 1;
 
     /* Plans are made once per size; FFTW's planner is not thread-safe. */
     pthread_mutex_lock(&plan_mu);
@@ -348,8 +354,10 @@ static void crop(const d2_net *net, const float complex *w, float complex *dst)
 
 /* Forward chain. With store set (training) it keeps the field arriving at
  * each layer in s->v for the adjoint pass; inference modulates in place.
- * The detector-plane field ends in s->o. Returns the input energy. */
-static double forward(d2_net *net, const float *in, const float complex *inc, ws *s, int store)
+ * The detector-plane field is the first n x n block of s->w (row stride p),
+ * copied to s->o when out is set. Returns the input energy. */
+static double forward(d2_net *net, const float *in, const float complex *inc, ws *s, int store,
+                      int out)
 {
     int n = net->n, p = net->p, L = net->L;
     float complex *w = s->w;
@@ -380,8 +388,8 @@ static double forward(d2_net *net, const float *in, const float complex *inc, ws
     }
     prop_core(net, w, net->H[0], 0);
     for (int l = 0; l < L; l++) {
-        if (store) crop(net, w, s->v[l]);
         if (net->thick) {
+            if (store) crop(net, w, s->v[l]);
             if (thick_forward(net->thick, l, w, p, (int)(s - net->ws), store, NULL)) ein = NAN;
             for (int i = 0; i < n; i++) memset(w + (size_t)i * p + n, 0, (size_t)(p - n) * sizeof *w);
             prop_core(net, w, net->H[l + 1], 0);
@@ -391,16 +399,20 @@ static double forward(d2_net *net, const float *in, const float complex *inc, ws
         for (int i = 0; i < n; i++) {
             float complex *row = w + (size_t)i * p;
             const float complex *tr = t + (size_t)i * n;
-            d2_cmul(row, tr, (size_t)n, 0);
+            /* training keeps the field met (v_l) in the same pass */
+            if (store) d2_cmul_keep(row, tr, s->v[l] + (size_t)i * n, (size_t)n);
+            else d2_cmul(row, tr, (size_t)n, 0);
             memset(row + n, 0, (size_t)(p - n) * sizeof *row);
         }
         prop_core(net, w, net->H[l + 1], 0);
     }
-    crop(net, w, s->o);
+    if (out) crop(net, w, s->o);
     return net->thick_failed ? NAN : ein;
 }
 
-static double detect(const d2_net *net, const float complex *o, double ein, float *det)
+/* The detector signals and the total output energy of the field o (rows of
+ * stride ld), both over ein. */
+static double detect(const d2_net *net, const float complex *o, size_t ld, double ein, float *det)
 {
     int n = net->n;
     /* NaN when a thick plate could not be set or kept: no silent zeros */
@@ -409,18 +421,18 @@ static double detect(const d2_net *net, const float complex *o, double ein, floa
         double sum = 0;
         for (int r = net->det_r0[k]; r < net->det_r1[k]; r++)
             for (int c = net->det_c0[k]; c < net->det_c1[k]; c++) {
-                float complex z = o[(size_t)r * n + c];
+                float complex z = o[(size_t)r * ld + c];
                 sum += (double)(crealf(z) * crealf(z) + cimagf(z) * cimagf(z));
             }
         det[k] = (float)(sum * norm);
     }
-    return d2_sumsq((const float *)o, 2 * (size_t)n * n) * norm;
+    return d2_sumsq_rows((const float *)o, (size_t)n, 2 * (size_t)n, 2 * ld) * norm;
 }
 
 double net_infer(d2_net *net, const float *in, float *det, float *intensity, int tid)
 {
     ws *s = &net->ws[tid];
-    double ein = forward(net, in, NULL, s, 0);
+    double ein = forward(net, in, NULL, s, 0, intensity != NULL);
     if (intensity) {
         double norm = ein > 0 ? 1.0 / ein : 0.0;
         for (size_t i = 0; i < (size_t)net->n * net->n; i++) {
@@ -428,7 +440,8 @@ double net_infer(d2_net *net, const float *in, float *det, float *intensity, int
             intensity[i] = (float)((crealf(z) * crealf(z) + cimagf(z) * cimagf(z)) * norm);
         }
     }
-    return detect(net, s->o, ein, det);
+    if (intensity) return detect(net, s->o, (size_t)net->n, ein, det);
+    return detect(net, s->w, (size_t)net->p, ein, det);
 }
 
 double net_loss(const float *det, int ndet, int label, d2_loss loss, double temperature,
@@ -463,25 +476,62 @@ double net_loss(const float *det, int ndet, int label, d2_loss loss, double temp
     return L;
 }
 
+/* The adjoint's start in place, for disjoint detectors: the output field o
+ * in rows 0..n-1 of w becomes dL/do* = (dL/dE_k / ein) o inside detector k
+ * and zero elsewhere, row by row, each row's detector spans in column order. */
+static void adjoint_start(const d2_net *net, float complex *w, const double *dl_de, double ein)
+{
+    int n = net->n, p = net->p, nd = net->g.ndet;
+    for (int r = 0; r < n; r++) {
+        int ks[D2_MAX_DET], m = 0;
+        for (int k = 0; k < nd; k++) {
+            if (r < net->det_r0[k] || r >= net->det_r1[k]) continue;
+            if (net->det_c0[k] >= net->det_c1[k]) continue;
+            int j = m++;
+            while (j > 0 && net->det_c0[ks[j - 1]] > net->det_c0[k]) {
+                ks[j] = ks[j - 1];
+                j--;
+            }
+            ks[j] = k;
+        }
+        float complex *row = w + (size_t)r * p;
+        int c = 0;
+        for (int q = 0; q < m; q++) {
+            int k = ks[q];
+            float gk = (float)(dl_de[k] / ein);
+            memset(row + c, 0, (size_t)(net->det_c0[k] - c) * sizeof *row);
+            for (c = net->det_c0[k]; c < net->det_c1[k]; c++) row[c] = gk * row[c];
+        }
+        memset(row + c, 0, (size_t)(p - c) * sizeof *row);
+    }
+}
+
 double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double temperature,
                 float complex **gt, float *det, int tid)
 {
     ws *s = &net->ws[tid];
     int n = net->n, p = net->p, L = net->L;
-    double ein = forward(net, in, NULL, s, 1);
-    detect(net, s->o, ein, det);
+    /* disjoint detectors: the adjoint starts in place from the output in w;
+     * detectors that share pixels (touching squares) add their terms there */
+    int inplace = !net->det_overlap;
+    double ein = forward(net, in, NULL, s, 1, !inplace);
+    detect(net, inplace ? s->w : s->o, inplace ? (size_t)p : (size_t)n, ein, det);
     double dl_de[D2_MAX_DET];
     double lossv = net_loss(det, net->g.ndet, label, loss, temperature, dl_de);
 
     /* dL/do* = dL/dI * o with dL/dI = dL/dE_k / ein inside detector k. The
      * adjoint field starts non-zero only inside the detectors. */
     float complex *w = s->w;
-    for (int i = 0; i < n; i++) memset(w + (size_t)i * p, 0, (size_t)p * sizeof *w);
-    for (int k = 0; k < net->g.ndet; k++) {
-        float gk = (float)(dl_de[k] / ein);
-        for (int r = net->det_r0[k]; r < net->det_r1[k]; r++)
-            for (int c = net->det_c0[k]; c < net->det_c1[k]; c++)
-                w[(size_t)r * p + c] = gk * s->o[(size_t)r * n + c];
+    if (inplace) {
+        adjoint_start(net, w, dl_de, ein);
+    } else {
+        for (int i = 0; i < n; i++) memset(w + (size_t)i * p, 0, (size_t)p * sizeof *w);
+        for (int k = 0; k < net->g.ndet; k++) {
+            float gk = (float)(dl_de[k] / ein);
+            for (int r = net->det_r0[k]; r < net->det_r1[k]; r++)
+                for (int c = net->det_c0[k]; c < net->det_c1[k]; c++)
+                    w[(size_t)r * p + c] += gk * s->o[(size_t)r * n + c];
+        }
     }
     prop_core(net, w, net->H[L], 1);
 
@@ -543,7 +593,7 @@ void net_propagate(d2_net *net, int k, float complex *field, int tid)
 double net_infer_field(d2_net *net, const float complex *in, float complex *out, int tid)
 {
     ws *s = &net->ws[tid];
-    double ein = forward(net, NULL, in, s, 0);
+    double ein = forward(net, NULL, in, s, 0, 1);
     memcpy(out, s->o, (size_t)net->n * net->n * sizeof *out);
     return ein;
 }
