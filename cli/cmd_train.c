@@ -50,7 +50,7 @@ int cmd_train(int argc, char **argv)
         {"limit", required_argument, 0, 'l'},  {"test-limit", required_argument, 0, 'T'},
         {"threads", required_argument, 0, 't'}, {"resume", no_argument, 0, 'r'},
         {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
-        {"init", required_argument, 0, 'i'},
+        {"init", required_argument, 0, 'i'}, {"init-regap", no_argument, 0, 'G'},
         {"jitter-xy-mm", required_argument, 0, 'X'}, {"jitter-z-mm", required_argument, 0, 'Z'},
         {"jitter-rot-deg", required_argument, 0, 'R'},
         {"quantize-levels", required_argument, 0, 'K'},
@@ -60,7 +60,7 @@ int cmd_train(int argc, char **argv)
     double jxy = -1, jz = -1, jrot = -1, zstep = -1;
     long qlev = -1;
     long epochs = -1, limit = -1, tlimit = -1, threads = 0;
-    int resume = 0, quiet = 0, c;
+    int resume = 0, quiet = 0, regap = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "c:o:d:e:l:t:i:rqh", opts, NULL)) != -1) {
         switch (c) {
@@ -73,6 +73,7 @@ int cmd_train(int argc, char **argv)
         case 't': if (cli_int("train", "threads", optarg, 1, 1024, &threads)) return 1; break;
         case 'r': resume = 1; break;
         case 'i': init = optarg; break;
+        case 'G': regap = 1; break;
         case 'q': quiet = 1; break;
         case 'X': if (cli_num("train", "jitter-xy-mm", optarg, 0, 100, &jxy)) return 1; break;
         case 'Z': if (cli_num("train", "jitter-z-mm", optarg, 0, 1000, &jz)) return 1; break;
@@ -105,7 +106,7 @@ int cmd_train(int argc, char **argv)
         model_free(&m);
         return cli_error("train", rc, e.msg);
     }
-    if (init && (rc = train_init_from(&m, init, cfg, &e))) {
+    if (init && (rc = train_init_from(&m, init, cfg, regap, &e))) {
         model_free(&m);
         return cli_error("train", rc, e.msg);
     }

@@ -414,6 +414,9 @@ void net_thick_plate(const d2_net *net, int l, double *slab_mm, double *top_mm, 
 
 /* Heights of a phase map (mm): base + wrap(phi) lambda / (2 pi (index - 1)). */
 void thick_heights_from_phase(const d2_geom *g, const float *phase, size_t count, float *h);
+/* Thickness of a plate trained thick: base + the relief limit (g->max_relief_mm
+ * or lambda / (index - 1)), mm. */
+double thick_plate_mm(const d2_geom *g);
 
 /* Air gaps (g->layers + 1) of a stack whose flat (datum) faces are
  * datum_gaps apart, plates plate_mm thick (g->layers values) with the relief

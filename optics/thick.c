@@ -73,6 +73,8 @@ static double relief_limit(const d2_geom *g)
     return g->max_relief_mm > 0 && g->max_relief_mm < P ? g->max_relief_mm : P;
 }
 
+double thick_plate_mm(const d2_geom *g) { return g->base_mm + relief_limit(g); }
+
 int thick_guard(const d2_geom *g)
 {
     if (g->guard > 0) return g->guard;
