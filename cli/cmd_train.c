@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "core/fileio.h"
 #include "core/util.h"
+#include "export/export.h"
 #include "train/train.h"
 
 static void train_help(FILE *fp)
@@ -28,7 +29,8 @@ static void train_help(FILE *fp)
             "  -r, --resume         continue from DIR/checkpoints/latest\n"
             "  -i, --init MODEL     start from this model's phases (same geometry), e.g. to\n"
             "                       fine-tune a trained model for misalignment; model.json\n"
-            "                       records it under \"initialised_from\"             [zeros]\n"
+            "                       records it under \"initialised_from\"; an export folder\n"
+            "                       into a thick config starts from its printed heights [zeros]\n"
             "Fabrication-aware training (override the config's training section):\n"
             "      --jitter-xy-mm D     random lateral layer shift per batch, uniform +-D mm  [0]\n"
             "      --jitter-z-mm D      random axial layer shift per batch, uniform +-D mm    [0]\n"
@@ -40,6 +42,17 @@ static void train_help(FILE *fp)
             "  -h, --help           this help\n\n"
             "The same config, seed and thread count give the same model.\n\n%s",
             cli_exit_help);
+}
+
+/* train --init: a model folder, or an export folder (its printed heights). */
+static int init_model(d2_model *m, const char *init, const char *cfg, int regap, d2_err *e)
+{
+    d2_model s0;
+    int rc = export_model_load(init, &s0, NULL, e);
+    if (rc) return rc;
+    rc = train_init_model(m, &s0, init, cfg, regap, e);
+    model_free(&s0);
+    return rc;
 }
 
 int cmd_train(int argc, char **argv)
@@ -106,7 +119,7 @@ int cmd_train(int argc, char **argv)
         model_free(&m);
         return cli_error("train", rc, e.msg);
     }
-    if (init && (rc = train_init_from(&m, init, cfg, regap, &e))) {
+    if (init && (rc = init_model(&m, init, cfg, regap, &e))) {
         model_free(&m);
         return cli_error("train", rc, e.msg);
     }

@@ -489,6 +489,44 @@ TEST(a_thin_model_starts_a_thick_one_in_the_same_assembly_or_when_told)
     model_free(&a);
 }
 
+/* An export (heights) starts a thick config from its printed heights: the
+ * plates begin as printed, a pillar of the full relief stays one, and heights
+ * off the config's plate are refused. */
+TEST(an_export_starts_a_thick_model_from_its_heights)
+{
+    d2_model s0 = {0}, b = {0};
+    d2_err e = {0};
+    small_geom(&s0.g, 0);
+    train_opts_default(&s0.t);
+    CHECK(model_alloc(&s0, &e) == 0);
+    d2_geom gt = s0.g;
+    gt.optics = D2_OPTICS_THICK;
+    gt.base_mm = 0.512;
+    double P = gt.wavelength_mm / (gt.index - 1), top = thick_plate_mm(&gt);
+    size_t nn = (size_t)gt.n * gt.n;
+    for (int l = 0; l < gt.layers; l++) {
+        s0.height[l] = malloc(nn * sizeof(float));
+        for (size_t i = 0; i < nn; i++) s0.height[l][i] = (float)(0.512 + 0.016 * (double)(i % 65));
+        s0.height[l][5] = (float)(top + 0.003); /* rounded up to the Z grid */
+    }
+    for (int k = 1; k <= gt.layers; k++) gt.gap_mm[k] = 4.0 - top;
+    b.g = gt;
+    train_opts_default(&b.t);
+    CHECK(model_alloc(&b, &e) == 0);
+    CHECK(train_init_model(&b, &s0, "export", "thick.json", 0, &e) == 0);
+    float h[4];
+    thick_heights_from_phase(&b.g, b.phase[1], 4, h);
+    CHECK_NEAR(h[3], 0.512 + 0.048, 1e-5);
+    thick_heights_from_phase(&b.g, b.phase[0] + 5, 1, h);
+    CHECK_NEAR(h[0], top, 1e-5); /* not wrapped to the base */
+    CHECK_NEAR(b.phase[0][1], 2 * M_PI * 0.016 / P, 1e-5);
+    s0.height[1][7] = 0.4f;
+    CHECK_ERR(train_init_model(&b, &s0, "export", "thick.json", 0, &e), e, D2_EINPUT,
+              "layer 2 pixel 7 is 0.4 mm high");
+    model_free(&b);
+    model_free(&s0);
+}
+
 
 /* A small labelled set: class c is a bright 3 x 3 block at a place of its
  * own on a dim noisy 12 x 12 background, so a short run can learn it. */
@@ -881,6 +919,7 @@ int main(void)
     RUN(a_fine_tuned_model_records_what_it_started_from);
     RUN(a_model_starts_from_another_of_the_same_optics_only);
     RUN(a_thin_model_starts_a_thick_one_in_the_same_assembly_or_when_told);
+    RUN(an_export_starts_a_thick_model_from_its_heights);
     RUN(a_folder_of_pngs_and_an_idx_pair_train_and_are_recorded_in_the_model);
     RUN(bad_lab_data_sets_fail_naming_the_file);
     RUN(short_mnist_training_clearly_beats_chance);

@@ -1,5 +1,6 @@
 /* Starting a training run from another model's phases (train --init), and
  * the provenance model.json keeps of it. */
+#include <math.h>
 #include <string.h>
 
 #include "train/train.h"
@@ -92,11 +93,47 @@ static int note_gaps(cJSON *prov, const d2_geom *s0, const d2_geom *g, const dou
                                    "assembly (--init-regap)" : "the init's assembly");
 }
 
+/* Phases of plate l of a thick config from an export's heights: the relief
+ * above the config's base, so the plates start as printed. */
+static int phases_from_heights(d2_model *m, const d2_model *s0, const char *init_dir, d2_err *e)
+{
+    const d2_geom *g = &m->g;
+    size_t nn = (size_t)g->n * g->n;
+    double P = g->wavelength_mm / (g->index - 1.0), top = thick_plate_mm(g);
+    double tol = 0.01; /* a printer's rounding to its Z grid (objet-connex500: 0.016 mm) */
+    for (int l = 0; l < g->layers; l++)
+        for (size_t i = 0; i < nn; i++) {
+            double h = s0->height[l][i];
+            if (!(h >= g->base_mm - tol && h <= top + tol))
+                return d2_fail(e, D2_EINPUT, "--init %s: layer %d pixel %zu is %g mm high, "
+                               "outside the config's plate [%g, %g] mm (material.base_mm and "
+                               "the relief limit); export with the config's base", init_dir,
+                               l + 1, i, h, g->base_mm, top);
+        }
+    for (int l = 0; l < g->layers; l++)
+        for (size_t i = 0; i < nn; i++) {
+            /* a pillar of the full relief stays one (2 pi would wrap to no pillar) */
+            double r = fmin(fmax(s0->height[l][i] - g->base_mm, 0), P * (1 - 1e-6));
+            m->phase[l][i] = (float)(2.0 * M_PI * r / P);
+        }
+    return 0;
+}
+
 int train_init_from(d2_model *m, const char *init_dir, const char *cfg_name, int regap, d2_err *e)
 {
     d2_model s0;
     int rc = model_load(init_dir, &s0, e);
     if (rc) return rc;
+    rc = train_init_model(m, &s0, init_dir, cfg_name, regap, e);
+    model_free(&s0);
+    return rc;
+}
+
+int train_init_model(d2_model *m, const d2_model *s0p, const char *init_dir, const char *cfg_name,
+                     int regap, d2_err *e)
+{
+    const d2_model s0 = *s0p;
+    int rc = 0;
     char diff[256], want[256], have[256];
     double as_cfg[D2_MAX_LAYERS + 1];
     d2_geom s1 = s0.g;
@@ -130,11 +167,16 @@ int train_init_from(d2_model *m, const char *init_dir, const char *cfg_name, int
                      init_dir);
         goto done;
     }
-    for (int l = 0; l < m->g.layers; l++)
-        memcpy(m->phase[l], s0.phase[l], sizeof(float) * m->g.n * m->g.n);
+    if (s0.height[0] && m->g.optics == D2_OPTICS_THICK) {
+        if ((rc = phases_from_heights(m, &s0, init_dir, e))) {
+            cJSON_Delete(prov);
+            goto done;
+        }
+    } else
+        for (int l = 0; l < m->g.layers; l++)
+            memcpy(m->phase[l], s0.phase[l], sizeof(float) * m->g.n * m->g.n);
     cJSON_Delete(m->init);
     m->init = prov;
 done:
-    model_free(&s0);
     return rc;
 }

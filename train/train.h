@@ -41,6 +41,13 @@ cJSON *model_provenance(const d2_model *m, const char *dir);
  * initialised_from.gaps. A thick model never starts a thin config. */
 int train_init_from(d2_model *m, const char *init_dir, const char *cfg_name, int regap,
                     d2_err *e);
+/* The same from a model already loaded (s0, not changed; init_dir names it).
+ * An export loaded as a model (s0->height set) starts a thick config from
+ * its heights: phase = 2 pi (h - base) / P, so the plates begin as printed
+ * (phase offset and Z grid included); heights outside the config's plate
+ * [base, thick_plate_mm] are refused. */
+int train_init_model(d2_model *m, const d2_model *s0, const char *init_dir, const char *cfg_name,
+                     int regap, d2_err *e);
 
 typedef struct eval_result {
     int count;                 /* test images evaluated */
