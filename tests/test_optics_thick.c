@@ -640,6 +640,48 @@ TEST(eval_scores_an_export_thick_and_a_model_thin_and_says_so)
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
 }
 
+
+/* A model trained thick exports the heights it was trained on (plain wrap,
+ * no phase offset: an offset moves whole 2 pi pillars) and export.json keeps
+ * its optics, so eval of the export uses the model's own air gaps instead of
+ * reading them as datum gaps. */
+TEST(a_thick_model_exports_its_own_plates_and_air_gaps)
+{
+    d2_model m = {0};
+    geom_small(&m.g, 32, 2, 20, 1);
+    m.g.aperture_mm = 8;
+    m.g.gap_mm[1] = 17.5;
+    train_opts_default(&m.t);
+    d2_err e = {0};
+    CHECK(model_alloc(&m, &e) == 0);
+    for (int l = 0; l < 2; l++) phases(m.phase[l], 32, 50 + l);
+    const char *md = t_path("thick-model"), *ex = t_path("thick-export"), *js = t_path("te.json");
+    CHECK(model_save(md, &m, &e) == 0);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s export --model %s --out %s > /dev/null 2>&1", bin(), md, ex);
+    CHECK(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "%s/export.json", ex);
+    cJSON *xj = NULL;
+    CHECK(cfg_load(cmd, &xj, &e) == 0);
+    CHECK(xj != NULL);
+    if (xj) {
+        CHECK(strcmp(optics_model(cJSON_GetObjectItem(xj, "model")), "thick") == 0);
+        const cJSON *off = cJSON_GetObjectItem(xj, "phase_offset");
+        CHECK(cJSON_IsNumber(off) && off->valuedouble == 0);
+        cJSON_Delete(xj);
+    }
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --limit 2 -t 1 --json > %s 2>/dev/null", bin(),
+             ex, js);
+    cJSON *root = eval_json(cmd, js);
+    CHECK(root != NULL);
+    if (root) {
+        const cJSON *g = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "optics"), "gaps_mm");
+        for (int k = 0; k <= 2; k++)
+            CHECK_NEAR(cJSON_GetArrayItem(g, k)->valuedouble, m.g.gap_mm[k], 1e-4);
+        cJSON_Delete(root);
+    }
+    model_free(&m);
+}
 int main(void)
 {
     RUN(a_thick_network_without_plates_is_the_thin_one_bit_for_bit);
@@ -655,5 +697,6 @@ int main(void)
     RUN(model_json_records_the_optical_model_and_reads_it_back);
     RUN(heights_outside_the_plate_or_on_a_thin_network_are_refused);
     RUN(eval_scores_an_export_thick_and_a_model_thin_and_says_so);
+    RUN(a_thick_model_exports_its_own_plates_and_air_gaps);
     return t_finish();
 }
