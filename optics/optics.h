@@ -110,7 +110,9 @@ double geom_memory_bytes(double n, int layers, int pad, int threads);
 #define D2_MEMORY_LIMIT 16e9 /* bytes: geom_validate refuses networks that
                                 4 workers could not train within it */
 /* Fails with D2_EIO when g with `threads` workers needs more memory than
- * this machine has (physical memory), naming both figures; 0 otherwise. */
+ * this machine has (physical memory), naming both figures; 0 otherwise.
+ * Thick plates count their buffers, the slices training keeps included
+ * (thick_memory_bytes: about 100 MB per worker at 5 x 200 x 200). */
 int geom_check_memory(const d2_geom *g, int threads, d2_err *e);
 /* 1 when a model of geometry `from` can start training one of `cfg` (same
  * layers, neurons, pitch, wavelength and gaps); else 0 with the first
@@ -417,6 +419,10 @@ void thick_heights_from_phase(const d2_geom *g, const float *phase, size_t count
 /* Thickness of a plate trained thick: base + the relief limit (g->max_relief_mm
  * or lambda / (index - 1)), mm. */
 double thick_plate_mm(const d2_geom *g);
+/* Memory the thick-plate buffers of g take with `threads` workers (bytes, an
+ * estimate within some 10 %), training (the slices kept for the adjoint) or
+ * not; 0 for a thin geometry. geom_check_memory adds it. */
+double thick_memory_bytes(const d2_geom *g, int threads, int train);
 
 /* Air gaps (g->layers + 1) of a stack whose flat (datum) faces are
  * datum_gaps apart, plates plate_mm thick (g->layers values) with the relief

@@ -771,3 +771,19 @@ int optics_read(const char *path, const cJSON *root, d2_geom *g, d2_err *e)
     g->no_fresnel = !v;
     return 0;
 }
+
+double thick_memory_bytes(const d2_geom *g, int threads, int train)
+{
+    if (g->optics != D2_OPTICS_THICK) return 0;
+    double n = g->n, nn = n * n, s = thick_subpix(g), q = thick_fft_size(g), L = g->layers;
+    double K = ceil(relief_limit(g) / thick_slice_max(g) - 1e-9), ss = s * s * nn;
+    /* per plate: K fill maps (float), slice index (int), heights (float),
+     * teq, tb, tx (complex) and the two slice propagators (q x q complex);
+     * the q x q frequency table; per thread two q x q buffers, n x n fields
+     * (acc in double, bn, un) and two sub-pixel planes; training keeps per
+     * thread and plate the K + 1 sub-pixel fields and the plate's input. */
+    double plates = L * (4.0 * K * nn + 12.0 * nn + 24.0 * nn + 16.0 * q * q) + 8.0 * q * q;
+    double per = 16.0 * q * q + 32.0 * nn + 16.0 * ss;
+    if (train) per += L * (8.0 * (K + 1) * ss + 8.0 * nn);
+    return plates + threads * per;
+}

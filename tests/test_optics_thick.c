@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sys/wait.h>
 
@@ -561,6 +562,54 @@ TEST(model_json_records_the_optical_model_and_reads_it_back)
     cJSON_Delete(j);
 }
 
+
+static double resident_bytes(void)
+{
+    long pages = 0, res = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &pages, &res) != 2) res = -1;
+    fclose(f);
+    return res < 0 ? -1 : (double)res * (double)sysconf(_SC_PAGESIZE);
+}
+
+/* The memory estimate counts the thick buffers: what a thick network and one
+ * training sample (slices kept for the adjoint) make resident is the thin
+ * network's transfer functions and fields plus thick_memory_bytes, within
+ * 25 % (FFTW's plans and the allocator's slack besides). */
+TEST(the_memory_estimate_counts_the_thick_buffers)
+{
+    d2_geom g;
+    geom_small(&g, 128, 2, 10, 1);
+    double est = thick_memory_bytes(&g, 1, 1), p = 2.0 * g.n;
+    double thin = 8.0 * 3 * p * p + 8.0 * (p * p + 6.0 * g.n * g.n);
+    CHECK(est > 10e6);
+    d2_geom t0 = g;
+    t0.optics = D2_OPTICS_THIN;
+    CHECK(thick_memory_bytes(&t0, 1, 1) == 0);
+    CHECK(thick_memory_bytes(&g, 1, 0) < 0.5 * est);
+    double r0 = resident_bytes();
+    d2_net *net = mknet(&g);
+    CHECK(net != NULL);
+    if (!net) return;
+    size_t nn = (size_t)g.n * g.n;
+    float *ph = malloc(nn * sizeof *ph), *in = malloc(nn * sizeof *in);
+    float complex *gt[2] = {calloc(nn, sizeof(float complex)), calloc(nn, sizeof(float complex))};
+    phases(ph, g.n, 7);
+    for (int l = 0; l < 2; l++) net_set_phase(net, l, ph, NULL);
+    for (size_t i = 0; i < nn; i++) in[i] = (i % 7) ? 0.f : 1.f;
+    float det[D2_MAX_DET];
+    net_grad(net, in, 3, LOSS_SOFTMAX, 0.1, gt, det, 0);
+    double used = resident_bytes() - r0;
+    printf("  resident %.1f MB, estimate %.1f MB thick + %.1f MB thin\n", used / 1e6, est / 1e6,
+           thin / 1e6);
+    CHECK(used > 0.75 * (est + thin) && used < 1.25 * (est + thin));
+    free(ph);
+    free(in);
+    free(gt[0]);
+    free(gt[1]);
+    net_free(net);
+}
 TEST(heights_outside_the_plate_or_on_a_thin_network_are_refused)
 {
     d2_geom g;
@@ -696,6 +745,7 @@ int main(void)
     RUN(a_thin_model_becomes_the_thick_model_of_the_same_assembly);
     RUN(model_json_records_the_optical_model_and_reads_it_back);
     RUN(heights_outside_the_plate_or_on_a_thin_network_are_refused);
+    RUN(the_memory_estimate_counts_the_thick_buffers);
     RUN(eval_scores_an_export_thick_and_a_model_thin_and_says_so);
     RUN(a_thick_model_exports_its_own_plates_and_air_gaps);
     return t_finish();
