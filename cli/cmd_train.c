@@ -247,11 +247,8 @@ static int eval_optics(d2_model *m, const eval_args *a, int is_export)
     d2_err e = {0};
     int optics = a->optics >= 0 ? a->optics : is_export ? D2_OPTICS_THICK : m->g.optics;
     int rc;
-    if (optics == D2_OPTICS_THIN && m->g.optics == D2_OPTICS_THICK) {
-        model_free(m);
-        return cli_error("eval", D2_EINPUT, "--optics thin: this model was trained with thick "
-                         "plates (air gaps); it has no thin equivalent here");
-    }
+    /* a thick design as phase screens at the datum faces of its assembly */
+    if (optics == D2_OPTICS_THIN) model_make_thin(m);
     if (optics == D2_OPTICS_THICK) {
         if (a->slice > 0) m->g.slice_mm = a->slice;
         if (a->subpix > 0) m->g.subpix = (int)a->subpix;

@@ -442,6 +442,12 @@ void thick_datum_gaps(const d2_geom *g, const double *air_gaps, const double *pl
  * plates). A model already thick is left as it is. Fails like
  * thick_air_gaps, or D2_EIO (memory). */
 int model_make_thick(d2_model *m, int correct_spacing, d2_err *e);
+/* The other way: a thick model (air gaps) as phase screens at the datum faces
+ * of the same assembly, gaps datum to datum (air gap plus plate: its tallest
+ * pillar from m->height, else base + relief limit). For comparison only: the
+ * thin model of a stack that was designed thick. Returns 1 when it converted,
+ * 0 for a model already thin. */
+int model_make_thin(d2_model *m);
 
 /* "thin" or "thick". */
 const char *optics_name(const d2_geom *g);

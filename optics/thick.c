@@ -716,6 +716,22 @@ int model_make_thick(d2_model *m, int correct_spacing, d2_err *e)
     return 0;
 }
 
+int model_make_thin(d2_model *m)
+{
+    d2_geom *g = &m->g;
+    if (g->optics != D2_OPTICS_THICK) return 0;
+    size_t nn = (size_t)g->n * g->n;
+    double pl_mm[D2_MAX_LAYERS], datum[D2_MAX_LAYERS + 1];
+    for (int l = 0; l < g->layers; l++) {
+        pl_mm[l] = m->height[l] ? 0 : thick_plate_mm(g);
+        for (size_t i = 0; m->height[l] && i < nn; i++) pl_mm[l] = fmax(pl_mm[l], m->height[l][i]);
+    }
+    thick_datum_gaps(g, g->gap_mm, pl_mm, datum);
+    for (int k = 0; k <= g->layers; k++) g->gap_mm[k] = datum[k];
+    g->optics = D2_OPTICS_THIN;
+    return 1;
+}
+
 /* ---- model files ----------------------------------------------------------- */
 
 const char *optics_name(const d2_geom *g)

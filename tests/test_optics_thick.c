@@ -701,7 +701,8 @@ TEST(eval_scores_an_export_thick_and_a_model_thin_and_says_so)
 /* A model trained thick exports the heights it was trained on (plain wrap,
  * no phase offset: an offset moves whole 2 pi pillars) and export.json keeps
  * its optics, so eval of the export uses the model's own air gaps instead of
- * reading them as datum gaps. */
+ * reading them as datum gaps; --optics thin scores the same assembly as
+ * phase screens at its datum faces. */
 TEST(a_thick_model_exports_its_own_plates_and_air_gaps)
 {
     d2_model m = {0};
@@ -735,6 +736,19 @@ TEST(a_thick_model_exports_its_own_plates_and_air_gaps)
         const cJSON *g = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "optics"), "gaps_mm");
         for (int k = 0; k <= 2; k++)
             CHECK_NEAR(cJSON_GetArrayItem(g, k)->valuedouble, m.g.gap_mm[k], 1e-4);
+        cJSON_Delete(root);
+    }
+    /* thin beside it: phase screens at the datum faces, air gap + tallest pillar apart */
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --optics thin --limit 2 -t 1 --json > %s "
+             "2>/dev/null", bin(), ex, js);
+    root = eval_json(cmd, js);
+    CHECK(root != NULL);
+    if (root) {
+        CHECK(strcmp(optics_model(root), "thin") == 0);
+        const cJSON *g = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "optics"), "gaps_mm");
+        CHECK_NEAR(cJSON_GetArrayItem(g, 0)->valuedouble, m.g.gap_mm[0], 1e-4);
+        double g1 = cJSON_GetArrayItem(g, 1)->valuedouble - m.g.gap_mm[1];
+        CHECK(g1 > m.g.base_mm && g1 <= thick_plate_mm(&m.g) + 0.02);
         cJSON_Delete(root);
     }
     model_free(&m);
