@@ -10,6 +10,7 @@
 #include "core/fileio.h"
 #include "core/par.h"
 #include "core/util.h"
+#include "export/export.h"
 #include "train/train.h"
 
 static void train_help(FILE *fp)
@@ -29,7 +30,11 @@ static void train_help(FILE *fp)
             "  -r, --resume         continue from DIR/checkpoints/latest\n"
             "  -i, --init MODEL     start from this model's phases (same geometry), e.g. to\n"
             "                       fine-tune a trained model for misalignment; model.json\n"
-            "                       records it under \"initialised_from\"             [zeros]\n"
+            "                       records it under \"initialised_from\"; an export folder\n"
+            "                       into a thick config starts from its printed heights [zeros]\n"
+            "      --init-regap     a thin --init into a thick config: train in the config's\n"
+            "                       air gaps; without it they must be the init's assembly\n"
+            "                       (its datum gaps less the config's plates)          [off]\n"
             "Fabrication-aware training (override the config's training section):\n"
             "      --jitter-xy-mm D     random lateral layer shift per batch, uniform +-D mm  [0]\n"
             "      --jitter-z-mm D      random axial layer shift per batch, uniform +-D mm    [0]\n"
@@ -43,6 +48,17 @@ static void train_help(FILE *fp)
             cli_exit_help);
 }
 
+/* train --init: a model folder, or an export folder (its printed heights). */
+static int init_model(d2_model *m, const char *init, const char *cfg, int regap, d2_err *e)
+{
+    d2_model s0;
+    int rc = export_model_load(init, &s0, NULL, e);
+    if (rc) return rc;
+    rc = train_init_model(m, &s0, init, cfg, regap, e);
+    model_free(&s0);
+    return rc;
+}
+
 int cmd_train(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -51,7 +67,7 @@ int cmd_train(int argc, char **argv)
         {"limit", required_argument, 0, 'l'},  {"test-limit", required_argument, 0, 'T'},
         {"threads", required_argument, 0, 't'}, {"resume", no_argument, 0, 'r'},
         {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
-        {"init", required_argument, 0, 'i'},
+        {"init", required_argument, 0, 'i'}, {"init-regap", no_argument, 0, 'G'},
         {"jitter-xy-mm", required_argument, 0, 'X'}, {"jitter-z-mm", required_argument, 0, 'Z'},
         {"jitter-rot-deg", required_argument, 0, 'R'},
         {"quantize-levels", required_argument, 0, 'K'},
@@ -61,7 +77,7 @@ int cmd_train(int argc, char **argv)
     double jxy = -1, jz = -1, jrot = -1, zstep = -1;
     long qlev = -1;
     long epochs = -1, limit = -1, tlimit = -1, threads = 0;
-    int resume = 0, quiet = 0, c;
+    int resume = 0, quiet = 0, regap = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "c:o:d:e:l:t:i:rqh", opts, NULL)) != -1) {
         switch (c) {
@@ -74,6 +90,7 @@ int cmd_train(int argc, char **argv)
         case 't': if (cli_int("train", "threads", optarg, 1, 1024, &threads)) return 1; break;
         case 'r': resume = 1; break;
         case 'i': init = optarg; break;
+        case 'G': regap = 1; break;
         case 'q': quiet = 1; break;
         case 'X': if (cli_num("train", "jitter-xy-mm", optarg, 0, 100, &jxy)) return 1; break;
         case 'Z': if (cli_num("train", "jitter-z-mm", optarg, 0, 1000, &jz)) return 1; break;
@@ -108,7 +125,7 @@ int cmd_train(int argc, char **argv)
         model_free(&m);
         return cli_error("train", rc, e.msg);
     }
-    if (init && (rc = train_init_from(&m, init, cfg, &e))) {
+    if (init && (rc = init_model(&m, init, cfg, regap, &e))) {
         model_free(&m);
         return cli_error("train", rc, e.msg);
     }
@@ -236,11 +253,8 @@ static int eval_optics(d2_model *m, const eval_args *a, int is_export)
     d2_err e = {0};
     int optics = a->optics >= 0 ? a->optics : is_export ? D2_OPTICS_THICK : m->g.optics;
     int rc;
-    if (optics == D2_OPTICS_THIN && m->g.optics == D2_OPTICS_THICK) {
-        model_free(m);
-        return cli_error("eval", D2_EINPUT, "--optics thin: this model was trained with thick "
-                         "plates (air gaps); it has no thin equivalent here");
-    }
+    /* a thick design as phase screens at the datum faces of its assembly */
+    if (optics == D2_OPTICS_THIN) model_make_thin(m);
     if (optics == D2_OPTICS_THICK) {
         if (a->slice > 0) m->g.slice_mm = a->slice;
         if (a->subpix > 0) m->g.subpix = (int)a->subpix;

@@ -137,16 +137,21 @@ static int resolve_params(const d2_model *m, const export_opts *o, export_report
     if (o->offset_mode == EXP_OFFSET_FIXED) {
         p->offset_auto = 0;
         p->offset_rad = o->offset_rad;
-    } else if (o->offset_mode == EXP_OFFSET_AUTO || !g->coupled) {
+    } else if (o->offset_mode == EXP_OFFSET_AUTO || (!g->coupled && g->optics != D2_OPTICS_THICK)) {
         p->offset_auto = 1;
-        if (g->coupled)
+        if (g->optics == D2_OPTICS_THICK)
+            warn(r, "the model was trained through thick plates with the plain wrap; a phase "
+                 "offset moves pillars by a whole 2 pi relief, which the thick model does not "
+                 "see as the same plate");
+        else if (g->coupled)
             warn(r, "the model was trained with absorption coupled to the plain wrap; a phase "
                  "offset changes the amplitude pattern it was trained with");
     } else {
         p->offset_auto = 0;
         p->offset_rad = 0;
-        warn(r, "phase offset 0 (plain wrap): the model was trained with absorption coupled to "
-             "it (--phase-offset auto overrides)");
+        warn(r, "phase offset 0 (plain wrap): the model was trained %s it (--phase-offset auto "
+             "overrides)", g->optics == D2_OPTICS_THICK ? "through thick plates of the heights of"
+                                                        : "with absorption coupled to");
     }
     return exp_params_check(p, e);
 }
@@ -217,7 +222,7 @@ static double r6(double v)
 
 static cJSON *model_section_json(const export_source *src)
 {
-    static const char *const secs[] = {"geometry", "input", "detector", "material"};
+    static const char *const secs[] = {"geometry", "input", "detector", "material", "optics"};
     cJSON *full = src->model_sections ? NULL : config_to_json(&src->model->g, &src->model->t);
     const cJSON *from = src->model_sections ? src->model_sections : full;
     cJSON *out = cJSON_CreateObject();

@@ -66,7 +66,7 @@ double geom_memory_bytes(double n, int layers, int pad, int threads)
 
 int geom_check_memory(const d2_geom *g, int threads, d2_err *e)
 {
-    double need = geom_memory_bytes(g->n, g->layers, g->pad, threads);
+    double need = geom_memory_bytes(g->n, g->layers, g->pad, threads) + thick_memory_bytes(g, threads, 1);
     long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
     double have = pages > 0 && size > 0 ? (double)pages * (double)size : INFINITY;
     if (need > have)

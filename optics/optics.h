@@ -110,7 +110,9 @@ double geom_memory_bytes(double n, int layers, int pad, int threads);
 #define D2_MEMORY_LIMIT 16e9 /* bytes: geom_validate refuses networks that
                                 4 workers could not train within it */
 /* Fails with D2_EIO when g with `threads` workers needs more memory than
- * this machine has (physical memory), naming both figures; 0 otherwise. */
+ * this machine has (physical memory), naming both figures; 0 otherwise.
+ * Thick plates count their buffers, the slices training keeps included
+ * (thick_memory_bytes: about 100 MB per worker at 5 x 200 x 200). */
 int geom_check_memory(const d2_geom *g, int threads, d2_err *e);
 /* 1 when a model of geometry `from` can start training one of `cfg` (same
  * layers, neurons, pitch, wavelength and gaps); else 0 with the first
@@ -414,6 +416,13 @@ void net_thick_plate(const d2_net *net, int l, double *slab_mm, double *top_mm, 
 
 /* Heights of a phase map (mm): base + wrap(phi) lambda / (2 pi (index - 1)). */
 void thick_heights_from_phase(const d2_geom *g, const float *phase, size_t count, float *h);
+/* Thickness of a plate trained thick: base + the relief limit (g->max_relief_mm
+ * or lambda / (index - 1)), mm. */
+double thick_plate_mm(const d2_geom *g);
+/* Memory the thick-plate buffers of g take with `threads` workers (bytes, an
+ * estimate within some 10 %), training (the slices kept for the adjoint) or
+ * not; 0 for a thin geometry. geom_check_memory adds it. */
+double thick_memory_bytes(const d2_geom *g, int threads, int train);
 
 /* Air gaps (g->layers + 1) of a stack whose flat (datum) faces are
  * datum_gaps apart, plates plate_mm thick (g->layers values) with the relief
@@ -433,6 +442,12 @@ void thick_datum_gaps(const d2_geom *g, const double *air_gaps, const double *pl
  * plates). A model already thick is left as it is. Fails like
  * thick_air_gaps, or D2_EIO (memory). */
 int model_make_thick(d2_model *m, int correct_spacing, d2_err *e);
+/* The other way: a thick model (air gaps) as phase screens at the datum faces
+ * of the same assembly, gaps datum to datum (air gap plus plate: its tallest
+ * pillar from m->height, else base + relief limit). For comparison only: the
+ * thin model of a stack that was designed thick. Returns 1 when it converted,
+ * 0 for a model already thin. */
+int model_make_thin(d2_model *m);
 
 /* "thin" or "thick". */
 const char *optics_name(const d2_geom *g);

@@ -73,6 +73,8 @@ static double relief_limit(const d2_geom *g)
     return g->max_relief_mm > 0 && g->max_relief_mm < P ? g->max_relief_mm : P;
 }
 
+double thick_plate_mm(const d2_geom *g) { return g->base_mm + relief_limit(g); }
+
 int thick_guard(const d2_geom *g)
 {
     if (g->guard > 0) return g->guard;
@@ -714,6 +716,22 @@ int model_make_thick(d2_model *m, int correct_spacing, d2_err *e)
     return 0;
 }
 
+int model_make_thin(d2_model *m)
+{
+    d2_geom *g = &m->g;
+    if (g->optics != D2_OPTICS_THICK) return 0;
+    size_t nn = (size_t)g->n * g->n;
+    double pl_mm[D2_MAX_LAYERS], datum[D2_MAX_LAYERS + 1];
+    for (int l = 0; l < g->layers; l++) {
+        pl_mm[l] = m->height[l] ? 0 : thick_plate_mm(g);
+        for (size_t i = 0; m->height[l] && i < nn; i++) pl_mm[l] = fmax(pl_mm[l], m->height[l][i]);
+    }
+    thick_datum_gaps(g, g->gap_mm, pl_mm, datum);
+    for (int k = 0; k <= g->layers; k++) g->gap_mm[k] = datum[k];
+    g->optics = D2_OPTICS_THIN;
+    return 1;
+}
+
 /* ---- model files ----------------------------------------------------------- */
 
 const char *optics_name(const d2_geom *g)
@@ -768,4 +786,20 @@ int optics_read(const char *path, const cJSON *root, d2_geom *g, d2_err *e)
     if ((rc = cfg_bool(&c, o, "fresnel", 0, 1, &v, e))) return rc;
     g->no_fresnel = !v;
     return 0;
+}
+
+double thick_memory_bytes(const d2_geom *g, int threads, int train)
+{
+    if (g->optics != D2_OPTICS_THICK) return 0;
+    double n = g->n, nn = n * n, s = thick_subpix(g), q = thick_fft_size(g), L = g->layers;
+    double K = ceil(relief_limit(g) / thick_slice_max(g) - 1e-9), ss = s * s * nn;
+    /* per plate: K fill maps (float), slice index (int), heights (float),
+     * teq, tb, tx (complex) and the two slice propagators (q x q complex);
+     * the q x q frequency table; per thread two q x q buffers, n x n fields
+     * (acc in double, bn, un) and two sub-pixel planes; training keeps per
+     * thread and plate the K + 1 sub-pixel fields and the plate's input. */
+    double plates = L * (4.0 * K * nn + 12.0 * nn + 24.0 * nn + 16.0 * q * q) + 8.0 * q * q;
+    double per = 16.0 * q * q + 32.0 * nn + 16.0 * ss;
+    if (train) per += L * (8.0 * (K + 1) * ss + 8.0 * nn);
+    return plates + threads * per;
 }

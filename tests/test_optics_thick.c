@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sys/wait.h>
 
@@ -330,7 +331,15 @@ static double share_change(const float *a, const float *b)
 /* The issue asks for < 2 % from halving the slices and doubling the
  * sub-pixels. Measured here: from lambda/10, 2 x 2 to lambda/20, 4 x 4 the
  * shares move by up to about 20 %, from there to lambda/40, 8 x 8 by about
- * 4 % (the partial-slice fill is first order in dz). The test holds the
+ * 4 %. Each axis alone (largest share change against the finer setting):
+ * sub-pixels at lambda/40, 4 -> 16: 8.3 %, 8 -> 16: 3.2 %; slices at 8 x 8,
+ * lambda/20 -> lambda/80: 7.8 %, lambda/40 -> lambda/80: 2.7 %; 2 x 2
+ * sub-pixels are 28-33 % from lambda/40, 8 x 8 at any slice. With the heights
+ * on a 0.016 mm Z grid, 8 x 8: lambda/10 slices are 13.5 % from 0.016 mm
+ * slices (never partly filled), 0.064 mm 11.4 %, 0.032 mm 4.4 %: the error
+ * follows dz whether slices are partly filled or not, so aligning slices with
+ * the Z grid does not buy convergence; the wave propagation method is about
+ * first order in both dz and the sub-pixel size. The test holds the
  * model to converging: the second refinement moves the shares by less than
  * 6 % and by less than half of what the first did, and the total stays
  * within 10 %. */
@@ -561,6 +570,58 @@ TEST(model_json_records_the_optical_model_and_reads_it_back)
     cJSON_Delete(j);
 }
 
+
+static double resident_bytes(void)
+{
+    long pages = 0, res = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return -1;
+    if (fscanf(f, "%ld %ld", &pages, &res) != 2) res = -1;
+    fclose(f);
+    return res < 0 ? -1 : (double)res * (double)sysconf(_SC_PAGESIZE);
+}
+
+/* The memory estimate counts the thick buffers: what a thick network and one
+ * training sample (slices kept for the adjoint) make resident is the thin
+ * network's transfer functions and fields plus thick_memory_bytes, within
+ * 25 % (FFTW's plans and the allocator's slack besides). */
+TEST(the_memory_estimate_counts_the_thick_buffers)
+{
+    d2_geom g;
+    geom_small(&g, 128, 2, 10, 1);
+    double est = thick_memory_bytes(&g, 1, 1), p = 2.0 * g.n;
+    double thin = 8.0 * 3 * p * p + 8.0 * (p * p + 6.0 * g.n * g.n);
+    CHECK(est > 10e6);
+    d2_geom t0 = g;
+    t0.optics = D2_OPTICS_THIN;
+    CHECK(thick_memory_bytes(&t0, 1, 1) == 0);
+    CHECK(thick_memory_bytes(&g, 1, 0) < 0.5 * est);
+    if (getenv("D2FAB_SANITIZE")) {
+        printf("  resident memory not compared under the sanitizers (shadow memory, redzones)\n");
+        return;
+    }
+    double r0 = resident_bytes();
+    d2_net *net = mknet(&g);
+    CHECK(net != NULL);
+    if (!net) return;
+    size_t nn = (size_t)g.n * g.n;
+    float *ph = malloc(nn * sizeof *ph), *in = malloc(nn * sizeof *in);
+    float complex *gt[2] = {calloc(nn, sizeof(float complex)), calloc(nn, sizeof(float complex))};
+    phases(ph, g.n, 7);
+    for (int l = 0; l < 2; l++) net_set_phase(net, l, ph, NULL);
+    for (size_t i = 0; i < nn; i++) in[i] = (i % 7) ? 0.f : 1.f;
+    float det[D2_MAX_DET];
+    net_grad(net, in, 3, LOSS_SOFTMAX, 0.1, gt, det, 0);
+    double used = resident_bytes() - r0;
+    printf("  resident %.1f MB, estimate %.1f MB thick + %.1f MB thin\n", used / 1e6, est / 1e6,
+           thin / 1e6);
+    CHECK(used > 0.75 * (est + thin) && used < 1.25 * (est + thin));
+    free(ph);
+    free(in);
+    free(gt[0]);
+    free(gt[1]);
+    net_free(net);
+}
 TEST(heights_outside_the_plate_or_on_a_thin_network_are_refused)
 {
     d2_geom g;
@@ -640,6 +701,62 @@ TEST(eval_scores_an_export_thick_and_a_model_thin_and_says_so)
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
 }
 
+
+/* A model trained thick exports the heights it was trained on (plain wrap,
+ * no phase offset: an offset moves whole 2 pi pillars) and export.json keeps
+ * its optics, so eval of the export uses the model's own air gaps instead of
+ * reading them as datum gaps; --optics thin scores the same assembly as
+ * phase screens at its datum faces. */
+TEST(a_thick_model_exports_its_own_plates_and_air_gaps)
+{
+    d2_model m = {0};
+    geom_small(&m.g, 32, 2, 20, 1);
+    m.g.aperture_mm = 8;
+    m.g.gap_mm[1] = 17.5;
+    train_opts_default(&m.t);
+    d2_err e = {0};
+    CHECK(model_alloc(&m, &e) == 0);
+    for (int l = 0; l < 2; l++) phases(m.phase[l], 32, 50 + l);
+    const char *md = t_path("thick-model"), *ex = t_path("thick-export"), *js = t_path("te.json");
+    CHECK(model_save(md, &m, &e) == 0);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s export --model %s --out %s > /dev/null 2>&1", bin(), md, ex);
+    CHECK(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "%s/export.json", ex);
+    cJSON *xj = NULL;
+    CHECK(cfg_load(cmd, &xj, &e) == 0);
+    CHECK(xj != NULL);
+    if (xj) {
+        CHECK(strcmp(optics_model(cJSON_GetObjectItem(xj, "model")), "thick") == 0);
+        const cJSON *off = cJSON_GetObjectItem(xj, "phase_offset");
+        CHECK(cJSON_IsNumber(off) && off->valuedouble == 0);
+        cJSON_Delete(xj);
+    }
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --limit 2 -t 1 --json > %s 2>/dev/null", bin(),
+             ex, js);
+    cJSON *root = eval_json(cmd, js);
+    CHECK(root != NULL);
+    if (root) {
+        const cJSON *g = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "optics"), "gaps_mm");
+        for (int k = 0; k <= 2; k++)
+            CHECK_NEAR(cJSON_GetArrayItem(g, k)->valuedouble, m.g.gap_mm[k], 1e-4);
+        cJSON_Delete(root);
+    }
+    /* thin beside it: phase screens at the datum faces, air gap + tallest pillar apart */
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --optics thin --limit 2 -t 1 --json > %s "
+             "2>/dev/null", bin(), ex, js);
+    root = eval_json(cmd, js);
+    CHECK(root != NULL);
+    if (root) {
+        CHECK(strcmp(optics_model(root), "thin") == 0);
+        const cJSON *g = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "optics"), "gaps_mm");
+        CHECK_NEAR(cJSON_GetArrayItem(g, 0)->valuedouble, m.g.gap_mm[0], 1e-4);
+        double g1 = cJSON_GetArrayItem(g, 1)->valuedouble - m.g.gap_mm[1];
+        CHECK(g1 > m.g.base_mm && g1 <= thick_plate_mm(&m.g) + 0.02);
+        cJSON_Delete(root);
+    }
+    model_free(&m);
+}
 int main(void)
 {
     RUN(a_thick_network_without_plates_is_the_thin_one_bit_for_bit);
@@ -654,6 +771,8 @@ int main(void)
     RUN(a_thin_model_becomes_the_thick_model_of_the_same_assembly);
     RUN(model_json_records_the_optical_model_and_reads_it_back);
     RUN(heights_outside_the_plate_or_on_a_thin_network_are_refused);
+    RUN(the_memory_estimate_counts_the_thick_buffers);
     RUN(eval_scores_an_export_thick_and_a_model_thin_and_says_so);
+    RUN(a_thick_model_exports_its_own_plates_and_air_gaps);
     return t_finish();
 }

@@ -426,7 +426,7 @@ TEST(a_model_starts_from_another_of_the_same_optics_only)
     b.g = a.g;
     train_opts_default(&b.t);
     CHECK(model_alloc(&b, &e) == 0);
-    CHECK(train_init_from(&b, dir, "cfg.json", &e) == 0);
+    CHECK(train_init_from(&b, dir, "cfg.json", 0, &e) == 0);
     CHECK(b.phase[0][77] == a.phase[0][77] && b.phase[0][0] == a.phase[0][0]);
     const cJSON *mdl = cJSON_GetObjectItemCaseSensitive(b.init, "model");
     CHECK(cJSON_IsString(mdl) && !strcmp(mdl->valuestring, dir));
@@ -436,10 +436,118 @@ TEST(a_model_starts_from_another_of_the_same_optics_only)
     b.g.gap_mm[1] += 1;
     train_opts_default(&b.t);
     CHECK(model_alloc(&b, &e) == 0);
-    CHECK_ERR(train_init_from(&b, dir, "cfg.json", &e), e, D2_EINPUT, "not the geometry of cfg.json");
+    CHECK_ERR(train_init_from(&b, dir, "cfg.json", 0, &e), e, D2_EINPUT, "not the geometry of cfg.json");
     CHECK(b.init == NULL && b.phase[0][77] == 0);
     model_free(&b);
     model_free(&a);
+}
+
+/* A thin model (gaps datum to datum) into a thick config (air gaps): the
+ * init's assembly is read with the config's plates (base + relief limit), so
+ * the same 4 mm datum gaps are 4 - plate mm of air after each plate; other
+ * air gaps are refused naming the ones that match unless regap, which
+ * model.json records; a thick model never starts a thin config. */
+TEST(a_thin_model_starts_a_thick_one_in_the_same_assembly_or_when_told)
+{
+    d2_model a = {0}, b = {0};
+    d2_err e = {0};
+    small_geom(&a.g, 0);
+    train_opts_default(&a.t);
+    CHECK(model_alloc(&a, &e) == 0);
+    for (int i = 0; i < a.g.n * a.g.n; i++) a.phase[1][i] = 0.002f * (float)i;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/init-thin", t_tmpdir());
+    CHECK(model_save(dir, &a, &e) == 0);
+    d2_geom gt = a.g;
+    gt.optics = D2_OPTICS_THICK;
+    gt.base_mm = 0.512;
+    double plate = thick_plate_mm(&gt);
+    CHECK_NEAR(plate, 0.512 + gt.wavelength_mm / (gt.index - 1), 1e-12);
+    /* same assembly: input gap unchanged, the others shortened by a plate */
+    gt.gap_mm[0] = 4.0;
+    gt.gap_mm[1] = gt.gap_mm[2] = 4.0 - plate;
+    b.g = gt;
+    train_opts_default(&b.t);
+    CHECK(model_alloc(&b, &e) == 0);
+    CHECK(train_init_from(&b, dir, "thick.json", 0, &e) == 0);
+    CHECK(b.phase[1][300] == a.phase[1][300]);
+    const cJSON *gj = cJSON_GetObjectItem(b.init, "gaps");
+    CHECK_NEAR(cJSON_GetArrayItem(cJSON_GetObjectItem(gj, "as_air_gaps_mm"), 1)->valuedouble,
+               4.0 - plate, 1e-12);
+    CHECK(strstr(cJSON_GetStringValue(cJSON_GetObjectItem(gj, "assembly")), "init's assembly"));
+    model_free(&b);
+    /* the thin gaps taken as air gaps (the old reading) are refused */
+    memset(&b, 0, sizeof b);
+    b.g = gt;
+    b.g.gap_mm[1] = b.g.gap_mm[2] = 4.0;
+    train_opts_default(&b.t);
+    CHECK(model_alloc(&b, &e) == 0);
+    CHECK_ERR(train_init_from(&b, dir, "thick.json", 0, &e), e, D2_EINPUT, "--init-regap");
+    CHECK(strstr(e.msg, "air gaps [4, 2.45"));
+    CHECK(b.init == NULL && b.phase[1][300] == 0);
+    /* ... unless asked for, and recorded */
+    CHECK(train_init_from(&b, dir, "thick.json", 1, &e) == 0);
+    gj = cJSON_GetObjectItem(b.init, "gaps");
+    CHECK(strstr(cJSON_GetStringValue(cJSON_GetObjectItem(gj, "assembly")), "--init-regap"));
+    CHECK(b.phase[1][300] == a.phase[1][300]);
+    model_free(&b);
+    /* plates that do not fit the datum gaps */
+    memset(&b, 0, sizeof b);
+    b.g = gt;
+    b.g.base_mm = 3.5;
+    train_opts_default(&b.t);
+    CHECK(model_alloc(&b, &e) == 0);
+    CHECK_ERR(train_init_from(&b, dir, "thick.json", 1, &e), e, D2_EINPUT, "do not fit");
+    model_free(&b);
+    /* thick into thin */
+    snprintf(dir, sizeof dir, "%s/init-thick", t_tmpdir());
+    a.g = gt;
+    CHECK(model_save(dir, &a, &e) == 0);
+    memset(&b, 0, sizeof b);
+    small_geom(&b.g, 0);
+    train_opts_default(&b.t);
+    CHECK(model_alloc(&b, &e) == 0);
+    CHECK_ERR(train_init_from(&b, dir, "thin.json", 1, &e), e, D2_EINPUT, "cannot start the thin");
+    model_free(&b);
+    model_free(&a);
+}
+
+/* An export (heights) starts a thick config from its printed heights: the
+ * plates begin as printed, a pillar of the full relief stays one, and heights
+ * off the config's plate are refused. */
+TEST(an_export_starts_a_thick_model_from_its_heights)
+{
+    d2_model s0 = {0}, b = {0};
+    d2_err e = {0};
+    small_geom(&s0.g, 0);
+    train_opts_default(&s0.t);
+    CHECK(model_alloc(&s0, &e) == 0);
+    d2_geom gt = s0.g;
+    gt.optics = D2_OPTICS_THICK;
+    gt.base_mm = 0.512;
+    double P = gt.wavelength_mm / (gt.index - 1), top = thick_plate_mm(&gt);
+    size_t nn = (size_t)gt.n * gt.n;
+    for (int l = 0; l < gt.layers; l++) {
+        s0.height[l] = malloc(nn * sizeof(float));
+        for (size_t i = 0; i < nn; i++) s0.height[l][i] = (float)(0.512 + 0.016 * (double)(i % 65));
+        s0.height[l][5] = (float)(top + 0.003); /* rounded up to the Z grid */
+    }
+    for (int k = 1; k <= gt.layers; k++) gt.gap_mm[k] = 4.0 - top;
+    b.g = gt;
+    train_opts_default(&b.t);
+    CHECK(model_alloc(&b, &e) == 0);
+    CHECK(train_init_model(&b, &s0, "export", "thick.json", 0, &e) == 0);
+    float h[4];
+    thick_heights_from_phase(&b.g, b.phase[1], 4, h);
+    CHECK_NEAR(h[3], 0.512 + 0.048, 1e-5);
+    thick_heights_from_phase(&b.g, b.phase[0] + 5, 1, h);
+    CHECK_NEAR(h[0], top, 1e-5); /* not wrapped to the base */
+    CHECK_NEAR(b.phase[0][1], 2 * M_PI * 0.016 / P, 1e-5);
+    s0.height[1][7] = 0.4f;
+    CHECK_ERR(train_init_model(&b, &s0, "export", "thick.json", 0, &e), e, D2_EINPUT,
+              "layer 2 pixel 7 is 0.4 mm high");
+    model_free(&b);
+    model_free(&s0);
 }
 
 
@@ -845,6 +953,8 @@ int main(void)
     RUN(model_saves_and_loads_back_bit_exact);
     RUN(a_fine_tuned_model_records_what_it_started_from);
     RUN(a_model_starts_from_another_of_the_same_optics_only);
+    RUN(a_thin_model_starts_a_thick_one_in_the_same_assembly_or_when_told);
+    RUN(an_export_starts_a_thick_model_from_its_heights);
     RUN(a_folder_of_pngs_and_an_idx_pair_train_and_are_recorded_in_the_model);
     RUN(bad_lab_data_sets_fail_naming_the_file);
     RUN(short_mnist_training_clearly_beats_chance);

@@ -38,8 +38,20 @@ cJSON *model_provenance(const d2_model *m, const char *dir);
  * phases of the model in init_dir (train --init): its optics must be those of
  * m (geom_same_optics; else D2_EINPUT naming the difference and cfg_name, the
  * config m came from), its phases are copied and m->init records its
- * provenance. */
-int train_init_from(d2_model *m, const char *init_dir, const char *cfg_name, d2_err *e);
+ * provenance. A thin model into a thick config: its gaps (datum to datum)
+ * are read as the air gaps of its assembly with the config's plates
+ * (thick_plate_mm), which must be the config's gaps unless regap is set
+ * (then the config's spacing is used as it is); model.json records both under
+ * initialised_from.gaps. A thick model never starts a thin config. */
+int train_init_from(d2_model *m, const char *init_dir, const char *cfg_name, int regap,
+                    d2_err *e);
+/* The same from a model already loaded (s0, not changed; init_dir names it).
+ * An export loaded as a model (s0->height set) starts a thick config from
+ * its heights: phase = 2 pi (h - base) / P, so the plates begin as printed
+ * (phase offset and Z grid included); heights outside the config's plate
+ * [base, thick_plate_mm] are refused. */
+int train_init_model(d2_model *m, const d2_model *s0, const char *init_dir, const char *cfg_name,
+                     int regap, d2_err *e);
 
 typedef struct eval_result {
     int count;                 /* test images evaluated */
