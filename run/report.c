@@ -162,10 +162,10 @@ static cJSON *report_json(const run_state *s)
     }
 
     cJSON *acc = cJSON_AddObjectToObject(root, "accuracy");
-    cJSON_AddItemToObject(acc, "design", s->have_ev_model ? eval_to_json(&s->ev_model, g->ndet)
+    cJSON_AddItemToObject(acc, "design", s->have_ev_model ? eval_to_json(&s->ev_model, geom_classes(g))
                                                           : cJSON_CreateNull());
     cJSON_AddItemToObject(acc, "as_printed", s->have_ev_export
-                                                 ? eval_to_json(&s->ev_export, g->ndet)
+                                                 ? eval_to_json(&s->ev_export, geom_classes(g))
                                                  : cJSON_CreateNull());
     if (s->have_ev_export) {
         /* which optical model produced the as-printed number */
@@ -176,7 +176,7 @@ static cJSON *report_json(const run_state *s)
         cJSON_AddItemToObject(acc, "as_printed_optics", oj);
     }
     if (s->have_ev_export_thin)
-        cJSON_AddItemToObject(acc, "as_printed_thin", eval_to_json(&s->ev_export_thin, g->ndet));
+        cJSON_AddItemToObject(acc, "as_printed_thin", eval_to_json(&s->ev_export_thin, geom_classes(g)));
     cJSON_AddItemToObject(acc, "masks", s->masks_json ? cJSON_Duplicate(s->masks_json, 1)
                                                       : cJSON_CreateNull());
     cJSON_AddItemToObject(acc, "tolerance", s->tolerance_json

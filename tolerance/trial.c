@@ -784,10 +784,7 @@ int tol_sim_eval(tol_sim *sim, const tol_mag *mag, double scale, const tol_draw 
             d2_rng_seed(&rn, seed_for(seed, stream, TOL_DET_NOISE, (uint64_t)i, 0));
             for (int k = 0; k < nd; k++) dt[k] += (float)(sigma * d2_rng_normal(&rn));
         }
-        int best = 0;
-        for (int k = 1; k < nd; k++)
-            if (dt[k] > dt[best]) best = k;
-        correct += best == ds->labels[i];
+        correct += det_predict(g, dt) == ds->labels[i];
     }
     if (det_out) memcpy(det_out, sim->det, sizeof(float) * (size_t)count * nd);
     *accuracy = (double)correct / count;

@@ -18,20 +18,14 @@
 #include "core/util.h"
 #include "optics/optics.h"
 
-int eval_argmax(const float *det, int ndet)
-{
-    int best = 0;
-    for (int k = 1; k < ndet; k++)
-        if (det[k] > det[best]) best = k;
-    return best;
-}
-
 cJSON *eval_to_json(const eval_result *r, int ndet)
 {
+    /* ndet: the classes (rows of the confusion matrix) */
     cJSON *o = cJSON_CreateObject();
     cfg_add_numbers(o, (const cfg_num_item[]){{"test_images", r->count}, {"correct", r->correct},
                     {"accuracy", r->accuracy}, {"detector_efficiency", r->efficiency},
                     {"output_efficiency", r->output_efficiency}}, 5);
+    eval_light_json(o, r);
     cJSON *pc = cJSON_AddArrayToObject(o, "class_accuracy");
     cJSON *cm = cJSON_AddArrayToObject(o, "confusion");
     for (int k = 0; k < ndet; k++) {
@@ -76,7 +70,8 @@ int eval_net(d2_net *net, const d2_dataset *ds, int limit, d2_pool *pool, FILE *
     j.in = d2_calloc((size_t)T, sizeof *j.in, "input planes", e);
     j.det = d2_malloc(sizeof(float) * chunk * g->ndet, "detector energies", e);
     j.tot = d2_malloc(sizeof(double) * chunk, "energies", e);
-    if (!j.in || !j.det || !j.tot) {
+    float *light = d2_malloc(sizeof(float) * 3 * (size_t)(count > 0 ? count : 1), "light", e);
+    if (!j.in || !j.det || !j.tot || !light) {
         rc = D2_EIO;
         goto done;
     }
@@ -94,12 +89,12 @@ int eval_net(d2_net *net, const d2_dataset *ds, int limit, d2_pool *pool, FILE *
         d2_pool_run(pool, eval_one, &j, j.count);
         for (int i = 0; i < j.count; i++) {
             const float *d = j.det + (size_t)i * g->ndet;
-            int lab = ds->labels[s + i], pred = eval_argmax(d, g->ndet);
-            double sum = 0;
-            for (int k = 0; k < g->ndet; k++) sum += d[k];
+            int lab = ds->labels[s + i], pred = det_predict(g, d);
+            double sum = det_total(g, d);
             eff += sum;
             oeff += j.tot[i];
-            if (lab < D2_MAX_DET) {
+            eval_light_put(light, count, s + i, g, d, j.tot[i]);
+            if (lab < geom_classes(g)) {
                 r->class_count[lab]++;
                 r->confusion[lab][pred]++;
                 if (pred == lab) {
@@ -117,6 +112,7 @@ int eval_net(d2_net *net, const d2_dataset *ds, int limit, d2_pool *pool, FILE *
     r->accuracy = count ? (double)r->correct / count : 0;
     r->efficiency = count ? eff / count : 0;
     r->output_efficiency = count ? oeff / count : 0;
+    eval_light_finish(r, light, count);
     if (progress && count >= 2000) {
         char extra[64];
         snprintf(extra, sizeof extra, "accuracy %.2f%%", 100 * r->accuracy);
@@ -128,6 +124,7 @@ done:
     free(j.in);
     free(j.det);
     free(j.tot);
+    free(light);
     return rc;
 }
 
@@ -159,8 +156,11 @@ static int write_output_png(d2_net *net, const d2_dataset *ds, const char *path,
         for (int k = 0; k < g->ndet; k++) {
             int r0, r1, c0, c1;
             geom_det_rect(g, k, &r0, &r1, &c0, &c1);
+            /* the true class's detector green (its - detector red) */
             uint8_t col[3] = {255, 255, 255};
+            int nc = geom_classes(g);
             if (k == ds->labels[s]) col[0] = 0, col[2] = 0;
+            else if (k - nc == ds->labels[s]) col[1] = 0, col[2] = 0;
             for (int i = r0 * sc; i < r1 * sc; i++)
                 for (int jx = c0 * sc; jx < c1 * sc; jx++) {
                     if (i != r0 * sc && i != r1 * sc - 1 && jx != c0 * sc && jx != c1 * sc - 1)
@@ -238,7 +238,7 @@ static void train_part(void *arg, int part, int tid)
         input_from_u8(g, j->ds->images + px * s, j->ds->rows, j->ds->cols, j->in[part]);
         j->loss[part] += net_grad(j->net, j->in[part], j->ds->labels[s], j->model->t.loss,
                                   j->model->t.temperature, j->grad[part], det, part);
-        j->correct[part] += eval_argmax(det, g->ndet) == j->ds->labels[s];
+        j->correct[part] += det_predict(g, det) == j->ds->labels[s];
     }
 }
 
@@ -623,6 +623,7 @@ static int trainer_alloc(trainer *x, d2_err *e)
     if (!(x->pool = d2_pool_new(x->ro->threads, e))) goto fail;
     int T = x->T = d2_pool_threads(x->pool);
     if (!(x->net = net_new(g, T, e))) goto fail;
+    net_set_efficiency_weight(x->net, x->m->t.efficiency_weight);
     for (int l = 0; l < L; l++) {
         x->a.m[l] = d2_calloc(nn, sizeof(float), "Adam state", e);
         x->a.v[l] = d2_calloc(nn, sizeof(float), "Adam state", e);
