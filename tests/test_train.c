@@ -709,6 +709,7 @@ TEST(shipped_models_match_their_configs_and_classify)
         {"samples/fashion-model", "samples/paper-fashion-refine.json"},
         {"samples/mnist-jitter-model", "samples/paper-mnist-jitter-more.json"},
         {"samples/mnist-qat4-model", "samples/paper-mnist-qat4.json"},
+        {"samples/mnist-differential-model", "samples/paper-mnist-differential.json"},
     };
     const char *data = dataset_default_dir();
     int limit = t_quick() ? 30 : 500;
@@ -733,6 +734,8 @@ TEST(shipped_models_match_their_configs_and_classify)
         CHECK(m.t.temperature == t.temperature && m.t.lr == t.lr && m.t.lr_decay == t.lr_decay);
         CHECK(m.t.jitter_xy_mm == t.jitter_xy_mm && m.t.jitter_z_mm == t.jitter_z_mm);
         CHECK(m.t.quant_levels == t.quant_levels);
+        CHECK(m.g.scheme == g.scheme && m.g.ndet == g.ndet);
+        CHECK(m.t.efficiency_weight == t.efficiency_weight);
         CHECK(m.test_accuracy > 0.85);
         eval_result r = {0};
         CHECK(eval_model(&m, data, limit, 0, NULL, NULL, &r, &e) == 0);
