@@ -710,6 +710,7 @@ TEST(shipped_models_match_their_configs_and_classify)
         {"samples/mnist-jitter-model", "samples/paper-mnist-jitter-more.json"},
         {"samples/mnist-qat4-model", "samples/paper-mnist-qat4.json"},
         {"samples/mnist-differential-model", "samples/paper-mnist-differential.json"},
+        {"samples/mnist-efficient-model", "samples/paper-mnist-refine.json"},
     };
     const char *data = dataset_default_dir();
     int limit = t_quick() ? 30 : 500;
