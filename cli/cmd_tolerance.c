@@ -204,6 +204,9 @@ static void print_result(const tol_result *r, const tol_config *cfg)
     printf("  optical model: %s\n", r->s->m.g.optics == D2_OPTICS_THICK
                                           ? "thick plates, air gaps of the assembly as built"
                                           : "thin phase screens, gaps datum to datum");
+    printf("  light (nominal, %s detection): detector efficiency %.4g (5th percentile %.4g), "
+           "margin %.4g (5th percentile %.4g)\n", detect_scheme_name(&r->s->m.g), r->eff_mean,
+           r->eff_p5, r->margin_mean, r->margin_p5);
     if (r->nsens) print_sensitivity(r);
     if (r->ninv) {
         printf("  inverse tolerances (every layer at once; magnitude costing 1 / 5 points):\n");

@@ -285,7 +285,7 @@ static int eval_optics(d2_model *m, const eval_args *a, int is_export)
 static cJSON *eval_json(const eval_args *a, const d2_model *m, const eval_result *r, int is_export,
                         double secs)
 {
-    cJSON *o = eval_to_json(r, m->g.ndet);
+    cJSON *o = eval_to_json(r, geom_classes(&m->g));
     cJSON *oj = optics_to_json(&m->g);
     cJSON_AddStringToObject(oj, "scored", is_export ? "export (printed heights)" : "model (phases)");
     if (m->g.optics == D2_OPTICS_THICK)
@@ -319,16 +319,21 @@ static void eval_print(const eval_args *a, const d2_model *m, const eval_result 
     printf("time %.1f s, %.2f ms per image\n", secs, 1e3 * secs / (r->count ? r->count : 1));
     printf("detector efficiency %.4f (detector energy / input energy), output plane %.4f\n",
            r->efficiency, r->output_efficiency);
+    printf("light: detector efficiency 5th percentile %.4g, background %.4g of the input "
+           "(%.1f%% of the output plane), margin %.4g (5th percentile %.4g) [%s detection]\n",
+           r->efficiency_p5, r->background, 100 * r->background_fraction, r->margin_mean,
+           r->margin_p5, detect_scheme_name(&m->g));
+    int nc = geom_classes(&m->g);
     printf("per class:");
-    for (int k = 0; k < m->g.ndet; k++)
+    for (int k = 0; k < nc; k++)
         printf(" %d:%.1f%%", k,
                r->class_count[k] ? 100.0 * r->class_correct[k] / r->class_count[k] : 0.0);
     printf("\nconfusion (rows: true class, columns: predicted)\n     ");
-    for (int k = 0; k < m->g.ndet; k++) printf("%6d", k);
+    for (int k = 0; k < nc; k++) printf("%6d", k);
     printf("\n");
-    for (int i = 0; i < m->g.ndet; i++) {
+    for (int i = 0; i < nc; i++) {
         printf("%4d ", i);
-        for (int j = 0; j < m->g.ndet; j++) printf("%6d", r->confusion[i][j]);
+        for (int j = 0; j < nc; j++) printf("%6d", r->confusion[i][j]);
         printf("\n");
     }
     printf("output intensity of the first test images: %s\n", png);

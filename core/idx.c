@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "fileio.h"
 
@@ -34,7 +35,69 @@ static const char *magic_name(uint32_t m)
     }
 }
 
-/* Reads path and checks its magic number; *buf holds the whole file. */
+/* Inflates the gzip file gz (n bytes, read from path) into *out (*outn
+ * bytes, at most IDX_MAX_BYTES). A corrupt or truncated stream fails with
+ * D2_EINPUT naming path and zlib's finding. */
+static int gunzip(const char *path, const unsigned char *gz, size_t n, unsigned char **out,
+                  size_t *outn, d2_err *e)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+        return d2_fail(e, D2_EIO, "%s: cannot start zlib", path);
+    /* The trailer's size (mod 4 GiB) as the first guess of the output size. */
+    size_t cap = n >= 18 ? (size_t)gz[n - 4] | (size_t)gz[n - 3] << 8 | (size_t)gz[n - 2] << 16 |
+                               (size_t)gz[n - 1] << 24
+                         : 0;
+    if (cap < 4096) cap = 4096;
+    if (cap > IDX_MAX_BYTES) cap = IDX_MAX_BYTES;
+    unsigned char *b = d2_malloc(cap + 1, path, e);
+    int rc = D2_EIO, zr = Z_OK;
+    if (!b) goto done;
+    z.next_in = (unsigned char *)gz;
+    z.avail_in = (uInt)n;
+    while (zr != Z_STREAM_END) {
+        if (z.total_out == cap) {
+            if (cap >= IDX_MAX_BYTES) {
+                rc = d2_fail(e, D2_EINPUT, "%s: decompresses to more than %u bytes; too large for "
+                             "an IDX file", path, IDX_MAX_BYTES);
+                goto done;
+            }
+            size_t ncap = cap * 2 > IDX_MAX_BYTES ? IDX_MAX_BYTES : cap * 2;
+            unsigned char *nb = realloc(b, ncap + 1);
+            if (!nb) {
+                rc = d2_fail(e, D2_EIO, "out of memory (%zu bytes for %s)", ncap, path);
+                goto done;
+            }
+            b = nb;
+            cap = ncap;
+        }
+        z.next_out = b + z.total_out;
+        z.avail_out = (uInt)(cap - z.total_out);
+        zr = inflate(&z, Z_NO_FLUSH);
+        if (zr == Z_BUF_ERROR && z.avail_in == 0) {
+            rc = d2_fail(e, D2_EINPUT, "%s: gzip data ends early after %lu decompressed bytes: "
+                         "truncated (fetch it again: scripts/fetch-data)", path, z.total_out);
+            goto done;
+        }
+        if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR) {
+            rc = d2_fail(e, D2_EINPUT, "%s: corrupt gzip data (zlib: %s) after %lu decompressed "
+                         "bytes", path, z.msg ? z.msg : zError(zr), z.total_out);
+            goto done;
+        }
+    }
+    *out = b;
+    *outn = z.total_out;
+    b = NULL;
+    rc = 0;
+done:
+    free(b);
+    inflateEnd(&z);
+    return rc;
+}
+
+/* Reads path (a plain IDX file, or one gzip-compressed) and checks its magic
+ * number; *buf holds the whole (decompressed) file. */
 static int read_idx(const char *path, uint32_t want, size_t hdr, unsigned char **buf, size_t *n,
                     d2_err *e)
 {
@@ -43,9 +106,12 @@ static int read_idx(const char *path, uint32_t want, size_t hdr, unsigned char *
     if (rc) return rc;
     unsigned char *u = (unsigned char *)b;
     if (*n >= 2 && u[0] == 0x1f && u[1] == 0x8b) {
+        unsigned char *raw = NULL;
+        rc = gunzip(path, u, *n, &raw, n, e);
         free(b);
-        return d2_fail(e, D2_EINPUT, "%s: file is gzip-compressed; expected an uncompressed IDX "
-                       "file (gunzip it first)", path);
+        if (rc) return rc;
+        u = raw;
+        b = (char *)raw;
     }
     uint32_t m = *n >= 4 ? be32(u) : 0;
     if (*n >= 4 && m != want) {
@@ -140,6 +206,16 @@ void dataset_free(d2_dataset *ds)
     memset(ds, 0, sizeof *ds);
 }
 
+/* path (cap bytes) becomes path.gz when that file exists. */
+static int prefer_gz(char *path, size_t cap, d2_err *e)
+{
+    char gz[4096];
+    if (snprintf(gz, sizeof gz, "%s.gz", path) >= (int)sizeof gz || strlen(gz) >= cap)
+        return d2_fail(e, D2_EINPUT, "%s.gz: path too long", path);
+    if (access(gz, F_OK) == 0) memcpy(path, gz, strlen(gz) + 1);
+    return 0;
+}
+
 int dataset_load(const char *dir, const char *name, int test, d2_dataset *ds, d2_err *e)
 {
     char ip[4096], lp[4096], sub[64];
@@ -153,6 +229,8 @@ int dataset_load(const char *dir, const char *name, int test, d2_dataset *ds, d2
     snprintf(sub, sizeof sub, "%s/%s-labels-idx1-ubyte", name, split);
     if (d2_path_join(lp, sizeof lp, dir, sub, e)) return D2_EINPUT;
     int n_img, n_lab, rc;
+    /* The gzip-compressed files as distributed are read when present. */
+    if ((rc = prefer_gz(ip, sizeof ip, e)) || (rc = prefer_gz(lp, sizeof lp, e))) return rc;
     if (access(ip, F_OK) != 0 || access(lp, F_OK) != 0)
         return d2_fail(e, D2_EINPUT, "%s: not found; run scripts/fetch-data %s to download it",
                        access(ip, F_OK) != 0 ? ip : lp, name);

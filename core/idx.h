@@ -1,7 +1,8 @@
 /* d2fab core: IDX files (MNIST and Fashion-MNIST in their original format)
  * and the data-set folders built by scripts/fetch-data:
  *   DIR/mnist/{train,t10k}-images-idx3-ubyte, {train,t10k}-labels-idx1-ubyte
- *   DIR/fashion/ (same names)
+ *   DIR/fashion/ (the same names, each with .gz: the official files from
+ *                Debian's dataset-fashion-mnist)
  * The reader checks the magic number, the dimensions and the file length and
  * names the file, what was expected and what was found. */
 #ifndef D2_IDX_H
@@ -19,8 +20,11 @@ typedef struct d2_dataset {
 
 /* Reads an idx3-ubyte image file (magic 0x00000803; rows and cols 1..4096;
  * at most 512 MiB). *px is malloc'ed (count*rows*cols bytes), caller frees.
- * A wrong magic number, a gzip file or a length other than 16 + count*rows*cols
- * fails with D2_EINPUT naming the file, what was expected and what was found. */
+ * A gzip-compressed file (as MNIST and Fashion-MNIST are distributed) is
+ * inflated through zlib first; corrupt or truncated gzip data fails with
+ * D2_EINPUT naming the file and what zlib found. A wrong magic number or a
+ * length other than 16 + count*rows*cols fails with D2_EINPUT naming the
+ * file, what was expected and what was found. */
 int idx_read_images(const char *path, uint8_t **px, int *count, int *rows, int *cols, d2_err *e);
 /* Reads an idx1-ubyte label file (magic 0x00000801); every label must be 0..9.
  * *labels is malloc'ed (count bytes), caller frees. Fails like
@@ -28,7 +32,7 @@ int idx_read_images(const char *path, uint8_t **px, int *count, int *rows, int *
 int idx_read_labels(const char *path, uint8_t **labels, int *count, d2_err *e);
 
 /* Loads DIR/NAME/{train|t10k}-*: name is "mnist" or "fashion"; test != 0
- * selects the test split. Image and label counts must agree. A missing file
+ * selects the test split. FILE.gz is read instead of FILE when it exists. Image and label counts must agree. A missing file
  * fails with D2_EINPUT telling to run scripts/fetch-data. Release with
  * dataset_free (which accepts NULL and zeroes *ds). */
 int dataset_load(const char *dir, const char *name, int test, d2_dataset *ds, d2_err *e);
@@ -65,9 +69,8 @@ int dataset_read_folder(const char *folder, d2_dataset *ds, d2_err *e);
  * dataset_load: equal counts, labels 0..9, at least one image. */
 int dataset_read_idx(const char *images, const char *labels, d2_dataset *ds, d2_err *e);
 
-/* Writes images/labels as IDX files atomically (used by the Fashion-MNIST
- * converter and by tests). Labels over 9 or sizes outside the reader's limits
- * fail with D2_EUSAGE; I/O errors with D2_EIO. */
+/* Writes images/labels as IDX files atomically (used by tests). Labels over
+ * 9 or sizes outside the reader's limits fail with D2_EUSAGE; I/O errors with D2_EIO. */
 int idx_write_images(const char *path, const uint8_t *px, int count, int rows, int cols, d2_err *e);
 int idx_write_labels(const char *path, const uint8_t *labels, int count, d2_err *e);
 

@@ -382,7 +382,7 @@ static int mask_read_all(mask_job *j, const char *out_dir, d2_err *e)
                 for (size_t p = 0; p < n; p++) j->in[p] = op[p] ? 1.0f : 0.0f;
             }
             net_infer(j->net, j->in, r->det[k], NULL, 0);
-            r->pred[k] = eval_argmax(r->det[k], g->ndet);
+            r->pred[k] = det_predict(g, r->det[k]);
         }
         if (s->label >= 0) {
             rep->labelled++;

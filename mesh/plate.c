@@ -172,7 +172,7 @@ static int check_label(const char *s, const char *which, d2_err *e)
         if (!mesh_glyph(*p))
             return d2_fail(e, D2_EINPUT,
                            "plate %s label \"%s\": character '%c' is not in the label font "
-                           "(A-Z 0-9 - . < > space)",
+                           "(A-Z 0-9 - + . < > space)",
                            which, s, *p);
     return 0;
 }

@@ -54,17 +54,21 @@ void mesh_frame_for_stack(mesh_frame *f, const mesh_printer *pr, const mesh_fram
     if (o->min_feature_mm > 0) f->min_feature_mm = o->min_feature_mm;
 }
 
-/* Engraves digit ch into the cell tops of the detector plate below (or else
- * above) the window rows [r0, r1) x cols [c0, c1), in font pixels of kpx
- * cells, where it keeps kpx cells from every window and from the edge. */
+/* Engraves detector k's name (det_name: "3", or "3+" / "3-" when
+ * differential) into the cell tops of the detector plate below, above, left
+ * or right of its window rows [r0, r1) x cols [c0, c1), the first place where
+ * it keeps kpx cells from every window and from the edge, in font pixels of
+ * kpx cells. */
 static void det_label(float *top, int n, const d2_geom *g, int k, int kpx, float depth_top)
 {
     int r0, r1, c0, c1;
     geom_det_rect(g, k, &r0, &r1, &c0, &c1);
-    int w = 5 * kpx, h = 7 * kpx;
-    int lc = (c0 + c1) / 2 - w / 2;
-    for (int side = 0; side < 2; side++) {
-        int lr = side == 0 ? r0 - kpx - h : r1 + kpx; /* rows of the label */
+    char name[8];
+    det_name(g, k, name, sizeof name);
+    int len = (int)strlen(name), w = (6 * len - 1) * kpx, h = 7 * kpx;
+    for (int side = 0; side < 4; side++) {
+        int lr = side == 0 ? r0 - kpx - h : side == 1 ? r1 + kpx : (r0 + r1) / 2 - h / 2;
+        int lc = side == 2 ? c0 - kpx - w : side == 3 ? c1 + kpx : (c0 + c1) / 2 - w / 2;
         if (lr < kpx || lr + h > n - kpx || lc < kpx || lc + w > n - kpx) continue;
         int clear = 1;
         for (int q = 0; q < g->ndet && clear; q++) {
@@ -74,14 +78,18 @@ static void det_label(float *top, int n, const d2_geom *g, int k, int kpx, float
                 clear = 0;
         }
         if (!clear) continue;
-        const uint8_t *gl = mesh_glyph((char)('0' + k % 10));
-        for (int r = 0; r < 7; r++)
-            for (int u = 0; u < 5; u++) {
-                if (!(gl[r] >> (4 - u) & 1)) continue;
-                int row = lr + (6 - r) * kpx, col = lc + u * kpx; /* font row 0 is the top */
-                for (int a = 0; a < kpx; a++)
-                    for (int b = 0; b < kpx; b++) top[(size_t)(row + a) * n + col + b] = depth_top;
-            }
+        for (int ci = 0; ci < len; ci++) {
+            const uint8_t *gl = mesh_glyph(name[ci]);
+            for (int r = 0; gl && r < 7; r++)
+                for (int u = 0; u < 5; u++) {
+                    if (!(gl[r] >> (4 - u) & 1)) continue;
+                    /* font row 0 is the top */
+                    int row = lr + (6 - r) * kpx, col = lc + (6 * ci + u) * kpx;
+                    for (int a = 0; a < kpx; a++)
+                        for (int b = 0; b < kpx; b++)
+                            top[(size_t)(row + a) * n + col + b] = depth_top;
+                }
+        }
         return;
     }
 }
@@ -286,7 +294,8 @@ static int input_plate(stack_job *j, part *p, d2_err *e)
     return 0;
 }
 
-/* The detector plate: windows cut through, each labelled with its class. */
+/* The detector plate: windows cut through, each labelled with its class
+ * (and + or - for the pairs of the differential scheme). */
 static int detector_plate(stack_job *j, part *p, d2_err *e)
 {
     const d2_geom *g = &j->x.g;

@@ -14,19 +14,6 @@
 #include "core/npy.h"
 
 
-void geom_layout_343(d2_geom *g, double size_mm, double row_mm, double col_mm)
-{
-    static const int per_row[3] = {3, 4, 3};
-    int k = 0;
-    g->ndet = 10;
-    g->det_size_mm = size_mm;
-    for (int r = 0; r < 3; r++)
-        for (int c = 0; c < per_row[r]; c++, k++) {
-            g->det_x_mm[k] = (c - 0.5 * (per_row[r] - 1)) * col_mm;
-            g->det_y_mm[k] = (r - 1) * row_mm;
-        }
-}
-
 void geom_default(d2_geom *g)
 {
     memset(g, 0, sizeof *g);
@@ -151,6 +138,9 @@ int geom_validate(const d2_geom *g, const char *file, d2_err *e)
     if (g->ndet < 2 || g->ndet > D2_MAX_DET)
         return d2_fail(e, D2_EINPUT, "%s: key \"detector.centers_mm\": %d detectors, need 2..%d",
                        file, g->ndet, D2_MAX_DET);
+    if (g->scheme == D2_DETECT_DIFF && (g->ndet % 2 || g->ndet < 4))
+        return d2_fail(e, D2_EINPUT, "%s: key \"detector.centers_mm\": %d detectors; the "
+                       "differential scheme needs an even number, at least 4", file, g->ndet);
     if (!(g->det_size_mm >= g->pitch_mm))
         return d2_fail(e, D2_EINPUT,
                        "%s: key \"detector.size_mm\" = %g: must be at least one pixel (%g mm)",
@@ -192,16 +182,14 @@ static const char *const k_geom[] = {"frequency_thz", "wavelength_mm", "pitch_mm
 static const char *const k_input[] = {"aperture_mm", "dataset", "train", "test", "train_images",
                                      "train_labels", "test_images", "test_labels",
                                      "illumination", NULL};
-static const char *const k_det[] = {"layout", "size_mm", "row_pitch_mm", "column_pitch_mm",
-                                    "centers_mm", NULL};
 static const char *const k_mat[] = {"coupled", "index", "kappa", "base_mm", "max_relief_mm", NULL};
 static const char *const k_train[] = {"loss", "temperature", "learning_rate", "lr_decay",
                                       "batch", "epochs", "seed", "train_limit", "test_limit",
                                       "jitter_xy_mm", "jitter_z_mm", "jitter_rotation_deg",
-                                      "quantize_levels", "quantize_z_step_mm", NULL};
+                                      "quantize_levels", "quantize_z_step_mm",
+                                      "efficiency_weight", NULL};
 static const char *const datasets[] = {"mnist", "fashion", "folder", "idx", NULL};
 static const char *const losses[] = {"softmax", "mse", NULL};
-static const char *const layouts[] = {"3-4-3", "custom", NULL};
 
 /* config_read's sections, each from its object (NULL: absent, defaults kept). */
 static int read_geometry(const char *path, const cJSON *geo, d2_geom *g, d2_err *e)
@@ -329,45 +317,6 @@ static int read_input(const char *path, const cJSON *inp, d2_geom *g, d2_train_o
     return read_data_paths(path, inp, t, e);
 }
 
-static int read_detector(const char *path, const cJSON *det, d2_geom *g, d2_err *e)
-{
-    cfg_ctx cd = {path, "detector"};
-    int rc;
-    if ((rc = cfg_check_keys(&cd, det, k_det, e))) return rc;
-    int layout = 0;
-    double size = 6.4, rowp = 16, colp = 16;
-    if ((rc = cfg_enum(&cd, det, "layout", 0, 0, layouts, &layout, e))) return rc;
-    if ((rc = cfg_num(&cd, det, "size_mm", 0, size, 1e-4, 1e5, &size, e))) return rc;
-    if ((rc = cfg_num(&cd, det, "row_pitch_mm", 0, rowp, 1e-4, 1e5, &rowp, e))) return rc;
-    if ((rc = cfg_num(&cd, det, "column_pitch_mm", 0, colp, 1e-4, 1e5, &colp, e))) return rc;
-    geom_layout_343(g, size, rowp, colp);
-    const cJSON *cen = det ? cJSON_GetObjectItemCaseSensitive(det, "centers_mm") : NULL;
-    if (layout == 1 || cen) {
-        if (!cJSON_IsArray(cen) || cJSON_GetArraySize(cen) < 2 ||
-            cJSON_GetArraySize(cen) > D2_MAX_DET)
-            return d2_fail(e, D2_EINPUT,
-                           "%s: key \"detector.centers_mm\": must be an array of 2..%d [x, y] "
-                           "pairs in mm",
-                           path, D2_MAX_DET);
-        int k = 0;
-        const cJSON *it;
-        cJSON_ArrayForEach(it, cen)
-        {
-            const cJSON *x = cJSON_GetArrayItem(it, 0), *y = cJSON_GetArrayItem(it, 1);
-            if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != 2 || !cJSON_IsNumber(x) ||
-                !cJSON_IsNumber(y) || !isfinite(x->valuedouble) || !isfinite(y->valuedouble))
-                return d2_fail(e, D2_EINPUT,
-                               "%s: key \"detector.centers_mm\"[%d]: must be [x, y] in mm", path,
-                               k);
-            g->det_x_mm[k] = x->valuedouble;
-            g->det_y_mm[k] = y->valuedouble;
-            k++;
-        }
-        g->ndet = k;
-    }
-    return 0;
-}
-
 static int read_material(const char *path, const cJSON *mat, d2_geom *g, d2_err *e)
 {
     cfg_ctx cm = {path, "material"};
@@ -415,6 +364,8 @@ static int read_training(const char *path, const cJSON *tr, d2_train_opts *t, d2
     t->quant_levels = (int)iv;
     if ((rc = cfg_num(&ct, tr, "quantize_z_step_mm", 0, 0, 0, 10, &t->quant_z_step_mm, e)))
         return rc;
+    if ((rc = cfg_num(&ct, tr, "efficiency_weight", 0, 0, 0, 1000, &t->efficiency_weight, e)))
+        return rc;
     if (t->quant_levels && t->quant_z_step_mm > 0)
         return d2_fail(e, D2_EINPUT,
                        "%s: keys \"training.quantize_levels\" and \"training.quantize_z_step_mm\": "
@@ -438,7 +389,7 @@ int config_read(const char *path, const cJSON *root, d2_geom *g, d2_train_opts *
     if ((rc = cfg_object(&top, root, "training", &tr, e))) return rc;
 
     if ((rc = read_geometry(path, geo, g, e)) || (rc = read_input(path, inp, g, t, e)) ||
-        (rc = read_detector(path, det, g, e)) || (rc = read_material(path, mat, g, e)) ||
+        (rc = detector_read(path, det, g, e)) || (rc = read_material(path, mat, g, e)) ||
         (rc = optics_read(path, root, g, e)) || (rc = read_training(path, tr, t, e)))
         return rc;
     return geom_validate(g, path, e);
@@ -475,14 +426,7 @@ cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t)
                         t->data.test, t->data.test_labels};
     for (int k = 0; k < 6; k++)
         if ((k < 2 ? folder : idx) && dv[k][0]) cJSON_AddStringToObject(inp, dk[k], dv[k]);
-    cJSON *det = cJSON_AddObjectToObject(root, "detector");
-    cJSON_AddStringToObject(det, "layout", "custom");
-    cJSON_AddNumberToObject(det, "size_mm", g->det_size_mm);
-    cJSON *cen = cJSON_AddArrayToObject(det, "centers_mm");
-    for (int k = 0; k < g->ndet; k++) {
-        double xy[2] = {g->det_x_mm[k], g->det_y_mm[k]};
-        cJSON_AddItemToArray(cen, num_array(xy, 2));
-    }
+    cJSON_AddItemToObject(root, "detector", detector_to_json(g));
     cJSON *mat = cJSON_AddObjectToObject(root, "material");
     cJSON_AddBoolToObject(mat, "coupled", g->coupled);
     cfg_add_numbers(mat, (const cfg_num_item[]){{"index", g->index}, {"kappa", g->kappa},
@@ -496,7 +440,8 @@ cJSON *config_to_json(const d2_geom *g, const d2_train_opts *t)
         {"train_limit", t->train_limit}, {"test_limit", t->test_limit},
         {"jitter_xy_mm", t->jitter_xy_mm}, {"jitter_z_mm", t->jitter_z_mm},
         {"jitter_rotation_deg", t->jitter_rot_deg}, {"quantize_levels", t->quant_levels},
-        {"quantize_z_step_mm", t->quant_z_step_mm}};
+        {"quantize_z_step_mm", t->quant_z_step_mm},
+        {"efficiency_weight", t->efficiency_weight}};
     cfg_add_numbers(tr, tn, (int)(sizeof tn / sizeof tn[0]));
     return root;
 }

@@ -45,6 +45,7 @@ struct d2_net {
     int thick_failed;                  /* a plate could not be set: results are NaN */
     int det_r0[D2_MAX_DET], det_r1[D2_MAX_DET], det_c0[D2_MAX_DET], det_c1[D2_MAX_DET];
     int det_overlap;                   /* two detectors share pixels */
+    double eff_weight;                 /* the loss's efficiency term (detect.c) */
     ws *ws;
 };
 
@@ -444,37 +445,7 @@ double net_infer(d2_net *net, const float *in, float *det, float *intensity, int
     return detect(net, s->w, (size_t)net->p, ein, det);
 }
 
-double net_loss(const float *det, int ndet, int label, d2_loss loss, double temperature,
-                double *dl_de)
-{
-    double S = 0, s[D2_MAX_DET];
-    for (int k = 0; k < ndet; k++) S += det[k];
-    if (!(S > 0)) S = 1e-30;
-    for (int k = 0; k < ndet; k++) s[k] = det[k] / S;
-    double dl_ds[D2_MAX_DET], L = 0;
-    if (loss == LOSS_SOFTMAX) {
-        /* logits z = s / T; L = -log softmax(z)[label] */
-        double zmax = -INFINITY, p[D2_MAX_DET] = {0}, Z = 0;
-        for (int k = 0; k < ndet; k++) zmax = fmax(zmax, s[k] / temperature);
-        for (int k = 0; k < ndet; k++) Z += (p[k] = exp(s[k] / temperature - zmax));
-        for (int k = 0; k < ndet; k++) p[k] /= Z;
-        L = -log(fmax(p[label], 1e-300));
-        for (int k = 0; k < ndet; k++) dl_ds[k] = (p[k] - (k == label)) / temperature;
-    } else {
-        for (int k = 0; k < ndet; k++) {
-            double d = s[k] - (k == label);
-            L += d * d;
-            dl_ds[k] = 2.0 * d;
-        }
-    }
-    if (dl_de) {
-        /* s_k = E_k / S: dL/dE_j = (dL/ds_j - sum_k dL/ds_k s_k) / S */
-        double dot = 0;
-        for (int k = 0; k < ndet; k++) dot += dl_ds[k] * s[k];
-        for (int k = 0; k < ndet; k++) dl_de[k] = (dl_ds[k] - dot) / S;
-    }
-    return L;
-}
+void net_set_efficiency_weight(d2_net *net, double w) { net->eff_weight = w; }
 
 /* The adjoint's start in place, for disjoint detectors: the output field o
  * in rows 0..n-1 of w becomes dL/do* = (dL/dE_k / ein) o inside detector k
@@ -517,7 +488,7 @@ double net_grad(d2_net *net, const float *in, int label, d2_loss loss, double te
     double ein = forward(net, in, NULL, s, 1, !inplace);
     detect(net, inplace ? s->w : s->o, inplace ? (size_t)p : (size_t)n, ein, det);
     double dl_de[D2_MAX_DET];
-    double lossv = net_loss(det, net->g.ndet, label, loss, temperature, dl_de);
+    double lossv = net_loss(&net->g, det, label, loss, temperature, net->eff_weight, dl_de);
 
     /* dL/do* = dL/dI * o with dL/dI = dL/dE_k / ein inside detector k. The
      * adjoint field starts non-zero only inside the detectors. */

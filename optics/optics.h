@@ -22,7 +22,8 @@
  * gap 1 -> ... -> layer L -> gap L -> detector plane. */
 
 #define D2_MAX_LAYERS 16
-#define D2_MAX_DET 10
+#define D2_MAX_DET 20   /* detector regions: 10 classes, two each when differential */
+#define D2_MAX_CLASS 10 /* classes (digits) */
 #define D2_MAX_N 2048
 
 typedef enum { LOSS_SOFTMAX = 0, LOSS_MSE = 1 } d2_loss;
@@ -35,7 +36,8 @@ typedef struct d2_geom {
     double gap_mm[D2_MAX_LAYERS + 1];/* gap k: plane k -> plane k+1 (0 = input) */
     int pad;                         /* FFT size = pad * n (>= 2) */
     double aperture_mm;              /* side of the square the 28x28 image fills */
-    int ndet;                        /* detector regions (10) */
+    int ndet;                        /* detector regions (10, or 20 when differential) */
+    int scheme;                      /* D2_DETECT_SINGLE or D2_DETECT_DIFF (detect.c) */
     double det_size_mm;              /* side of each square detector */
     double det_x_mm[D2_MAX_DET], det_y_mm[D2_MAX_DET]; /* detector centres */
     /* Material coupling: amplitude exp(-2 pi kappa h / lambda) with
@@ -76,6 +78,7 @@ typedef struct d2_train_opts {
     double jitter_xy_mm, jitter_z_mm, jitter_rot_deg;
     int quant_levels;      /* phase levels per 2 pi, 0 = continuous */
     double quant_z_step_mm;/* or quantise the implied thickness to this step */
+    double efficiency_weight; /* > 0: adds w (1 - detector efficiency) to the loss */
 } d2_train_opts;
 
 /* A model: geometry + per-layer phase (float radians, n*n, row-major), and an
@@ -99,9 +102,51 @@ typedef struct d2_model {
  * 30 mm gaps, 3-4-3 detectors) and default training options. */
 void geom_default(d2_geom *g);
 void train_opts_default(d2_train_opts *t);
+
+/* Detection schemes (optics/detect.c). Detector k collects the energy E_k
+ * (fraction of the input energy) of its square. With "scheme": "single"
+ * there is one detector per class and the class scores are E_c / sum E;
+ * with "differential" (Li et al., Adv. Photonics 2019) detectors 0..C-1 are
+ * the + and C..2C-1 the - detectors of the C classes, and the score of class
+ * c is (E_c+ - E_c-) / (E_c+ + E_c-). The prediction is the largest score.
+ * Detector efficiency is sum E over all detectors. */
+enum { D2_DETECT_SINGLE = 0, D2_DETECT_DIFF = 1 };
+
 /* Places the 10 detectors in the 3-4-3 layout, rows `row_mm` apart, columns
- * `col_mm` apart, each side size_mm. */
+ * `col_mm` apart, each side size_mm (the single scheme). */
 void geom_layout_343(d2_geom *g, double size_mm, double row_mm, double col_mm);
+/* Turns g's ndet single detectors into ndet pairs (the differential scheme):
+ * class c's + detector stays where its single detector was (so a single
+ * model can start a differential one), its - detector is (dx, dy) from it. */
+void geom_layout_pairs(d2_geom *g, double dx_mm, double dy_mm);
+/* Classes: ndet (single) or ndet / 2 (differential). */
+int geom_classes(const d2_geom *g);
+/* "single" or "differential". */
+const char *detect_scheme_name(const d2_geom *g);
+/* Sum of the detector energies (the detector efficiency of one image). */
+double det_total(const d2_geom *g, const float *det);
+/* Class scores (geom_classes values) of detector energies det. */
+void det_scores(const d2_geom *g, const float *det, double *score);
+/* Predicted class: the largest score (the first of equals). */
+int det_predict(const d2_geom *g, const float *det);
+/* Winning score minus the second score (>= 0). */
+double det_margin(const d2_geom *g, const float *det);
+/* A detector's name for plots and plates: "3", or "3+" / "3-". */
+void det_name(const d2_geom *g, int k, char *buf, size_t cap);
+/* Loss of detector energies det for class `label` and dL/dE_k (ndet values)
+ * in dl_de (may be NULL): softmax cross-entropy on score / temperature, or
+ * the squared distance of the scores to the one-hot target; eff_weight > 0
+ * adds eff_weight * (1 - sum E), a reward for light on the detectors. */
+double net_loss(const d2_geom *g, const float *det, int label, d2_loss loss, double temperature,
+                double eff_weight, double *dl_de);
+/* Reads the "detector" section (NULL: defaults): scheme ("single" or
+ * "differential"), layout ("3-4-3": size_mm, row_pitch_mm, column_pitch_mm,
+ * and for differential pair_offset_mm [dx, dy], default [0, row_pitch / 2];
+ * "custom": centers_mm, + detectors then - detectors when differential).
+ * Messages name path and the key. */
+int detector_read(const char *path, const cJSON *det, d2_geom *g, d2_err *e);
+/* The "detector" section of g (scheme, size, every centre). Caller owns it. */
+cJSON *detector_to_json(const d2_geom *g);
 
 /* Memory a network needs (bytes, an estimate within some 10 %): n x n
  * neurons (a double, so absurd sizes can be reported), L layers, FFT
@@ -278,9 +323,9 @@ const float complex *net_transmission(const d2_net *net, int l);
  * tid as for net_infer. */
 void net_propagate(d2_net *net, int k, float complex *field, int tid);
 
-/* Loss and dLoss/dE for detector energies E (for tests). */
-double net_loss(const float *det, int ndet, int label, d2_loss loss, double temperature,
-                double *dl_de);
+/* The training loss of net (its geometry's scheme, the efficiency weight set
+ * by net_set_efficiency_weight) is net_loss; see "Detection schemes". */
+void net_set_efficiency_weight(d2_net *net, double w);
 
 /* Plain free-space propagation of a complex n x n field over z_mm with the
  * band-limited angular spectrum: zero-padded to pad*n, one full 2-D FFT pair,

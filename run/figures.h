@@ -8,7 +8,7 @@
 #include "core/image.h"
 
 #define FIG_MAX_PANELS 8
-#define FIG_MAX_BOXES 16
+#define FIG_MAX_BOXES 20
 
 /* One map: n x n values, row 0 at the top (y = row, as in the .npy files),
  * pixel pitch_mm; drawn centred on (0, 0) mm, seen from the source. boxes:

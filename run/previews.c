@@ -122,14 +122,6 @@ int run_fig_relief(run_state *s, int k, d2_err *e)
     return rc;
 }
 
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[b]) b = i;
-    return b;
-}
-
 /* Output intensity of the first test images through the stack as printed,
  * each relative to its own peak, detector squares outlined (true class in
  * green), with the true and predicted class over each panel. */
@@ -164,7 +156,7 @@ int run_fig_output(run_state *s, d2_err *e)
         for (size_t j = 0; j < nn && mx > 0; j++) o[j] /= mx;
         fig_panel *p = &f->p[i];
         *p = (fig_panel){.n = g->n, .v = o, .pitch_mm = g->pitch_mm};
-        int pred = argmax(det, g->ndet), truth = ds.labels[i];
+        int pred = det_predict(g, det), truth = ds.labels[i];
         snprintf(p->title, sizeof p->title, "test image %d: true %d, predicted %d%s", i, truth,
                  pred, pred == truth ? "" : " (wrong)");
         p->nbox = g->ndet < FIG_MAX_BOXES ? g->ndet : FIG_MAX_BOXES;

@@ -173,10 +173,10 @@ static cJSON *report_json(const run_state *s)
     }
 
     cJSON *acc = cJSON_AddObjectToObject(root, "accuracy");
-    cJSON_AddItemToObject(acc, "design", s->have_ev_model ? eval_to_json(&s->ev_model, g->ndet)
+    cJSON_AddItemToObject(acc, "design", s->have_ev_model ? eval_to_json(&s->ev_model, geom_classes(g))
                                                           : cJSON_CreateNull());
     cJSON_AddItemToObject(acc, "as_printed", s->have_ev_export
-                                                 ? eval_to_json(&s->ev_export, g->ndet)
+                                                 ? eval_to_json(&s->ev_export, geom_classes(g))
                                                  : cJSON_CreateNull());
     if (s->have_ev_export) {
         /* which optical model produced the as-printed number */
@@ -187,7 +187,7 @@ static cJSON *report_json(const run_state *s)
         cJSON_AddItemToObject(acc, "as_printed_optics", oj);
     }
     if (s->have_ev_export_thin)
-        cJSON_AddItemToObject(acc, "as_printed_thin", eval_to_json(&s->ev_export_thin, g->ndet));
+        cJSON_AddItemToObject(acc, "as_printed_thin", eval_to_json(&s->ev_export_thin, geom_classes(g)));
     cJSON_AddItemToObject(acc, "masks", s->masks_json ? cJSON_Duplicate(s->masks_json, 1)
                                                       : cJSON_CreateNull());
     cJSON_AddItemToObject(acc, "tolerance", s->tolerance_json
@@ -371,15 +371,24 @@ static void stage_table(FILE *f, const run_state *s)
             s->o->threads > 0 ? s->o->threads : d2_cpu_count());
 }
 
+/* Test images and the light budget of an evaluation, as table cells. */
+static void light_cells(FILE *f, const eval_result *r)
+{
+    fprintf(f, "</td><td>%d</td><td>%.4f</td><td>%.4f</td><td>%.4f (%.1f%%)</td><td>%.3f "
+            "(%.3f)</td></tr>\n", r->count, r->efficiency, r->efficiency_p5, r->background,
+            100 * r->background_fraction, r->margin_mean, r->margin_p5);
+}
+
 static void accuracy_table(FILE *f, const run_state *s)
 {
-    fputs("<table><tr><th>what is simulated</th><th>accuracy</th><th>test images</th>"
-          "<th>detector efficiency</th></tr>\n", f);
+    fprintf(f, "<table><tr><th>what is simulated</th><th>accuracy</th><th>test images</th>"
+            "<th>detector efficiency, mean</th><th>its 5th percentile</th><th>background (of "
+            "the output plane)</th><th>margin, %s scores (5th percentile)</th></tr>\n",
+            detect_scheme_name(&s->printed.g));
     if (s->have_ev_model) {
         fputs("<tr><td>design: the trained phase layers</td><td>", f);
         pct(f, s->ev_model.accuracy);
-        fprintf(f, "</td><td>%d</td><td>%.4f</td></tr>\n", s->ev_model.count,
-                s->ev_model.efficiency);
+        light_cells(f, &s->ev_model);
     }
     if (s->have_ev_export) {
         fprintf(f, "<tr><td>as printed: heights in %.4g mm steps, absorption of %s at %.4g THz, %s"
@@ -388,24 +397,22 @@ static void accuracy_table(FILE *f, const run_state *s)
                     ? "thick plates in the assembly as built (split-step through the relief)"
                     : "thin phase screens, gaps datum to datum");
         pct(f, s->ev_export.accuracy);
-        fprintf(f, "</td><td>%d</td><td>%.4f</td></tr>\n", s->ev_export.count,
-                s->ev_export.efficiency);
+        light_cells(f, &s->ev_export);
     }
     if (s->have_ev_export_thin) {
         fputs("<tr><td>the same heights as thin phase screens (gaps datum to datum), for "
               "comparison only</td><td>", f);
         pct(f, s->ev_export_thin.accuracy);
-        fprintf(f, "</td><td>%d</td><td>%.4f</td></tr>\n", s->ev_export_thin.count,
-                s->ev_export_thin.efficiency);
+        light_cells(f, &s->ev_export_thin);
     }
-    fprintf(f, "<tr><td>with the printed input masks</td><td colspan=\"3\">");
+    fprintf(f, "<tr><td>with the printed input masks</td><td colspan=\"6\">");
     if (s->masks_json)
         fprintf(f, "%d of %d test digits read correctly through the printed masks (as "
                 "images %d, binarised %d; %s model)", s->mask_correct[2], s->mask_labelled,
                 s->mask_correct[0], s->mask_correct[1], optics_name(&s->printed.g));
     else esc(f, s->res->note[3]);
     fputs("</td></tr>\n<tr><td>under printing and assembly errors (Monte Carlo)</td>"
-          "<td colspan=\"3\">", f);
+          "<td colspan=\"6\">", f);
     if (s->tolerance_json && s->tol.trials) {
         fputs("mean ", f);
         pct(f, s->tol.mean);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 #include <png.h>
 
 #include "core/config.h"
@@ -884,12 +885,81 @@ TEST(idx_reader_rejects_wrong_magic_truncation_and_bad_labels)
     write_bytes(lb, "\0\0\x08\x01\0\0\0\x02\x03\x0a", 10);
     CHECK_ERR(idx_read_labels(lb, &out, &n, &e), e, D2_EINPUT, "label 1 is 10; expected 0..9");
     write_bytes(img, "\x1f\x8b\x08\0gzipped", 11);
-    CHECK_ERR(idx_read_images(img, &out, &n, &r, &c, &e), e, D2_EINPUT, "gzip-compressed");
+    CHECK_ERR(idx_read_images(img, &out, &n, &r, &c, &e), e, D2_EINPUT, "i-idx3: gzip data ends early");
     write_bytes(img, "\0\0\x08\x03\0\0\0\x01\0\0\0\0\0\0\0\x01", 16);
     CHECK_ERR(idx_read_images(img, &out, &n, &r, &c, &e), e, D2_EINPUT, "image size 0 x 1");
     CHECK(out == NULL);
     lab[0] = 12;
     CHECK_ERR(idx_write_labels(lb, lab, 2, &e), e, D2_EUSAGE, "label 0 is 12");
+}
+
+/* Compresses file src into dst with zlib's gzip writer. */
+static void gzip_file(const char *src, const char *dst)
+{
+    char *b = NULL;
+    size_t n = 0;
+    d2_err e = {0};
+    CHECK(d2_read_file(src, 1 << 26, &b, &n, &e) == 0);
+    gzFile z = gzopen(dst, "wb9");
+    CHECK(z != NULL);
+    if (z) {
+        CHECK(gzwrite(z, b, (unsigned)n) == (int)n);
+        CHECK(gzclose(z) == Z_OK);
+    }
+    free(b);
+}
+
+/* gzip IDX files (the form MNIST and Fashion-MNIST are distributed in) read
+ * back exactly; dataset_load takes FILE.gz over FILE; truncated or corrupt
+ * gzip data fails naming the file. */
+TEST(gzip_idx_round_trip_and_damaged_files_fail_naming_them)
+{
+    d2_err e = {0};
+    enum { N = 300, R = 28, C = 28 };
+    uint8_t *px = malloc((size_t)N * R * C), lab[N], *out = NULL;
+    for (size_t i = 0; i < (size_t)N * R * C; i++) px[i] = (uint8_t)(i * 7919u >> 3);
+    for (int i = 0; i < N; i++) lab[i] = (uint8_t)(i * 3 % 10);
+    CHECK(d2_mkdir_p(t_path("gz/fashion"), &e) == 0);
+    const char *raw_i = t_path("gz/raw-images"), *raw_l = t_path("gz/raw-labels");
+    CHECK(idx_write_images(raw_i, px, N, R, C, &e) == 0);
+    CHECK(idx_write_labels(raw_l, lab, N, &e) == 0);
+    char gi[512], gl[512];
+    snprintf(gi, sizeof gi, "%s", t_path("gz/fashion/t10k-images-idx3-ubyte.gz"));
+    snprintf(gl, sizeof gl, "%s", t_path("gz/fashion/t10k-labels-idx1-ubyte.gz"));
+    gzip_file(raw_i, gi);
+    gzip_file(raw_l, gl);
+    int n = 0, r = 0, c = 0;
+    CHECK(idx_read_images(gi, &out, &n, &r, &c, &e) == 0);
+    CHECK(n == N && r == R && c == C && out && memcmp(out, px, (size_t)N * R * C) == 0);
+    free(out);
+    out = NULL;
+    /* a stale uncompressed file beside the .gz is not the one read */
+    uint8_t one = 5;
+    CHECK(idx_write_labels(t_path("gz/fashion/t10k-labels-idx1-ubyte"), &one, 1, &e) == 0);
+    d2_dataset ds;
+    CHECK(dataset_load(t_path("gz"), "fashion", 1, &ds, &e) == 0);
+    CHECK(ds.count == N && ds.labels && memcmp(ds.labels, lab, N) == 0);
+    dataset_free(&ds);
+    /* truncated: the stream stops early */
+    struct stat st;
+    CHECK(stat(gi, &st) == 0);
+    CHECK(truncate(gi, st.st_size / 2) == 0);
+    CHECK_ERR(idx_read_images(gi, &out, &n, &r, &c, &e), e, D2_EINPUT, "truncated");
+    CHECK(strstr(e.msg, "t10k-images-idx3-ubyte.gz") != NULL);
+    CHECK_ERR(dataset_load(t_path("gz"), "fashion", 1, &ds, &e), e, D2_EINPUT,
+              "t10k-images-idx3-ubyte.gz: gzip data ends early");
+    /* corrupt: a flipped byte fails the deflate stream or the CRC */
+    gzip_file(raw_i, gi);
+    char *b = NULL;
+    size_t bn = 0;
+    CHECK(d2_read_file(gi, 1 << 26, &b, &bn, &e) == 0);
+    for (size_t i = 40; i < bn - 8; i += 97) b[i] ^= 0x5a;
+    write_bytes(gi, b, bn);
+    free(b);
+    CHECK_ERR(idx_read_images(gi, &out, &n, &r, &c, &e), e, D2_EINPUT, "corrupt gzip data");
+    CHECK(strstr(e.msg, "t10k-images-idx3-ubyte.gz") != NULL);
+    CHECK(out == NULL);
+    free(px);
 }
 
 TEST(dataset_load_checks_counts_names_and_presence)
@@ -930,11 +1000,14 @@ TEST(real_mnist_test_set_loads_when_fetched)
     dataset_free(&ds);
 }
 
+/* The official Fashion-MNIST split (the Debian package's .gz files): 6000
+ * training and 1000 test images of every class, and the test set's first
+ * labels as Zalando publishes them (ankle boot, pullover, trouser, ...). */
 TEST(real_fashion_sets_load_balanced_when_fetched)
 {
     d2_err e = {0};
     char p[1024];
-    snprintf(p, sizeof p, "%s/fashion/train-labels-idx1-ubyte", dataset_default_dir());
+    snprintf(p, sizeof p, "%s/fashion/train-labels-idx1-ubyte.gz", dataset_default_dir());
     if (access(p, F_OK) != 0) {
         printf("  note: %s absent (run scripts/fetch-data); skipped\n", p);
         return;
@@ -943,10 +1016,13 @@ TEST(real_fashion_sets_load_balanced_when_fetched)
         d2_dataset ds;
         CHECK(dataset_load(dataset_default_dir(), "fashion", test, &ds, &e) == 0);
         CHECK(ds.count == (test ? 10000 : 60000) && ds.rows == 28 && ds.cols == 28);
-        /* The converter interleaves classes: label i is i mod 10. */
-        int ok = 1;
-        for (int i = 0; i < ds.count; i++) ok &= ds.labels[i] == i % 10;
+        int per[10] = {0}, ok = 1;
+        for (int i = 0; i < ds.count; i++) per[ds.labels[i] % 10]++;
+        for (int k = 0; k < 10; k++) ok &= per[k] == ds.count / 10;
         CHECK(ok);
+        static const uint8_t first[2][10] = {{9, 0, 0, 3, 0, 2, 7, 2, 5, 5},
+                                             {9, 2, 1, 1, 6, 1, 4, 6, 5, 7}};
+        CHECK(ds.labels && memcmp(ds.labels, first[test], 10) == 0);
         dataset_free(&ds);
     }
 }
@@ -1010,6 +1086,7 @@ int main(void)
     RUN(config_write_then_load_round_trips);
     RUN(idx_images_and_labels_round_trip);
     RUN(idx_reader_rejects_wrong_magic_truncation_and_bad_labels);
+    RUN(gzip_idx_round_trip_and_damaged_files_fail_naming_them);
     RUN(dataset_load_checks_counts_names_and_presence);
     RUN(real_mnist_test_set_loads_when_fetched);
     RUN(real_fashion_sets_load_balanced_when_fetched);

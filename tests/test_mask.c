@@ -766,13 +766,13 @@ TEST(run_predictions_are_the_forward_model_on_each_input)
     input_from_image(&m.g, s.img, 28, 28, in);
     net_infer(net, in, det, NULL, 0);
     CHECK(!memcmp(det, res.det[0], sizeof(float) * m.g.ndet));
-    CHECK(res.pred[0] == eval_argmax(det, m.g.ndet));
+    CHECK(res.pred[0] == det_predict(&m.g, det));
     for (int k = 1; k < 3; k++) {
         const uint8_t *op = k == 1 ? mm.open0 : mm.open;
         for (int i = 0; i < 64 * 64; i++) in[i] = op[i] ? 1.0f : 0.0f;
         net_infer(net, in, det, NULL, 0);
         CHECK(!memcmp(det, res.det[k], sizeof(float) * m.g.ndet));
-        CHECK(res.pred[k] == eval_argmax(det, m.g.ndet));
+        CHECK(res.pred[k] == det_predict(&m.g, det));
     }
     CHECK(rep.correct[2] == (res.pred[2] == 3));
     net_free(net);

@@ -980,6 +980,8 @@ static int write_npy(const char *path, int n, const float *v)
 
 /* make_export: 1 writes a model trained with thick plates (gaps are air gaps) */
 static int export_thick;
+/* The export's "detector" section; NULL: ten 1.5 mm detectors in 3-4-3. */
+static const char *export_detector;
 
 /* An export folder of L layers of n x n at pitch 0.5 mm. */
 static const char *make_export(const char *name, int n, int layers, const float *const *h,
@@ -997,8 +999,7 @@ static const char *make_export(const char *name, int n, int layers, const float 
     for (int k = 0; k <= layers; k++) p += sprintf(p, "%s%g", k ? ", " : "", 7.0 + k);
     p += sprintf(p,
                  "]},\n  \"input\": {\"aperture_mm\": 12},\n"
-                 "  \"detector\": {\"size_mm\": 1.5, \"centers_mm\": [[-5, -5], [0, -5], [5, -5], "
-                 "[-7.5, 0], [-2.5, 0], [2.5, 0], [7.5, 0], [-5, 5], [0, 5], [5, 5]]},\n"
+                 "  \"detector\": %s,\n"
                  "  \"material\": {\"index\": 1.7227, \"kappa\": 0.031}%s},\n"
                  " \"pitch_mm\": 0.5, \"neurons\": %d, \"layers\": %d, \"base_mm\": 0.5,\n"
                  " \"z_step_mm\": 0.016, \"levels\": 0,\n"
@@ -1006,6 +1007,10 @@ static const char *make_export(const char *name, int n, int layers, const float 
                  "\"xy_resolution_mm\": 0.042, \"z_step_mm\": 0.016, \"build_volume_mm\": [%g, %g, "
                  "200], \"min_feature_mm\": 0.1, \"pin_clearance_mm\": 0.1},\n"
                  " \"layer_files\": [",
+                 export_detector ? export_detector
+                                 : "{\"size_mm\": 1.5, \"centers_mm\": [[-5, -5], [0, -5], "
+                                   "[5, -5], [-7.5, 0], [-2.5, 0], [2.5, 0], [7.5, 0], [-5, 5], "
+                                   "[0, 5], [5, 5]]}",
                  export_thick ? ",\n  \"optics\": {\"model\": \"thick\"}" : "", n, layers, build_xy,
                  build_xy);
     for (int k = 0; k < layers; k++) {
@@ -1070,6 +1075,66 @@ TEST(stack_of_a_thick_model_spaces_datum_faces_by_air_gap_plus_plate)
     free(h[0]);
     free(h[1]);
 }
+/* Volume of the detector plate of a stack of the export in dir. */
+static double detector_plate_volume(const char *exp, const char *out)
+{
+    mesh_stack_opts o;
+    mesh_stack_opts_default(&o);
+    mesh_stack_report rep;
+    d2_err e = {0};
+    CHECK(mesh_stack(exp, out, &o, &rep, &e) == 0);
+    if (e.code) printf("  %s\n", e.msg);
+    for (int i = 0; i < rep.nparts; i++)
+        if (!strcmp(rep.part[i].name, "detector")) return rep.part[i].volume_mm3;
+    return -1;
+}
+
+/* The differential scheme's detector plate has a window for every detector,
+ * labelled with its class and + or -: against the single scheme's plate
+ * with the + detectors only, it loses the - windows through the frame and
+ * the engraving of "0+".."3+", "0-".."3-" less that of "0".."3". */
+TEST(differential_detector_plate_has_labelled_windows_for_both_signs)
+{
+    int n = 64, L = 1;
+    float *h[1] = {random_heights(n, 31, 0.5, 65, 0.016)};
+    export_detector = "{\"scheme\": \"single\", \"size_mm\": 2, \"centers_mm\": [[-9, -4], "
+                      "[-3, -4], [3, -4], [9, -4]]}";
+    const char *e1 = make_export("det-single", n, L, (const float *const *)h, 490);
+    double v1 = detector_plate_volume(e1, t_path("det-single-out"));
+    export_detector = "{\"scheme\": \"differential\", \"size_mm\": 2, \"centers_mm\": "
+                      "[[-9, -4], [-3, -4], [3, -4], [9, -4], [-9, 4], [-3, 4], [3, 4], [9, 4]]}";
+    const char *e2 = make_export("det-diff", n, L, (const float *const *)h, 490);
+    double v2 = detector_plate_volume(e2, t_path("det-diff-out"));
+    export_detector = NULL;
+    d2_geom g;
+    geom_default(&g);
+    g.n = n;
+    g.pitch_mm = 0.5;
+    g.det_size_mm = 2;
+    g.det_x_mm[0] = 9, g.det_y_mm[0] = 4;
+    int r0, r1, c0, c1;
+    geom_det_rect(&g, 0, &r0, &r1, &c0, &c1);
+    mesh_frame f;
+    mesh_frame_default(&f, NULL);
+    double windows = 4 * (r1 - r0) * (c1 - c0) * 0.25 * f.thick_mm;
+    double px = ceil(f.font_px_mm / 0.5 - 1e-9) * 0.5;
+    int lit[2] = {0, 0};
+    for (int d = 0; d < 4; d++)
+        for (int r = 0; r < 7; r++)
+            for (int u = 0; u < 5; u++) {
+                int dig = mesh_glyph((char)('0' + d))[r] >> (4 - u) & 1;
+                lit[0] += dig;
+                lit[1] += 2 * dig + (mesh_glyph('+')[r] >> (4 - u) & 1) +
+                          (mesh_glyph('-')[r] >> (4 - u) & 1);
+            }
+    double labels = (lit[1] - lit[0]) * px * px * f.engrave_mm;
+    printf("  detector plate: single %.2f mm3, differential %.2f mm3 (4 windows %.2f mm3, "
+           "labels %.2f mm3 more)\n", v1, v2, windows, labels);
+    CHECK(v1 > 0 && v2 > 0);
+    CHECK_NEAR(v1 - v2, windows + labels, 1e-3 * (windows + labels));
+    free(h[0]);
+}
+
 TEST(stack_writes_every_part_the_assembly_and_its_json)
 {
     int n = 40, L = 2;
@@ -1338,6 +1403,7 @@ int main(void)
     RUN(binary_stl_files_check_like_their_triangles);
     RUN(vertices_made_without_the_hash_are_found_by_position);
     RUN(checking_a_plate_costs_at_most_a_few_builds);
+    RUN(differential_detector_plate_has_labelled_windows_for_both_signs);
     RUN(stack_writes_every_part_the_assembly_and_its_json);
     RUN(check_against_the_export_passes_a_true_part_and_names_a_changed_pixel);
     RUN(stack_of_a_thick_model_spaces_datum_faces_by_air_gap_plus_plate);

@@ -466,11 +466,11 @@ TEST(the_thick_adjoint_matches_finite_differences_in_the_phases)
             ph[l][i] = keep + (float)d;
             net_set_phase(net, l, ph[l], NULL);
             net_infer(net, in, det, NULL, 0);
-            lp = net_loss(det, g.ndet, label, LOSS_SOFTMAX, 0.1, NULL);
+            lp = net_loss(&g, det, label, LOSS_SOFTMAX, 0.1, 0, NULL);
             ph[l][i] = keep - (float)d;
             net_set_phase(net, l, ph[l], NULL);
             net_infer(net, in, det, NULL, 0);
-            lm = net_loss(det, g.ndet, label, LOSS_SOFTMAX, 0.1, NULL);
+            lm = net_loss(&g, det, label, LOSS_SOFTMAX, 0.1, 0, NULL);
             ph[l][i] = keep;
             net_set_phase(net, l, ph[l], NULL);
             double fd = (lp - lm) / (2 * d);

@@ -402,6 +402,51 @@ TEST(shifted_trained_model_matches_eval_of_the_rolled_layer_files)
     tol_stack_free(&s);
 }
 
+/* Accuracy of one draw of a single tolerance key on the quick model. */
+static double one_key_accuracy(tol_stack *s, const char *key, double v, double det_ref)
+{
+    d2_err e = {0};
+    tol_config c;
+    tol_config_default(&c);
+    CHECK(tol_config_set(&c, key, v, &e) == 0);
+    tol_mag mag;
+    CHECK(tol_bind(&c, s, &mag, &e) == 0);
+    tol_sim *sim = tol_sim_new(s, 2, &e);
+    CHECK(sim != NULL);
+    tol_draw d;
+    tol_draw_make(&d, &mag, s->m.g.layers, 3, 1, -1);
+    double a = -1;
+    CHECK(tol_sim_eval(sim, &mag, 1, &d, 3, mnist(), 300, pool2, det_ref, &a, NULL, NULL, &e) == 0);
+    tol_sim_free(sim);
+    tol_mag_free(&mag);
+    return a;
+}
+
+/* Absolute detector noise (a fraction of the source power) is the relative
+ * noise times the mean detector energy: the same draws give the same
+ * accuracy; and it penalises a model by its efficiency, not its contrast. */
+TEST(absolute_detector_noise_is_relative_noise_times_the_detector_energy)
+{
+    d2_model m;
+    d2_err e = {0};
+    CHECK(model_load(quick_model(), &m, &e) == 0);
+    tol_stack s;
+    CHECK(tol_stack_init(&s, &m, NULL, "quick", "", &e) == 0);
+    const double ref = 0.004; /* a mean detector energy */
+    double rel = one_key_accuracy(&s, "detector_noise_relative", 2.0, ref);
+    double abs_same = one_key_accuracy(&s, "detector_noise_of_source", 2.0 * ref, ref);
+    double abs_tiny = one_key_accuracy(&s, "detector_noise_of_source", 1e-9, ref);
+    double abs_big = one_key_accuracy(&s, "detector_noise_of_source", 0.5, ref);
+    double none = one_key_accuracy(&s, "lateral_mm", 0, ref);
+    printf("  nominal %.1f%%, relative 2: %.1f%%, of source 0.008: %.1f%%, 1e-9: %.1f%%, "
+           "0.5: %.1f%%\n", 100 * none, 100 * rel, 100 * abs_same, 100 * abs_tiny, 100 * abs_big);
+    CHECK(rel == abs_same);
+    CHECK(rel < none - 0.05);
+    CHECK(abs_tiny == none);
+    CHECK(abs_big < 0.3);
+    tol_stack_free(&s);
+}
+
 TEST(accuracy_falls_as_the_lateral_shift_grows_past_a_pixel)
 {
     d2_model m;
@@ -1022,7 +1067,7 @@ TEST(stencil_input_reads_every_digit_through_its_printable_stencil)
         for (int k = 0; k < n * n; k++) in[k] = open[k] ? 1.0f : 0.0f;
         net_infer(net, in, det, NULL, 0);
         same &= !memcmp(det, got + (size_t)i * s.m.g.ndet, sizeof(float) * s.m.g.ndet);
-        correct += eval_argmax(det, s.m.g.ndet) == mnist()->labels[i];
+        correct += det_predict(&s.m.g, det) == mnist()->labels[i];
         input_from_u8(&s.m.g, img, 28, 28, in);
         net_infer(net, in, plain, NULL, 0);
         differs |= memcmp(det, plain, sizeof det) != 0;
@@ -1067,6 +1112,7 @@ int main(void)
     RUN(tolerance_of_an_export_uses_thick_plates_unless_told_thin);
     RUN(whole_pixel_shift_equals_the_rolled_layer);
     RUN(shifted_trained_model_matches_eval_of_the_rolled_layer_files);
+    RUN(absolute_detector_noise_is_relative_noise_times_the_detector_energy);
     RUN(accuracy_falls_as_the_lateral_shift_grows_past_a_pixel);
     RUN(inverse_tolerances_lie_where_the_scan_crosses_1_and_5_points);
     RUN(index_error_on_flat_layers_changes_nothing_and_kappa_scales_the_energy);

@@ -29,25 +29,37 @@ static void small_geom(d2_geom *g, int coupled)
     g->coupled = coupled;
 }
 
+/* The efficiency weight of the loss the gradient checks use. */
+static double check_effw;
+
 static double loss_at(d2_net *net, float **ph, const float *in, int label, d2_loss loss)
 {
     float det[D2_MAX_DET];
     for (int l = 0; l < net_geom(net)->layers; l++) net_set_phase(net, l, ph[l], NULL);
     net_infer(net, in, det, NULL, 0);
-    return net_loss(det, net_geom(net)->ndet, label, loss, 0.1, NULL);
+    return net_loss(net_geom(net), det, label, loss, 0.1, check_effw, NULL);
 }
 
-/* overlap: detectors 3.2 mm wide 2.4 mm apart, so neighbours share pixels
- * (the adjoint then starts from a copy of the output, not in place). */
-static void gradient_check(int coupled, d2_loss loss, int overlap)
+/* scheme D2_DETECT_DIFF: 10 pairs of 0.8 mm detectors; effw: the loss's
+ * efficiency weight; overlap (single scheme): detectors 3.2 mm wide 2.4 mm
+ * apart, so neighbours share pixels (the adjoint then starts from a copy of
+ * the output, not in place). */
+static void gradient_check_scheme(int coupled, d2_loss loss, int scheme, double effw, int overlap)
 {
     d2_geom g;
     small_geom(&g, coupled);
     if (overlap) g.det_size_mm = 3.2;
+    if (scheme == D2_DETECT_DIFF) {
+        geom_layout_343(&g, 1.2, 2.8, 2.8);
+        geom_layout_pairs(&g, 0, 1.4);
+    }
+    CHECK(geom_validate(&g, "test", NULL) == 0);
+    check_effw = effw;
     d2_err e = {0};
     d2_net *net = net_new(&g, 1, &e);
     CHECK(net != NULL);
     if (!net) return;
+    net_set_efficiency_weight(net, effw);
     int nn = g.n * g.n;
     d2_rng r;
     d2_rng_seed(&r, 7);
@@ -128,6 +140,23 @@ static void gradient_check(int coupled, d2_loss loss, int overlap)
     net_free(net);
 }
 
+static void gradient_check(int coupled, d2_loss loss, int overlap)
+{
+    gradient_check_scheme(coupled, loss, D2_DETECT_SINGLE, 0, overlap);
+}
+
+TEST(adjoint_gradient_matches_finite_differences_differential)
+{
+    gradient_check_scheme(0, LOSS_SOFTMAX, D2_DETECT_DIFF, 0, 0);
+    gradient_check_scheme(1, LOSS_MSE, D2_DETECT_DIFF, 0, 0);
+}
+
+TEST(adjoint_gradient_matches_finite_differences_with_efficiency_term)
+{
+    gradient_check_scheme(0, LOSS_SOFTMAX, D2_DETECT_SINGLE, 5.0, 0);
+    gradient_check_scheme(0, LOSS_SOFTMAX, D2_DETECT_DIFF, 5.0, 0);
+}
+
 TEST(adjoint_gradient_matches_finite_differences_phase_only_softmax)
 {
     gradient_check(0, LOSS_SOFTMAX, 0);
@@ -148,22 +177,61 @@ TEST(adjoint_gradient_matches_finite_differences_mse)
     gradient_check(0, LOSS_MSE, 0);
 }
 
+/* dL/dE of every scheme, loss and efficiency weight against central
+ * differences of net_loss. */
 TEST(loss_gradient_matches_finite_differences)
 {
-    float det[10] = {0.1f, 0.3f, 0.05f, 0.2f, 0.4f, 0.1f, 0.02f, 0.3f, 0.25f, 0.15f};
-    for (int kind = 0; kind < 2; kind++) {
-        double g[10];
-        net_loss(det, 10, 4, (d2_loss)kind, 0.1, g);
-        for (int k = 0; k < 10; k++) {
-            float keep = det[k];
-            det[k] = keep + 1e-3f;
-            double lp = net_loss(det, 10, 4, (d2_loss)kind, 0.1, NULL);
-            det[k] = keep - 1e-3f;
-            double lm = net_loss(det, 10, 4, (d2_loss)kind, 0.1, NULL);
-            det[k] = keep;
-            CHECK_NEAR(g[k], (lp - lm) / 2e-3, 1e-2 * fabs(g[k]) + 1e-3);
-        }
-    }
+    float det[20] = {0.1f,  0.3f, 0.05f, 0.2f,  0.4f,  0.1f,  0.02f, 0.3f, 0.25f, 0.15f,
+                     0.07f, 0.2f, 0.3f,  0.01f, 0.12f, 0.33f, 0.05f, 0.1f, 0.2f,  0.4f};
+    d2_geom g;
+    geom_default(&g);
+    for (int scheme = 0; scheme < 2; scheme++)
+        for (int kind = 0; kind < 2; kind++)
+            for (int w = 0; w < 2; w++) {
+                g.scheme = scheme;
+                g.ndet = scheme ? 20 : 10;
+                double gr[20], effw = w ? 0.7 : 0;
+                net_loss(&g, det, 4, (d2_loss)kind, 0.1, effw, gr);
+                for (int k = 0; k < g.ndet; k++) {
+                    float keep = det[k];
+                    det[k] = keep + 1e-3f;
+                    double lp = net_loss(&g, det, 4, (d2_loss)kind, 0.1, effw, NULL);
+                    det[k] = keep - 1e-3f;
+                    double lm = net_loss(&g, det, 4, (d2_loss)kind, 0.1, effw, NULL);
+                    det[k] = keep;
+                    CHECK_NEAR(gr[k], (lp - lm) / 2e-3, 1e-2 * fabs(gr[k]) + 1e-3);
+                }
+            }
+}
+
+/* Differential scores, prediction and margin on hand-made energies. */
+TEST(differential_scores_predict_and_margin)
+{
+    d2_geom g;
+    geom_default(&g);
+    geom_layout_343(&g, 6.4, 16, 16);
+    geom_layout_pairs(&g, 0, 8);
+    CHECK(g.ndet == 20 && geom_classes(&g) == 10 && g.scheme == D2_DETECT_DIFF);
+    CHECK_NEAR(g.det_y_mm[10] - g.det_y_mm[0], 8, 1e-12);
+    float det[20] = {0};
+    /* class 2: + 0.3, - 0.1 -> 0.5; class 7: + 0.02, - 0.0 -> 1 (wins on
+     * the ratio although it has less light) */
+    det[2] = 0.3f, det[12] = 0.1f, det[7] = 0.02f, det[5] = 0.1f, det[15] = 0.3f;
+    double s[10];
+    det_scores(&g, det, s);
+    CHECK_NEAR(s[2], 0.5, 1e-6);
+    CHECK_NEAR(s[7], 1.0, 1e-6);
+    CHECK_NEAR(s[5], -0.5, 1e-6);
+    CHECK_NEAR(s[0], 0.0, 1e-12);
+    CHECK(det_predict(&g, det) == 7);
+    CHECK_NEAR(det_margin(&g, det), 0.5, 1e-6);
+    CHECK_NEAR(det_total(&g, det), 0.82, 1e-6);
+    char name[8];
+    det_name(&g, 12, name, sizeof name);
+    CHECK(strcmp(name, "2-") == 0);
+    g.scheme = D2_DETECT_SINGLE;
+    g.ndet = 10;
+    CHECK(det_predict(&g, det) == 2);
 }
 
 TEST(energy_reaching_the_detector_plane_never_exceeds_the_input)
@@ -783,6 +851,8 @@ TEST(shipped_models_match_their_configs_and_classify)
         {"samples/fashion-model", "samples/paper-fashion-refine.json"},
         {"samples/mnist-jitter-model", "samples/paper-mnist-jitter-more.json"},
         {"samples/mnist-qat4-model", "samples/paper-mnist-qat4.json"},
+        {"samples/mnist-differential-model", "samples/paper-mnist-differential.json"},
+        {"samples/mnist-efficient-model", "samples/paper-mnist-refine.json"},
     };
     const char *data = dataset_default_dir();
     int limit = t_quick() ? 30 : 500;
@@ -807,6 +877,8 @@ TEST(shipped_models_match_their_configs_and_classify)
         CHECK(m.t.temperature == t.temperature && m.t.lr == t.lr && m.t.lr_decay == t.lr_decay);
         CHECK(m.t.jitter_xy_mm == t.jitter_xy_mm && m.t.jitter_z_mm == t.jitter_z_mm);
         CHECK(m.t.quant_levels == t.quant_levels);
+        CHECK(m.g.scheme == g.scheme && m.g.ndet == g.ndet);
+        CHECK(m.t.efficiency_weight == t.efficiency_weight);
         CHECK(m.test_accuracy > 0.85);
         eval_result r = {0};
         CHECK(eval_model(&m, data, limit, 0, NULL, NULL, &r, &e) == 0);
@@ -947,7 +1019,10 @@ int main(void)
     RUN(adjoint_gradient_matches_finite_differences_overlapping_detectors);
     RUN(adjoint_gradient_matches_finite_differences_material_coupled);
     RUN(adjoint_gradient_matches_finite_differences_mse);
+    RUN(adjoint_gradient_matches_finite_differences_differential);
+    RUN(adjoint_gradient_matches_finite_differences_with_efficiency_term);
     RUN(loss_gradient_matches_finite_differences);
+    RUN(differential_scores_predict_and_margin);
     RUN(energy_reaching_the_detector_plane_never_exceeds_the_input);
     RUN(bad_configs_fail_naming_the_key);
     RUN(model_saves_and_loads_back_bit_exact);

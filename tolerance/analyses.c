@@ -15,6 +15,7 @@
 #include "core/par.h"
 #include "export/export.h"
 #include "optics/optics.h"
+#include "train/train.h"
 
 /* ---- statistics --------------------------------------------------------- */
 
@@ -611,6 +612,25 @@ void tol_report_free(tol_report *rep)
     memset(rep, 0, sizeof *rep);
 }
 
+/* The nominal light budget of res from the count x ndet energies det. */
+static int light_budget(tol_result *res, const d2_geom *g, const float *det, int count, d2_err *e)
+{
+    float *v = d2_malloc(sizeof(float) * 2 * (size_t)(count > 0 ? count : 1), "light budget", e);
+    if (!v) return D2_EIO;
+    double se = 0, sm = 0;
+    for (int i = 0; i < count; i++) {
+        const float *d = det + (size_t)i * g->ndet;
+        se += v[i] = (float)det_total(g, d);
+        sm += v[count + i] = (float)det_margin(g, d);
+    }
+    res->eff_mean = count ? se / count : 0;
+    res->margin_mean = count ? sm / count : 0;
+    res->eff_p5 = eval_quantile(v, count, 0.05);
+    res->margin_p5 = eval_quantile(v + count, count, 0.05);
+    free(v);
+    return 0;
+}
+
 int tol_run(const tol_config *c, const tol_stack *stacks, int n, const d2_dataset *ds,
             d2_pool *pool, FILE *progress, tol_report *rep, d2_err *e)
 {
@@ -659,6 +679,7 @@ int tol_run(const tol_config *c, const tol_stack *stacks, int n, const d2_datase
         double sum = 0;
         size_t nv = (size_t)ru.count * stacks[i].m.g.ndet;
         for (size_t k = 0; k < nv; k++) sum += det[k];
+        if (!rc) rc = light_budget(res, &stacks[i].m.g, det, ru.count, e);
         free(det);
         if (rc) goto done;
         res->det_mean = sum / (double)nv;

@@ -54,6 +54,7 @@ const char *tol_unit_name(int unit)
     case TOL_U_THZ: return "THz";
     case TOL_U_LEVELS: return "levels";
     case TOL_U_RAD: return "rad";
+    case TOL_U_SOURCE: return "of the source power";
     default: return "";
     }
 }
@@ -85,6 +86,7 @@ static const mkey mkeys[] = {
     {"detector_shift_mm", TOL_DET_SHIFT, TOL_U_MM, 100},
     {"detector_shift_px", TOL_DET_SHIFT, TOL_U_PX, 1000},
     {"detector_noise_relative", TOL_DET_NOISE, TOL_U_NONE, 10},
+    {"detector_noise_of_source", TOL_DET_NOISE, TOL_U_SOURCE, 1},
 };
 #define NMKEYS (int)(sizeof mkeys / sizeof mkeys[0])
 
@@ -97,7 +99,8 @@ static const char *const k_top[] = {
     "pitch_error_percent", "height_error_mm", "height_error_wavelengths",
     "height_error_correlated_mm", "height_error_correlated_wavelengths", "quantize_step_mm",
     "quantize_levels", "index_error", "kappa_error", "wavelength_error_mm", "frequency_error_thz",
-    "detector_shift_mm", "detector_shift_px", "detector_noise_relative", NULL};
+    "detector_shift_mm", "detector_shift_px", "detector_noise_relative",
+    "detector_noise_of_source", NULL};
 static const char *const dists[] = {"uniform", "normal", NULL};
 static const char *const optics_names[] = {"thin", "thick", NULL};
 

@@ -38,7 +38,9 @@ static void kind_axis(const tol_result *r, int k, char *buf, size_t cap)
         break;
     case TOL_DET_SHIFT: snprintf(buf, cap, "detector-plane misregistration limit D, x and y (%s)", u); break;
     case TOL_DET_NOISE:
-        snprintf(buf, cap, "detector noise sigma (relative to the mean detector energy)");
+        snprintf(buf, cap, r->mag.unit[k] == TOL_U_SOURCE
+                               ? "detector noise sigma (fraction of the source power)"
+                               : "detector noise sigma (relative to the mean detector energy)");
         break;
     default: snprintf(buf, cap, "%s", tol_kind_name(k));
     }

@@ -121,7 +121,9 @@ static void add_conventions(cJSON *root)
                             "counts) moved on the output plane, each pixel counted by the area it "
                             "shares with the moved footprint");
     cJSON_AddStringToObject(cv, "detector_noise", "Gaussian added to every detector energy, "
-                            "sigma relative to the nominal mean detector energy");
+                            "sigma relative to the nominal mean detector energy "
+                            "(detector_noise_relative) or to the source power, the power through "
+                            "the input aperture (detector_noise_of_source)");
     cJSON_AddStringToObject(cv, "input_mask", "stencil: every test digit read through its own "
                             "printable stencil (the mask stage: binarised, slits narrower than the "
                             "minimum feature closed, islands bridged), open 1, plate 0; an "
@@ -221,6 +223,10 @@ static cJSON *model_json(const tol_report *rep, const tol_result *r)
     cJSON_AddNumberToObject(o, "test_images", r->images);
     add_num(o, "nominal_accuracy_percent", 100 * r->nominal);
     add_num(o, "nominal_detector_energy", r->det_mean);
+    cJSON *lb = cJSON_AddObjectToObject(o, "nominal_light");
+    cfg_add_numbers(lb, (const cfg_num_item[]){{"detector_efficiency_mean", r->eff_mean},
+                    {"detector_efficiency_p5", r->eff_p5}, {"margin_mean", r->margin_mean},
+                    {"margin_p5", r->margin_p5}}, 4);
     add_num(o, "spec_accuracy_percent", 100 * r->spec);
     cJSON_AddItemToObject(o, "magnitudes", mags_json(r));
     if (r->mag.stencil) {

@@ -105,8 +105,11 @@ typedef struct tol_item {
     int dist;                      /* TOL_UNIFORM or TOL_NORMAL */
 } tol_item;
 
+/* TOL_U_SOURCE: detector noise as a fraction of the source power (the
+ * power through the input aperture, which the detector energies are
+ * fractions of), not of the nominal mean detector energy. */
 enum { TOL_U_MM, TOL_U_PX, TOL_U_WAVELENGTHS, TOL_U_DEG, TOL_U_PERCENT, TOL_U_THZ, TOL_U_NONE,
-       TOL_U_LEVELS, TOL_U_RAD };
+       TOL_U_LEVELS, TOL_U_RAD, TOL_U_SOURCE };
 
 /* Makes the printable stencil of one test image (rows x cols grey bytes)
  * on g's n x n input plane: open[n*n] = 1 where light passes. threshold:
@@ -287,6 +290,10 @@ typedef struct tol_result {
     int images;
     double nominal;          /* accuracy without perturbation (fraction) */
     double det_mean;         /* nominal mean detector energy (noise reference) */
+    /* the nominal light budget over the test images: detector efficiency
+     * (sum of the detector energies) mean and 5th percentile, and the margin
+     * between the winning and the second class score (det_margin) */
+    double eff_mean, eff_p5, margin_mean, margin_p5;
     int unprintable;         /* stencil mode: test images that make no stencil */
     double spec;             /* yield threshold used */
     int spec_from_nominal;   /* 1: no spec was set, so spec = nominal - 1 point */

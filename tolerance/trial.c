@@ -353,7 +353,9 @@ static int vec_fill(const tol_mag *mag, int layers, const real *r, char (*names)
         PUT(r ? r->ddx : 0, "detector_shift_x_mm");
         PUT(r ? r->ddy : 0, "detector_shift_y_mm");
     }
-    if (mag->on[TOL_DET_NOISE]) PUT(r ? r->noise : 0, "detector_noise_relative");
+    if (mag->on[TOL_DET_NOISE])
+        PUT(r ? r->noise : 0, "%s", mag->unit[TOL_DET_NOISE] == TOL_U_SOURCE
+                                        ? "detector_noise_of_source" : "detector_noise_relative");
     if (mag->on[TOL_MASK]) PUT(r ? r->mask : 0, "input_mask");
 #undef PUT
     return n;
@@ -775,7 +777,9 @@ int tol_sim_eval(tol_sim *sim, const tol_mag *mag, double scale, const tol_draw 
     free(wbuf);
 
     int correct = 0;
-    double sigma = r.noise * det_ref;
+    /* relative to the nominal mean detector energy, or (absolute) to the
+     * source power the energies are fractions of */
+    double sigma = r.noise * (mag->unit[TOL_DET_NOISE] == TOL_U_SOURCE ? 1.0 : det_ref);
     for (int i = 0; i < count; i++) {
         if (stencil && sim->st_bad[i]) continue; /* no printable stencil: misread */
         float *dt = sim->det + (size_t)i * nd;
@@ -784,10 +788,7 @@ int tol_sim_eval(tol_sim *sim, const tol_mag *mag, double scale, const tol_draw 
             d2_rng_seed(&rn, seed_for(seed, stream, TOL_DET_NOISE, (uint64_t)i, 0));
             for (int k = 0; k < nd; k++) dt[k] += (float)(sigma * d2_rng_normal(&rn));
         }
-        int best = 0;
-        for (int k = 1; k < nd; k++)
-            if (dt[k] > dt[best]) best = k;
-        correct += best == ds->labels[i];
+        correct += det_predict(g, dt) == ds->labels[i];
     }
     if (det_out) memcpy(det_out, sim->det, sizeof(float) * (size_t)count * nd);
     *accuracy = (double)correct / count;

@@ -14,20 +14,14 @@
 #include "core/util.h"
 #include "optics/optics.h"
 
-int eval_argmax(const float *det, int ndet)
-{
-    int best = 0;
-    for (int k = 1; k < ndet; k++)
-        if (det[k] > det[best]) best = k;
-    return best;
-}
-
 cJSON *eval_to_json(const eval_result *r, int ndet)
 {
+    /* ndet: the classes (rows of the confusion matrix) */
     cJSON *o = cJSON_CreateObject();
     cfg_add_numbers(o, (const cfg_num_item[]){{"test_images", r->count}, {"correct", r->correct},
                     {"accuracy", r->accuracy}, {"detector_efficiency", r->efficiency},
                     {"output_efficiency", r->output_efficiency}}, 5);
+    eval_light_json(o, r);
     cJSON *pc = cJSON_AddArrayToObject(o, "class_accuracy");
     cJSON *cm = cJSON_AddArrayToObject(o, "confusion");
     for (int k = 0; k < ndet; k++) {
@@ -60,10 +54,12 @@ static void eval_one(void *arg, int i, int tid)
     j->tot[i] = net_infer(j->net, j->in[tid], j->det + (size_t)i * g->ndet, NULL, tid);
 }
 
-/* Images [lo, hi) of ds into r's counts and sums[0..1] (detector and output
- * energies); progress counts from lo. */
+/* Images [lo, hi) of ds into r's counts, sums[0..1] (detector and output
+ * energies) and the per-image light columns (eval_light_put, count images in
+ * all); progress counts from lo. */
 static int eval_range(d2_net *net, const d2_dataset *ds, int lo, int hi, d2_pool *pool,
-                      FILE *progress, eval_result *r, double *sums, float *det_out, d2_err *e)
+                      FILE *progress, eval_result *r, double *sums, float *light, int count,
+                      float *det_out, d2_err *e)
 {
     const d2_geom *g = net_geom(net);
     int T = d2_pool_threads(pool), rc = 0;
@@ -89,12 +85,12 @@ static int eval_range(d2_net *net, const d2_dataset *ds, int lo, int hi, d2_pool
         d2_pool_run(pool, eval_one, &j, j.count);
         for (int i = 0; i < j.count; i++) {
             const float *d = j.det + (size_t)i * g->ndet;
-            int lab = ds->labels[s + i], pred = eval_argmax(d, g->ndet);
-            double sum = 0;
-            for (int k = 0; k < g->ndet; k++) sum += d[k];
+            int lab = ds->labels[s + i], pred = det_predict(g, d);
+            double sum = det_total(g, d);
             sums[0] += sum;
             sums[1] += j.tot[i];
-            if (lab < D2_MAX_DET) {
+            eval_light_put(light, count, s + i, g, d, j.tot[i]);
+            if (lab < geom_classes(g)) {
                 r->class_count[lab]++;
                 r->confusion[lab][pred]++;
                 if (pred == lab) {
@@ -136,22 +132,26 @@ int eval_net(d2_net *net, const d2_dataset *ds, int limit, d2_pool *pool, FILE *
     int count = limit > 0 && limit < ds->count ? limit : ds->count;
     double sums[2] = {0, 0};
     memset(r, 0, sizeof *r);
-    int rc = eval_range(net, ds, 0, count, pool, progress, r, sums, det_out, e);
+    float *light = d2_calloc(3 * (size_t)(count > 0 ? count : 1), sizeof(float), "light", e);
+    if (!light) return D2_EIO;
+    int rc = eval_range(net, ds, 0, count, pool, progress, r, sums, light, count, det_out, e);
     eval_finish(r, count, sums);
+    eval_light_finish(r, light, count);
+    free(light);
     return rc;
 }
 
 /* The counts and sums of a result, as doubles (exact for counts), for the
  * sum over ranks. */
-#define EVAL_NPACK (3 + 2 * D2_MAX_DET + D2_MAX_DET * D2_MAX_DET)
+#define EVAL_NPACK (3 + 2 * D2_MAX_CLASS + D2_MAX_CLASS * D2_MAX_CLASS)
 static void eval_pack(eval_result *r, double *sums, double *v, int out)
 {
-    int *ints[1 + 2 * D2_MAX_DET + D2_MAX_DET * D2_MAX_DET], n = 0;
+    int *ints[1 + 2 * D2_MAX_CLASS + D2_MAX_CLASS * D2_MAX_CLASS], n = 0;
     ints[n++] = &r->correct;
-    for (int k = 0; k < D2_MAX_DET; k++) ints[n++] = &r->class_count[k];
-    for (int k = 0; k < D2_MAX_DET; k++) ints[n++] = &r->class_correct[k];
-    for (int k = 0; k < D2_MAX_DET; k++)
-        for (int q = 0; q < D2_MAX_DET; q++) ints[n++] = &r->confusion[k][q];
+    for (int k = 0; k < D2_MAX_CLASS; k++) ints[n++] = &r->class_count[k];
+    for (int k = 0; k < D2_MAX_CLASS; k++) ints[n++] = &r->class_correct[k];
+    for (int k = 0; k < D2_MAX_CLASS; k++)
+        for (int q = 0; q < D2_MAX_CLASS; q++) ints[n++] = &r->confusion[k][q];
     for (int i = 0; i < n; i++) {
         if (out) *ints[i] = (int)v[i];
         else v[i] = *ints[i];
@@ -169,13 +169,24 @@ int eval_net_ranks(d2_net *net, const d2_dataset *ds, int limit, d2_pool *pool, 
     d2_par_range(count, &lo, &hi);
     double sums[2] = {0, 0}, v[EVAL_NPACK];
     memset(r, 0, sizeof *r);
-    int rc = eval_range(net, ds, (int)lo, (int)hi, pool, progress, r, sums, NULL, e);
-    if (rc) return rc;
-    eval_pack(r, sums, v, 0);
-    if ((rc = d2_par_sum_f64(v, EVAL_NPACK, e))) return rc;
-    eval_pack(r, sums, v, 1);
-    eval_finish(r, count, sums);
-    return 0;
+    /* every rank fills its block of the per-image light columns and leaves
+     * the rest zero, so the sum over ranks is the whole columns, exactly */
+    float *light = d2_calloc(3 * (size_t)(count > 0 ? count : 1), sizeof(float), "light", e);
+    if (!light) return D2_EIO;
+    int rc = eval_range(net, ds, (int)lo, (int)hi, pool, progress, r, sums, light, count, NULL,
+                        e);
+    if (!rc) {
+        eval_pack(r, sums, v, 0);
+        rc = d2_par_sum_f64(v, EVAL_NPACK, e);
+    }
+    if (!rc) rc = d2_par_sum_f32(light, 3 * (size_t)count, e);
+    if (!rc) {
+        eval_pack(r, sums, v, 1);
+        eval_finish(r, count, sums);
+        eval_light_finish(r, light, count);
+    }
+    free(light);
+    return rc;
 }
 
 /* A montage of output intensities: up to 10 test images side by side, each
@@ -206,8 +217,11 @@ static int write_output_png(d2_net *net, const d2_dataset *ds, const char *path,
         for (int k = 0; k < g->ndet; k++) {
             int r0, r1, c0, c1;
             geom_det_rect(g, k, &r0, &r1, &c0, &c1);
+            /* the true class's detector green (its - detector red) */
             uint8_t col[3] = {255, 255, 255};
+            int nc = geom_classes(g);
             if (k == ds->labels[s]) col[0] = 0, col[2] = 0;
+            else if (k - nc == ds->labels[s]) col[1] = 0, col[2] = 0;
             for (int i = r0 * sc; i < r1 * sc; i++)
                 for (int jx = c0 * sc; jx < c1 * sc; jx++) {
                     if (i != r0 * sc && i != r1 * sc - 1 && jx != c0 * sc && jx != c1 * sc - 1)

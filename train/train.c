@@ -57,7 +57,7 @@ static void train_part(void *arg, int part, int tid)
         input_from_u8(g, j->ds->images + px * s, j->ds->rows, j->ds->cols, j->in[part]);
         j->loss[part] += net_grad(j->net, j->in[part], j->ds->labels[s], j->model->t.loss,
                                   j->model->t.temperature, j->grad[part], det, part);
-        j->correct[part] += eval_argmax(det, g->ndet) == j->ds->labels[s];
+        j->correct[part] += det_predict(g, det) == j->ds->labels[s];
     }
 }
 
@@ -452,6 +452,7 @@ static int trainer_alloc(trainer *x, d2_err *e)
     if (!(x->pool = d2_pool_new(x->ro->threads, e))) goto fail;
     int T = x->T = d2_pool_threads(x->pool);
     if (!(x->net = net_new(g, T, e))) goto fail;
+    net_set_efficiency_weight(x->net, x->m->t.efficiency_weight);
     for (int l = 0; l < L; l++) {
         x->a.m[l] = d2_calloc(nn, sizeof(float), "Adam state", e);
         x->a.v[l] = d2_calloc(nn, sizeof(float), "Adam state", e);

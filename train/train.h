@@ -57,11 +57,30 @@ typedef struct eval_result {
     int count;                 /* test images evaluated */
     int correct;
     double accuracy;           /* correct / count */
-    int class_count[D2_MAX_DET], class_correct[D2_MAX_DET];
-    int confusion[D2_MAX_DET][D2_MAX_DET]; /* [true][predicted] */
+    int class_count[D2_MAX_CLASS], class_correct[D2_MAX_CLASS];
+    int confusion[D2_MAX_CLASS][D2_MAX_CLASS]; /* [true][predicted] */
     double efficiency;         /* mean (sum of detector energies / input energy) */
     double output_efficiency;  /* mean (energy on the output plane / input energy) */
+    /* The light budget over the test images (train/metrics.c): */
+    double efficiency_p5;      /* 5th percentile of the detector efficiency */
+    double background;         /* mean energy on the output plane outside the
+                                * detectors / input energy */
+    double background_fraction;/* mean of the same / energy on the output plane */
+    double margin_mean;        /* mean winning score - second score (det_margin) */
+    double margin_p5;          /* its 5th percentile */
 } eval_result;
+
+/* Per-image light figures for eval_result: light holds 3 x count floats
+ * (efficiency, background, margin columns); eval_light_put stores image i's
+ * from its detector energies det and its output-plane energy out_energy;
+ * eval_light_finish fills r's light budget (sorting the columns);
+ * eval_light_json adds it to o as "light". */
+void eval_light_put(float *light, int count, int i, const d2_geom *g, const float *det,
+                    double out_energy);
+void eval_light_finish(eval_result *r, float *light, int count);
+void eval_light_json(cJSON *o, const eval_result *r);
+/* The q quantile (0..1) of v[0..count) (sorted in place; nearest rank). */
+double eval_quantile(float *v, int count, double q);
 
 /* Evaluates a model on the first `limit` test images (0 = all) of its data
  * set, split over the ranks of an MPI job (collective; rank 0 writes the
@@ -83,11 +102,9 @@ int eval_net(d2_net *net, const d2_dataset *ds, int limit, d2_pool *pool,
 int eval_net_ranks(d2_net *net, const d2_dataset *ds, int limit, d2_pool *pool,
                    FILE *progress, eval_result *r, d2_err *e);
 
-/* The result as JSON: accuracy, per-class accuracy, confusion matrix,
- * efficiencies. Caller owns it. */
-cJSON *eval_to_json(const eval_result *r, int ndet);
-
-/* Index of the largest detector energy. */
-int eval_argmax(const float *det, int ndet);
+/* The result as JSON: accuracy, per-class accuracy, confusion matrix
+ * (classes x classes: geom_classes), efficiencies and the light budget.
+ * Caller owns it. */
+cJSON *eval_to_json(const eval_result *r, int classes);
 
 #endif
