@@ -53,7 +53,9 @@ static void gradient_check_scheme(int coupled, d2_loss loss, int scheme, double 
         geom_layout_343(&g, 1.2, 2.8, 2.8);
         geom_layout_pairs(&g, 0, 1.4);
     }
-    CHECK(geom_validate(&g, "test", NULL) == 0);
+    /* overlapping detectors are refused by geom_validate (they are in mm),
+     * yet squares that touch in pixels do occur: test the adjoint there */
+    if (!overlap) CHECK(geom_validate(&g, "test", NULL) == 0);
     check_effw = effw;
     d2_err e = {0};
     d2_net *net = net_new(&g, 1, &e);
