@@ -105,6 +105,7 @@ void cal_opts_default(cal_opts *o);
 
 #define CAL_PER_LAYER 4 /* dx, dy, dz, rot */
 #define CAL_MAX_PAR (CAL_PER_LAYER * D2_MAX_LAYERS)
+#define CAL_MAX_Q (CAL_MAX_PAR + 2 * D2_MAX_DET) /* poses, gains and offsets */
 #define CAL_MAX_NOTES 32
 
 typedef struct cal_result {

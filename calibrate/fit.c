@@ -213,36 +213,44 @@ static int chol_solve(double *A, double *b, int n)
     return 0;
 }
 
-/* Gauss-Newton normal matrix and gradient of the pose parameters (gains
- * held): A = sum (a J / s)^T (a J / s) + prior, grad of the cost / 2. */
-static void normal_eq(const fit *f, const double *th, const double *a, const double *b,
-                      double *A, double *grad)
+/* Gauss-Newton normal matrix A (Q x Q, Q = P + 2 ndet: poses, then gain and
+ * offset of each detector) and the gradient of cost / 2, prior included.
+ * Solving poses and gains jointly (rather than alternating) keeps the step
+ * from fighting the gains where a pose changes every reading alike. */
+static int normal_eq(const fit *f, const double *th, const double *a, const double *b,
+                     double *A, double *grad)
 {
-    int P = f->P;
-    memset(A, 0, sizeof(double) * P * P);
-    memset(grad, 0, sizeof(double) * P);
-    double row[CAL_MAX_PAR];
+    int P = f->P, Q = P + 2 * f->nd;
+    memset(A, 0, sizeof(double) * Q * Q);
+    memset(grad, 0, sizeof(double) * Q);
+    double row[CAL_MAX_Q];
     for (int i = 0; i < f->count; i++)
         for (int k = 0; k < f->nd; k++) {
             size_t q = (size_t)i * f->nd + k;
             const double *J = f->J + q * P;
             double r = (f->meas->read[q] - a[k] * f->E[q] - b[k]) / f->sig[q];
+            memset(row, 0, sizeof(double) * Q);
             for (int p = 0; p < P; p++) row[p] = a[k] * J[p] / f->sig[q];
-            for (int p = 0; p < P; p++) {
+            row[P + 2 * k] = f->E[q] / f->sig[q];
+            row[P + 2 * k + 1] = 1.0 / f->sig[q];
+            for (int p = 0; p < Q; p++) {
+                if (row[p] == 0) continue;
                 grad[p] -= row[p] * r;
-                for (int s = 0; s <= p; s++) A[p * P + s] += row[p] * row[s];
+                for (int s = 0; s <= p; s++) A[p * Q + s] += row[p] * row[s];
             }
         }
-    for (int p = 0; p < P; p++) {
-        for (int s = 0; s < p; s++) A[s * P + p] = A[p * P + s];
-        A[p * P + p] += prior_w(f->o, p);
+    for (int p = 0; p < Q; p++) {
+        for (int s = 0; s < p; s++) A[s * Q + p] = A[p * Q + s];
+        if (p >= P) continue;
+        A[p * Q + p] += prior_w(f->o, p);
         grad[p] += prior_w(f->o, p) * th[p];
         if (!f->o->fit_rot && p % CAL_PER_LAYER == 3) {
-            for (int s = 0; s < P; s++) A[p * P + s] = A[s * P + p] = 0;
-            A[p * P + p] = 1;
+            for (int s = 0; s < Q; s++) A[p * Q + s] = A[s * Q + p] = 0;
+            A[p * Q + p] = 1;
             grad[p] = 0;
         }
     }
+    return Q;
 }
 
 static const char *par_name(int c)
@@ -254,30 +262,14 @@ static const char *par_name(int c)
 /* Covariance of poses, gains and offsets from the full Gauss-Newton matrix
  * (scaled by the reduced chi-square), the correlations of the poses and the
  * notes on what the data cannot fix. */
-static int covariance(const fit *f, const double *a, const double *cost, cal_result *r, d2_err *e)
+static int covariance(const fit *f, const double *th, const double *a, const double *b,
+                      const double *cost, cal_result *r, d2_err *e)
 {
     int P = f->P, Q = P + 2 * f->nd;
-    double *N = d2_calloc((size_t)Q * Q * 3, sizeof *N, "covariance", e);
+    double *N = d2_calloc((size_t)Q * Q * 3 + Q, sizeof *N, "covariance", e);
     if (!N) return D2_EIO;
-    double *C = N + (size_t)Q * Q, *W = C + (size_t)Q * Q, row[CAL_MAX_PAR + 2 * D2_MAX_DET];
-    for (int i = 0; i < f->count; i++)
-        for (int k = 0; k < f->nd; k++) {
-            size_t q = (size_t)i * f->nd + k;
-            memset(row, 0, sizeof row);
-            for (int p = 0; p < P; p++) row[p] = a[k] * f->J[q * P + p] / f->sig[q];
-            row[P + 2 * k] = f->E[q] / f->sig[q];
-            row[P + 2 * k + 1] = 1.0 / f->sig[q];
-            for (int p = 0; p < Q; p++)
-                if (row[p] != 0)
-                    for (int s = 0; s < Q; s++) N[p * Q + s] += row[p] * row[s];
-        }
-    for (int p = 0; p < P; p++) {
-        N[p * Q + p] += prior_w(f->o, p);
-        if (!f->o->fit_rot && p % CAL_PER_LAYER == 3) {
-            for (int s = 0; s < Q; s++) N[p * Q + s] = N[s * Q + p] = 0;
-            N[p * Q + p] = 1;
-        }
-    }
+    double *C = N + (size_t)Q * Q, *W = C + (size_t)Q * Q, *grad = W + (size_t)Q * Q;
+    normal_eq(f, th, a, b, N, grad);
     int dof = f->count * f->nd - Q;
     double s2 = dof > 0 ? *cost / dof : 1.0;
     for (int c = 0; c < Q; c++) {
@@ -291,7 +283,7 @@ static int covariance(const fit *f, const double *a, const double *cost, cal_res
                            "detector that reads the same for every input?)");
         }
     }
-    double sd[CAL_MAX_PAR + 2 * D2_MAX_DET];
+    double sd[CAL_MAX_Q];
     for (int p = 0; p < Q; p++) sd[p] = sqrt(fmax(C[p * Q + p] * s2, 0));
     for (int l = 0; l < f->L; l++) {
         const double *s = sd + CAL_PER_LAYER * l;
@@ -391,27 +383,33 @@ static void fit_free(fit *f)
 static int lm(fit *f, d2_pool *pool, double *th, double *a, double *b, cal_result *r,
               double *cost, d2_err *e)
 {
-    int P = f->P;
-    double A[CAL_MAX_PAR * CAL_MAX_PAR], M[CAL_MAX_PAR * CAL_MAX_PAR], grad[CAL_MAX_PAR];
-    double step[CAL_MAX_PAR], tn[CAL_MAX_PAR], an[D2_MAX_DET], bn[D2_MAX_DET], mu = 1e-3;
+    int P = f->P, Q = P + 2 * f->nd;
+    double A[CAL_MAX_Q * CAL_MAX_Q], M[CAL_MAX_Q * CAL_MAX_Q], grad[CAL_MAX_Q], step[CAL_MAX_Q];
+    double tn[CAL_MAX_PAR], an[D2_MAX_DET], bn[D2_MAX_DET], mu = 1e-3;
     if (evaluate(f, pool, th, 1, e)) return e->code;
     *cost = solve_gains(f, a, b) + prior_cost(f, th);
     r->cost0 = *cost;
     for (r->iterations = 0; r->iterations < f->o->max_iter;) {
         normal_eq(f, th, a, b, A, grad);
         int accepted = 0;
-        double cn = *cost;
+        double cn = *cost, moved = 0;
         while (!accepted && mu < 1e8) {
-            memcpy(M, A, sizeof(double) * P * P);
-            for (int p = 0; p < P; p++) {
-                M[p * P + p] += mu * A[p * P + p];
+            memcpy(M, A, sizeof(double) * Q * Q);
+            for (int p = 0; p < Q; p++) {
+                M[p * Q + p] += mu * A[p * Q + p];
                 step[p] = -grad[p];
             }
-            if (chol_solve(M, step, P)) {
+            if (chol_solve(M, step, Q)) {
                 mu *= 10;
                 continue;
             }
-            for (int p = 0; p < P; p++) tn[p] = th[p] + step[p];
+            /* The gains' part of the step is dropped: they are solved
+             * exactly at the new poses. */
+            moved = 0;
+            for (int p = 0; p < P; p++) {
+                tn[p] = th[p] + step[p];
+                moved = fmax(moved, fabs(step[p]) * sqrt(prior_w(f->o, p) / fmax(f->o->reg, 1e-30)));
+            }
             if (evaluate(f, pool, tn, 0, e)) return e->code;
             cn = solve_gains(f, an, bn) + prior_cost(f, tn);
             if (cn < *cost) {
@@ -425,13 +423,13 @@ static int lm(fit *f, d2_pool *pool, double *th, double *a, double *b, cal_resul
         if (!accepted) break;
         double drop = *cost - cn;
         memcpy(th, tn, sizeof(double) * P);
-        *cost = cn;
         if (f->o->progress)
             fprintf(f->o->progress, "calibrate: iteration %d: cost %.6g (mu %.2g)\n",
                     r->iterations, cn, mu);
         if (evaluate(f, pool, th, 1, e)) return e->code;
         *cost = solve_gains(f, a, b) + prior_cost(f, th);
-        if (drop < 1e-6 * *cost) break;
+        /* Converged: the cost stalls or no pose moves by 1e-3 of its prior width. */
+        if (drop < 1e-5 * *cost || moved < 1e-3) break;
     }
     return 0;
 }
@@ -460,7 +458,7 @@ int cal_fit(const d2_model *m, const cal_meas *meas, const float *inputs, const 
     if (!rc) fit_sigmas(&f);
     double th[CAL_MAX_PAR] = {0}, a[D2_MAX_DET], b[D2_MAX_DET], cost = 0;
     if (!rc) rc = lm(&f, pool, th, a, b, r, &cost, e);
-    if (!rc) rc = covariance(&f, a, &cost, r, e);
+    if (!rc) rc = covariance(&f, th, a, b, &cost, r, e);
     if (!rc && !(r->pred = d2_malloc((size_t)f.count * f.nd * sizeof *r->pred, "predictions", e)))
         rc = D2_EIO;
     if (!rc) {
