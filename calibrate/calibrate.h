@@ -100,6 +100,7 @@ typedef struct cal_opts {
     double floor;           /* relative noise floor (0.05) */
     int fit_rot;            /* 0 holds rotations at 0 */
     FILE *progress;         /* one line per iteration, or NULL */
+    const layer_pose *start; /* poses to start from (layers entries), NULL: all zero */
 } cal_opts;
 void cal_opts_default(cal_opts *o);
 
@@ -154,5 +155,9 @@ int cal_twin_write(const char *dir, const d2_model *m, const char *model_dir,
 /* The model of the twin: m with poses baked in (see cal_twin_write); out is
  * allocated (model_free). */
 int cal_twin_model(const d2_model *m, const layer_pose *pose, d2_model *out, d2_err *e);
+/* Reads the "poses" of a twin.json or a simulate truth file (layers entries
+ * of dx_mm, dy_mm, dz_mm, rotation_deg) into pose; D2_EINPUT naming the key
+ * when absent, of another layer count or out of [-100, 100]. */
+int cal_poses_read(const char *path, int layers, layer_pose *pose, d2_err *e);
 
 #endif

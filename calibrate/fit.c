@@ -172,11 +172,29 @@ static double solve_gains(const fit *f, double *a, double *b)
     return cost;
 }
 
+static double prior_width(const cal_opts *o, int i);
+
+/* Weight of parameter i's prior in the cost. */
 static double prior_w(const cal_opts *o, int i)
 {
-    int c = i % CAL_PER_LAYER;
-    double w = c < 2 ? o->prior_xy_mm : c == 2 ? o->prior_z_mm : o->prior_rot_deg;
+    double w = prior_width(o, i);
     return o->reg / (w * w);
+}
+
+/* Prior width of parameter i (mm or degrees). */
+static double prior_width(const cal_opts *o, int i)
+{
+    int c = i % CAL_PER_LAYER;
+    return c < 2 ? o->prior_xy_mm : c == 2 ? o->prior_z_mm : o->prior_rot_deg;
+}
+
+/* Largest step of parameter i in one iteration: a quarter pixel lateral, a
+ * quarter pixel at the plane's edge in rotation, 0.5 mm axial. */
+static double trust(const fit *f, int i)
+{
+    int c = i % CAL_PER_LAYER;
+    double px = f->m->g.pitch_mm, half = 0.5 * f->m->g.n;
+    return c < 2 ? 0.25 * px : c == 2 ? 0.5 : 0.25 / half * 180 / M_PI;
 }
 
 static double prior_cost(const fit *f, const double *th)
@@ -386,6 +404,7 @@ static int lm(fit *f, d2_pool *pool, double *th, double *a, double *b, cal_resul
     int P = f->P, Q = P + 2 * f->nd;
     double A[CAL_MAX_Q * CAL_MAX_Q], M[CAL_MAX_Q * CAL_MAX_Q], grad[CAL_MAX_Q], step[CAL_MAX_Q];
     double tn[CAL_MAX_PAR], an[D2_MAX_DET], bn[D2_MAX_DET], mu = 1e-3;
+    double radius = 1; /* trust radius in units of trust(): grows on success, shrinks on failure */
     if (evaluate(f, pool, th, 1, e)) return e->code;
     *cost = solve_gains(f, a, b) + prior_cost(f, th);
     r->cost0 = *cost;
@@ -404,19 +423,31 @@ static int lm(fit *f, d2_pool *pool, double *th, double *a, double *b, cal_resul
                 continue;
             }
             /* The gains' part of the step is dropped: they are solved
-             * exactly at the new poses. */
+             * exactly at the new poses. A step beyond the trust radius (from a
+             * quarter pixel, where the bilinear resampling stays near its
+             * linearisation; 1.5 times wider after each accepted step, half
+             * after each rejected one) is damped further first. */
             moved = 0;
+            double over = 0;
             for (int p = 0; p < P; p++) {
                 tn[p] = th[p] + step[p];
-                moved = fmax(moved, fabs(step[p]) * sqrt(prior_w(f->o, p) / fmax(f->o->reg, 1e-30)));
+                moved = fmax(moved, fabs(step[p]) / prior_width(f->o, p));
+                over = fmax(over, fabs(step[p]) / (radius * trust(f, p)));
+            }
+            if (over > 1) {
+                mu = fmax(mu, 1e-6) * 4;
+                continue;
             }
             if (evaluate(f, pool, tn, 0, e)) return e->code;
             cn = solve_gains(f, an, bn) + prior_cost(f, tn);
+            if (getenv("D2FAB_CAL_DEBUG")) fprintf(stderr, "  trial mu %.3g cost %.6g (from %.6g) step0 %.4g\n", mu, cn, *cost, step[0]);
             if (cn < *cost) {
                 accepted = 1;
                 mu = fmax(mu / 3, 1e-9);
+                radius = fmin(radius * 1.5, 8);
             } else {
                 mu *= 4;
+                radius = fmax(radius * 0.5, 1.0 / 16);
             }
         }
         r->iterations++;
@@ -457,6 +488,12 @@ int cal_fit(const d2_model *m, const cal_meas *meas, const float *inputs, const 
     if (!rc && !(f.net = net_new(&m->g, f.threads, e))) rc = e->code;
     if (!rc) fit_sigmas(&f);
     double th[CAL_MAX_PAR] = {0}, a[D2_MAX_DET], b[D2_MAX_DET], cost = 0;
+    for (int l = 0; o->start && l < f.L; l++) {
+        th[CAL_PER_LAYER * l] = o->start[l].dx_mm;
+        th[CAL_PER_LAYER * l + 1] = o->start[l].dy_mm;
+        th[CAL_PER_LAYER * l + 2] = o->start[l].dz_mm;
+        th[CAL_PER_LAYER * l + 3] = o->fit_rot ? o->start[l].rot_deg : 0;
+    }
     if (!rc) rc = lm(&f, pool, th, a, b, r, &cost, e);
     if (!rc) rc = covariance(&f, th, a, b, &cost, r, e);
     if (!rc && !(r->pred = d2_malloc((size_t)f.count * f.nd * sizeof *r->pred, "predictions", e)))

@@ -1,4 +1,9 @@
-/* The twin folder: the fitted stack as a model any stage loads, the fit as
+static void advise(FILE *f, int layer, const char *verb, double v, double s, double min,
+                   const char *unit, const char *pos, const char *neg, int *count)
+{
+    if (fabs(v) < min || fabs(v) < 2 * s) return;
+    fprintf(f, "  layer %d sits %.2f +- %.2f %s %s: %s it %.2f %s %s\n", layer, fabs(v), s, unit,
+            v > 0 ? pos : neg, verb, fabs(v), unit, v > 0 ? neg : pos);/* The twin folder: the fitted stack as a model any stage loads, the fit as
  * JSON, a report for people and the measured-vs-predicted scatter. */
 #include "calibrate/calibrate.h"
 
@@ -9,6 +14,7 @@
 #include <string.h>
 
 #include "core/fileio.h"
+#include "core/config.h"
 #include "core/image.h"
 
 int cal_twin_model(const d2_model *m, const layer_pose *pose, d2_model *out, d2_err *e)
@@ -123,10 +129,11 @@ static int write_report(const char *path, const d2_model *m, const char *model_d
     int nadv = 0;
     for (int l = 0; l < r->layers; l++) {
         const layer_pose *p = &r->pose[l], *s = &r->sigma[l];
-        advise(f, l + 1, "to", p->dx_mm, s->dx_mm, 0.05, "mm", "+x", "-x", &nadv);
-        advise(f, l + 1, "to", p->dy_mm, s->dy_mm, 0.05, "mm", "+y", "-y", &nadv);
-        advise(f, l + 1, "towards the", p->dz_mm, s->dz_mm, 0.3, "mm", "detector", "source", &nadv);
-        advise(f, l + 1, "turned", p->rot_deg, s->rot_deg, 0.1, "deg", "counter-clockwise",
+        advise(f, l + 1, "shift", p->dx_mm, s->dx_mm, 0.05, "mm", "to +x", "to -x", &nadv);
+        advise(f, l + 1, "shift", p->dy_mm, s->dy_mm, 0.05, "mm", "to +y", "to -y", &nadv);
+        advise(f, l + 1, "move", p->dz_mm, s->dz_mm, 0.3, "mm", "towards the detector",
+               "towards the source", &nadv);
+        advise(f, l + 1, "turn", p->rot_deg, s->rot_deg, 0.1, "deg", "counter-clockwise",
                "clockwise", &nadv);
     }
     if (!nadv) fprintf(f, "  nothing: every fitted error is small or within its uncertainty\n");
@@ -191,4 +198,35 @@ int cal_twin_write(const char *dir, const d2_model *m, const char *model_dir,
         (rc = write_scatter(path, meas, r, e)))
         return rc;
     return 0;
+}
+
+int cal_poses_read(const char *path, int layers, layer_pose *pose, d2_err *e)
+{
+    cJSON *root = NULL;
+    if (cfg_load(path, &root, e)) return e->code;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(root, "poses");
+    int rc = 0;
+    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != layers) {
+        rc = d2_fail(e, D2_EINPUT, "%s: \"poses\" must be an array of %d layers (found %d): a fit "
+                     "of other optics?", path, layers, cJSON_IsArray(arr) ? cJSON_GetArraySize(arr) : 0);
+        goto done;
+    }
+    static const char *keys[4] = {"dx_mm", "dy_mm", "dz_mm", "rotation_deg"};
+    for (int l = 0; l < layers; l++) {
+        const cJSON *o = cJSON_GetArrayItem(arr, l);
+        double v[4];
+        for (int c = 0; c < 4; c++) {
+            const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, keys[c]);
+            if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble) || fabs(x->valuedouble) > 100) {
+                rc = d2_fail(e, D2_EINPUT, "%s: poses[%d].%s must be a number in [-100, 100]",
+                             path, l, keys[c]);
+                goto done;
+            }
+            v[c] = x->valuedouble;
+        }
+        pose[l] = (layer_pose){v[0], v[1], v[2], v[3]};
+    }
+done:
+    cJSON_Delete(root);
+    return rc;
 }

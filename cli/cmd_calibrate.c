@@ -156,6 +156,8 @@ static void calibrate_usage(FILE *f)
             "      --prior-xy-mm D, --prior-z-mm D, --prior-rot-deg D     [0.5, 2, 1.5]\n"
             "      --noise F          relative noise of a reading                   [0.01]\n"
             "      --no-rotation      hold every rotation at 0\n"
+            "      --start JSON       start from the poses of a twin.json (or a simulate\n"
+            "                         --truth file)                           [all zero]\n"
             "  -l, --eval-limit N     test images for the twin's accuracy, 0 = none  [1000]\n"
             "  -d, --data DIR         data folder with mnist/ and fashion/ [$D2FAB_DATA or data]\n"
             "  -j, --threads N        worker threads                      [all cores]\n"
@@ -165,7 +167,8 @@ static void calibrate_usage(FILE *f)
 }
 
 typedef struct cal_args {
-    const char *model, *meas, *out, *data;
+    const char *model, *meas, *out, *data, *start;
+    layer_pose start_pose[D2_MAX_LAYERS];
     int optics, quiet;
     long eval_limit;
     cal_opts o;
@@ -181,7 +184,7 @@ static int calibrate_parse(int argc, char **argv, cal_args *a)
         {"prior-rot-deg", required_argument, 0, 'R'}, {"noise", required_argument, 0, 'N'},
         {"no-rotation", no_argument, 0, 'T'}, {"eval-limit", required_argument, 0, 'l'},
         {"data", required_argument, 0, 'd'}, {"threads", required_argument, 0, 'j'},
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"start", required_argument, 0, 'S'}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     long lv;
     optind = 1;
@@ -199,6 +202,7 @@ static int calibrate_parse(int argc, char **argv, cal_args *a)
         case 'R': bad = cli_num("calibrate", "--prior-rot-deg", optarg, 1e-6, 90, &a->o.prior_rot_deg); break;
         case 'N': bad = cli_num("calibrate", "--noise", optarg, 1e-9, 1, &a->o.noise); break;
         case 'T': a->o.fit_rot = 0; break;
+        case 'S': a->start = optarg; break;
         case 'l': bad = cli_int("calibrate", "--eval-limit", optarg, 0, 10000000, &a->eval_limit); break;
         case 'd': a->data = optarg; break;
         case 'j': bad = cli_int("calibrate", "--threads", optarg, 0, 1024, &lv); a->o.threads = (int)lv; break;
@@ -239,12 +243,19 @@ int cmd_calibrate(int argc, char **argv)
     if (!a.quiet) a.o.progress = stderr;
     d2_model m;
     if ((rc = load_optics("calibrate", a.model, a.optics, &m))) return rc;
+    d2_err e = {0};
+    if (a.start) {
+        if (cal_poses_read(a.start, m.g.layers, a.start_pose, &e)) {
+            model_free(&m);
+            return cli_error("calibrate", e.code, e.msg);
+        }
+        a.o.start = a.start_pose;
+    }
     d2_dataset ds = {0};
     if ((rc = load_test_set("calibrate", &m, a.data, &ds))) {
         model_free(&m);
         return rc;
     }
-    d2_err e = {0};
     cal_meas meas = {0};
     cal_result r = {0};
     float *inputs = NULL;

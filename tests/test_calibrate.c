@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 
 #include "calibrate/calibrate.h"
+#include "core/config.h"
+#include "core/fileio.h"
 #include "core/util.h"
 #include "tests/testlib.h"
 
@@ -257,12 +259,72 @@ TEST(fit_recovers_hidden_poses_of_a_small_stack)
     model_free(&m);
 }
 
+static const char *bin(void)
+{
+    const char *b = getenv("D2FAB_BIN");
+    return b && *b ? b : "./d2fab";
+}
+
+static double json_num(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+TEST(simulate_then_calibrate_writes_a_twin_that_eval_loads_and_bad_meas_writes_nothing)
+{
+    d2_model m;
+    small_model(&m, 3, 13);
+    d2_err e = {0};
+    const char *md = t_path("cli-model"), *meas = t_path("cli-meas.csv"),
+               *truth = t_path("cli-truth.json"), *tw = t_path("cli-twin"),
+               *bad = t_path("cli-bad.csv"), *tw2 = t_path("cli-twin2");
+    CHECK(model_save(md, &m, &e) == 0);
+    model_free(&m);
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s simulate --model %s --out %s --truth %s --count 80 --xy-mm 0.2 "
+             "--z-mm 1 --rot-deg 0.5 --seed 5 -j 2 > /dev/null", bin(), md, meas, truth);
+    CHECK(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "%s calibrate --model %s --measured %s --out %s -l 50 -j 2 -q "
+             "> /dev/null", bin(), md, meas, tw);
+    CHECK(system(cmd) == 0);
+    CHECK(t_exists(t_path("cli-twin/model.json")) && t_exists(t_path("cli-twin/report.txt")));
+    cJSON *tj = NULL, *tr = NULL;
+    CHECK(cfg_load(t_path("cli-twin/twin.json"), &tj, &e) == 0);
+    CHECK(cfg_load(truth, &tr, &e) == 0);
+    const cJSON *fp = cJSON_GetObjectItem(tj, "poses"), *tp = cJSON_GetObjectItem(tr, "poses");
+    CHECK(cJSON_GetArraySize(fp) == 3 && cJSON_GetArraySize(tp) == 3);
+    for (int l = 0; l < 3 && cJSON_GetArraySize(fp) == 3; l++) {
+        const cJSON *a = cJSON_GetArrayItem(fp, l), *b = cJSON_GetArrayItem(tp, l);
+        CHECK_NEAR(json_num(a, "dx_mm"), json_num(b, "dx_mm"), 0.03);
+        CHECK_NEAR(json_num(a, "dz_mm"), json_num(b, "dz_mm"), 0.2);
+    }
+    CHECK(json_num(tj, "twin_accuracy_images") == 50);
+    cJSON_Delete(tj);
+    cJSON_Delete(tr);
+    snprintf(cmd, sizeof cmd, "%s eval --model %s --limit 20 > /dev/null 2>&1", bin(), tw);
+    CHECK(system(cmd) == 0);
+    t_write_text(bad, "input,d1,d2,d3,d4,d5,d6,d7,d8,d9,d10\ntest:1,1,1,1,1,1,1,1,1,1,1\n"
+                      "test:2,1,1,1,1,1,1,1,1,-1,1\n");
+    snprintf(cmd, sizeof cmd, "%s calibrate --model %s --measured %s --out %s -q 2> %s",
+             bin(), md, bad, tw2, t_path("cli-bad.err"));
+    int st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    CHECK(!t_exists(tw2));
+    char *msg = NULL;
+    size_t len = 0;
+    CHECK(d2_read_file(t_path("cli-bad.err"), 1 << 16, &msg, &len, &e) == 0);
+    CHECK(msg && strstr(msg, "line 3, column 10"));
+    free(msg);
+}
+
 int main(void)
 {
     RUN(adjoint_of_detectors_matches_finite_differences_of_transmission_and_gaps);
     RUN(pose_jacobian_matches_finite_differences_of_the_displaced_stack);
     RUN(meas_reader_names_line_and_column_of_bad_rows);
     RUN(fit_recovers_hidden_poses_of_a_small_stack);
+    RUN(simulate_then_calibrate_writes_a_twin_that_eval_loads_and_bad_meas_writes_nothing);
     printf("%d passed, %d failed\n", t_pass, t_fail);
     return t_fail ? 1 : 0;
 }
