@@ -1,9 +1,4 @@
-static void advise(FILE *f, int layer, const char *verb, double v, double s, double min,
-                   const char *unit, const char *pos, const char *neg, int *count)
-{
-    if (fabs(v) < min || fabs(v) < 2 * s) return;
-    fprintf(f, "  layer %d sits %.2f +- %.2f %s %s: %s it %.2f %s %s\n", layer, fabs(v), s, unit,
-            v > 0 ? pos : neg, verb, fabs(v), unit, v > 0 ? neg : pos);/* The twin folder: the fitted stack as a model any stage loads, the fit as
+/* The twin folder: the fitted stack as a model any stage loads, the fit as
  * JSON, a report for people and the measured-vs-predicted scatter. */
 #include "calibrate/calibrate.h"
 
@@ -98,12 +93,12 @@ static int write_json(const char *path, const d2_model *m, const char *model_dir
 
 /* One line of hand-fix advice when a component is both large enough to
  * matter and clearly (2 sigma) away from zero. */
-static void advise(FILE *f, int layer, const char *what, double v, double s, double min,
+static void advise(FILE *f, int layer, const char *verb, double v, double s, double min,
                    const char *unit, const char *pos, const char *neg, int *count)
 {
     if (fabs(v) < min || fabs(v) < 2 * s) return;
-    fprintf(f, "  layer %d sits %.2f +- %.2f %s %s %s: move it %.2f %s %s\n", layer, fabs(v), s,
-            unit, what, v > 0 ? pos : neg, fabs(v), unit, v > 0 ? neg : pos);
+    fprintf(f, "  layer %d sits %.2f +- %.2f %s %s: %s it %.2f %s %s\n", layer, fabs(v), s, unit,
+            v > 0 ? pos : neg, verb, fabs(v), unit, v > 0 ? neg : pos);
     (*count)++;
 }
 
