@@ -72,6 +72,8 @@ typedef struct cal_sim_opts {
 typedef struct cal_truth {
     layer_pose pose[D2_MAX_LAYERS];
     double gain[D2_MAX_DET], offset[D2_MAX_DET];
+    double accuracy, design_accuracy; /* set by the caller when scored */
+    int accuracy_images;              /* 0: not scored */
 } cal_truth;
 
 /* Fills meas (allocated here; cal_meas_free) with the readings of m's stack
@@ -79,6 +81,12 @@ typedef struct cal_truth {
  * model m->g.optics selects, on the first o->count images of ds. */
 int cal_simulate(const d2_model *m, const d2_dataset *ds, const cal_sim_opts *o, cal_meas *meas,
                  cal_truth *truth, d2_err *e);
+/* Sets net (made for m's geometry) to m's stack displaced by pose: each
+ * layer's complex transmission resampled as the tolerance trials do, the
+ * gaps changed by the axial shifts; thick plates are moved as their
+ * equivalent transmission (net_set_transmission turns it back into
+ * heights). The stack simulate measures, and the twin's own forward model. */
+int cal_set_stack(d2_net *net, const d2_model *m, const layer_pose *pose, d2_err *e);
 /* Writes truth as JSON (for tests and rehearsals), atomically. */
 int cal_truth_write(const char *path, const d2_model *m, const cal_truth *t, const cal_sim_opts *o,
                     d2_err *e);
@@ -93,7 +101,7 @@ int cal_truth_write(const char *path, const d2_model *m, const cal_truth *t, con
  * prior_* times reg (0: none) as regularisation. */
 typedef struct cal_opts {
     int threads;
-    int max_iter;           /* Levenberg-Marquardt iterations (20) */
+    int max_iter;           /* Levenberg-Marquardt iterations per stage (60) */
     double reg;             /* prior weight, 1 = the prior widths as given */
     double prior_xy_mm, prior_z_mm, prior_rot_deg;
     double noise;           /* relative noise of a reading (0.01): sets the residual scale */
@@ -101,6 +109,7 @@ typedef struct cal_opts {
     int fit_rot;            /* 0 holds rotations at 0 */
     FILE *progress;         /* one line per iteration, or NULL */
     const layer_pose *start; /* poses to start from (layers entries), NULL: all zero */
+    int coarse;             /* > 0: first fit the first `coarse` inputs alone (50) */
 } cal_opts;
 void cal_opts_default(cal_opts *o);
 

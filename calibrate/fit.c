@@ -15,7 +15,7 @@ void cal_opts_default(cal_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->threads = 0;
-    o->max_iter = 20;
+    o->max_iter = 60;
     o->reg = 1.0;
     o->prior_xy_mm = 0.5;
     o->prior_z_mm = 2.0;
@@ -23,6 +23,7 @@ void cal_opts_default(cal_opts *o)
     o->floor = 0.05;
     o->noise = 0.01;
     o->fit_rot = 1;
+    o->coarse = 50;
 }
 
 void cal_result_free(cal_result *r)
@@ -407,8 +408,9 @@ static int lm(fit *f, d2_pool *pool, double *th, double *a, double *b, cal_resul
     double radius = 1; /* trust radius in units of trust(): grows on success, shrinks on failure */
     if (evaluate(f, pool, th, 1, e)) return e->code;
     *cost = solve_gains(f, a, b) + prior_cost(f, th);
-    r->cost0 = *cost;
-    for (r->iterations = 0; r->iterations < f->o->max_iter;) {
+    int it0 = r->iterations;
+    if (!it0) r->cost0 = *cost;
+    while (r->iterations - it0 < f->o->max_iter) {
         normal_eq(f, th, a, b, A, grad);
         int accepted = 0;
         double cn = *cost, moved = 0;
@@ -440,7 +442,6 @@ static int lm(fit *f, d2_pool *pool, double *th, double *a, double *b, cal_resul
             }
             if (evaluate(f, pool, tn, 0, e)) return e->code;
             cn = solve_gains(f, an, bn) + prior_cost(f, tn);
-            if (getenv("D2FAB_CAL_DEBUG")) fprintf(stderr, "  trial mu %.3g cost %.6g (from %.6g) step0 %.4g\n", mu, cn, *cost, step[0]);
             if (cn < *cost) {
                 accepted = 1;
                 mu = fmax(mu / 3, 1e-9);
@@ -455,8 +456,8 @@ static int lm(fit *f, d2_pool *pool, double *th, double *a, double *b, cal_resul
         double drop = *cost - cn;
         memcpy(th, tn, sizeof(double) * P);
         if (f->o->progress)
-            fprintf(f->o->progress, "calibrate: iteration %d: cost %.6g (mu %.2g)\n",
-                    r->iterations, cn, mu);
+            fprintf(f->o->progress, "calibrate: iteration %d on %d inputs: cost %.6g (mu %.2g)\n",
+                    r->iterations, f->count, cn, mu);
         if (evaluate(f, pool, th, 1, e)) return e->code;
         *cost = solve_gains(f, a, b) + prior_cost(f, th);
         /* Converged: the cost stalls or no pose moves by 1e-3 of its prior width. */
@@ -493,6 +494,14 @@ int cal_fit(const d2_model *m, const cal_meas *meas, const float *inputs, const 
         th[CAL_PER_LAYER * l + 1] = o->start[l].dy_mm;
         th[CAL_PER_LAYER * l + 2] = o->start[l].dz_mm;
         th[CAL_PER_LAYER * l + 3] = o->fit_rot ? o->start[l].rot_deg : 0;
+    }
+    /* Far from the answer every input points the same way: the first
+     * o->coarse inputs find the basin at a fraction of the cost, all of
+     * them then refine it (and give the covariance). */
+    if (!rc && o->coarse > 0 && o->coarse < f.count) {
+        f.count = o->coarse;
+        rc = lm(&f, pool, th, a, b, r, &cost, e);
+        f.count = meas->count;
     }
     if (!rc) rc = lm(&f, pool, th, a, b, r, &cost, e);
     if (!rc) rc = covariance(&f, th, a, b, &cost, r, e);

@@ -36,11 +36,7 @@ static void sim_job(void *arg, int i, int tid)
     free(in);
 }
 
-/* Sets the network to m's stack displaced by pose: the same resampling of
- * the transmission (thin) and gap change the tolerance trials use. Thick
- * plates are moved as their equivalent transmission (net_set_transmission
- * turns it back into heights). */
-static int set_displaced(d2_net *net, const d2_model *m, const layer_pose *pose, d2_err *e)
+int cal_set_stack(d2_net *net, const d2_model *m, const layer_pose *pose, d2_err *e)
 {
     const d2_geom *g = &m->g;
     size_t nn = (size_t)g->n * g->n;
@@ -85,7 +81,7 @@ int cal_simulate(const d2_model *m, const d2_dataset *ds, const cal_sim_opts *o,
     if (!pool) return e->code;
     sim s = {.m = m, .ds = ds, .stride = 1};
     int rc = 0;
-    if (!(s.net = net_new(g, d2_pool_threads(pool), e)) || set_displaced(s.net, m, truth->pose, e) ||
+    if (!(s.net = net_new(g, d2_pool_threads(pool), e)) || cal_set_stack(s.net, m, truth->pose, e) ||
         cal_meas_alloc(meas, o->count, g->ndet, e)) {
         rc = e->code;
         goto done;
@@ -152,6 +148,11 @@ int cal_truth_write(const char *path, const d2_model *m, const cal_truth *t, con
     for (int l = 0; l < m->g.layers; l++) cJSON_AddItemToArray(poses, pose_json(&t->pose[l]));
     cJSON_AddItemToObject(root, "gains", cJSON_CreateDoubleArray(t->gain, m->g.ndet));
     cJSON_AddItemToObject(root, "offsets", cJSON_CreateDoubleArray(t->offset, m->g.ndet));
+    if (t->accuracy_images > 0) {
+        cJSON_AddNumberToObject(root, "accuracy", t->accuracy);
+        cJSON_AddNumberToObject(root, "design_accuracy", t->design_accuracy);
+        cJSON_AddNumberToObject(root, "accuracy_images", t->accuracy_images);
+    }
     char *s = cJSON_Print(root);
     cJSON_Delete(root);
     if (!s) return d2_fail(e, D2_EIO, "%s: out of memory", path);

@@ -29,6 +29,8 @@ static void simulate_usage(FILE *f)
             "  -s, --seed S           draws of errors, gains and noise               [1]\n"
             "      --optics MODEL     thin or thick   [thick for an export, else the model's]\n"
             "  -d, --data DIR         data folder with mnist/ and fashion/ [$D2FAB_DATA or data]\n"
+            "  -l, --eval-limit N     also score the displaced stack and the design on\n"
+            "                         the first N test images (0 = no)                [0]\n"
             "  -j, --threads N        worker threads                      [all cores]\n"
             "  -h, --help\n\n%s",
             cli_exit_help);
@@ -71,6 +73,26 @@ static int load_test_set(const char *cmd, const d2_model *m, const char *data, d
     return 0;
 }
 
+/* Accuracy of m's stack displaced by pose (cal_set_stack) on the first
+ * limit test images of ds. */
+static int stack_accuracy(const d2_model *m, const layer_pose *pose, const d2_dataset *ds,
+                          int limit, int threads, double *acc, int *count, d2_err *e)
+{
+    d2_pool *pool = d2_pool_new(threads, e);
+    if (!pool) return e->code;
+    d2_net *net = net_new(&m->g, d2_pool_threads(pool), e);
+    eval_result er;
+    int rc = !net || cal_set_stack(net, m, pose, e) ||
+             eval_net(net, ds, limit, pool, NULL, &er, NULL, e) ? e->code : 0;
+    if (!rc) {
+        *acc = er.accuracy;
+        *count = er.count;
+    }
+    net_free(net);
+    d2_pool_free(pool);
+    return rc;
+}
+
 int cmd_simulate(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -81,13 +103,14 @@ int cmd_simulate(int argc, char **argv)
         {"gain-lo", required_argument, 0, 'g'}, {"gain-hi", required_argument, 0, 'G'},
         {"offset", required_argument, 0, 'F'}, {"seed", required_argument, 0, 's'},
         {"optics", required_argument, 0, 'O'}, {"data", required_argument, 0, 'd'},
+        {"eval-limit", required_argument, 0, 'l'},
         {"threads", required_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *model = NULL, *out = NULL, *truth_path = NULL, *data = dataset_default_dir();
     cal_sim_opts so = {200, 0.4, 1.5, 1.0, 0.5, 2.0, 0.05, 0.01, 1, 0};
     int optics = -1, c;
-    long lv;
+    long lv, eval_limit = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "m:o:t:n:s:d:j:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:o:t:n:s:d:j:l:h", opts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
         case 'm': model = optarg; break;
@@ -105,6 +128,7 @@ int cmd_simulate(int argc, char **argv)
         case 'O': bad = parse_optics("simulate", optarg, &optics); break;
         case 'd': data = optarg; break;
         case 'j': bad = cli_int("simulate", "--threads", optarg, 0, 1024, &lv); so.threads = (int)lv; break;
+        case 'l': bad = cli_int("simulate", "--eval-limit", optarg, 0, 10000000, &eval_limit); break;
         case 'h': simulate_usage(stdout); return 0;
         default: simulate_usage(stderr); return 1;
         }
@@ -124,14 +148,25 @@ int cmd_simulate(int argc, char **argv)
         return rc;
     }
     d2_err e = {0};
-    cal_meas meas;
+    layer_pose zero[D2_MAX_LAYERS] = {{0}};
+    cal_meas meas = {0};
     cal_truth truth;
-    if (cal_simulate(&m, &ds, &so, &meas, &truth, &e) || cal_meas_write(out, &meas, &e) ||
-        (truth_path && cal_truth_write(truth_path, &m, &truth, &so, &e)))
+    if (cal_simulate(&m, &ds, &so, &meas, &truth, &e) ||
+        (eval_limit > 0 &&
+         (stack_accuracy(&m, truth.pose, &ds, (int)eval_limit, so.threads, &truth.accuracy,
+                         &truth.accuracy_images, &e) ||
+          stack_accuracy(&m, zero, &ds, (int)eval_limit, so.threads, &truth.design_accuracy,
+                         &truth.accuracy_images, &e))) ||
+        cal_meas_write(out, &meas, &e) ||
+        (truth_path && cal_truth_write(truth_path, &m, &truth, &so, &e))) {
         rc = cli_error("simulate", e.code, e.msg);
-    else
+    } else {
         printf("simulate: %d readings of %s (%s model, seed %lu) -> %s\n", meas.count, model,
                optics_name(&m.g), so.seed, out);
+        if (eval_limit > 0)
+            printf("  displaced stack: accuracy %.2f %% (design %.2f %%) on %d test images\n",
+                   100 * truth.accuracy, 100 * truth.design_accuracy, truth.accuracy_images);
+    }
     cal_meas_free(&meas);
     dataset_free(&ds);
     model_free(&m);
@@ -151,11 +186,12 @@ static void calibrate_usage(FILE *f)
             "  -o, --out TWIN         twin folder to write\n"
             "      --optics MODEL     thin or thick (thick: not fitted yet, fails) [thick for\n"
             "                         an export, else the model's own]\n"
-            "  -i, --iterations N     Levenberg-Marquardt iterations                 [20]\n"
+            "  -i, --iterations N     Levenberg-Marquardt iterations per stage        [60]\n"
             "      --reg W            weight of the prior (widths below), 0 = none     [1]\n"
             "      --prior-xy-mm D, --prior-z-mm D, --prior-rot-deg D     [0.5, 2, 1.5]\n"
             "      --noise F          relative noise of a reading                   [0.01]\n"
             "      --no-rotation      hold every rotation at 0\n"
+            "      --coarse N         first fit the first N inputs alone, 0 = no       [50]\n"
             "      --start JSON       start from the poses of a twin.json (or a simulate\n"
             "                         --truth file)                           [all zero]\n"
             "  -l, --eval-limit N     test images for the twin's accuracy, 0 = none  [1000]\n"
@@ -183,6 +219,7 @@ static int calibrate_parse(int argc, char **argv, cal_args *a)
         {"prior-xy-mm", required_argument, 0, 'X'}, {"prior-z-mm", required_argument, 0, 'Z'},
         {"prior-rot-deg", required_argument, 0, 'R'}, {"noise", required_argument, 0, 'N'},
         {"no-rotation", no_argument, 0, 'T'}, {"eval-limit", required_argument, 0, 'l'},
+        {"coarse", required_argument, 0, 'C'},
         {"data", required_argument, 0, 'd'}, {"threads", required_argument, 0, 'j'},
         {"start", required_argument, 0, 'S'}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
@@ -202,6 +239,7 @@ static int calibrate_parse(int argc, char **argv, cal_args *a)
         case 'R': bad = cli_num("calibrate", "--prior-rot-deg", optarg, 1e-6, 90, &a->o.prior_rot_deg); break;
         case 'N': bad = cli_num("calibrate", "--noise", optarg, 1e-9, 1, &a->o.noise); break;
         case 'T': a->o.fit_rot = 0; break;
+        case 'C': bad = cli_int("calibrate", "--coarse", optarg, 0, 1000000, &lv); a->o.coarse = (int)lv; break;
         case 'S': a->start = optarg; break;
         case 'l': bad = cli_int("calibrate", "--eval-limit", optarg, 0, 10000000, &a->eval_limit); break;
         case 'd': a->data = optarg; break;
@@ -217,21 +255,6 @@ static int calibrate_parse(int argc, char **argv, cal_args *a)
         return 1;
     }
     return -1;
-}
-
-/* The twin's accuracy on the first eval_limit test images. */
-static int twin_accuracy(const d2_model *m, const cal_args *a, cal_result *r, d2_err *e)
-{
-    d2_model tw;
-    if (cal_twin_model(m, r->pose, &tw, e)) return e->code;
-    eval_result er;
-    int rc = eval_model(&tw, a->data, (int)a->eval_limit, a->o.threads, NULL, NULL, &er, e);
-    if (!rc) {
-        r->twin_accuracy = er.accuracy;
-        r->twin_images = er.count;
-    }
-    model_free(&tw);
-    return rc;
 }
 
 int cmd_calibrate(int argc, char **argv)
@@ -261,7 +284,8 @@ int cmd_calibrate(int argc, char **argv)
     float *inputs = NULL;
     if (cal_meas_read(a.meas, m.g.ndet, m.g.n, m.g.layers, ds.count, &meas, &e) ||
         cal_inputs(&m, &meas, &ds, &inputs, &e) || cal_fit(&m, &meas, inputs, &a.o, &r, &e) ||
-        (a.eval_limit > 0 && twin_accuracy(&m, &a, &r, &e)) ||
+        (a.eval_limit > 0 && stack_accuracy(&m, r.pose, &ds, (int)a.eval_limit, a.o.threads,
+                                             &r.twin_accuracy, &r.twin_images, &e)) ||
         cal_twin_write(a.out, &m, a.model, &meas, &r, &e)) {
         rc = cli_error("calibrate", e.code, e.msg);
     } else {
