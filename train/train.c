@@ -507,6 +507,7 @@ typedef struct upd_job {
     float beta, scale, step, ibc2, max_phase;
     float **pgrad;          /* [thread] n*n scratch */
     float complex **qadj;   /* [thread] n*n scratch */
+    unsigned frozen;        /* bit l: layer l keeps its phases (--train-layers) */
 } upd_job;
 
 static void update_layer(void *arg, int l, int tid)
@@ -519,6 +520,10 @@ static void update_layer(void *arg, int l, int tid)
         float complex *gk = u->j->grad[k][l];
         for (size_t i = 0; i < nn; i++) g0[i] += gk[i];
         memset(gk, 0, sizeof(float complex) * nn);
+    }
+    if (u->frozen >> l & 1u) {
+        memset(g0, 0, sizeof(float complex) * nn);
+        return;
     }
     if (u->jitter) {
         float complex *q = u->qadj[tid];
@@ -706,7 +711,8 @@ static void train_epoch(trainer *x, int epoch, epoch_stats *st)
         double bc1 = 1 - pow(ADAM_B1, (double)x->a.step), bc2 = 1 - pow(ADAM_B2, (double)x->a.step);
         upd_job uj = {m, &x->a, j, T, g->n, g->pitch_mm, x->jitter, x->poses, x->tbase, x->beta,
                       1.0f / j->bsz, (float)(st->lr / bc1), (float)(1.0 / bc2), x->max_phase,
-                      x->pgrad, x->qadj};
+                      x->pgrad, x->qadj,
+                      x->ro->train_layers ? ~x->ro->train_layers : 0u};
         d2_pool_run(x->pool, update_layer, &uj, L);
         for (int k = 0; k < T; k++) {
             st->loss += j->loss[k];

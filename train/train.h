@@ -15,6 +15,8 @@ typedef struct train_run_opts {
     int threads;          /* worker threads, <= 0: all cores */
     int resume;           /* continue from OUT/checkpoints/latest */
     FILE *progress;       /* progress bar / lines, NULL for silence */
+    unsigned train_layers; /* bit l set: layer l + 1 is trained; 0: every layer. The
+                            * others keep their phases (train --train-layers) */
 } train_run_opts;
 
 /* Trains m (geometry and training options already set, phases allocated or
