@@ -405,7 +405,7 @@ static int lm(fit *f, d2_pool *pool, double *th, double *a, double *b, cal_resul
     int P = f->P, Q = P + 2 * f->nd;
     double A[CAL_MAX_Q * CAL_MAX_Q], M[CAL_MAX_Q * CAL_MAX_Q], grad[CAL_MAX_Q], step[CAL_MAX_Q];
     double tn[CAL_MAX_PAR], an[D2_MAX_DET], bn[D2_MAX_DET], mu = 1e-3;
-    double radius = 1; /* trust radius in units of trust(): grows on success, shrinks on failure */
+    double radius = 1; /* trust radius in units of trust(): shrinks on failure, regrows to 1 */
     if (evaluate(f, pool, th, 1, e)) return e->code;
     *cost = solve_gains(f, a, b) + prior_cost(f, th);
     int it0 = r->iterations;
@@ -427,7 +427,7 @@ static int lm(fit *f, d2_pool *pool, double *th, double *a, double *b, cal_resul
             /* The gains' part of the step is dropped: they are solved
              * exactly at the new poses. A step beyond the trust radius (from a
              * quarter pixel, where the bilinear resampling stays near its
-             * linearisation; 1.5 times wider after each accepted step, half
+             * linearisation; back up by 1.5 after each accepted step, half
              * after each rejected one) is damped further first. */
             moved = 0;
             double over = 0;
@@ -445,7 +445,7 @@ static int lm(fit *f, d2_pool *pool, double *th, double *a, double *b, cal_resul
             if (cn < *cost) {
                 accepted = 1;
                 mu = fmax(mu / 3, 1e-9);
-                radius = fmin(radius * 1.5, 8);
+                radius = fmin(radius * 1.5, 1);
             } else {
                 mu *= 4;
                 radius = fmax(radius * 0.5, 1.0 / 16);
