@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "calibrate/calibrate.h"
 #include "cli/cmds.h"
 #include "core/config.h"
 #include "core/fileio.h"
@@ -39,6 +40,8 @@ static void train_help(FILE *fp)
             "      --train-layers LIST  train only these layers (e.g. 5 or 4,5), the others\n"
             "                       keep the phases --init gave them: a replacement plate\n"
             "                       for a calibrated twin (README \"Calibration\")     [all]\n"
+            "      --poses JSON     train the stack displaced by the fixed poses of a\n"
+            "                       calibrate twin.json (with --init the printed model)  [none]\n"
             "  -q, --quiet          no progress output\n"
             "  -h, --help           this help\n\n"
             "The same config, seed and thread count give the same model.\n\n%s",
@@ -78,9 +81,11 @@ int cmd_train(int argc, char **argv)
         {"jitter-rot-deg", required_argument, 0, 'R'},
         {"quantize-levels", required_argument, 0, 'K'},
         {"quantize-z-step-mm", required_argument, 0, 'S'},
-        {"train-layers", required_argument, 0, 'L'},
+        {"train-layers", required_argument, 0, 'L'}, {"poses", required_argument, 0, 'P'},
         {0, 0, 0, 0}};
     const char *cfg = NULL, *out = NULL, *data = dataset_default_dir(), *init = NULL;
+    const char *poses_path = NULL;
+    layer_pose poses[D2_MAX_LAYERS];
     double jxy = -1, jz = -1, jrot = -1, zstep = -1;
     long qlev = -1;
     long epochs = -1, limit = -1, tlimit = -1, threads = 0;
@@ -105,6 +110,7 @@ int cmd_train(int argc, char **argv)
         case 'K': if (cli_int("train", "quantize-levels", optarg, 2, 65536, &qlev)) return 1; break;
         case 'S': if (cli_num("train", "quantize-z-step-mm", optarg, 1e-6, 10, &zstep)) return 1; break;
         case 'L': if (!(train_layers = parse_train_layers(optarg))) return 1; break;
+        case 'P': poses_path = optarg; break;
         case 'h': train_help(stdout); return 0;
         default: train_help(stderr); return 1;
         }
@@ -141,7 +147,12 @@ int cmd_train(int argc, char **argv)
                 m.g.layers, cfg);
         return 1;
     }
-    train_run_opts ro = {data, (int)threads, resume, quiet ? NULL : stderr, train_layers};
+    if (poses_path && (rc = cal_poses_read(poses_path, m.g.layers, poses, &e))) {
+        model_free(&m);
+        return cli_error("train", rc, e.msg);
+    }
+    train_run_opts ro = {data, (int)threads, resume, quiet ? NULL : stderr, train_layers,
+                         poses_path ? poses : NULL};
     if (!quiet)
         fprintf(stderr,
                 "training %d layers of %d x %d at %.4g mm pitch, wavelength %.4g mm, on %s "

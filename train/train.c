@@ -661,6 +661,11 @@ static int trainer_alloc(trainer *x, d2_err *e)
     for (int l = 0; l < L; l++)
         if (!(x->tbase[l] = d2_malloc(sizeof(float complex) * nn, "transmission", e))) goto fail;
     x->jitter = t->jitter_xy_mm > 0 || t->jitter_z_mm > 0 || t->jitter_rot_deg > 0;
+    /* Fixed poses (a calibrated twin): every batch sees the stack as it sits. */
+    if (x->ro->poses) {
+        x->jitter = 1;
+        memcpy(x->poses, x->ro->poses, sizeof(layer_pose) * L);
+    }
     x->max_phase = (float)geom_max_phase(g);
     x->beta = net_phase_beta(g);
     j->net = x->net;
@@ -701,7 +706,7 @@ static void train_epoch(trainer *x, int epoch, epoch_stats *st)
         j->bsz = ntrain - b0 < t->batch ? ntrain - b0 : t->batch;
         /* Misalignment-resilient training draws new layer poses for every
          * batch (Mengu et al. 2020). */
-        if (x->jitter)
+        if (x->jitter && !x->ro->poses)
             for (int l = 0; l < L; l++)
                 perturb_draw_uniform(&x->rng, t->jitter_xy_mm, t->jitter_z_mm, t->jitter_rot_deg,
                                      &x->poses[l]);
