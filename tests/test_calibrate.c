@@ -321,6 +321,23 @@ TEST(simulate_then_calibrate_writes_a_twin_that_eval_loads_and_bad_meas_writes_n
         free(x);
         free(y);
     }
+    /* The same from the printed model with the fitted poses held fixed. */
+    const char *rp = t_path("cli-retrain-poses");
+    snprintf(cmd, sizeof cmd, "%s train --config %s/model.json --init %s --poses %s/twin.json "
+             "--train-layers 3 --epochs 1 --limit 64 --test-limit 20 -t 2 -q --out %s > /dev/null "
+             "2>&1", bin(), md, md, tw, rp);
+    CHECK(system(cmd) == 0);
+    for (int l = 1; l <= 3; l++) {
+        char a[4200], b[4200], *x = NULL, *y = NULL;
+        size_t nx = 0, ny = 0;
+        snprintf(a, sizeof a, "%s/layer%d.npy", md, l);
+        snprintf(b, sizeof b, "%s/layer%d.npy", rp, l);
+        CHECK(d2_read_file(a, 1 << 20, &x, &nx, &e) == 0 && d2_read_file(b, 1 << 20, &y, &ny, &e) == 0);
+        int same = x && y && nx == ny && !memcmp(x, y, nx);
+        CHECK(same == (l < 3));
+        free(x);
+        free(y);
+    }
     t_write_text(bad, "input,d1,d2,d3,d4,d5,d6,d7,d8,d9,d10\ntest:1,1,1,1,1,1,1,1,1,1,1\n"
                       "test:2,1,1,1,1,1,1,1,1,-1,1\n");
     snprintf(cmd, sizeof cmd, "%s calibrate --model %s --measured %s --out %s -q 2> %s",
