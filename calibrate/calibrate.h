@@ -125,6 +125,7 @@ typedef struct cal_result {
     double gain_sigma[D2_MAX_DET], offset_sigma[D2_MAX_DET];
     double cost0, cost;     /* weighted sum of squares before and after */
     double rms_rel;         /* rms relative residual after the fit */
+    double noise;           /* the relative noise the fit assumed (cal_opts.noise) */
     int iterations;
     double seconds;
     double twin_accuracy;   /* the twin's test accuracy (set by the caller), and */

@@ -522,6 +522,7 @@ int cal_fit(const d2_model *m, const cal_meas *meas, const float *inputs, const 
                 ss += rel * rel;
             }
         r->rms_rel = sqrt(ss / ((double)f.count * f.nd));
+        r->noise = o->noise;
         for (int l = 0; l < f.L; l++) pose_of(th, l, &r->pose[l]);
         memcpy(r->gain, a, sizeof(double) * f.nd);
         memcpy(r->offset, b, sizeof(double) * f.nd);

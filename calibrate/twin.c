@@ -70,6 +70,8 @@ static int write_json(const char *path, const d2_model *m, const char *model_dir
     cJSON_AddNumberToObject(root, "cost_start", r->cost0);
     cJSON_AddNumberToObject(root, "cost", r->cost);
     cJSON_AddNumberToObject(root, "rms_relative_residual", r->rms_rel);
+    cJSON_AddNumberToObject(root, "noise_assumed", r->noise);
+    cJSON_AddBoolToObject(root, "explains_readings", r->rms_rel <= 2 * r->noise);
     if (r->twin_images > 0) {
         cJSON_AddNumberToObject(root, "twin_accuracy", r->twin_accuracy);
         cJSON_AddNumberToObject(root, "twin_accuracy_images", r->twin_images);
@@ -112,6 +114,11 @@ static int write_report(const char *path, const d2_model *m, const char *model_d
             optics_name(&m->g), meas->count);
     fprintf(f, "fit: %d iterations, %.1f s, cost %.4g -> %.4g, rms relative residual %.4f\n\n",
             r->iterations, r->seconds, r->cost0, r->cost, r->rms_rel);
+    if (r->rms_rel > 2 * r->noise)
+        fprintf(f, "WARNING: the twin does not explain the readings (rms relative residual %.4f "
+                "against the %.4f noise assumed): the fit may sit in a wrong basin (a layer a "
+                "pixel off); restart it with --start from other poses, or check the noise\n\n",
+                r->rms_rel, r->noise);
     fprintf(f, "layer        dx (mm)           dy (mm)           dz (mm)        rotation (deg)\n");
     for (int l = 0; l < r->layers; l++) {
         const layer_pose *p = &r->pose[l], *s = &r->sigma[l];

@@ -299,6 +299,9 @@ int cmd_calibrate(int argc, char **argv)
         if (r.twin_images > 0)
             printf("  twin accuracy %.2f %% on %d test images\n", 100 * r.twin_accuracy,
                    r.twin_images);
+        if (r.rms_rel > 2 * r.noise)
+            printf("  WARNING: rms relative residual %.4f, over twice the noise %.4f: the fit may "
+                   "sit in a wrong basin (report.txt)\n", r.rms_rel, r.noise);
         printf("twin -> %s (report.txt, twin.json)\n", a.out);
     }
     free(inputs);

@@ -300,6 +300,7 @@ TEST(simulate_then_calibrate_writes_a_twin_that_eval_loads_and_bad_meas_writes_n
         CHECK_NEAR(json_num(a, "dz_mm"), json_num(b, "dz_mm"), 0.2);
     }
     CHECK(json_num(tj, "twin_accuracy_images") == 50);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(tj, "explains_readings")));
     cJSON_Delete(tj);
     cJSON_Delete(tr);
     snprintf(cmd, sizeof cmd, "%s eval --model %s --limit 20 > /dev/null 2>&1", bin(), tw);
