@@ -36,7 +36,7 @@ endif
 endif
 LDLIBS   += $(PKG_LIBS) -lpthread -lm
 
-LIB_SRC  := $(wildcard core/*.c optics/*.c train/*.c export/*.c mesh/*.c mask/*.c tolerance/*.c run/*.c)
+LIB_SRC  := $(wildcard core/*.c optics/*.c train/*.c export/*.c mesh/*.c mask/*.c calibrate/*.c tolerance/*.c run/*.c)
 CLI_SRC  := $(wildcard cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 BENCH_SRC:= $(wildcard bench/bench_*.c)

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "calibrate/calibrate.h"
 #include "cli/cmds.h"
 #include "core/config.h"
 #include "core/fileio.h"
@@ -42,6 +43,11 @@ static void train_help(FILE *fp)
             "      --quantize-levels K  train on phases quantised to K levels per 2 pi\n"
             "                           (straight-through gradient)                         [off]\n"
             "      --quantize-z-step-mm S  quantise the implied thickness to S mm instead  [off]\n"
+            "      --train-layers LIST  train only these layers (e.g. 5 or 4,5), the others\n"
+            "                       keep the phases --init gave them: a replacement plate\n"
+            "                       for a calibrated twin (README \"Calibration\")     [all]\n"
+            "      --poses JSON     train the stack displaced by the fixed poses of a\n"
+            "                       calibrate twin.json (with --init the printed model)  [none]\n"
             "  -q, --quiet          no progress output\n"
             "  -h, --help           this help\n\n"
             "The same config, seed and thread count give the same model.\n\n%s",
@@ -59,6 +65,26 @@ static int init_model(d2_model *m, const char *init, const char *cfg, int regap,
     return rc;
 }
 
+/* --train-layers LIST: comma-separated layer numbers (1-based) -> bitmask;
+ * 0 and a message on a malformed list. */
+static unsigned parse_train_layers(const char *s)
+{
+    unsigned mask = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > D2_MAX_LAYERS || (*end && *end != ',')) {
+            fprintf(stderr, "d2fab train: --train-layers '%s': expected layer numbers 1..%d "
+                    "separated by commas, e.g. 5 or 4,5\n", s, D2_MAX_LAYERS);
+            return 0;
+        }
+        mask |= 1u << (v - 1);
+        if (!*end) return mask;
+        p = end + 1;
+    }
+}
+
 int cmd_train(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -72,12 +98,16 @@ int cmd_train(int argc, char **argv)
         {"jitter-rot-deg", required_argument, 0, 'R'},
         {"quantize-levels", required_argument, 0, 'K'},
         {"quantize-z-step-mm", required_argument, 0, 'S'},
+        {"train-layers", required_argument, 0, 'L'}, {"poses", required_argument, 0, 'P'},
         {0, 0, 0, 0}};
     const char *cfg = NULL, *out = NULL, *data = dataset_default_dir(), *init = NULL;
+    const char *poses_path = NULL;
+    layer_pose poses[D2_MAX_LAYERS];
     double jxy = -1, jz = -1, jrot = -1, zstep = -1;
     long qlev = -1;
     long epochs = -1, limit = -1, tlimit = -1, threads = 0;
     int resume = 0, quiet = 0, regap = 0, c;
+    unsigned train_layers = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "c:o:d:e:l:t:i:rqh", opts, NULL)) != -1) {
         switch (c) {
@@ -97,6 +127,8 @@ int cmd_train(int argc, char **argv)
         case 'R': if (cli_num("train", "jitter-rot-deg", optarg, 0, 180, &jrot)) return 1; break;
         case 'K': if (cli_int("train", "quantize-levels", optarg, 2, 65536, &qlev)) return 1; break;
         case 'S': if (cli_num("train", "quantize-z-step-mm", optarg, 1e-6, 10, &zstep)) return 1; break;
+        case 'L': if (!(train_layers = parse_train_layers(optarg))) return 1; break;
+        case 'P': poses_path = optarg; break;
         case 'h': train_help(stdout); return 0;
         default: train_help(stderr); return 1;
         }
@@ -129,7 +161,18 @@ int cmd_train(int argc, char **argv)
         model_free(&m);
         return cli_error("train", rc, e.msg);
     }
-    train_run_opts ro = {data, (int)threads, resume, quiet ? NULL : stderr};
+    if (train_layers >> m.g.layers) {
+        model_free(&m);
+        fprintf(stderr, "d2fab train: --train-layers names a layer beyond the %d of %s\n",
+                m.g.layers, cfg);
+        return 1;
+    }
+    if (poses_path && (rc = cal_poses_read(poses_path, m.g.layers, poses, &e))) {
+        model_free(&m);
+        return cli_error("train", rc, e.msg);
+    }
+    train_run_opts ro = {data, (int)threads, resume, quiet ? NULL : stderr, train_layers,
+                         poses_path ? poses : NULL};
     if (!quiet)
         fprintf(stderr,
                 "training %d layers of %d x %d at %.4g mm pitch, wavelength %.4g mm, on %s "

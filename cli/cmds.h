@@ -14,6 +14,8 @@ int cmd_mask(int argc, char **argv);
 int cmd_tolerance(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_simulate(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
 
 /* Prints "d2fab CMD: message" to stderr and returns the exit status for code. */
 int cli_error(const char *cmd, int code, const char *msg);

@@ -32,6 +32,8 @@ static const struct {
     {"mesh", cmd_mesh, "height maps to watertight plates with frame and pegs (STL, 3MF...)"},
     {"mask", cmd_mask, "digit input-aperture masks with island bridges"},
     {"tolerance", cmd_tolerance, "accuracy under fabrication and assembly errors"},
+    {"simulate", cmd_simulate, "readings of a stack with hidden errors (a rehearsal of a measurement)"},
+    {"calibrate", cmd_calibrate, "fit the printed stack's errors to measured readings: its twin"},
     {"check", cmd_check, "validate a mesh file (closed, manifold, volume)"},
     {"run", cmd_run, "everything in order: model to print package and report"},
 };

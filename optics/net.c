@@ -31,6 +31,8 @@ typedef struct ws {
     float complex *v[D2_MAX_LAYERS];   /* field arriving at each layer, n*n */
     float complex *o;                  /* field on the detector plane, n*n */
     float complex *g;                  /* adjoint field, n*n */
+    float complex *spec[D2_MAX_LAYERS + 1]; /* net_forward_keep: spectrum entering each gap */
+    double ein;                        /* net_forward_keep: input energy */
 } ws;
 
 struct d2_net {
@@ -215,6 +217,7 @@ void net_free(d2_net *net)
             fftwf_free(w->o);
             fftwf_free(w->g);
             for (int l = 0; l < D2_MAX_LAYERS; l++) fftwf_free(w->v[l]);
+            for (int k = 0; k <= D2_MAX_LAYERS; k++) fftwf_free(w->spec[k]);
         }
         free(net->ws);
     }
@@ -567,4 +570,105 @@ double net_infer_field(d2_net *net, const float complex *in, float complex *out,
     double ein = forward(net, NULL, in, s, 0, 1);
     memcpy(out, s->o, (size_t)net->n * net->n * sizeof *out);
     return ein;
+}
+
+/* Calibration support: the derivatives of each detector's energy with
+ * respect to every layer's transmission and every gap, from one stored
+ * forward pass and one adjoint pass per detector. */
+
+/* Unnormalised 2-D spectrum of the n x n field in the rows 0..n-1 of w
+ * (columns n..p-1 zero): the first half of prop_core. */
+static void spectrum(const d2_net *net, float complex *w)
+{
+    int n = net->n, p = net->p;
+    memset(w + (size_t)n * p, 0, (size_t)(p - n) * p * sizeof *w);
+    fftwf_execute_dft(net->row_f, (fftwf_complex *)w, (fftwf_complex *)w);
+    fftwf_execute_dft(net->col_f, (fftwf_complex *)w, (fftwf_complex *)w);
+}
+
+int net_forward_keep(d2_net *net, const float *in, float *det, int tid, d2_err *e)
+{
+    if (net->thick)
+        return d2_fail(e, D2_EINPUT, "detector derivatives need the thin model (optics \"thin\")");
+    ws *s = &net->ws[tid];
+    int n = net->n, p = net->p, L = net->L;
+    size_t pp = (size_t)p * p;
+    for (int k = 0; k <= L; k++)
+        if (!s->spec[k] && !(s->spec[k] = fftwf_malloc(pp * sizeof(float complex))))
+            return d2_fail(e, D2_EIO, "out of memory for the spectra of a %d x %d field", p, p);
+    s->ein = forward(net, in, NULL, s, 1, 1);
+    detect(net, s->o, (size_t)n, s->ein, det);
+    /* The spectrum entering gap k: the (illuminated) input for k = 0, else
+     * layer k's output t v. Recomputed rather than kept inside forward() so
+     * that inference pays nothing for it. */
+    float complex *w = s->w;
+    for (int k = 0; k <= L; k++) {
+        for (int i = 0; i < n; i++) {
+            float complex *row = w + (size_t)i * p;
+            for (int j = 0; j < n; j++) {
+                size_t q = (size_t)i * n + j;
+                if (k > 0)
+                    row[j] = net->t[k - 1][q] * s->v[k - 1][q];
+                else
+                    row[j] = in[q] * (net->illum ? net->illum[q] : 1.0f);
+            }
+            memset(row + n, 0, (size_t)(p - n) * sizeof *row);
+        }
+        spectrum(net, w);
+        memcpy(s->spec[k], w, pp * sizeof *w);
+    }
+    return 0;
+}
+
+/* dE/dz of gap k from the adjoint spectrum W and the stored input spectrum
+ * S: 2 Re sum conj(W) (i kz H) S with kz = 2 pi sqrt(1/lambda^2 - f^2). */
+static double gap_dz(const d2_net *net, int k, const float complex *W, const float complex *S)
+{
+    int p = net->p;
+    double df = 1.0 / (p * net->g.pitch_mm), il2 = 1.0 / (net->H_lambda[k] * net->H_lambda[k]);
+    const float complex *H = net->H[k];
+    double acc = 0;
+    for (int i = 0; i < p; i++) {
+        double fy = (i < (p + 1) / 2 ? i : i - p) * df;
+        for (int j = 0; j < p; j++) {
+            size_t q = (size_t)i * p + j;
+            if (H[q] == 0) continue;
+            double fx = (j < (p + 1) / 2 ? j : j - p) * df, qq = il2 - fx * fx - fy * fy;
+            if (qq <= 0) continue;
+            float complex c = conjf(W[q]) * H[q] * S[q];
+            acc -= 2.0 * M_PI * sqrt(qq) * cimagf(c);
+        }
+    }
+    return 2.0 * acc;
+}
+
+void net_adjoint_det(d2_net *net, const double *wdet, float complex **gt, double *gz, int tid)
+{
+    ws *s = &net->ws[tid];
+    int n = net->n, p = net->p, L = net->L;
+    float complex *w = s->w;
+    for (int i = 0; i < n; i++) memset(w + (size_t)i * p, 0, (size_t)p * sizeof *w);
+    for (int k = 0; k < net->g.ndet; k++) {
+        if (wdet[k] == 0) continue;
+        float gk = (float)(wdet[k] / s->ein);
+        for (int r = net->det_r0[k]; r < net->det_r1[k]; r++)
+            for (int c = net->det_c0[k]; c < net->det_c1[k]; c++)
+                w[(size_t)r * p + c] = gk * s->o[(size_t)r * n + c];
+    }
+    for (int j = L; j >= 0; j--) {
+        spectrum(net, w);
+        gz[j] = gap_dz(net, j, w, s->spec[j]);
+        d2_cmul(w, net->H[j], (size_t)p * p, 1);
+        fftwf_execute_dft(net->col_b, (fftwf_complex *)w, (fftwf_complex *)w);
+        fftwf_execute_dft(net->row_b, (fftwf_complex *)w, (fftwf_complex *)w);
+        if (j == 0) break;
+        float complex *gl = gt[j - 1];
+        memset(gl, 0, (size_t)n * n * sizeof *gl);
+        for (int i = 0; i < n; i++) {
+            float complex *row = w + (size_t)i * p;
+            size_t o = (size_t)i * n;
+            d2_adj_layer(row, net->t[j - 1] + o, s->v[j - 1] + o, gl + o, (size_t)n);
+            memset(row + n, 0, (size_t)(p - n) * sizeof *row);
+        }
+    }
 }

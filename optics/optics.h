@@ -509,4 +509,17 @@ int optics_read(const char *path, const cJSON *root, d2_geom *g, d2_err *e);
  * tests and tools that need a field rather than an aperture. */
 double net_infer_field(d2_net *net, const float complex *in, float complex *out, int tid);
 
+/* Calibration: derivatives of the detector energies (thin model only).
+ * net_forward_keep runs the forward pass of one input (as net_infer, det
+ * receives the energies) and keeps on workspace tid what the adjoint needs:
+ * the field at each layer and the spectrum entering each gap. Fails with
+ * D2_EINPUT on a thick network, D2_EIO out of memory. After it,
+ * net_adjoint_det may be called any number of times on the same tid: for the
+ * energy combination sum_k wdet[k] E_k it overwrites gt[l] (n*n per layer)
+ * with the Wirtinger derivative d/dt_l* (so dX = 2 Re sum conj(gt) dt) and
+ * gz[j] (g->layers + 1 values) with the derivative by gap j's distance,
+ * per mm (the band limit held fixed). */
+int net_forward_keep(d2_net *net, const float *in, float *det, int tid, d2_err *e);
+void net_adjoint_det(d2_net *net, const double *wdet, float complex **gt, double *gz, int tid);
+
 #endif

@@ -329,6 +329,7 @@ typedef struct upd_job {
     float beta, scale, step, ibc2, max_phase;
     float *pgrad;           /* layers x n*n phase gradients */
     float complex **qadj;   /* [thread] n*n scratch */
+    unsigned frozen;        /* bit l: layer l keeps its phases (--train-layers) */
 } upd_job;
 
 static void grad_layer(void *arg, int l, int tid)
@@ -341,6 +342,11 @@ static void grad_layer(void *arg, int l, int tid)
         float complex *gk = u->j->grad[k][l];
         for (size_t i = 0; i < nn; i++) g0[i] += gk[i];
         memset(gk, 0, sizeof(float complex) * nn);
+    }
+    if (u->frozen >> l & 1u) {
+        memset(g0, 0, sizeof(float complex) * nn);
+        memset(pg, 0, sizeof(float) * nn);
+        return;
     }
     if (u->jitter) {
         float complex *q = u->qadj[tid];
@@ -358,6 +364,7 @@ static void adam_layer(void *arg, int l, int tid)
 {
     (void)tid;
     upd_job *u = arg;
+    if (u->frozen >> l & 1u) return; /* --train-layers: kept as printed */
     size_t nn = (size_t)u->n * u->n;
     float *ph = u->m->phase[l], *am = u->a->m[l], *av = u->a->v[l], *pg = u->pgrad + nn * l;
     const float b1 = (float)ADAM_B1, b2 = (float)ADAM_B2;
@@ -485,6 +492,11 @@ static int trainer_alloc(trainer *x, d2_err *e)
     for (int l = 0; l < L; l++)
         if (!(x->tbase[l] = d2_malloc(sizeof(float complex) * nn, "transmission", e))) goto fail;
     x->jitter = t->jitter_xy_mm > 0 || t->jitter_z_mm > 0 || t->jitter_rot_deg > 0;
+    /* Fixed poses (a calibrated twin): every batch sees the stack as it sits. */
+    if (x->ro->poses) {
+        x->jitter = 1;
+        memcpy(x->poses, x->ro->poses, sizeof(layer_pose) * L);
+    }
     x->max_phase = (float)geom_max_phase(g);
     x->beta = net_phase_beta(g);
     j->net = x->net;
@@ -533,7 +545,7 @@ static int train_epoch(trainer *x, int epoch, epoch_stats *st, d2_err *e)
         j->bsz = (int)(hi - lo);
         /* Misalignment-resilient training draws new layer poses for every
          * batch (Mengu et al. 2020). */
-        if (x->jitter)
+        if (x->jitter && !x->ro->poses)
             for (int l = 0; l < L; l++)
                 perturb_draw_uniform(&x->rng, t->jitter_xy_mm, t->jitter_z_mm, t->jitter_rot_deg,
                                      &x->poses[l]);
@@ -543,7 +555,8 @@ static int train_epoch(trainer *x, int epoch, epoch_stats *st, d2_err *e)
         double bc1 = 1 - pow(ADAM_B1, (double)x->a.step), bc2 = 1 - pow(ADAM_B2, (double)x->a.step);
         upd_job uj = {m, &x->a, j, T, g->n, g->pitch_mm, x->jitter, x->poses, x->tbase, x->beta,
                       1.0f / bsz, (float)(st->lr / bc1), (float)(1.0 / bc2), x->max_phase,
-                      x->pgrad, x->qadj};
+                      x->pgrad, x->qadj,
+                      x->ro->train_layers ? ~x->ro->train_layers : 0u};
         d2_pool_run(x->pool, grad_layer, &uj, L);
         if ((rc = d2_par_sum_f32(x->pgrad, (size_t)L * g->n * g->n, e))) return rc;
         d2_pool_run(x->pool, adam_layer, &uj, L);

@@ -15,6 +15,10 @@ typedef struct train_run_opts {
     int threads;          /* worker threads, <= 0: all cores */
     int resume;           /* continue from OUT/checkpoints/latest */
     FILE *progress;       /* progress bar / lines, NULL for silence */
+    unsigned train_layers; /* bit l set: layer l + 1 is trained; 0: every layer. The
+                            * others keep their phases (train --train-layers) */
+    const layer_pose *poses; /* layers entries: train the stack displaced by these fixed
+                              * poses (a calibrated twin, train --poses); NULL: none */
 } train_run_opts;
 
 /* Trains m (geometry and training options already set, phases allocated or
