@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/config.h"
 #include "core/fileio.h"
 #include "core/util.h"
 
@@ -153,10 +154,7 @@ int cal_truth_write(const char *path, const d2_model *m, const cal_truth *t, con
         cJSON_AddNumberToObject(root, "design_accuracy", t->design_accuracy);
         cJSON_AddNumberToObject(root, "accuracy_images", t->accuracy_images);
     }
-    char *s = cJSON_Print(root);
+    int rc = cfg_write(path, root, e);
     cJSON_Delete(root);
-    if (!s) return d2_fail(e, D2_EIO, "%s: out of memory", path);
-    int rc = d2_write_file(path, s, strlen(s), e);
-    free(s);
     return rc;
 }

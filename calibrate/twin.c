@@ -85,11 +85,8 @@ static int write_json(const char *path, const d2_model *m, const char *model_dir
     cJSON_AddItemToObject(root, "offset_sigmas", cJSON_CreateDoubleArray(r->offset_sigma, r->ndet));
     cJSON *notes = cJSON_AddArrayToObject(root, "cannot_tell_apart");
     for (int i = 0; i < r->nnotes; i++) cJSON_AddItemToArray(notes, cJSON_CreateString(r->notes[i]));
-    char *s = cJSON_Print(root);
+    int rc = cfg_write(path, root, e);
     cJSON_Delete(root);
-    if (!s) return d2_fail(e, D2_EIO, "%s: out of memory", path);
-    int rc = d2_write_file(path, s, strlen(s), e);
-    free(s);
     return rc;
 }
 
